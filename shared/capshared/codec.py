@@ -1,0 +1,123 @@
+"""Whole-message encode and decode from the table: for the host and for tests.
+
+The device does not use this module on its frame path (it allocates dicts); it reads fields
+in place with FrameDecoder.u8/u16/u32 at messages.OFFSETS and writes with FrameEncoder.
+Both derive from the same table, and the shared vectors check that they agree.
+"""
+
+from capshared import messages
+from capshared.framing import FrameDecoder, FrameEncoder, FRAME
+from capshared.limits import HEADER_SIZE, MAX_PAYLOAD, U32_LIMIT
+
+
+class CodecError(ValueError):
+    """A message that does not match the table (unknown id, wrong sizes, bad field value)."""
+
+
+def encode_payload(name, fields):
+    """The payload bytes of message `name` with `fields` (a dict). Raises CodecError."""
+    if name not in messages.ID:
+        raise CodecError("unknown message %r" % (name,))
+    mid = messages.ID[name]
+    out = bytearray()
+    known = set()
+    for fname, ftype in messages.FIELDS[mid]:
+        known.add(fname)
+        if fname not in fields:
+            if ftype == "s":
+                v = b""
+            else:
+                raise CodecError("%s: missing field %r" % (name, fname))
+        else:
+            v = fields[fname]
+        if ftype == "s":
+            if isinstance(v, str):
+                v = v.encode("utf-8")
+            out += bytes(v)
+        else:
+            size = messages.SIZES[ftype]
+            limit = U32_LIMIT if ftype == "I" else (1 << (8 * size))
+            if not isinstance(v, int) or v < 0 or v >= limit:
+                raise CodecError("%s.%s: %r is not an integer in 0..%d" % (name, fname, v, limit - 1))
+            out += v.to_bytes(size, "little")
+    extra = set(fields) - known
+    if extra:
+        raise CodecError("%s: unknown fields %s" % (name, ", ".join(sorted(extra))))
+    if len(out) > MAX_PAYLOAD:
+        raise CodecError("%s: payload of %d bytes exceeds %d" % (name, len(out), MAX_PAYLOAD))
+    return bytes(out)
+
+
+def decode_payload(mid, payload):
+    """(name, fields) for a payload. Raises CodecError for an unknown id or wrong size."""
+    if mid not in messages.NAME:
+        raise CodecError("unknown message id 0x%02x" % mid)
+    fixed = messages.FIXED[mid]
+    n = len(payload)
+    if n < fixed or (n != fixed and not messages.HAS_TAIL[mid]):
+        raise CodecError("%s: payload of %d bytes, expected %d" % (messages.NAME[mid], n, fixed))
+    fields = {}
+    off = 0
+    for fname, ftype in messages.FIELDS[mid]:
+        if ftype == "s":
+            fields[fname] = bytes(payload[off:])
+        else:
+            size = messages.SIZES[ftype]
+            fields[fname] = int.from_bytes(payload[off:off + size], "little")
+            off += size
+    return messages.NAME[mid], fields
+
+
+def encode_frame(name, rid, fields, seq=0):
+    """Wire bytes of one frame (delimiter included)."""
+    payload = encode_payload(name, fields)
+    enc = FrameEncoder()
+    enc.seq = seq
+    enc.begin(messages.ID[name], rid)
+    enc.tail(payload, 0, len(payload))
+    n = enc.finish()
+    return bytes(enc.wire[:n])
+
+
+class Frame:
+    """A received frame, decoded: seq, rid, name, fields."""
+
+    __slots__ = ("seq", "rid", "mid", "name", "fields")
+
+    def __init__(self, seq, rid, mid, name, fields):
+        self.seq = seq
+        self.rid = rid
+        self.mid = mid
+        self.name = name
+        self.fields = fields
+
+    def __repr__(self):
+        return "Frame(%s rid=%d seq=%d %r)" % (self.name, self.rid, self.seq, self.fields)
+
+
+class StreamDecoder:
+    """Bytes in, Frames out (host side). Garbage and bad frames are counted, never raised."""
+
+    def __init__(self):
+        self.dec = FrameDecoder()
+        self.unknown = 0
+        self.interrupts = 0
+
+    def feed(self, data):
+        """Feed bytes; returns a list of Frame."""
+        out = []
+        dec = self.dec
+        for b in data:
+            r = dec.feed(b)
+            if r == FRAME:
+                raw = dec.buf
+                mid = raw[1]
+                try:
+                    name, fields = decode_payload(mid, bytes(raw[HEADER_SIZE:dec.n]))
+                except CodecError:
+                    self.unknown += 1
+                    continue
+                out.append(Frame(raw[0], raw[2] | (raw[3] << 8), mid, name, fields))
+            elif r == 3:
+                self.interrupts += 1
+        return out

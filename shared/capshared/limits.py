@@ -1,0 +1,91 @@
+"""Protocol constants and limits shared by host and device. One source of truth.
+
+Sizes are chosen so that one worst-case frame fits the smallest input buffer we target
+(RP2040 USB CDC and ESP32 UART: 256 bytes), see docs/protocol.md "Frame sizes".
+"""
+
+PROTOCOL_VERSION = 1
+
+# A raw frame is header + payload + CRC, before COBS and escaping.
+HEADER_SIZE = 4          # seq (u8), message id (u8), request id (u16, little-endian)
+CRC_SIZE = 2             # CRC-16/CCITT-FALSE, big-endian, over header + payload
+MAX_RAW = 120            # largest raw frame
+MAX_PAYLOAD = MAX_RAW - HEADER_SIZE - CRC_SIZE   # 114
+MIN_RAW = HEADER_SIZE + CRC_SIZE
+# COBS adds one byte per 254 and one more; escaping at most doubles; one delimiter.
+MAX_COBS = MAX_RAW + MAX_RAW // 254 + 1          # 121
+MAX_WIRE = 2 * MAX_COBS + 1                      # 243: worst case, every byte escaped
+
+DELIMITER = 0x00
+# 0x03 is Ctrl-C: on a board's USB REPL it raises KeyboardInterrupt. It never appears inside
+# a frame; ESC-stuffing replaces it (and ESC itself) by ESC, byte ^ ESC_XOR. A bare 0x03 on
+# the line means "stop the agent and go back to the REPL" (docs/protocol.md "Way back").
+CTRL_C = 0x03
+ESC = 0x1B
+ESC_XOR = 0x20
+
+# Receive buffer the host assumes until the device announces its own (bytes).
+DEFAULT_RX_BUFFER = 256
+
+# Request ids: 0 marks an unsolicited device frame (event, announce); hosts use 1..65535.
+RID_NONE = 0
+RID_MAX = 0xFFFF
+
+# u32 fields carry values below 2**30 so that they stay MicroPython small ints on 32-bit
+# boards (no heap allocation when the device reads them). Hosts check before sending.
+U32_LIMIT = 1 << 30
+
+# Access modes, as a bit set. Modes never imply each other (S2).
+MODE_READ = 0x01
+MODE_WRITE = 0x02
+MODE_EXECUTE = 0x04
+MODE_CONFIGURE = 0x08
+MODES_EXCLUSIVE = MODE_WRITE | MODE_EXECUTE | MODE_CONFIGURE
+MODES_ALL = MODE_READ | MODES_EXCLUSIVE
+MODE_NAMES = (("read", MODE_READ), ("write", MODE_WRITE), ("execute", MODE_EXECUTE), ("configure", MODE_CONFIGURE))
+
+# Resource states, as announced by RES_INFO_R and EV_RESOURCE.
+RES_ABSENT = 0
+RES_PRESENT = 1
+RES_FAULT = 2
+RES_STATE_NAMES = ("absent", "present", "fault")
+
+# Resource classes (a board description names one per resource).
+CLASSES = ("other", "camera", "motor", "gps", "storage", "sensor", "led")
+
+# Why a grant ended or a resource changed (EV_GRANT_ENDED, EV_RESOURCE reason byte).
+REASONS = (
+    "none",          # 0
+    "released",      # 1 the holder released it
+    "lease_expired", # 2 the host went silent past the lease
+    "removed",       # 3 the resource was unplugged
+    "fault",         # 4 the driver reported a fault
+    "handover",      # 5 moved to another session
+    "failsafe",      # 6 failsafe drove the resource to its safe state
+    "session_ended", # 7 the host ended the session
+    "reboot",        # 8 the agent restarted
+    "replugged",     # 9 the resource came back
+    "watchdog",      # 10 the supervisor found the agent unhealthy
+)
+
+
+def reason_code(name):
+    return REASONS.index(name)
+
+
+def mode_bits(names):
+    """Bits for an iterable of mode names. Raises ValueError for an unknown name."""
+    bits = 0
+    for n in names:
+        for name, bit in MODE_NAMES:
+            if name == n:
+                bits |= bit
+                break
+        else:
+            raise ValueError("unknown access mode %r" % (n,))
+    return bits
+
+
+def mode_names(bits):
+    """Mode names for a bit set, in the order read, write, execute, configure."""
+    return [name for name, bit in MODE_NAMES if bits & bit]
