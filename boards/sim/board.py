@@ -1,0 +1,130 @@
+# The virtual board: simulated resources on the MicroPython unix port. Every resource can be
+# unplugged and replugged by the host (SIM_PLUG), which real boards do not accept.
+from capagent.driver import OpError, Resource
+from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_PRESENT
+
+NAME = "sim"
+SIM = True
+
+
+class SimResource(Resource):
+    def plug(self, present):
+        self.state = RES_PRESENT if present else RES_ABSENT
+        if not present:
+            self.safe()
+
+
+class SimMotor(SimResource):
+    cls = 2
+    OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set speed (i16 args, -1000..1000), 2 read speed
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.speed = 0
+
+    def safe(self):
+        self.speed = 0
+
+    def op(self, op, args, start, end, out):
+        if op == 1:
+            if end - start != 2:
+                raise OpError(70)
+            v = args[start] | (args[start + 1] << 8)
+            if v >= 0x8000:
+                v -= 0x10000
+            if v < -1000 or v > 1000:
+                raise OpError(70)
+            self.speed = v
+        v = self.speed & 0xFFFF
+        out[0] = v & 0xFF
+        out[1] = v >> 8
+        return 2
+
+
+class SimCamera(SimResource):
+    cls = 1
+    OPS = {1: MODE_EXECUTE, 2: MODE_EXECUTE, 3: MODE_CONFIGURE, 4: MODE_READ}
+
+    def __init__(self, name="camera"):
+        super().__init__()
+        self.name = name
+        self.streaming = 0
+        self.resolution = 1
+        self.frames = 0
+
+    def safe(self):
+        self.streaming = 0
+
+    def op(self, op, args, start, end, out):
+        if op == 1:      # capture one frame: returns its sequence number
+            self.frames += 1
+        elif op == 2:    # stream on/off
+            if end - start != 1:
+                raise OpError(70)
+            self.streaming = args[start] & 1
+        elif op == 3:    # set resolution index 0..3
+            if end - start != 1 or args[start] > 3:
+                raise OpError(70)
+            self.resolution = args[start]
+        out[0] = self.frames & 0xFF
+        out[1] = self.streaming
+        out[2] = self.resolution
+        return 3
+
+
+class SimGps(SimResource):
+    cls = 3
+    OPS = {1: MODE_READ}
+
+    def __init__(self, name="gps"):
+        super().__init__()
+        self.name = name
+        self.reads = 0
+
+    def op(self, op, args, start, end, out):
+        # A fixed position that moves one unit per read, as i32 lat/lon in 1e-7 degrees.
+        self.reads += 1
+        lat = 473977000 + self.reads
+        lon = 85456000
+        for i in range(4):
+            out[i] = (lat >> (8 * i)) & 0xFF
+            out[4 + i] = (lon >> (8 * i)) & 0xFF
+        return 8
+
+
+class SimStorage(SimResource):
+    cls = 4
+    OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}   # write, read, format
+
+    def __init__(self, name="sdcard", size=512):
+        super().__init__()
+        self.name = name
+        self.data = bytearray(size)
+        self.used = 0
+
+    def op(self, op, args, start, end, out):
+        if op == 1:
+            n = end - start
+            if self.used + n > len(self.data):
+                raise OpError(70)
+            for i in range(n):
+                self.data[self.used + i] = args[start + i]
+            self.used += n
+        elif op == 3:
+            for i in range(len(self.data)):
+                self.data[i] = 0
+            self.used = 0
+        out[0] = self.used & 0xFF
+        out[1] = self.used >> 8
+        return 2
+
+
+def resources():
+    return [
+        SimCamera("camera"),
+        SimMotor("motor_left"),
+        SimMotor("motor_right"),
+        SimGps("gps"),
+        SimStorage("sdcard"),
+    ]

@@ -1,0 +1,173 @@
+# The agent's main loop: announce, then answer frames and tick the control logic until told to
+# stop. Link-level messages are answered here; everything about control (locks, leases,
+# handover, actuation, resource events) belongs to capagent.control.
+import gc
+import os
+import sys
+import time
+
+import micropython
+
+from capagent import VERSION
+from capagent.link import Link
+from capshared import messages
+from capshared.framing import FRAME, INTERRUPT
+from capshared.limits import MAX_RAW, PROTOCOL_VERSION
+from capshared.errors import CODE
+
+M = messages.ID
+O = messages.OFFSETS
+TICK_MS = 20            # longest sleep between control ticks
+E_BAD = CODE["E_DEV_BAD_MESSAGE"]
+E_RES = CODE["E_RESOURCE_UNAVAILABLE"]
+E_INTERNAL = CODE["E_INTERNAL"]
+
+
+class Clock:
+    # Monotonic milliseconds. Tests inject their own with the same two methods.
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+
+def _boot_id():
+    b = os.urandom(4)
+    return (b[0] | (b[1] << 8) | (b[2] << 16) | ((b[3] & 0x3F) << 24)) or 1
+
+
+class Agent:
+    def __init__(self, board, link, clock=None, rx_buf=256):
+        from capagent.control import Control  # imported here so a board can replace it in tests
+        self.board = board
+        self.link = link
+        self.clock = clock or Clock()
+        self.resources = board.resources()
+        self.boot_id = _boot_id()
+        self.rx_buf = rx_buf
+        self.started = self.clock.ticks_ms()
+        self.info = (VERSION + " " + board.NAME).encode()
+        self.control = Control(link, self.resources, self.clock, board)
+        self.running = True
+        self.errors = 0
+
+    def uptime(self):
+        return self.clock.ticks_diff(self.clock.ticks_ms(), self.started) & 0x3FFFFFFF
+
+    def _hello(self, mid, rid):
+        e = self.link.enc
+        e.begin(mid, rid)
+        e.u8(PROTOCOL_VERSION)
+        e.u32(self.boot_id)
+        e.u16(self.rx_buf)
+        e.u8(MAX_RAW)
+        e.u8(len(self.resources))
+        e.u32(self.uptime())
+        e.tail(self.info, 0, len(self.info))
+        self.link.send(remember=rid != 0)
+
+    def announce(self):
+        self._hello(M["ANNOUNCE"], 0)
+
+    def dispatch(self, mid, rid):
+        link = self.link
+        dec = link.dec
+        e = link.enc
+        if mid == M["PING"]:
+            gc.collect()  # report live data, not garbage awaiting collection
+            e.begin(M["PING_R"], rid)
+            e.u32(dec.u32(0))
+            e.u32(gc.mem_free() & 0x3FFFFFFF)
+            e.u32(gc.mem_alloc() & 0x3FFFFFFF)
+            e.u32(self.uptime())
+            link.send()
+        elif mid == M["HELLO"]:
+            self._hello(M["HELLO_R"], rid)
+        elif mid == M["RES_INFO"]:
+            i = dec.u8(0)
+            if i >= len(self.resources):
+                link.error(rid, E_RES, i)
+                return
+            r = self.resources[i]
+            e.begin(M["RES_INFO_R"], rid)
+            e.u8(i)
+            e.u8(r.cls)
+            e.u8(r.modes)
+            e.u8(r.state)
+            n = r.name.encode() if isinstance(r.name, str) else r.name
+            e.tail(n, 0, len(n))
+            link.send()
+        elif mid == M["STATS"]:
+            d = link.dec
+            e.begin(M["STATS_R"], rid)
+            e.u16(d.bad_crc & 0xFFFF)
+            e.u16(d.bad_frame & 0xFFFF)
+            e.u16(d.overrun & 0xFFFF)
+            e.u16(link.lost & 0xFFFF)
+            e.u16(link.dup & 0xFFFF)
+            e.u16(link.replayed & 0xFFFF)
+            e.u32(link.frames_rx & 0x3FFFFFFF)
+            e.u32(link.frames_tx & 0x3FFFFFFF)
+            link.send()
+        elif mid == M["REPL"]:
+            e.begin(M["REPL_R"], rid)
+            link.send()
+            self.running = False
+        elif not self.control.handle(mid, rid):
+            link.error(rid, E_BAD, mid)
+
+    def _check_size(self, mid):
+        # Reject frames whose payload does not match the table before reading any field.
+        if mid not in messages.FIXED or not messages.is_request(mid):
+            return False
+        n = self.link.dec.payload_len()
+        fixed = messages.FIXED[mid]
+        return n == fixed or (n > fixed and messages.HAS_TAIL[mid])
+
+    def step(self, timeout_ms):
+        # One pass: wait for input up to timeout_ms, handle what arrived, tick control.
+        link = self.link
+        if link.wait(timeout_ms):
+            while True:
+                r = link.read()
+                if r == FRAME:
+                    mid = link.dec.mid()
+                    rid = link.dec.rid()
+                    self.control.host_seen(self.clock.ticks_ms())
+                    if not self._check_size(mid):
+                        link.error(rid, E_BAD, mid)
+                        continue
+                    try:
+                        self.dispatch(mid, rid)
+                    except Exception as exc:  # a bug must not take the board's safety down
+                        self.errors += 1
+                        link.error(rid, E_INTERNAL, self.errors & 0xFFFF)
+                elif r == INTERRUPT:
+                    self.running = False
+                    break
+                else:
+                    break
+        self.control.tick(self.clock.ticks_ms())
+
+    def run(self):
+        self.announce()
+        gc.collect()
+        try:
+            while self.running:
+                self.step(self.control.sleep_ms(TICK_MS))
+        finally:
+            # Leaving the agent (Ctrl-C, REPL request, or a crash) leaves the hardware safe.
+            self.control.stop()
+
+
+def main():
+    import select  # noqa: F401  (fail early on a port without select)
+    import board
+    micropython.kbd_intr(3)  # Ctrl-C stays the documented way back to the REPL
+    link = board.link() if hasattr(board, "link") else Link(sys.stdin.buffer, sys.stdout.buffer, sys.stdin)
+    agent = Agent(board, link)
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        pass
