@@ -10,17 +10,12 @@ import micropython
 
 from capagent import VERSION
 from capagent.link import Link
-from capshared import messages
+from capshared import wire as W
 from capshared.framing import FRAME, INTERRUPT
 from capshared.limits import MAX_RAW, PROTOCOL_VERSION
-from capshared.errors import CODE
+from capshared.errors import E_DEV_BAD_MESSAGE as E_BAD, E_INTERNAL, E_RESOURCE_UNAVAILABLE as E_RES
 
-M = messages.ID
-O = messages.OFFSETS
 TICK_MS = 20            # longest sleep between control ticks
-E_BAD = CODE["E_DEV_BAD_MESSAGE"]
-E_RES = CODE["E_RESOURCE_UNAVAILABLE"]
-E_INTERNAL = CODE["E_INTERNAL"]
 
 
 class Clock:
@@ -68,29 +63,29 @@ class Agent:
         self.link.send(remember=rid != 0)
 
     def announce(self):
-        self._hello(M["ANNOUNCE"], 0)
+        self._hello(W.ANNOUNCE, 0)
 
     def dispatch(self, mid, rid):
         link = self.link
         dec = link.dec
         e = link.enc
-        if mid == M["PING"]:
+        if mid == W.PING:
             gc.collect()  # report live data, not garbage awaiting collection
-            e.begin(M["PING_R"], rid)
-            e.u32(dec.u32(0))
+            e.begin(W.PING_R, rid)
+            e.u32(dec.u32(W.PING_NONCE))
             e.u32(gc.mem_free() & 0x3FFFFFFF)
             e.u32(gc.mem_alloc() & 0x3FFFFFFF)
             e.u32(self.uptime())
             link.send()
-        elif mid == M["HELLO"]:
-            self._hello(M["HELLO_R"], rid)
-        elif mid == M["RES_INFO"]:
-            i = dec.u8(0)
+        elif mid == W.HELLO:
+            self._hello(W.HELLO_R, rid)
+        elif mid == W.RES_INFO:
+            i = dec.u8(W.RES_INFO_RES)
             if i >= len(self.resources):
                 link.error(rid, E_RES, i)
                 return
             r = self.resources[i]
-            e.begin(M["RES_INFO_R"], rid)
+            e.begin(W.RES_INFO_R, rid)
             e.u8(i)
             e.u8(r.cls)
             e.u8(r.modes)
@@ -98,9 +93,9 @@ class Agent:
             n = r.name.encode() if isinstance(r.name, str) else r.name
             e.tail(n, 0, len(n))
             link.send()
-        elif mid == M["STATS"]:
+        elif mid == W.STATS:
             d = link.dec
-            e.begin(M["STATS_R"], rid)
+            e.begin(W.STATS_R, rid)
             e.u16(d.bad_crc & 0xFFFF)
             e.u16(d.bad_frame & 0xFFFF)
             e.u16(d.overrun & 0xFFFF)
@@ -110,8 +105,8 @@ class Agent:
             e.u32(link.frames_rx & 0x3FFFFFFF)
             e.u32(link.frames_tx & 0x3FFFFFFF)
             link.send()
-        elif mid == M["REPL"]:
-            e.begin(M["REPL_R"], rid)
+        elif mid == W.REPL:
+            e.begin(W.REPL_R, rid)
             link.send()
             self.running = False
         elif not self.control.handle(mid, rid):
@@ -119,11 +114,14 @@ class Agent:
 
     def _check_size(self, mid):
         # Reject frames whose payload does not match the table before reading any field.
-        if mid not in messages.FIXED or not messages.is_request(mid):
+        if mid > 0x3F or mid == 0:
+            return False  # not a request
+        s = W.SIZE[mid]
+        if s == 0xFF:
             return False
         n = self.link.dec.payload_len()
-        fixed = messages.FIXED[mid]
-        return n == fixed or (n > fixed and messages.HAS_TAIL[mid])
+        fixed = s & 0x7F
+        return n == fixed or (n > fixed and s & 0x80)
 
     def step(self, timeout_ms):
         # One pass: wait for input up to timeout_ms, handle what arrived, tick control.

@@ -7,10 +7,9 @@ import select
 
 from capshared.framing import BAD, FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
 from capshared.limits import MAX_WIRE
-from capshared import messages
+from capshared.wire import ERROR as _ERROR
 
 REPLAY_SLOTS = 4
-_ERROR = messages.ID["ERROR"]
 
 
 class Link:

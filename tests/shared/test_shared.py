@@ -26,3 +26,20 @@ def test_under_cpython(name):
 def test_under_micropython(name):
     failure = mpharness.run(os.path.join(HERE, "mp_vectors.py"), name)
     assert failure is None, failure
+
+
+def test_wire_module_is_generated_from_the_table():
+    """wire.py (the device's view) must say exactly what messages.py says."""
+    from capshared import wiregen
+
+    with open(os.path.join(mpharness.ROOT, "shared", "capshared", "wire.py")) as f:
+        assert f.read() == wiregen.generate(), "run: python -m capshared.wiregen > shared/capshared/wire.py"
+
+
+def test_error_numbers_unique_and_explained():
+    from capshared import errors
+
+    assert len(errors.CODE) == len(errors.NAME) == len(errors.TABLE)
+    assert all(0 < n < 256 for n in errors.NAME)
+    for api in errors.DEVICE_TO_API.values():
+        assert api in errors.CODE and errors.CODE[api] < 64

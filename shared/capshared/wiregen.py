@@ -1,0 +1,43 @@
+"""Generates capshared/wire.py, the device's view of the message table (host-only tool).
+
+messages.py is the source of truth but its dicts cost the board ~24 KB of heap; wire.py holds
+the same facts as const() names (free on the device) and one bytes object of payload sizes.
+tests/shared checks that wire.py is what this generator makes from messages.py today.
+
+    python -m capshared.wiregen > shared/capshared/wire.py
+"""
+
+import sys
+
+from capshared import messages
+
+HEADER = '''# Generated from capshared/messages.py by capshared/wiregen.py: do not edit by hand.
+#   python -m capshared.wiregen > shared/capshared/wire.py
+# Message ids, payload field offsets (NAME_FIELD), and SIZE: per message id the fixed payload
+# size, plus 0x80 when a variable tail follows; 0xFF for an id that is not a message.
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+'''
+
+
+def generate():
+    lines = [HEADER]
+    for name, mid, fields in messages.TABLE:
+        lines.append("%s = const(0x%02X)\n" % (name, mid))
+    lines.append("\n")
+    for name, mid, fields in messages.TABLE:
+        for fname, _t in fields:
+            lines.append("%s_%s = const(%d)\n" % (name, fname.upper(), messages.OFFSETS[name][fname]))
+    size = bytearray(b"\xff" * 256)
+    for name, mid, fields in messages.TABLE:
+        size[mid] = messages.FIXED[mid] | (0x80 if messages.HAS_TAIL[mid] else 0)
+    lines.append("\nSIZE = %r\n" % bytes(size))
+    return "".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(generate())
