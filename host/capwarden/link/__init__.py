@@ -1,0 +1,21 @@
+"""The host's link to boards: transports chosen by URL, and the async Board client."""
+
+from capwarden.link.board import Board
+from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent
+from capwarden.link.transport import SerialTransport, Transport, open_transport
+from capwarden.link.types import BoardInfo, Grant, ResourceInfo
+
+
+async def open_board(url, timeout=1.0, retries=2, **transport_kw):
+    """Open the board at `url` (any pyserial URL, a pty path, or ble://ADDRESS). Returns Board."""
+    board = Board(open_transport(url, **transport_kw), timeout=timeout, retries=retries)
+    try:
+        await board.open()
+    except BaseException:
+        await board.transport.close()
+        raise
+    return board
+
+
+__all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",
+           "SerialTransport", "ResourceEvent", "GrantEnded", "Failsafe", "Reset", "LinkDown", "LinkUp"]

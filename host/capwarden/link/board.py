@@ -1,0 +1,350 @@
+"""The host's client for one board: async requests with timeouts, retries and flow control.
+
+    board = Board(open_transport("/dev/ttyACM0"))
+    info = await board.open()                  # HELLO + resource table
+    grant = await board.acquire(res, MODE_WRITE, session, lease_ms=3000)
+    await board.actuate(res, session, grant.epoch, op=1, args=b"...")
+    await board.release(res, session, grant.epoch)
+
+- Every request carries a request id; a retry re-sends the same id (with a new link sequence
+  number), and the agent answers a retried request from its replay cache, so retries are
+  idempotent (faults.md 31, 49).
+- Flow control: the bytes of requests not yet answered never exceed the receive buffer the
+  board announced, so the host cannot overrun a 256-byte UART or USB buffer.
+- A new boot id (ANNOUNCE, or HELLO_R after a retry) means the board reset: pending requests
+  fail with DeviceReset and subscribers get a Reset event (every grant on it is gone).
+- A request that exhausts its retries marks the link down (LinkDown event); the next frame
+  from the board marks it up again.
+"""
+
+import asyncio
+import random
+import time
+
+from capshared import codec, errors
+from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLASSES, REASONS, RID_MAX
+from capwarden.errors import DeviceError, DeviceReset, LinkClosed, LinkError, LinkTimeout
+from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent)
+from capwarden.link.types import BoardInfo, Grant, ResourceInfo
+
+
+class _Pending:
+    __slots__ = ("name", "fields", "future", "size", "credited", "queued")
+
+    def __init__(self, name, fields, future):
+        self.name = name
+        self.fields = fields
+        self.future = future
+        self.size = 0
+        self.credited = False
+        self.queued = False
+
+
+class Board:
+    """One board on one transport. Use from a single event loop."""
+
+    def __init__(self, transport, timeout=1.0, retries=2, clock=time.monotonic):
+        self.transport = transport
+        self.timeout = timeout
+        self.retries = retries
+        self.clock = clock
+        self.info = None
+        self.up = False
+        self.tx_frames = 0
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self._decoder = codec.StreamDecoder()
+        self._pending = {}
+        self._subscribers = []
+        self._rid = random.randint(1, RID_MAX)  # a fresh host never collides with a replay cache
+        self._seq = random.randint(0, 255)
+        self._rx_buf = DEFAULT_RX_BUFFER
+        self._inflight = 0
+        self._credit = None
+        self._closed = False
+        self._refresh = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def open(self):
+        """Open the transport, say HELLO, read the resource table. Returns BoardInfo."""
+        self._credit = asyncio.Condition()
+        self.transport.set_receiver(self._on_bytes, self._on_lost)
+        await self.transport.open()
+        # A bare delimiter ends whatever partial frame the line holds (mpremote's exit bytes,
+        # noise), so our first frame is not glued to garbage.
+        self._write(b"\x00")
+        self.info = await self._read_info()
+        self.up = True
+        return self.info
+
+    async def close(self):
+        self._closed = True
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(LinkClosed("link closed"))
+        self._pending.clear()
+        await self.transport.close()
+
+    async def __aenter__(self):
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    def subscribe(self, callback):
+        """callback(event) for every ResourceEvent, GrantEnded, Failsafe, Reset, LinkDown, LinkUp."""
+        self._subscribers.append(callback)
+
+    # ---- requests -------------------------------------------------------------------------
+    async def request(self, name, fields=None, timeout=None, retries=None, extra_wait=0.0):
+        """Send request `name` and return the final response's fields.
+
+        Raises DeviceError (the board refused: .code is the code name), LinkTimeout (no answer
+        after the retries), DeviceReset (the board rebooted meanwhile), LinkClosed.
+        """
+        if self._closed:
+            raise LinkClosed("link closed")
+        fields = fields or {}
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retries is None else retries
+        codec.encode_payload(name, fields)  # validate before anything is sent (CodecError)
+        rid = self._next_rid()
+        loop = asyncio.get_running_loop()
+        p = _Pending(name, fields, loop.create_future())
+        self._pending[rid] = p
+        try:
+            for attempt in range(retries + 1):
+                wire = codec.encode_frame(name, rid, fields, self._next_seq())
+                if attempt:
+                    wire = b"\x00" + wire  # resynchronise the board's decoder before a retry
+                await self._take_credit(p, len(wire))
+                self._write(wire)
+                wait = timeout + (extra_wait if attempt == 0 or p.queued else 0.0)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(p.future), wait)
+                except asyncio.TimeoutError:
+                    if p.queued:
+                        # The board holds the request in its queue: wait out wait_ms, then retry
+                        # (the retry replays the final answer if it was sent and lost).
+                        continue
+                    continue
+            self._set_up(False, "no answer to %s after %d tries" % (name, retries + 1))
+            raise LinkTimeout("the board did not answer %s within %.1f s (%d tries)" % (name, timeout, retries + 1))
+        finally:
+            self._release_credit(p)
+            self._pending.pop(rid, None)
+
+    def _next_rid(self):
+        while True:
+            self._rid = self._rid % RID_MAX + 1
+            if self._rid not in self._pending:
+                return self._rid
+
+    def _next_seq(self):
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    async def _take_credit(self, p, size):
+        self._release_credit(p)
+        async with self._credit:
+            await self._credit.wait_for(lambda: self._inflight == 0 or self._inflight + size <= self._rx_buf)
+            self._inflight += size
+        p.size = size
+        p.credited = True
+
+    def _release_credit(self, p):
+        if p.credited:
+            p.credited = False
+            self._inflight -= p.size
+            if self._credit is not None:
+                asyncio.ensure_future(self._notify_credit())
+
+    async def _notify_credit(self):
+        async with self._credit:
+            self._credit.notify_all()
+
+    def _write(self, data):
+        self.transport.write(data)
+        self.tx_frames += 1
+        self.tx_bytes += len(data)
+
+    # ---- receiving ------------------------------------------------------------------------
+    def _on_bytes(self, data):
+        self.rx_bytes += len(data)
+        for frame in self._decoder.feed(data):
+            self._on_frame(frame)
+
+    def _on_lost(self, exc):
+        self._set_up(False, str(exc))
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _on_frame(self, f):
+        if not self.up and self.info is not None:
+            self._set_up(True, "frame received")
+        if f.rid:
+            p = self._pending.get(f.rid)
+            if p is None or p.future.done():
+                return  # a late or replayed answer to a request already settled
+            if f.name == "QUEUED":
+                p.queued = True
+                self._release_credit(p)
+                return
+            if f.name == "ERROR":
+                code = errors.NAME.get(f.fields["code"], "E_INTERNAL")
+                p.future.set_exception(DeviceError(code, "%s (%s refused by the board, detail %d)" % (
+                    errors.text(f.fields["code"]), p.name, f.fields["detail"])))
+            elif f.name == "HELLO_R" and self.info is not None and f.fields["boot_id"] != self.info.boot_id:
+                p.future.set_result(f.fields)
+                self._reset(f.fields)
+            else:
+                p.future.set_result(f.fields)
+            return
+        if f.name == "ANNOUNCE":
+            if self.info is not None and f.fields["boot_id"] != self.info.boot_id:
+                self._reset(f.fields)
+        elif f.name == "EV_RESOURCE":
+            self._resource_changed(f.fields)
+        elif f.name == "EV_GRANT_ENDED":
+            self._emit(GrantEnded(f.fields["res"], self._res_name(f.fields["res"]), f.fields["session"],
+                                  f.fields["epoch"], _reason(f.fields["reason"])))
+        elif f.name == "EV_FAILSAFE":
+            self._emit(Failsafe(_reason(f.fields["reason"]), f.fields["resources"], f.fields["silent_ms"]))
+
+    def _resource_changed(self, fields):
+        i = fields["res"]
+        state = RES_STATE_NAMES[fields["state"]] if fields["state"] < len(RES_STATE_NAMES) else "fault"
+        if self.info and i < len(self.info.resources):
+            self.info.resources[i].state = state
+        self._emit(ResourceEvent(i, self._res_name(i), state, _reason(fields["reason"])))
+
+    def _reset(self, hello):
+        old = self.info.boot_id if self.info else None
+        exc = DeviceReset("the board rebooted (boot id %s -> %s): every grant on it is gone" % (old, hello["boot_id"]))
+        for p in list(self._pending.values()):
+            if not p.future.done() and p.name != "HELLO":
+                p.future.set_exception(exc)
+        if self.info is not None:
+            self.info.boot_id = hello["boot_id"]
+        self._emit(Reset(old, hello["boot_id"]))
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._refresh_info())
+
+    async def _refresh_info(self):
+        try:
+            self.info = await self._read_info()
+        except LinkError:
+            pass
+
+    def _set_up(self, up, why):
+        if up != self.up:
+            self.up = up
+            self._emit(LinkUp(why) if up else LinkDown(why))
+
+    def _emit(self, event):
+        for cb in list(self._subscribers):
+            try:
+                cb(event)
+            except Exception:  # a subscriber's bug must not break the link
+                import logging
+                logging.getLogger("capwarden.link").exception("event subscriber failed")
+
+    def _res_name(self, i):
+        if self.info and i < len(self.info.resources):
+            return self.info.resources[i].name
+        return "#%d" % i
+
+    async def _read_info(self):
+        hello = await self.request("HELLO")
+        self._rx_buf = max(64, hello["rx_buf"])
+        version, _, name = hello["info"].decode("utf-8", "replace").partition(" ")
+        resources = []
+        for i in range(hello["n_res"]):
+            r = await self.request("RES_INFO", {"res": i})
+            resources.append(ResourceInfo(
+                index=i, name=r["name"].decode("utf-8", "replace"),
+                cls=CLASSES[r["cls"]] if r["cls"] < len(CLASSES) else "other",
+                modes=[n for n, bit in MODE_NAMES if r["modes"] & bit],
+                state=RES_STATE_NAMES[r["state"]] if r["state"] < len(RES_STATE_NAMES) else "fault",
+            ))
+        return BoardInfo(name=name, agent_version=version, boot_id=hello["boot_id"], protocol=hello["proto"],
+                         rx_buf=hello["rx_buf"], uptime_ms=hello["uptime_ms"], resources=resources)
+
+    # ---- the board's operations -----------------------------------------------------------
+    async def ping(self, nonce=None):
+        """Round trip and the board's memory. Returns dict(rtt_s, mem_free, mem_alloc, uptime_ms)."""
+        nonce = random.randint(0, (1 << 30) - 1) if nonce is None else nonce
+        t0 = self.clock()
+        r = await self.request("PING", {"nonce": nonce})
+        rtt = self.clock() - t0
+        if r["nonce"] != nonce:
+            raise LinkError("ping answered with the wrong nonce")
+        return {"rtt_s": rtt, "mem_free": r["mem_free"], "mem_alloc": r["mem_alloc"], "uptime_ms": r["uptime_ms"]}
+
+    async def stats(self):
+        return await self.request("STATS")
+
+    async def acquire(self, res, modes, session, lease_ms, wait_ms=0):
+        r = await self.request("ACQUIRE", {"res": res, "modes": modes, "session": session,
+                                           "lease_ms": lease_ms, "wait_ms": wait_ms},
+                               extra_wait=wait_ms / 1000.0)
+        return Grant(r["res"], r["modes"], r["session"], r["epoch"], r["lease_ms"])
+
+    async def release(self, res, session, epoch):
+        await self.request("RELEASE", {"res": res, "session": session, "epoch": epoch})
+
+    async def handover(self, res, from_session, from_epoch, to_session, modes, lease_ms):
+        r = await self.request("HANDOVER", {"res": res, "from_session": from_session, "from_epoch": from_epoch,
+                                            "to_session": to_session, "modes": modes, "lease_ms": lease_ms})
+        return Grant(r["res"], modes, r["to_session"], r["epoch"], lease_ms)
+
+    async def heartbeat(self, hb_seq):
+        """One frame renews every lease on the board. hb_seq must grow (a frozen one does not renew)."""
+        return await self.request("HEARTBEAT", {"hb_seq": hb_seq})
+
+    async def suspend(self, session, suspended):
+        return await self.request("SUSPEND", {"session": session, "suspended": 1 if suspended else 0})
+
+    async def actuate(self, res, session, epoch, op, args=b""):
+        r = await self.request("ACTUATE", {"res": res, "session": session, "epoch": epoch, "op": op, "args": args})
+        return r["data"]
+
+    async def end_session(self, session):
+        r = await self.request("END_SESSION", {"session": session})
+        return r["released"]
+
+    async def grants(self, res):
+        """[(session, epoch, modes)] held on resource `res`, all pages."""
+        out = []
+        start = 0
+        while True:
+            r = await self.request("GRANTS", {"res": res, "start": start})
+            e = r["entries"]
+            for i in range(0, len(e) - 8, 9):
+                out.append((int.from_bytes(e[i:i + 4], "little"), int.from_bytes(e[i + 4:i + 8], "little"), e[i + 8]))
+            start += len(e) // 9
+            if not e or start >= r["total"]:
+                return out
+
+    async def configure(self, key, value):
+        return await self.request("CONFIG", {"key": key, "value": value})
+
+    async def sim_plug(self, res, present):
+        """Unplug or replug a resource of the virtual board."""
+        return await self.request("SIM_PLUG", {"res": res, "present": 1 if present else 0})
+
+    async def to_repl(self):
+        """Stop the agent (resources go safe) and return the board to its REPL."""
+        await self.request("REPL", retries=0)
+
+    def resource_index(self, name):
+        for r in self.info.resources:
+            if r.name == name:
+                return r.index
+        raise DeviceError("E_RESOURCE_UNAVAILABLE", "the board has no resource %r" % name)
+
+
+def _reason(code):
+    return REASONS[code] if code < len(REASONS) else "unknown"

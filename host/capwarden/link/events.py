@@ -1,0 +1,47 @@
+"""Events a Board reports to its subscribers."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ResourceEvent:
+    """A resource was unplugged, replugged or faulted (state: absent/present/fault)."""
+    res: int
+    name: str
+    state: str
+    reason: str
+
+
+@dataclass
+class GrantEnded:
+    """The board ended a grant by itself (lease_expired, removed, fault, failsafe...)."""
+    res: int
+    name: str
+    session: int
+    epoch: int
+    reason: str
+
+
+@dataclass
+class Failsafe:
+    """The board drove resources to their safe state after the host went silent."""
+    reason: str
+    resources: int
+    silent_ms: int
+
+
+@dataclass
+class Reset:
+    """The board rebooted: a new boot id. Every grant it held is gone."""
+    old_boot_id: int
+    new_boot_id: int
+
+
+@dataclass
+class LinkDown:
+    why: str
+
+
+@dataclass
+class LinkUp:
+    why: str

@@ -1,0 +1,119 @@
+"""Device transports: the narrow interface between the Board client and a byte pipe.
+
+A transport does four things: open, write bytes, hand received bytes to one callback, close.
+Backends are chosen by URL (open_transport): `ble://ADDRESS` is the Nordic UART Service over
+bleak; anything else is a pyserial URL (/dev/ttyACM0, socket://host:port, loop://, spy://...,
+or the virtual board's pty).
+"""
+
+import asyncio
+import threading
+
+from capwarden.errors import LinkClosed, LinkError
+
+
+class Transport:
+    """Base class. Subclasses implement open, write and close; they call self._deliver(bytes)."""
+
+    url = ""
+
+    def __init__(self):
+        self._receiver = None
+        self._loop = None
+        self._on_lost = None
+
+    def set_receiver(self, callback, on_lost=None):
+        """callback(bytes) runs on the event loop for every chunk received; on_lost(exc) once."""
+        self._receiver = callback
+        self._on_lost = on_lost
+
+    async def open(self):
+        raise NotImplementedError
+
+    def write(self, data):
+        raise NotImplementedError
+
+    async def close(self):
+        raise NotImplementedError
+
+    # For backends whose reads happen off the event loop thread.
+    def _deliver_threadsafe(self, data):
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._receiver, data)
+            except RuntimeError:
+                pass  # the loop is shutting down
+
+    def _lost_threadsafe(self, exc):
+        loop = self._loop
+        if self._on_lost and loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._on_lost, exc)
+            except RuntimeError:
+                pass
+
+
+class SerialTransport(Transport):
+    """Any pyserial URL. A reader thread feeds the event loop; writes go straight out."""
+
+    def __init__(self, url, baudrate=115200):
+        super().__init__()
+        self.url = url
+        self.baudrate = baudrate
+        self.serial = None
+        self._thread = None
+        self._closing = threading.Event()
+
+    async def open(self):
+        import serial
+
+        self._loop = asyncio.get_running_loop()
+        try:
+            self.serial = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise LinkError("cannot open %s: %s" % (self.url, exc)) from None
+        self._thread = threading.Thread(target=self._read_loop, name="serial-reader " + self.url, daemon=True)
+        self._thread.start()
+
+    def _read_loop(self):
+        s = self.serial
+        while not self._closing.is_set():
+            try:
+                data = s.read(max(1, s.in_waiting))
+            except Exception as exc:  # the port went away (unplugged) or was closed
+                if not self._closing.is_set():
+                    self._lost_threadsafe(LinkClosed("%s: %s" % (self.url, exc)))
+                return
+            if data:
+                self._deliver_threadsafe(data)
+
+    def write(self, data):
+        if self.serial is None:
+            raise LinkClosed("%s is not open" % self.url)
+        try:
+            self.serial.write(data)
+        except Exception as exc:
+            raise LinkClosed("%s: write failed: %s" % (self.url, exc)) from None
+
+    async def close(self):
+        self._closing.set()
+        if self._thread:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 1.0)
+        if self.serial is not None:
+            try:
+                self.serial.close()
+            except Exception:
+                pass
+            self.serial = None
+
+
+def open_transport(url, **kw):
+    """A transport for `url` (not yet opened). Raises LinkError for an unusable URL."""
+    if not url:
+        raise LinkError("no device address given")
+    if url.startswith("ble://"):
+        from capwarden.link.ble import BleTransport  # bleak is an optional extra
+
+        return BleTransport(url[len("ble://"):], **kw)
+    return SerialTransport(url, **kw)
