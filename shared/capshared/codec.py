@@ -5,6 +5,8 @@ in place with FrameDecoder.u8/u16/u32 at messages.OFFSETS and writes with FrameE
 Both derive from the same table, and the shared vectors check that they agree.
 """
 
+import binascii
+
 from capshared import messages
 from capshared.framing import FrameDecoder, FrameEncoder, FRAME
 from capshared.limits import HEADER_SIZE, MAX_PAYLOAD, U32_LIMIT
@@ -69,14 +71,40 @@ def decode_payload(mid, payload):
 
 
 def encode_frame(name, rid, fields, seq=0):
-    """Wire bytes of one frame (delimiter included)."""
+    """Wire bytes of one frame (delimiter included).
+
+    Host fast path: the same wire form as framing.FrameEncoder (the vectors check both), built
+    with bytes operations and binascii.crc_hqx, which is CRC-16/CCITT-FALSE with init 0xFFFF.
+    """
     payload = encode_payload(name, fields)
-    enc = FrameEncoder()
-    enc.seq = seq
-    enc.begin(messages.ID[name], rid)
-    enc.tail(payload, 0, len(payload))
-    n = enc.finish()
-    return bytes(enc.wire[:n])
+    raw = bytes((seq & 0xFF, messages.ID[name], rid & 0xFF, (rid >> 8) & 0xFF)) + payload
+    crc = binascii.crc_hqx(raw, 0xFFFF)
+    return _escape(_cobs(raw + bytes((crc >> 8, crc & 0xFF)))) + b"\x00"
+
+
+def _cobs(data):
+    out = bytearray()
+    blocks = data.split(b"\x00")
+    last = len(blocks) - 1
+    for i, block in enumerate(blocks):
+        # Runs of 254 non-zero bytes are sent as full blocks (code 0xFF) with no implied zero.
+        while len(block) >= 254:
+            out.append(0xFF)
+            out += block[:254]
+            block = block[254:]
+            if not block and i == last:
+                return bytes(out)  # a full block at the very end needs no further code byte
+        out.append(len(block) + 1)
+        out += block
+    return bytes(out)
+
+
+def _escape(data):
+    if b"\x1b" in data:
+        data = data.replace(b"\x1b", b"\x1b\x3b")
+    if b"\x03" in data:
+        data = data.replace(b"\x03", b"\x1b\x23")
+    return data
 
 
 class Frame:

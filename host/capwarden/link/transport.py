@@ -7,6 +7,7 @@ or the virtual board's pty).
 """
 
 import asyncio
+import os
 import threading
 
 from capwarden.errors import LinkClosed, LinkError
@@ -63,6 +64,7 @@ class SerialTransport(Transport):
         self.baudrate = baudrate
         self.serial = None
         self._thread = None
+        self._fd = None
         self._closing = threading.Event()
 
     async def open(self):
@@ -73,8 +75,40 @@ class SerialTransport(Transport):
             self.serial = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError("cannot open %s: %s" % (self.url, exc)) from None
-        self._thread = threading.Thread(target=self._read_loop, name="serial-reader " + self.url, daemon=True)
-        self._thread.start()
+        fd = self._fileno()
+        if fd is not None:
+            # A real file descriptor (tty, pty): the event loop reads it directly, which saves
+            # a thread hop per frame. Other URLs (socket://, loop://) get a reader thread.
+            self._fd = fd
+            self._loop.add_reader(fd, self._read_ready)
+        else:
+            self._thread = threading.Thread(target=self._read_loop, name="serial-reader " + self.url, daemon=True)
+            self._thread.start()
+
+    def _fileno(self):
+        try:
+            fd = self.serial.fileno()
+        except Exception:
+            return None
+        return fd if isinstance(fd, int) and fd >= 0 else None
+
+    def _read_ready(self):
+        try:
+            data = os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            data = b""
+            err = exc
+        else:
+            err = None
+        if not data:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
+            if self._on_lost and not self._closing.is_set():
+                self._on_lost(LinkClosed("%s: %s" % (self.url, err or "end of file")))
+            return
+        self._receiver(data)
 
     def _read_loop(self):
         s = self.serial
@@ -98,6 +132,9 @@ class SerialTransport(Transport):
 
     async def close(self):
         self._closing.set()
+        if self._fd is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+            self._fd = None
         if self._thread:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 1.0)
         if self.serial is not None:
