@@ -75,6 +75,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("capwarden %s: interrupted" % args.command, file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head(1) and the like: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -60,14 +60,14 @@ class Board:
         self._seq = random.randint(0, 255)
         self._rx_buf = DEFAULT_RX_BUFFER
         self._inflight = 0
-        self._credit = None
+        self.max_inflight = 0  # the most request bytes ever unanswered (<= the board's rx_buf)
+        self._credit_waiters = []
         self._closed = False
         self._refresh = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def open(self):
         """Open the transport, say HELLO, read the resource table. Returns BoardInfo."""
-        self._credit = asyncio.Condition()
         self.transport.set_receiver(self._on_bytes, self._on_lost)
         await self.transport.open()
         # A bare delimiter ends whatever partial frame the line holds (mpremote's exit bytes,
@@ -147,9 +147,12 @@ class Board:
 
     async def _take_credit(self, p, size):
         self._release_credit(p)
-        async with self._credit:
-            await self._credit.wait_for(lambda: self._inflight == 0 or self._inflight + size <= self._rx_buf)
-            self._inflight += size
+        while not (self._inflight == 0 or self._inflight + size <= self._rx_buf):
+            waiter = asyncio.get_running_loop().create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+        self._inflight += size
+        self.max_inflight = max(self.max_inflight, self._inflight)
         p.size = size
         p.credited = True
 
@@ -157,12 +160,10 @@ class Board:
         if p.credited:
             p.credited = False
             self._inflight -= p.size
-            if self._credit is not None:
-                asyncio.ensure_future(self._notify_credit())
-
-    async def _notify_credit(self):
-        async with self._credit:
-            self._credit.notify_all()
+            waiters, self._credit_waiters = self._credit_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
 
     def _write(self, data):
         self.transport.write(data)

@@ -1,0 +1,59 @@
+"""The HIL bench: one suite, the virtual board by default, a real board with --port.
+
+    pytest hil                         # virtual board (MicroPython unix port on a pty)
+    pytest hil --port /dev/ttyACM0     # the same tests against a flashed real board
+
+Fixtures:
+  board_port  the device address (a fresh virtual board per test unless --port)
+  vboard      the VirtualBoard object; tests that need the virtual cable or unplug/reset use
+              it and are skipped, with the reason, on a real board
+  board       an opened capwarden.link.Board (async), closed after the test
+"""
+
+import asyncio
+
+import pytest
+
+from capwarden.link import open_board
+
+
+def pytest_addoption(parser):
+    parser.addoption("--port", default=None, help="run the HIL suite against the board on this port")
+    parser.addoption("--heapsize", default=None, help="virtual board heap (default: the smallest board's)")
+
+
+@pytest.fixture
+def vboard(request):
+    if request.config.getoption("--port"):
+        pytest.skip("needs the virtual board (cable faults, unplug, reset); a real board was given with --port")
+    from capwarden.sim import DEFAULT_HEAP, VirtualBoard
+
+    vb = VirtualBoard(heapsize=request.config.getoption("--heapsize") or DEFAULT_HEAP)
+    vb.start()
+    yield vb
+    vb.stop()
+
+
+@pytest.fixture
+def board_port(request):
+    port = request.config.getoption("--port")
+    if port:
+        yield port
+        return
+    vb = request.getfixturevalue("vboard")
+    yield vb.port
+
+
+@pytest.fixture
+def run():
+    """Run a coroutine to completion on a fresh loop (tests stay plain functions)."""
+    loop = asyncio.new_event_loop()
+    yield lambda coro: loop.run_until_complete(asyncio.wait_for(coro, 60))
+    loop.close()
+
+
+@pytest.fixture
+def board(board_port, run):
+    b = run(open_board(board_port, timeout=0.5, retries=3))
+    yield b
+    run(b.close())

@@ -1,0 +1,145 @@
+"""The link through the virtual cable: framing, retries, flow control, resets, the way back."""
+
+import subprocess
+import time
+
+import pytest
+
+from capshared import codec
+from capwarden.errors import DeviceError, DeviceReset, LinkTimeout
+from capwarden.link import LinkDown, LinkUp, Reset, open_board
+from capwarden.sim import TO_BOARD, TO_HOST, firmware
+
+
+def test_announce_and_resource_table(board):
+    info = board.info
+    assert info.protocol == 1 and info.boot_id > 0
+    names = [r.name for r in info.resources]
+    assert len(names) == len(set(names)) and names
+    assert all(r.state == "present" for r in info.resources)
+
+
+def test_sim_board_has_the_required_resources(vboard, board):
+    classes = [r.cls for r in board.info.resources]
+    assert classes.count("motor") >= 2
+    for c in ("camera", "gps", "storage"):
+        assert c in classes
+
+
+def test_ping_reports_heap_and_uptime(board, run):
+    a = run(board.ping())
+    time.sleep(0.05)
+    b = run(board.ping())
+    assert a["mem_free"] > 0 and a["mem_alloc"] > 0
+    assert b["uptime_ms"] >= a["uptime_ms"] + 40
+
+
+def test_garbage_on_the_line_is_counted_and_survived(vboard, board, run):
+    vboard.cable.inject_bytes(TO_BOARD, b"\x7e\x11\x22\x00\xff\xfe\x00" + bytes(range(4, 250)) + b"\x00")
+    r = run(board.ping())
+    assert r["mem_free"] > 0
+    st = run(board.stats())
+    assert st["bad_frame"] + st["bad_crc"] + st["overrun"] >= 2
+
+
+def test_corrupted_request_is_retried_and_answered(vboard, board, run):
+    vboard.cable.inject(TO_BOARD, "corrupt")
+    run(board.ping())
+    assert run(board.stats())["bad_crc"] + run(board.stats())["bad_frame"] >= 1
+
+
+def test_lost_answer_is_replayed_not_reexecuted(vboard, board, run):
+    """faults.md 31: the retry carries the same request id; the agent replays its answer."""
+    before = run(board.stats())
+    vboard.cable.inject(TO_HOST, "drop")
+    run(board.ping())
+    after = run(board.stats())
+    assert after["replayed"] == before["replayed"] + 1
+
+
+def test_duplicated_frame_is_dropped_by_sequence_number(vboard, board, run):
+    before = run(board.stats())
+    vboard.cable.inject(TO_BOARD, "duplicate")
+    run(board.ping())
+    after = run(board.stats())
+    assert after["dup"] == before["dup"] + 1
+
+
+def test_lost_request_counts_a_sequence_gap(vboard, board, run):
+    before = run(board.stats())
+    vboard.cable.inject(TO_BOARD, "drop")
+    run(board.ping())
+    after = run(board.stats())
+    assert after["lost"] >= before["lost"] + 1
+
+
+def test_dead_link_times_out_then_recovers(vboard, board, run):
+    events = []
+    board.subscribe(events.append)
+    vboard.cable.disconnect()
+    with pytest.raises(LinkTimeout):
+        run(board.ping())
+    assert any(isinstance(e, LinkDown) for e in events)
+    vboard.cable.reconnect()
+    run(board.ping())
+    assert any(isinstance(e, LinkUp) for e in events)
+
+
+def test_board_reset_is_detected_by_new_boot_id(vboard, run):
+    async def scenario():
+        b = await open_board(vboard.port, timeout=0.5, retries=3)
+        events = []
+        b.subscribe(events.append)
+        old = b.info.boot_id
+        vboard.restart()
+        return b, events, old
+
+    # restart() replaces the pty, so reopen on the new one to see the announcement.
+    b, events, old = run(scenario())
+    run(b.close())
+    b2 = run(open_board(vboard.port, timeout=0.5, retries=3))
+    try:
+        assert b2.info.boot_id != old
+    finally:
+        run(b2.close())
+
+
+def test_announce_of_new_boot_fails_pending_and_emits_reset(vboard, board, run):
+    events = []
+    board.subscribe(events.append)
+    old = board.info.boot_id
+    fake = codec.encode_frame("ANNOUNCE", 0, {"proto": 1, "boot_id": (old + 1) % (1 << 30), "rx_buf": 256,
+                                              "max_raw": 120, "n_res": len(board.info.resources),
+                                              "uptime_ms": 0, "info": b"0.1.0 sim"})
+    vboard.cable.inject_bytes(TO_HOST, fake)
+    run(board.ping())
+    assert any(isinstance(e, Reset) and e.old_boot_id == old for e in events)
+
+
+def test_flow_control_never_overruns_the_board(vboard, board, run):
+    """Many concurrent requests: the host holds back so the 256-byte buffer never overflows."""
+    import asyncio
+
+    async def burst():
+        return await asyncio.gather(*[board.ping() for _ in range(40)])
+
+    res = run(burst())
+    assert len(res) == 40
+    assert 0 < board.max_inflight <= board.info.rx_buf
+    st = run(board.stats())
+    assert st["overrun"] == 0 and st["bad_crc"] == 0
+
+
+def test_unknown_request_is_refused_with_an_error(board, run):
+    with pytest.raises(DeviceError) as exc:
+        run(board.request("GRANTS_R", {"res": 0, "total": 0, "start": 0, "entries": b""}))
+    assert exc.value.code == "E_DEV_BAD_MESSAGE"
+
+
+def test_bare_ctrl_c_returns_to_the_repl_for_reflashing(vboard, board, run):
+    """The documented way back: a bare 0x03 stops the agent; mpremote then works (no power cycle)."""
+    vboard.cable.inject_bytes(TO_BOARD, b"\x03")
+    time.sleep(0.3)
+    out = subprocess.run([firmware.mpremote(), "connect", vboard.port, "resume", "exec", "print(6*7)"],
+                         capture_output=True, text=True, timeout=30)
+    assert "42" in out.stdout, out
