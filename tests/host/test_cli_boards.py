@@ -1,0 +1,67 @@
+"""The board commands from the outside: help that teaches, clean errors, exit codes (S4)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from capwarden.cli import COMMANDS, build_parser
+
+EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
+
+
+def cap(*args, timeout=90):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_top_level_help_lists_every_built_command():
+    out = cap("--help")
+    assert out.returncode == 0
+    parser = build_parser()
+    built = [c for c in COMMANDS if c in parser._subparsers._group_actions[0].choices]
+    assert {"sim", "ping", "flash", "demo"} <= set(built)
+    for c in built:
+        assert c in out.stdout
+
+
+@pytest.mark.parametrize("command", ["sim", "ping", "flash", "demo"])
+def test_subcommand_help_teaches_with_examples(command):
+    out = cap(command, "--help")
+    assert out.returncode == 0
+    assert "usage: capwarden " + command in out.stdout
+    if command != "demo":
+        assert "examples:" in out.stdout
+
+
+def test_no_command_is_a_usage_error():
+    out = cap()
+    assert out.returncode == 2
+
+
+def test_ping_missing_port_is_a_clean_error():
+    out = cap("ping", "--port", "/dev/does-not-exist-capwarden")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "cannot open /dev/does-not-exist-capwarden" in out.stderr
+
+
+def test_ping_without_port_is_a_usage_error():
+    out = cap("ping")
+    assert out.returncode == 2 and "--port" in out.stderr
+
+
+def test_flash_unknown_board_names_the_known_ones():
+    out = cap("flash", "--port", "/dev/null", "--board", "no-such-board")
+    assert out.returncode == 2
+    assert "unknown board 'no-such-board'" in out.stderr and "sim" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_ping_sim_json_lists_resources():
+    out = cap("ping", "--port", "sim", "--count", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["board"] == "sim" and data["count"] == 3
+    assert {r["name"] for r in data["resources"]} >= {"camera", "motor_left", "motor_right", "gps", "sdcard"}
+    assert data["mem_free"] > 0 and data["rtt_ms"]["min"] <= data["rtt_ms"]["max"]
