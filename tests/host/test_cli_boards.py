@@ -65,3 +65,31 @@ def test_ping_sim_json_lists_resources():
     assert data["board"] == "sim" and data["count"] == 3
     assert {r["name"] for r in data["resources"]} >= {"camera", "motor_left", "motor_right", "gps", "sdcard"}
     assert data["mem_free"] > 0 and data["rtt_ms"]["min"] <= data["rtt_ms"]["max"]
+
+
+def test_unknown_board_leaves_no_temporary_files(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    out = subprocess.run([EXE, "flash", "--port", "/dev/null", "--board", "nope"], capture_output=True,
+                         text=True, env=env, timeout=30)
+    assert out.returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sim_command_prints_a_port_that_answers_and_stops_cleanly(tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([EXE, "sim"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/"), proc.stderr.read()
+        out = cap("ping", "--port", port, "--count", "2", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["board"] == "sim"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20)
+    assert rc == 0
+    time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []  # staged firmware and the board's flash folder removed

@@ -63,9 +63,10 @@ def stage(board, compile=True, dest=None):
 
     main.py stays source: MicroPython runs main.py by name at boot. Returns (folder, [paths]).
     """
+    listing = files(board)  # raises for an unknown board before anything is created
     dest = dest or tempfile.mkdtemp(prefix="capwarden-fw-")
     written = []
-    for src, target in files(board):
+    for src, target in listing:
         out = os.path.join(dest, target)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         if compile and target != "main.py":
