@@ -9,7 +9,7 @@ import time
 import micropython
 
 from capagent import VERSION
-from capagent.link import Link
+from capagent.link import EOF, Link
 from capshared import wire as W
 from capshared.framing import FRAME, INTERRUPT
 from capshared.limits import MAX_RAW, PROTOCOL_VERSION
@@ -142,7 +142,7 @@ class Agent:
                     except Exception as exc:  # a bug must not take the board's safety down
                         self.errors += 1
                         link.error(rid, E_INTERNAL, self.errors & 0xFFFF)
-                elif r == INTERRUPT:
+                elif r == INTERRUPT or r == EOF:
                     self.running = False
                     break
                 else:

@@ -10,6 +10,7 @@ from capshared.limits import MAX_WIRE
 from capshared.wire import ERROR as _ERROR
 
 REPLAY_SLOTS = 4
+EOF = 9  # read() result: the input stream ended
 
 
 class Link:
@@ -50,7 +51,9 @@ class Link:
         b1 = self.b1
         while self.wait(0):
             if not self.rd.readinto(b1, 1):
-                return 0
+                # Readable but nothing read: end of file (the line was hung up). Only the
+                # virtual board sees this; stop rather than spin on it.
+                return EOF
             r = dec.feed(b1[0])
             if r == FRAME:
                 if self._accept():

@@ -8,8 +8,7 @@ Both derive from the same table, and the shared vectors check that they agree.
 import binascii
 
 from capshared import messages
-from capshared.framing import FrameDecoder, FrameEncoder, FRAME
-from capshared.limits import HEADER_SIZE, MAX_PAYLOAD, U32_LIMIT
+from capshared.limits import HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MIN_RAW, U32_LIMIT
 
 
 class CodecError(ValueError):
@@ -71,15 +70,24 @@ def decode_payload(mid, payload):
 
 
 def encode_frame(name, rid, fields, seq=0):
-    """Wire bytes of one frame (delimiter included).
+    """Wire bytes of one frame (delimiter included). Raises CodecError for bad fields."""
+    return frame_bytes(messages.ID[name] if name in messages.ID else _unknown(name), rid,
+                       encode_payload(name, fields), seq)
+
+
+def frame_bytes(mid, rid, payload, seq=0):
+    """Wire bytes for an already encoded payload (retries re-frame it with a new seq).
 
     Host fast path: the same wire form as framing.FrameEncoder (the vectors check both), built
     with bytes operations and binascii.crc_hqx, which is CRC-16/CCITT-FALSE with init 0xFFFF.
     """
-    payload = encode_payload(name, fields)
-    raw = bytes((seq & 0xFF, messages.ID[name], rid & 0xFF, (rid >> 8) & 0xFF)) + payload
+    raw = bytes((seq & 0xFF, mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload
     crc = binascii.crc_hqx(raw, 0xFFFF)
     return _escape(_cobs(raw + bytes((crc >> 8, crc & 0xFF)))) + b"\x00"
+
+
+def _unknown(name):
+    raise CodecError("unknown message %r" % (name,))
 
 
 def _cobs(data):
@@ -124,28 +132,117 @@ class Frame:
 
 
 class StreamDecoder:
-    """Bytes in, Frames out (host side). Garbage and bad frames are counted, never raised."""
+    """Bytes in, Frames out (host side). Garbage and bad frames are counted, never raised.
+
+    Host fast path: frames are cut at 0x00 and decoded with bytes operations; the result is
+    the same as framing.FrameDecoder's (tests/shared compares them on random streams).
+    """
 
     def __init__(self):
-        self.dec = FrameDecoder()
+        self._partial = b""
+        self._dropping = False
+        self.bad_crc = 0
+        self.bad_frame = 0
+        self.overrun = 0
         self.unknown = 0
         self.interrupts = 0
 
     def feed(self, data):
         """Feed bytes; returns a list of Frame."""
         out = []
-        dec = self.dec
-        for b in data:
-            r = dec.feed(b)
-            if r == FRAME:
-                raw = dec.buf
-                mid = raw[1]
-                try:
-                    name, fields = decode_payload(mid, bytes(raw[HEADER_SIZE:dec.n]))
-                except CodecError:
-                    self.unknown += 1
-                    continue
-                out.append(Frame(raw[0], raw[2] | (raw[3] << 8), mid, name, fields))
-            elif r == 3:
-                self.interrupts += 1
+        if b"\x03" in data:
+            # A bare Ctrl-C is never inside a frame: it ends any partial frame (as on the device).
+            parts = data.split(b"\x03")
+            self.interrupts += len(parts) - 1
+            for i, part in enumerate(parts):
+                if i:
+                    self._partial = b""
+                    self._dropping = False
+                out += self._feed(part)
+            return out
+        return self._feed(data)
+
+    def _feed(self, data):
+        chunks = (self._partial + data).split(b"\x00")
+        self._partial = chunks.pop()
+        if len(self._partial) > MAX_COBS * 2:
+            self.overrun += 1
+            self._partial = b""
+            self._dropping = True
+        out = []
+        for chunk in chunks:
+            if self._dropping:
+                self._dropping = False
+                continue
+            if not chunk:
+                continue
+            f = self._decode(chunk)
+            if f is not None:
+                out.append(f)
         return out
+
+    def _decode(self, chunk):
+        if b"\x1b" in chunk:
+            try:
+                chunk = _unescape(chunk)
+            except ValueError:
+                self.bad_frame += 1
+                return None
+        if len(chunk) > MAX_COBS:
+            self.overrun += 1
+            return None
+        raw = _uncobs(chunk)
+        if raw is None or len(raw) < MIN_RAW:
+            self.bad_frame += 1
+            return None
+        body = raw[:-2]
+        if binascii.crc_hqx(body, 0xFFFF) != (raw[-2] << 8 | raw[-1]):
+            self.bad_crc += 1
+            return None
+        mid = body[1]
+        try:
+            name, fields = decode_payload(mid, body[HEADER_SIZE:])
+        except CodecError:
+            self.unknown += 1
+            return None
+        return Frame(body[0], body[2] | (body[3] << 8), mid, name, fields)
+
+
+def _unescape(chunk):
+    out = bytearray()
+    i = 0
+    n = len(chunk)
+    while i < n:
+        j = chunk.find(b"\x1b", i)
+        if j < 0:
+            out += chunk[i:]
+            break
+        out += chunk[i:j]
+        if j + 1 >= n:
+            raise ValueError("escape at end of frame")
+        b = chunk[j + 1] ^ 0x20
+        if b not in (0x03, 0x1B):
+            raise ValueError("bad escape")
+        out.append(b)
+        i = j + 2
+    return bytes(out)
+
+
+def _uncobs(data):
+    """COBS-decode a whole frame; None if malformed (same rules as framing.cobs_decode)."""
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        code = data[i]
+        end = i + code
+        if code == 0 or end > n:
+            return None
+        block = data[i + 1:end]
+        if 0 in block:
+            return None
+        out += block
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)

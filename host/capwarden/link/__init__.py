@@ -2,7 +2,7 @@
 
 from capwarden.link.board import Board
 from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent
-from capwarden.link.transport import SerialTransport, Transport, open_transport
+from capwarden.link.transport import FdTransport, SerialTransport, Transport, open_transport
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
 
 
@@ -18,4 +18,4 @@ async def open_board(url, timeout=1.0, retries=2, **transport_kw):
 
 
 __all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",
-           "SerialTransport", "ResourceEvent", "GrantEnded", "Failsafe", "Reset", "LinkDown", "LinkUp"]
+           "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "Failsafe", "Reset", "LinkDown", "LinkUp"]

@@ -21,7 +21,7 @@ import asyncio
 import random
 import time
 
-from capshared import codec, errors
+from capshared import codec, errors, messages
 from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLASSES, REASONS, RID_MAX
 from capwarden.errors import DeviceError, DeviceReset, LinkClosed, LinkError, LinkTimeout
 from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent)
@@ -108,32 +108,49 @@ class Board:
         fields = fields or {}
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
-        codec.encode_payload(name, fields)  # validate before anything is sent (CodecError)
+        payload = codec.encode_payload(name, fields)  # CodecError before anything is sent
+        mid = messages.ID[name]
         rid = self._next_rid()
         loop = asyncio.get_running_loop()
         p = _Pending(name, fields, loop.create_future())
         self._pending[rid] = p
         try:
             for attempt in range(retries + 1):
-                wire = codec.encode_frame(name, rid, fields, self._next_seq())
+                wire = codec.frame_bytes(mid, rid, payload, self._next_seq())
                 if attempt:
                     wire = b"\x00" + wire  # resynchronise the board's decoder before a retry
                 await self._take_credit(p, len(wire))
                 self._write(wire)
                 wait = timeout + (extra_wait if attempt == 0 or p.queued else 0.0)
-                try:
-                    return await asyncio.wait_for(asyncio.shield(p.future), wait)
-                except asyncio.TimeoutError:
-                    if p.queued:
-                        # The board holds the request in its queue: wait out wait_ms, then retry
-                        # (the retry replays the final answer if it was sent and lost).
-                        continue
-                    continue
+                if await self._answered(p, wait):
+                    return p.future.result()
+                # No answer in time: retry with the same request id. A board that queued the
+                # request (QUEUED) had wait_ms more; a retry then replays its final answer.
             self._set_up(False, "no answer to %s after %d tries" % (name, retries + 1))
             raise LinkTimeout("the board did not answer %s within %.1f s (%d tries)" % (name, timeout, retries + 1))
         finally:
             self._release_credit(p)
             self._pending.pop(rid, None)
+
+    async def _answered(self, p, wait):
+        """Wait up to `wait` s for p's answer. True when settled (result or exception).
+
+        The timer settles the request's own future with a sentinel, so an answer costs one
+        event-loop hop; wait_for(shield(...)) would make a Task per request on the hot path.
+        """
+        if not p.future.done():
+            timer = asyncio.get_running_loop().call_later(wait, _expire, p.future)
+            try:
+                await p.future
+            except Exception:
+                pass  # inspected below
+            finally:
+                timer.cancel()
+        if p.future.done() and not p.future.cancelled() and p.future.exception() is None \
+                and p.future.result() is _TIMEOUT:
+            p.future = asyncio.get_running_loop().create_future()  # the next attempt's
+            return False
+        return True
 
     def _next_rid(self):
         while True:
@@ -345,6 +362,14 @@ class Board:
             if r.name == name:
                 return r.index
         raise DeviceError("E_RESOURCE_UNAVAILABLE", "the board has no resource %r" % name)
+
+
+_TIMEOUT = object()
+
+
+def _expire(future):
+    if not future.done():
+        future.set_result(_TIMEOUT)
 
 
 def _reason(code):

@@ -8,6 +8,7 @@ or the virtual board's pty).
 
 import asyncio
 import os
+import select
 import threading
 
 from capwarden.errors import LinkClosed, LinkError
@@ -154,3 +155,51 @@ def open_transport(url, **kw):
 
         return BleTransport(url[len("ble://"):], **kw)
     return SerialTransport(url, **kw)
+
+
+class FdTransport(Transport):
+    """An already-open file descriptor (a pty master, a pipe pair's end): read by the event loop.
+
+    Used where the host itself created the line, e.g. the virtual board without its cable.
+    The descriptor is not closed by close(); its owner closes it.
+    """
+
+    def __init__(self, fd, name="fd"):
+        super().__init__()
+        self.fd = fd
+        self.url = name
+
+    async def open(self):
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(self.fd, False)
+        self._loop.add_reader(self.fd, self._read_ready)
+
+    def _read_ready(self):
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._loop.remove_reader(self.fd)
+            if self._on_lost:
+                self._on_lost(LinkClosed("%s: end of file" % self.url))
+            return
+        self._receiver(data)
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                select.select([], [self.fd], [], 1.0)
+                continue
+            except OSError as exc:
+                raise LinkClosed("%s: write failed: %s" % (self.url, exc)) from None
+            view = view[n:]
+
+    async def close(self):
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.fd)

@@ -37,6 +37,17 @@ def micropython_exe():
     return found
 
 
+def _die_with_parent():
+    # Linux: the board process is killed when its owner dies, however abruptly, so a crashed
+    # test or host never leaves a virtual board running.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def _raw_pty():
     master, slave = pty.openpty()
     tty.setraw(slave)
@@ -81,7 +92,7 @@ class VirtualBoard:
         self.proc = subprocess.Popen(
             [micropython_exe(), "-X", "heapsize=" + self.heapsize],
             stdin=bs, stdout=bs, stderr=bs, cwd=self.fs_dir, close_fds=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         os.close(bs)
         # Deploy at full speed; pacing (if asked) starts with the agent.
@@ -101,6 +112,14 @@ class VirtualBoard:
         if proc.returncode != 0:
             raise SimError("mpremote exec failed: %s" % (proc.stderr or proc.stdout).strip())
         return proc.stdout
+
+    def detach_cable(self):
+        """Remove the cable and return the board pty's master fd, for a host that talks to the
+        board directly (like-for-like benchmarks). The pty path stops working; faults too."""
+        if self.cable:
+            self.cable.close()
+            self.cable = None
+        return self._fds[0]
 
     def restart(self):
         """Kill and reboot the board process (a power cycle): files stay, RAM state is lost."""
