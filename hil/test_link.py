@@ -111,9 +111,27 @@ def test_announce_of_new_boot_fails_pending_and_emits_reset(vboard, board, run):
     fake = codec.encode_frame("ANNOUNCE", 0, {"proto": 1, "boot_id": (old + 1) % (1 << 30), "rx_buf": 256,
                                               "max_raw": 120, "n_res": len(board.info.resources),
                                               "uptime_ms": 0, "info": b"0.1.0 sim"})
-    vboard.cable.inject_bytes(TO_HOST, fake)
-    run(board.ping())
+    import asyncio
+
+    async def pending_ping_then_reset():
+        ping = asyncio.ensure_future(board.request("PING", {"nonce": 1}, timeout=2))
+        await asyncio.sleep(0)  # the ping is in flight when the announcement arrives
+        vboard.cable.inject_bytes(TO_HOST, fake)
+        for _ in range(200):
+            if any(isinstance(e, Reset) for e in events):
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await ping
+            return None
+        except DeviceReset as exc:
+            return exc
+
+    failed = run(pending_ping_then_reset())
     assert any(isinstance(e, Reset) and e.old_boot_id == old for e in events)
+    # The ping was either answered before the announcement or failed with DeviceReset; it never
+    # hangs and never succeeds after the reset was seen.
+    assert failed is None or "rebooted" in str(failed)
 
 
 def test_flow_control_never_overruns_the_board(vboard, board, run):
