@@ -161,3 +161,42 @@ def test_bare_ctrl_c_returns_to_the_repl_for_reflashing(vboard, board, run):
     out = subprocess.run([firmware.mpremote(), "connect", vboard.port, "resume", "exec", "print(6*7)"],
                          capture_output=True, text=True, timeout=30)
     assert "42" in out.stdout, out
+
+
+def test_delayed_answer_past_the_timeout_is_retried_and_the_late_copy_ignored(vboard, board, run):
+    before = run(board.stats())
+    vboard.cable.inject(TO_HOST, "delay", arg=0.8)   # longer than the 0.5 s request timeout
+    r = run(board.ping(nonce=4242))
+    assert r["mem_free"] > 0
+    time.sleep(1.0)                                   # the late original arrives now: ignored
+    after = run(board.stats())
+    assert after["replayed"] == before["replayed"] + 1
+    run(board.ping())
+
+
+def test_cable_paces_at_the_configured_baud_rate(vboard, board, run):
+    """At 9600 baud a ping and its answer take at least their bytes' line time."""
+    vboard.cable.baud = 9600
+    try:
+        sent0, got0 = board.tx_bytes, board.rx_bytes
+        t0 = time.monotonic()
+        run(board.ping())
+        elapsed = time.monotonic() - t0
+        line_time = ((board.tx_bytes - sent0) + (board.rx_bytes - got0)) * 10 / 9600
+        assert elapsed >= line_time * 0.95
+    finally:
+        vboard.cable.baud = None
+
+
+def test_trace_shows_every_frame(board_port, run, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="capwarden.link")
+    b = run(open_board(board_port))
+    try:
+        run(b.ping(nonce=99))
+    finally:
+        run(b.close())
+    text = caplog.text
+    assert "-> HELLO" in text and "<- HELLO_R" in text
+    assert "-> PING" in text and "'nonce': 99" in text and "<- PING_R" in text

@@ -24,6 +24,7 @@ def register(sub):
     p.add_argument("--count", type=int, default=10, help="pings to send (default 10)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", action="store_true", help="print every frame sent and received (stderr)")
     p.set_defaults(func=main)
 
 
@@ -39,6 +40,11 @@ async def _ping(port, count, timeout):
 
 
 def main(args):
+    if args.trace:
+        import logging
+
+        logging.basicConfig(format="%(relativeCreated)8.1f ms %(message)s")
+        logging.getLogger("capwarden.link").setLevel(logging.DEBUG)
     if args.count < 1:
         err("--count must be at least 1")
         return 2

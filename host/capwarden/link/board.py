@@ -18,6 +18,7 @@
 """
 
 import asyncio
+import logging
 import random
 import time
 
@@ -26,6 +27,11 @@ from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLA
 from capwarden.errors import DeviceError, DeviceReset, LinkClosed, LinkError, LinkTimeout
 from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent)
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
+
+
+# Every frame in and out, readable after a failed run: `capwarden ping --trace`, or
+# logging.getLogger("capwarden.link").setLevel(logging.DEBUG) in a test.
+log = logging.getLogger("capwarden.link")
 
 
 class _Pending:
@@ -120,6 +126,8 @@ class Board:
                 if attempt:
                     wire = b"\x00" + wire  # resynchronise the board's decoder before a retry
                 await self._take_credit(p, len(wire))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("-> %s rid=%d try=%d %r (%d bytes)", name, rid, attempt + 1, fields, len(wire))
                 self._write(wire)
                 wait = timeout + (extra_wait if attempt == 0 or p.queued else 0.0)
                 if await self._answered(p, wait):
@@ -200,6 +208,8 @@ class Board:
                 p.future.set_exception(exc)
 
     def _on_frame(self, f):
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("<- %s rid=%d seq=%d %r", f.name, f.rid, f.seq, f.fields)
         if not self.up and self.info is not None:
             self._set_up(True, "frame received")
         if f.rid:
@@ -266,8 +276,7 @@ class Board:
             try:
                 cb(event)
             except Exception:  # a subscriber's bug must not break the link
-                import logging
-                logging.getLogger("capwarden.link").exception("event subscriber failed")
+                log.exception("event subscriber failed")
 
     def _res_name(self, i):
         if self.info and i < len(self.info.resources):
