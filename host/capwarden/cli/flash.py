@@ -25,6 +25,8 @@ def register(sub):
     p.add_argument("--board", required=True, help="board description under boards/ (e.g. pico_camera)")
     p.add_argument("--source", action="store_true", help="copy .py sources instead of precompiled .mpy")
     p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    p.add_argument("--resume", action="store_true",
+                   help="no soft reset before copying (mpremote 'resume'); the agent is not restarted")
     p.set_defaults(func=main)
 
 
@@ -54,9 +56,9 @@ def main(args):
         err("stopping any running agent on %s" % args.port)
         stop_agent(args.port)
         err("copying %d files with mpremote" % len(written))
-        firmware.deploy(args.port, staged, written, resume=False,
+        firmware.deploy(args.port, staged, written, resume=args.resume,
                         progress=lambda i, n, rel: err("  [%d/%d] %s" % (i, n, rel)))
-        if not args.no_reset:
+        if not (args.no_reset or args.resume):
             err("resetting the board: main.py starts the agent")
             subprocess.run([firmware.mpremote(), "connect", args.port, "reset"], capture_output=True, timeout=30)
     finally:

