@@ -1,5 +1,8 @@
 """Run test functions under the MicroPython unix port, one process per test.
 
+Device tests import exactly what a board gets (firmware_path); shared-code tests pass
+paths=SHARED_PATH.
+
 A MicroPython test module is a plain Python file with `def test_...():` functions that use
 `assert`. `collect(path)` lists them (parsed with ast on CPython, never imported here), and
 `run(path, name)` runs one under `micropython` with the device import path, returning what
@@ -14,12 +17,27 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 
-# What the board's filesystem holds, in import-path order: board files at the root.
-DEVICE_PATH = [
-    os.path.join(ROOT, "boards", "sim"),
-    os.path.join(ROOT, "device"),
-    os.path.join(ROOT, "shared"),
-]
+# Shared-code tests see all of shared/ (the host-only table too: they check it).
+SHARED_PATH = [os.path.join(ROOT, "shared")]
+
+_firmware = {}
+
+
+def firmware_path(board="sim"):
+    """The import path a board has: exactly the files deployed to it (as source), staged once
+    per test run. Device code that imports a host-only module fails here as it would on a board.
+    """
+    if board not in _firmware:
+        import atexit
+        import shutil
+
+        from capwarden.sim import firmware
+
+        staged, _written = firmware.stage(board, compile=False)
+        atexit.register(shutil.rmtree, staged, True)
+        _firmware[board] = [staged]
+    return _firmware[board]
+
 
 RUNNER = r"""
 import sys
@@ -40,10 +58,15 @@ def collect(path):
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
 
 
-def run(path, name, heapsize="256K", extra_path=(), timeout=60):
-    """Run test `name` of file `path` under MicroPython. Returns None on success, else output."""
+def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None):
+    """Run test `name` of file `path` under MicroPython. Returns None on success, else output.
+
+    The import path is the test's folder, `extra_path`, then `paths` (default: the sim board's
+    deployed firmware, see firmware_path()).
+    """
     folder, fname = os.path.split(os.path.abspath(path))
-    code = RUNNER.format(path=list(extra_path) + [folder] + DEVICE_PATH, module=fname[:-3], name=name)
+    paths = firmware_path() if paths is None else paths
+    code = RUNNER.format(path=list(extra_path) + [folder] + list(paths), module=fname[:-3], name=name)
     proc = subprocess.run(
         [MICROPYTHON, "-X", "heapsize=" + heapsize, "-c", code],
         capture_output=True, text=True, timeout=timeout, cwd=folder,

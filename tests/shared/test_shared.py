@@ -24,7 +24,7 @@ def test_under_cpython(name):
 @pytest.mark.micropython
 @pytest.mark.parametrize("name", NAMES)
 def test_under_micropython(name):
-    failure = mpharness.run(os.path.join(HERE, "mp_vectors.py"), name)
+    failure = mpharness.run(os.path.join(HERE, "mp_vectors.py"), name, paths=mpharness.SHARED_PATH)
     assert failure is None, failure
 
 
