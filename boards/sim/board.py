@@ -1,5 +1,7 @@
 # The virtual board: simulated resources on the MicroPython unix port. Every resource can be
 # unplugged and replugged by the host (SIM_PLUG), which real boards do not accept.
+import time
+
 from capagent.driver import OpError, Resource
 from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_PRESENT
 
@@ -16,7 +18,9 @@ class SimResource(Resource):
 
 class SimMotor(SimResource):
     cls = 2
-    OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set speed (i16 args, -1000..1000), 2 read speed
+    # 1 set speed (i16, -1000..1000), 2 read speed, 3 calibrate: blocks for u16 ms (a long
+    # operation that stalls the agent's loop, as a real calibration or flash write does)
+    OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}
 
     def __init__(self, name):
         super().__init__()
@@ -36,6 +40,10 @@ class SimMotor(SimResource):
             if v < -1000 or v > 1000:
                 raise OpError(70)
             self.speed = v
+        elif op == 3:
+            if end - start != 2:
+                raise OpError(70)
+            time.sleep_ms(args[start] | (args[start + 1] << 8))
         v = self.speed & 0xFFFF
         out[0] = v & 0xFF
         out[1] = v >> 8
@@ -120,7 +128,47 @@ class SimStorage(SimResource):
         return 2
 
 
+class SimWatchdog:
+    # machine.WDT on the virtual board. Not fed within its timeout, it does what a hardware
+    # watchdog does: resets the board. Outputs go to their reset (safe) state, a marker is left
+    # in the board's flash for tests, and the MicroPython process is killed; the host sees the
+    # board go silent and, after a restart, a new boot id.
+    def __init__(self, timeout_ms):
+        import _thread
+
+        self.timeout = timeout_ms
+        self.fed = time.ticks_ms()
+        # Built now: the watchdog thread must not allocate while the main thread is stuck.
+        self.cmd = "echo reset > wdt_reset; kill -9 $PPID"
+        _thread.start_new_thread(self._watch, ())
+
+    def feed(self):
+        self.fed = time.ticks_ms()
+
+    def _watch(self):
+        import os
+
+        while True:
+            time.sleep_ms(10)
+            if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
+                for r in _RESOURCES:
+                    r.safe()
+                os.system(self.cmd)
+
+
+def watchdog(timeout_ms):
+    return SimWatchdog(timeout_ms)
+
+
+_RESOURCES = []
+
+
 def resources():
+    _RESOURCES[:] = _make()
+    return _RESOURCES
+
+
+def _make():
     return [
         SimCamera("camera"),
         SimMotor("motor_left"),

@@ -26,6 +26,9 @@ class Clock:
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 
+    def ticks_add(self, a, delta):
+        return time.ticks_add(a, delta)
+
 
 def _boot_id():
     b = os.urandom(4)

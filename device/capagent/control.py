@@ -1,5 +1,32 @@
-# Control: locks, leases, fencing, handover, actuation, resource events.
-# (Being built in issue 4; until then the agent answers link messages only.)
+# Control: the board enforces who may drive what. Every lock, lease, fencing epoch, handover,
+# suspension and actuation decision is made here, on the board, so a crashed or misbehaving
+# host cannot make two parties drive one motor, and a silent host cannot leave one running.
+#
+# Message glue over capagent.grants (the table and lock rules) and capagent.supervisor (the
+# watchdog). Responses are built in the link's preallocated encoder; nothing here allocates
+# in steady state (tests/device checks the heap over 10,000 cycles).
+from capagent.driver import OpError
+from capagent.grants import FREE, MAX_GRANTS, MAX_WAITERS, QUEUED, Grants
+from capagent.supervisor import Supervisor
+from capshared import wire as W
+from capshared.errors import (
+    E_DEV_BAD_MESSAGE, E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT, E_DEV_NOT_HOLDER, E_DEV_STALE_EPOCH,
+    E_DEV_SUSPENDED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
+)
+from capshared.limits import MODES_EXCLUSIVE, RES_ABSENT, RES_FAULT, RES_PRESENT
+from capshared.wire import CFG_FAILSAFE_MS, CFG_LOCK_DELAY_MS, CFG_WATCHDOG_MS, GRANTS_PER_PAGE
+
+# Reason codes (capshared.limits.REASONS).
+R_RELEASED = 1
+R_LEASE = 2
+R_REMOVED = 3
+R_FAULT = 4
+R_FAILSAFE = 6
+R_SESSION_ENDED = 7
+R_REPLUGGED = 9
+
+MAX_LEASE_MS = 3600000
+OUT_SIZE = 100   # the largest driver answer (fits ACTUATE_R's tail)
 
 
 class Control:
@@ -7,19 +34,420 @@ class Control:
         self.link = link
         self.resources = resources
         self.clock = clock
+        self.board = board
+        self.sim = getattr(board, "SIM", False)
+        self.g = Grants(resources, clock)
+        self.sup = Supervisor(clock, board)
+        self.out = bytearray(OUT_SIZE)
+        self.r_state = bytearray(len(resources))
+        for k in range(len(resources)):
+            self.r_state[k] = resources[k].state
+        self.hb_seq = 0
+        self.frozen = 0
+        self.failsafes = 0
+        self.pending_failsafe = 0
+        self.last_hb = clock.ticks_ms()
 
-    def handle(self, mid, rid):
-        return False
-
+    # ---- called by the agent ---------------------------------------------------------------
     def host_seen(self, now):
-        pass
-
-    def tick(self, now):
-        pass
+        if self.pending_failsafe:
+            # The host is back: tell it what the failsafe did while it was away.
+            e = self.link.enc
+            e.begin(W.EV_FAILSAFE, 0)
+            e.u8(R_FAILSAFE)
+            e.u8(self.pending_failsafe)
+            e.u32(self.clock.ticks_diff(now, self.last_hb) & 0x3FFFFFFF)
+            self.link.send(False)
+            self.pending_failsafe = 0
 
     def sleep_ms(self, longest):
-        return longest
+        now = self.clock.ticks_ms()
+        g = self.g
+        best = longest
+        for i in range(MAX_GRANTS):
+            if g.res[i] != FREE:
+                d = self.clock.ticks_diff(g.deadline[i], now)
+                if d < best:
+                    best = d
+        for j in range(MAX_WAITERS):
+            if g.w_used[j]:
+                d = self.clock.ticks_diff(g.w_until[j], now)
+                if d < best:
+                    best = d
+        return best if best > 0 else 0
+
+    def tick(self, now):
+        g = self.g
+        # Leases: a grant whose lease ran out without a heartbeat ends, and its hardware goes
+        # to its safe state (the failsafe); the host hears of it when it speaks again.
+        for i in range(MAX_GRANTS):
+            if g.res[i] != FREE and g.expired(i, now):
+                self._end(i, R_LEASE, now, True)
+                self.failsafes += 1
+                self.pending_failsafe += 1
+        # Resource events: unplug or fault ends every grant on the resource.
+        for k in range(len(self.resources)):
+            st = self.resources[k].poll()
+            if st != self.r_state[k]:
+                self._resource_changed(k, st, now)
+        # Waiters: grant whoever the lock now allows, time out the rest.
+        for k in range(len(self.resources)):
+            self._serve(k, now)
+        for j in range(MAX_WAITERS):
+            if g.w_used[j] and self.clock.ticks_diff(now, g.w_until[j]) >= 0:
+                g.drop_waiter(j)
+                self.link.remember_for(g.w_rid[j], g.w_key[j])
+                self.link.error(g.w_rid[j], E_RESOURCE_BUSY, g.conflicts(g.w_res[j], g.w_modes[j], g.w_session[j]))
+        self.sup.tick(now)
 
     def stop(self):
         for r in self.resources:
-            r.safe()
+            try:
+                r.safe()
+            except Exception:
+                pass
+
+    # ---- messages ----------------------------------------------------------------------------
+    def handle(self, mid, rid):
+        d = self.link.dec
+        now = self.clock.ticks_ms()
+        if mid == W.HEARTBEAT:
+            self._heartbeat(rid, d.u32(W.HEARTBEAT_HB_SEQ), now)
+        elif mid == W.ACQUIRE:
+            self._acquire(rid, d.u8(W.ACQUIRE_RES), d.u8(W.ACQUIRE_MODES), d.u32(W.ACQUIRE_SESSION),
+                          d.u32(W.ACQUIRE_LEASE_MS), d.u32(W.ACQUIRE_WAIT_MS), now)
+        elif mid == W.ACTUATE:
+            self._actuate(rid, d.u8(W.ACTUATE_RES), d.u32(W.ACTUATE_SESSION), d.u32(W.ACTUATE_EPOCH),
+                          d.u8(W.ACTUATE_OP), now)
+        elif mid == W.RELEASE:
+            self._release(rid, d.u8(W.RELEASE_RES), d.u32(W.RELEASE_SESSION), d.u32(W.RELEASE_EPOCH), now)
+        elif mid == W.HANDOVER:
+            self._handover(rid, d.u8(W.HANDOVER_RES), d.u32(W.HANDOVER_FROM_SESSION),
+                           d.u32(W.HANDOVER_FROM_EPOCH), d.u32(W.HANDOVER_TO_SESSION), d.u8(W.HANDOVER_MODES),
+                           d.u32(W.HANDOVER_LEASE_MS), now)
+        elif mid == W.SUSPEND:
+            self._suspend(rid, d.u32(W.SUSPEND_SESSION), d.u8(W.SUSPEND_SUSPENDED))
+        elif mid == W.END_SESSION:
+            self._end_session(rid, d.u32(W.END_SESSION_SESSION), now)
+        elif mid == W.GRANTS:
+            self._list(rid, d.u8(W.GRANTS_RES), d.u8(W.GRANTS_START))
+        elif mid == W.CONFIG:
+            self._config(rid, d.u8(W.CONFIG_KEY), d.u32(W.CONFIG_VALUE))
+        elif mid == W.SIM_PLUG:
+            self._plug(rid, d.u8(W.SIM_PLUG_RES), d.u8(W.SIM_PLUG_PRESENT), now)
+        else:
+            return False
+        return True
+
+    def _bad_res(self, rid, res):
+        if res >= len(self.resources):
+            self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
+            return True
+        return False
+
+    def _heartbeat(self, rid, seq, now):
+        # One frame renews every lease. The payload must move on: a repeated (frozen) sequence
+        # number is a missed heartbeat (faults.md 26), so a stuck sender cannot keep leases.
+        if seq > self.hb_seq:
+            self.hb_seq = seq
+            self.last_hb = now
+            self.g.renew_all(now)
+        else:
+            self.frozen += 1
+        e = self.link.enc
+        e.begin(W.HEARTBEAT_R, rid)
+        e.u32(seq)
+        e.u8(self.g.count())
+        e.u16(self.failsafes & 0xFFFF)
+        self.link.send()
+
+    def _acquire(self, rid, res, modes, session, lease, wait_ms, now):
+        if self._bad_res(rid, res):
+            return
+        if modes == 0 or modes & ~self.resources[res].modes or session == 0 or lease == 0 or lease > MAX_LEASE_MS:
+            self.link.error(rid, E_DEV_BAD_MESSAGE, 0)
+            return
+        g = self.g
+        key = self.link.request_key()
+        i = g.acquire(res, modes, session, lease, wait_ms, rid, key, now)
+        if i == QUEUED:
+            e = self.link.enc
+            e.begin(W.QUEUED, rid)
+            e.u8(res)
+            e.u8(g.position(rid, key))
+            self.link.send(False)  # provisional: the final answer comes later, and is the one replayed
+        elif i < 0:
+            # A busy answer names the holder's session (faults.md 64) in the detail field.
+            self.link.error(rid, -i, g.last_busy_holder if -i == E_RESOURCE_BUSY else 0)
+        else:
+            self._granted(rid, i)
+
+    def _granted(self, rid, i):
+        g = self.g
+        e = self.link.enc
+        e.begin(W.ACQUIRE_R, rid)
+        e.u8(g.res[i])
+        e.u8(g.modes[i])
+        e.u32(g.session[i])
+        e.u32(g.epoch[i])
+        e.u32(g.lease[i])
+        self.link.send()
+
+    def _serve(self, res, now):
+        g = self.g
+        while True:
+            i = g.grant_head(res, now)
+            if i < 0:
+                return
+            j = g.served
+            g.drop_waiter(j)
+            self.link.remember_for(g.w_rid[j], g.w_key[j])
+            self._granted(g.w_rid[j], i)
+
+    def _holder(self, rid, res, session, epoch):
+        # The slot of session's grant on res under `epoch`, or -1 after answering the error.
+        # An epoch older than the resource's newest is stale: a deposed holder (faults.md 27).
+        g = self.g
+        i = g.find(res, session)
+        if i >= 0 and g.epoch[i] == epoch:
+            return i
+        if 0 < epoch <= g.r_epoch[res]:  # issued once, no longer current
+            self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
+        else:
+            self.link.error(rid, E_DEV_NOT_HOLDER, 0)
+        return -1
+
+    def _release(self, rid, res, session, epoch, now):
+        if self._bad_res(rid, res):
+            return
+        i = self._holder(rid, res, session, epoch)
+        if i < 0:
+            return
+        self._end(i, R_RELEASED, now, False)
+        e = self.link.enc
+        e.begin(W.RELEASE_R, rid)
+        e.u8(res)
+        e.u32(session)
+        e.u32(epoch)
+        self.link.send()
+        self._serve(res, now)  # a clean release re-grants at once: no lock-delay
+
+    def _handover(self, rid, res, frm, frm_epoch, to, modes, lease, now):
+        # Atomic: the slot changes owner in one step, so no frame sees both or neither holding.
+        # Any failed check leaves the original holder untouched.
+        if self._bad_res(rid, res):
+            return
+        g = self.g
+        if to == 0 or modes == 0 or modes & ~self.resources[res].modes or lease == 0 or lease > MAX_LEASE_MS:
+            self.link.error(rid, E_DEV_BAD_MESSAGE, 0)
+            return
+        i = self._holder(rid, res, frm, frm_epoch)
+        if i < 0:
+            return
+        if self.resources[res].state != RES_PRESENT:
+            self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
+            return
+        if g.find(res, to) >= 0 or g.conflicts(res, modes, frm):
+            self.link.error(rid, E_RESOURCE_BUSY, g.conflicts(res, modes, frm))
+            return
+        if g.modes[i] & MODES_EXCLUSIVE and not modes & MODES_EXCLUSIVE:
+            self.resources[res].safe()  # the new holder only reads: nobody drives it any more
+        g.session[i] = to
+        g.modes[i] = modes
+        g.lease[i] = lease
+        g.deadline[i] = self.clock.ticks_add(now, lease)
+        g.epoch[i] = g.next_epoch(res)
+        e = self.link.enc
+        e.begin(W.HANDOVER_R, rid)
+        e.u8(res)
+        e.u32(to)
+        e.u32(g.epoch[i])
+        self.link.send()
+
+    def _suspend(self, rid, session, on):
+        # S3: a suspended session keeps its locks but may not write, execute or configure, and
+        # its actuators are put in safe hold at once (faults.md 11).
+        g = self.g
+        g.set_suspended(session, on)
+        held = 0
+        for i in range(MAX_GRANTS):
+            if g.res[i] != FREE and g.session[i] == session:
+                held += 1
+                if on and g.modes[i] & MODES_EXCLUSIVE:
+                    self.resources[g.res[i]].safe()
+        e = self.link.enc
+        e.begin(W.SUSPEND_R, rid)
+        e.u32(session)
+        e.u8(1 if on else 0)
+        e.u8(held)
+        self.link.send()
+
+    def _actuate(self, rid, res, session, epoch, op, now):
+        if self._bad_res(rid, res):
+            return
+        g = self.g
+        r = self.resources[res]
+        i = self._holder(rid, res, session, epoch)
+        if i < 0:
+            return
+        if g.expired(i, now):
+            # The lease ran out between ticks: end it now rather than act on it.
+            self._end(i, R_LEASE, now, True)
+            self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
+            return
+        need = r.OPS.get(op, 0)
+        if not need:
+            self.link.error(rid, E_DEV_BAD_OPERATION, op)  # every op is classified; unknown ones refused
+            return
+        if not g.modes[i] & need:
+            self.link.error(rid, E_DEV_NOT_HOLDER, need)
+            return
+        if need & MODES_EXCLUSIVE and g.suspended(session):
+            self.link.error(rid, E_DEV_SUSPENDED, 0)
+            return
+        if r.state != RES_PRESENT:
+            self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
+            return
+        d = self.link.dec
+        start = 4 + W.ACTUATE_ARGS
+        try:
+            n = r.op(op, d.buf, start, d.n, self.out)
+        except OpError as exc:
+            self.link.error(rid, exc.args[0] if exc.args else E_DEV_BAD_OPERATION, op)
+            return
+        except Exception:
+            self.link.error(rid, E_DEV_DRIVER_FAULT, op)
+            return
+        e = self.link.enc
+        e.begin(W.ACTUATE_R, rid)
+        e.u8(res)
+        e.u8(op)
+        e.tail(self.out, 0, n)
+        self.link.send()
+
+    def _end_session(self, rid, session, now):
+        g = self.g
+        n = 0
+        for i in range(MAX_GRANTS):
+            if g.res[i] != FREE and g.session[i] == session:
+                res = g.res[i]
+                self._end(i, R_SESSION_ENDED, now, False)
+                n += 1
+        for j in range(MAX_WAITERS):
+            if g.w_used[j] and g.w_session[j] == session:
+                g.drop_waiter(j)
+                self.link.remember_for(g.w_rid[j], g.w_key[j])
+                self.link.error(g.w_rid[j], E_RESOURCE_BUSY, 0)
+        g.set_suspended(session, False)
+        e = self.link.enc
+        e.begin(W.END_SESSION_R, rid)
+        e.u32(session)
+        e.u8(n)
+        self.link.send()
+        for k in range(len(self.resources)):
+            self._serve(k, now)
+
+    def _list(self, rid, res, start):
+        if self._bad_res(rid, res):
+            return
+        g = self.g
+        total = 0
+        for i in range(MAX_GRANTS):
+            if g.res[i] == res:
+                total += 1
+        e = self.link.enc
+        e.begin(W.GRANTS_R, rid)
+        e.u8(res)
+        e.u8(total)
+        e.u8(start)
+        k = 0
+        sent = 0
+        for i in range(MAX_GRANTS):
+            if g.res[i] == res:
+                if k >= start and sent < GRANTS_PER_PAGE:
+                    e.u32(g.session[i])
+                    e.u32(g.epoch[i])
+                    e.u8(g.modes[i])
+                    sent += 1
+                k += 1
+        self.link.send()
+
+    def _config(self, rid, key, value):
+        if key == CFG_LOCK_DELAY_MS:
+            self.g.lock_delay_ms = value
+        elif key == CFG_WATCHDOG_MS:
+            if not self.sup.arm(value):
+                self.link.error(rid, E_DEV_BAD_OPERATION, key)
+                return
+        elif key != CFG_FAILSAFE_MS:
+            self.link.error(rid, E_DEV_BAD_MESSAGE, key)
+            return
+        e = self.link.enc
+        e.begin(W.CONFIG_R, rid)
+        e.u8(key)
+        e.u32(value)
+        self.link.send()
+
+    def _plug(self, rid, res, present, now):
+        if not self.sim:
+            self.link.error(rid, E_DEV_BAD_OPERATION, 0)  # real boards detect this themselves
+            return
+        if self._bad_res(rid, res):
+            return
+        self.resources[res].plug(present)
+        e = self.link.enc
+        e.begin(W.SIM_PLUG_R, rid)
+        e.u8(res)
+        e.u8(self.resources[res].state)
+        self.link.send()
+        st = self.resources[res].poll()
+        if st != self.r_state[res]:
+            self._resource_changed(res, st, now)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _end(self, i, reason, now, lost):
+        # End grant i. `lost`: not a clean release, so the hardware goes safe and the resource
+        # stays in safe hold for the lock-delay before it is granted again (faults.md 33).
+        g = self.g
+        res = g.res[i]
+        session = g.session[i]
+        epoch = g.epoch[i]
+        excl = g.modes[i] & MODES_EXCLUSIVE
+        g.end(i)
+        if excl or lost:
+            try:
+                self.resources[res].safe()
+            except Exception:
+                pass
+        if lost:
+            g.hold(res, now)
+        if reason != R_RELEASED and reason != R_SESSION_ENDED:
+            e = self.link.enc
+            e.begin(W.EV_GRANT_ENDED, 0)
+            e.u8(res)
+            e.u32(session)
+            e.u32(epoch)
+            e.u8(reason)
+            self.link.send(False)
+
+    def _resource_changed(self, k, st, now):
+        g = self.g
+        self.r_state[k] = st
+        if st != RES_PRESENT:
+            reason = R_REMOVED if st == RES_ABSENT else R_FAULT
+            for i in range(MAX_GRANTS):
+                if g.res[i] == k:
+                    self._end(i, reason, now, False)
+            for j in range(MAX_WAITERS):
+                if g.w_used[j] and g.w_res[j] == k:
+                    g.drop_waiter(j)
+                    self.link.remember_for(g.w_rid[j], g.w_key[j])
+                    self.link.error(g.w_rid[j], E_RESOURCE_UNAVAILABLE, k)
+        else:
+            reason = R_REPLUGGED  # available again; no session resumes (faults.md 61)
+        e = self.link.enc
+        e.begin(W.EV_RESOURCE, 0)
+        e.u8(k)
+        e.u8(st)
+        e.u8(reason)
+        self.link.send(False)

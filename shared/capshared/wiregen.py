@@ -32,6 +32,9 @@ def generate():
     for name, mid, fields in messages.TABLE:
         for fname, _t in fields:
             lines.append("%s_%s = const(%d)\n" % (name, fname.upper(), messages.OFFSETS[name][fname]))
+    lines.append("\n")
+    for name in ("GRANT_ENTRY_SIZE", "GRANTS_PER_PAGE", "CFG_WATCHDOG_MS", "CFG_LOCK_DELAY_MS", "CFG_FAILSAFE_MS"):
+        lines.append("%s = const(%d)\n" % (name, getattr(messages, name)))
     size = bytearray(b"\xff" * 256)
     for name, mid, fields in messages.TABLE:
         size[mid] = messages.FIXED[mid] | (0x80 if messages.HAS_TAIL[mid] else 0)
