@@ -128,6 +128,47 @@ class SimStorage(SimResource):
         return 2
 
 
+class SimImu(SimResource):
+    cls = 5
+    OPS = {1: MODE_READ}   # read accelerometer: three i16
+
+    def __init__(self, name="imu"):
+        super().__init__()
+        self.name = name
+        self.samples = 0
+
+    def op(self, op, args, start, end, out):
+        self.samples += 1
+        out[0] = self.samples & 0xFF
+        out[1] = 0
+        out[2] = 0
+        out[3] = 0
+        out[4] = 0xE8   # 1000 mg on z, little-endian
+        out[5] = 0x03
+        return 6
+
+
+class SimLed(SimResource):
+    cls = 6
+    OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set brightness (u8), 2 read it
+
+    def __init__(self, name="led"):
+        super().__init__()
+        self.name = name
+        self.level = 0
+
+    def safe(self):
+        self.level = 0
+
+    def op(self, op, args, start, end, out):
+        if op == 1:
+            if end - start != 1:
+                raise OpError(70)
+            self.level = args[start]
+        out[0] = self.level
+        return 1
+
+
 class SimWatchdog:
     # machine.WDT on the virtual board. Not fed within its timeout, it does what a hardware
     # watchdog does: resets the board. Outputs go to their reset (safe) state, a marker is left
@@ -175,4 +216,7 @@ def _make():
         SimMotor("motor_right"),
         SimGps("gps"),
         SimStorage("sdcard"),
+        SimImu("imu"),
+        SimLed("led"),
+        SimMotor("gimbal"),
     ]

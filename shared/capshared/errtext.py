@@ -3,7 +3,41 @@
 The numbers themselves live in capshared.errors (the one source); this module reads them.
 """
 
-from capshared import errors as _errors
+import sys
+
+# Codes only the host uses (credentials, the runtime API); the codes a board sends are in
+# capshared.errors. Numbers are never reused or reordered.
+E_DESCRIPTOR_MALFORMED = 1
+E_DESCRIPTOR_NOT_FOUND = 2
+E_VERIFICATION_KEY_INVALID = 3
+E_INVALID_SIGNATURE = 4
+E_DESCRIPTOR_NOT_YET_VALID = 5
+E_DESCRIPTOR_EXPIRED = 6
+E_DESCRIPTOR_VALIDITY_TOO_LONG = 7
+E_DESCRIPTOR_SUBJECT_MISMATCH = 8
+E_DESCRIPTOR_TERMINAL_MISMATCH = 9
+E_DESCRIPTOR_RESOURCE_NOT_GRANTED = 10
+E_DESCRIPTOR_MODE_NOT_GRANTED = 11
+E_DESCRIPTOR_REVOKED = 12
+E_TICKET_MALFORMED = 13
+E_TICKET_NOT_YET_VALID = 14
+E_TICKET_EXPIRED = 15
+E_TICKET_VALIDITY_TOO_LONG = 16
+E_TICKET_SUBJECT_MISMATCH = 17
+E_TICKET_TERMINAL_MISMATCH = 18
+E_TICKET_RESOURCE_NOT_GRANTED = 19
+E_TICKET_MODE_NOT_GRANTED = 20
+E_TICKET_REVOKED = 21
+E_REVOCATION_QUERY_TIMEOUT = 22
+E_TICKET_OFFLINE_REJECTED = 23
+E_MALFORMED_REQUEST = 24
+E_UNSUPPORTED_VERSION = 25
+E_PERMISSION_DENIED = 26
+E_DEVICE_UNREACHABLE = 30
+E_HANDOVER_TIMEOUT = 31
+E_HANDOVER_REJECTED = 32
+
+from capshared import errors as _errors  # noqa: E402
 
 # The explanation a user sees after each code.
 TEXT = {
@@ -52,7 +86,8 @@ TEXT = {
     "E_DEV_QUEUED": "the request waits in the resource's queue",
 }
 
-CODE = {n: v for n, v in vars(_errors).items() if n.startswith("E_") and isinstance(v, int)}
+CODE = {n: v for n, v in list(vars(_errors).items()) + list(vars(sys.modules[__name__]).items())
+        if n.startswith("E_") and isinstance(v, int)}
 NAME = {v: n for n, v in CODE.items()}
 TABLE = tuple(sorted((v, n, TEXT[n]) for n, v in CODE.items()))
 

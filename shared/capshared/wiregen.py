@@ -13,7 +13,7 @@ from capshared import messages
 
 HEADER = '''# Generated from capshared/messages.py by capshared/wiregen.py: do not edit by hand.
 #   python -m capshared.wiregen > shared/capshared/wire.py
-# Message ids, payload field offsets (NAME_FIELD), and SIZE: per message id the fixed payload
+# Message ids, request field offsets (NAME_FIELD), and SIZE: per message id the fixed payload
 # size, plus 0x80 when a variable tail follows; 0xFF for an id that is not a message.
 try:
     from micropython import const
@@ -29,7 +29,12 @@ def generate():
     for name, mid, fields in messages.TABLE:
         lines.append("%s = const(0x%02X)\n" % (name, mid))
     lines.append("\n")
+    # Field offsets only for requests: the device reads requests in place and writes its own
+    # frames field by field in table order, so response offsets would be dead weight (each
+    # global name costs board RAM).
     for name, mid, fields in messages.TABLE:
+        if not messages.is_request(mid):
+            continue
         for fname, _t in fields:
             lines.append("%s_%s = const(%d)\n" % (name, fname.upper(), messages.OFFSETS[name][fname]))
     lines.append("\n")

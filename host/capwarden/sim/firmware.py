@@ -18,7 +18,7 @@ SHARED_DIR = os.path.join(ROOT, "shared", "capshared")
 BOARDS_DIR = os.path.join(ROOT, "boards")
 
 # Host-only modules of capshared (allocating codecs): not deployed.
-HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "wiregen.py"}
+HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "names.py", "wiregen.py"}
 
 
 def boards():
