@@ -24,8 +24,9 @@ _firmware = {}
 
 
 def firmware_path(board="sim"):
-    """The import path a board has: exactly the files deployed to it (as source), staged once
-    per test run. Device code that imports a host-only module fails here as it would on a board.
+    """The import path a board has: exactly the files deployed to it, precompiled with mpy-cross
+    as on a board, staged once per test run. Device code that imports a host-only module fails
+    here as it would on a board, and memory figures are those of the deployed bytecode.
     """
     if board not in _firmware:
         import atexit
@@ -33,10 +34,26 @@ def firmware_path(board="sim"):
 
         from capwarden.sim import firmware
 
-        staged, _written = firmware.stage(board, compile=False)
+        staged, _written = firmware.stage(board, compile=True)
         atexit.register(shutil.rmtree, staged, True)
         _firmware[board] = [staged]
     return _firmware[board]
+
+
+def _compiled_test(path):
+    """The test module precompiled to .mpy in a temporary folder (so that compiling the test
+    does not spend the heap a test measures). Returns that folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from capwarden.sim import firmware
+
+    folder = tempfile.mkdtemp(prefix="capwarden-mptest-")
+    atexit.register(shutil.rmtree, folder, True)
+    out = os.path.join(folder, os.path.basename(path)[:-3] + ".mpy")
+    subprocess.run([firmware.mpy_cross(), "-o", out, path], check=True, capture_output=True)
+    return folder
 
 
 RUNNER = r"""
@@ -58,7 +75,7 @@ def collect(path):
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
 
 
-def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None):
+def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None, compiled=False):
     """Run test `name` of file `path` under MicroPython. Returns None on success, else output.
 
     The import path is the test's folder, `extra_path`, then `paths` (default: the sim board's
@@ -66,6 +83,8 @@ def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None):
     """
     folder, fname = os.path.split(os.path.abspath(path))
     paths = firmware_path() if paths is None else paths
+    if compiled:
+        folder = _compiled_test(path)
     code = RUNNER.format(path=list(extra_path) + [folder] + list(paths), module=fname[:-3], name=name)
     proc = subprocess.run(
         [MICROPYTHON, "-X", "heapsize=" + heapsize, "-c", code],

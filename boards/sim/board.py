@@ -18,6 +18,7 @@ class SimResource(Resource):
 
 class SimMotor(SimResource):
     cls = 2
+    modes = MODE_READ | MODE_WRITE | MODE_CONFIGURE
     # 1 set speed (i16, -1000..1000), 2 read speed, 3 calibrate: blocks for u16 ms (a long
     # operation that stalls the agent's loop, as a real calibration or flash write does)
     OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}
@@ -52,6 +53,7 @@ class SimMotor(SimResource):
 
 class SimCamera(SimResource):
     cls = 1
+    modes = MODE_READ | MODE_EXECUTE | MODE_CONFIGURE
     OPS = {1: MODE_EXECUTE, 2: MODE_EXECUTE, 3: MODE_CONFIGURE, 4: MODE_READ}
 
     def __init__(self, name="camera"):
@@ -83,6 +85,7 @@ class SimCamera(SimResource):
 
 class SimGps(SimResource):
     cls = 3
+    modes = MODE_READ
     OPS = {1: MODE_READ}
 
     def __init__(self, name="gps"):
@@ -103,6 +106,7 @@ class SimGps(SimResource):
 
 class SimStorage(SimResource):
     cls = 4
+    modes = MODE_READ | MODE_WRITE | MODE_CONFIGURE
     OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}   # write, read, format
 
     def __init__(self, name="sdcard", size=512):
@@ -130,6 +134,7 @@ class SimStorage(SimResource):
 
 class SimImu(SimResource):
     cls = 5
+    modes = MODE_READ
     OPS = {1: MODE_READ}   # read accelerometer: three i16
 
     def __init__(self, name="imu"):
@@ -150,6 +155,7 @@ class SimImu(SimResource):
 
 class SimLed(SimResource):
     cls = 6
+    modes = MODE_READ | MODE_WRITE
     OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set brightness (u8), 2 read it
 
     def __init__(self, name="led"):

@@ -61,3 +61,25 @@ def test_flash_stops_a_running_agent_and_deploys(tmp_path):
         assert ping.returncode == 0 and "board sim" in ping.stdout, ping.stderr
     finally:
         vb.stop()
+
+
+def test_inline_folds_shared_constants_into_private_consts():
+    from capwarden.sim.inline import inline
+
+    src = ("# header\nimport gc\n\nfrom capshared import wire as W\n"
+           "from capshared.errors import (E_DEV_STALE_EPOCH,\n    E_INTERNAL as E_X)\n"
+           "from capshared.limits import MODE_READ\n\n"
+           "def f(d):\n    return W.ACQUIRE + E_DEV_STALE_EPOCH + E_X + MODE_READ + d.W.x + d.MODE_READ\n")
+    out = inline(src)
+    assert "from capshared" not in out
+    assert "_W_ACQUIRE = const(16)" in out and "_E_DEV_STALE_EPOCH = const(64)" in out
+    assert "_E_X = const(33)" in out and "_MODE_READ = const(1)" in out
+    assert "return _W_ACQUIRE + _E_DEV_STALE_EPOCH + _E_X + _MODE_READ + d.W.x + d.MODE_READ" in out
+    assert out.startswith("# header\nimport gc\n")
+
+
+def test_deployed_agent_loads_no_constant_modules(tmp_path):
+    staged, _ = firmware.stage("sim", dest=str(tmp_path / "fw"))
+    code = ("import sys, board, capagent.agent; print(sorted(m for m in sys.modules if m.startswith('capshared')))")
+    out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, cwd=staged, timeout=30)
+    assert out.stdout.strip() == "['capshared', 'capshared.framing']", out.stdout + out.stderr

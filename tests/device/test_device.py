@@ -1,0 +1,22 @@
+"""Device logic tests: every test_ of tests/device/mp_*.py runs under the MicroPython unix port,
+importing exactly the firmware a board gets (mpharness.firmware_path)."""
+
+import glob
+import os
+
+import pytest
+
+import mpharness
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASES = [(os.path.basename(p), name) for p in sorted(glob.glob(os.path.join(HERE, "mp_*.py")))
+         for name in mpharness.collect(p)]
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("module,name", CASES, ids=["%s::%s" % c for c in CASES])
+def test_on_micropython(module, name):
+    small = "64k" in name  # tests named for the 64 KB budget run precompiled in a 64 KB heap
+    failure = mpharness.run(os.path.join(HERE, module), name, heapsize="64K" if small else "256K",
+                            timeout=120, compiled=small)
+    assert failure is None, failure
