@@ -17,6 +17,7 @@ CASES = [(os.path.basename(p), name) for p in sorted(glob.glob(os.path.join(HERE
 @pytest.mark.parametrize("module,name", CASES, ids=["%s::%s" % c for c in CASES])
 def test_on_micropython(module, name):
     small = "64k" in name  # tests named for the 64 KB budget run precompiled in a 64 KB heap
+    board = module[len("mp_board_"):-3] if module.startswith("mp_board_") else "sim"
     failure = mpharness.run(os.path.join(HERE, module), name, heapsize="64K" if small else "256K",
-                            timeout=120, compiled=small)
+                            timeout=120, compiled=small, paths=mpharness.firmware_path(board))
     assert failure is None, failure
