@@ -1,0 +1,97 @@
+"""Trusted_Ticket: JWS compact serialization (RFC 7515), strictly (attacks.md section C).
+
+Refused before any decoding: more or fewer than three segments, characters outside base64url,
+padding, whitespace, and segments over their size limits. The protected header must be exactly
+{alg, typ, kid} (no crit, jwk, jku, x5u, x5c, b64: any other member is refused), with alg
+EdDSA or ES256, typ exactly "cap-ticket+jws", and kid a string. JSON with duplicate members is
+refused, in the header and in the claims.
+"""
+
+import json
+import re
+
+from capwarden.credentials.b64 import b64u_decode
+from capwarden.credentials.model import MAX_KEY_ID, parse_ticket_claims
+from capwarden.errors import CapError
+
+CODE = "E_TICKET_MALFORMED"
+MAX_TICKET = 64 * 1024
+MAX_HEADER = 1024
+TYP = "cap-ticket+jws"
+ALGS = {"EdDSA": "ed25519", "ES256": "ecdsa-p256-sha256"}
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\Z")
+
+
+def _strict_json(text, what):
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise CapError(CODE, "%s has the member %r twice" % (what, k), what)
+            out[k] = v
+        return out
+
+    def no_float(s):
+        raise CapError(CODE, "%s has a non-integer number" % what, what)
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_float=no_float,
+                          parse_constant=no_float)
+    except CapError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CapError(CODE, "%s is not JSON" % what, what) from None
+
+
+def parse(token):
+    """A model.Ticket from a compact JWS string (or bytes). Raises CapError(E_TICKET_MALFORMED)."""
+    if isinstance(token, (bytes, bytearray)):
+        if len(token) > MAX_TICKET:
+            raise CapError(CODE, "ticket is %d bytes, more than %d" % (len(token), MAX_TICKET))
+        try:
+            token = bytes(token).decode("ascii")
+        except UnicodeDecodeError:
+            raise CapError(CODE, "ticket is not ASCII") from None
+    if type(token) is not str:
+        raise CapError(CODE, "ticket must be a string")
+    if len(token) > MAX_TICKET:
+        raise CapError(CODE, "ticket is %d characters, more than %d" % (len(token), MAX_TICKET))
+    m = _COMPACT.match(token)
+    if not m:
+        raise CapError(CODE, "not a JWS compact serialization (three base64url segments, no padding)")
+    h64, p64, s64 = m.groups()
+    if len(h64) > MAX_HEADER:
+        raise CapError(CODE, "header segment is too long", "header")
+    try:
+        header_bytes = b64u_decode(h64)
+        claims_bytes = b64u_decode(p64)
+        signature = b64u_decode(s64)
+    except ValueError:
+        raise CapError(CODE, "a segment is not canonical base64url") from None
+    header = _strict_json(header_bytes.decode("utf-8", "strict") if _utf8(header_bytes) else "\0", "header")
+    if type(header) is not dict:
+        raise CapError(CODE, "header must be a JSON object", "header")
+    extra = sorted(set(header) - {"alg", "typ", "kid"})
+    if extra:
+        raise CapError(CODE, "header member %r is not allowed" % extra[0], "header." + extra[0])
+    alg = header.get("alg")
+    if alg not in ALGS or type(alg) is not str:
+        raise CapError(CODE, "header alg must be EdDSA or ES256", "header.alg")
+    if header.get("typ") != TYP:
+        raise CapError(CODE, "header typ must be exactly %r" % TYP, "header.typ")
+    kid = header.get("kid")
+    if type(kid) is not str or not kid or len(kid) > MAX_KEY_ID:
+        raise CapError(CODE, "header kid must be a non-empty string", "header.kid")
+    claims = _strict_json(claims_bytes.decode("utf-8", "strict") if _utf8(claims_bytes) else "\0", "payload")
+    if len(signature) != 64:
+        raise CapError(CODE, "signature must be 64 bytes (raw, not DER)", "signature")
+    signed = (h64 + "." + p64).encode("ascii")
+    return parse_ticket_claims(claims, (ALGS[alg], kid), token, signed, signature)
+
+
+def _utf8(b):
+    try:
+        b.decode("utf-8", "strict")
+        return True
+    except UnicodeDecodeError:
+        return False

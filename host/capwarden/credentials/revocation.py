@@ -1,0 +1,63 @@
+"""RevocationStatements (section 2.8) and the persistent local revocation list.
+
+A statement is accepted only when signed by a key of the issuer it names; it then revokes the
+credential id it targets *for that issuer only*: a revocation by another issuer is not a
+revocation (the statement "MUST be issued and signed by the issuer_id of the original
+Authorization_Descriptor"). Entries are keyed on (issuer, credential id) from signed payloads,
+never on credential bytes, so a re-encoded or re-signed copy stays revoked (attacks.md F49).
+Listeners (the engine) hear of every new revocation at once.
+"""
+
+import os
+
+from capwarden.credentials import cbor
+from capwarden.credentials.b64 import b64u_decode, b64u_encode
+from capwarden.credentials.model import parse_revocation_obj
+from capwarden.credentials.store import REVOCATIONS, read_json, write_json
+from capwarden.errors import CapError
+
+MAX_STATEMENT = 4096
+
+
+def statement_signed_bytes(obj):
+    body = {k: v for k, v in obj.items() if k != "signature"}
+    return cbor.encode(body)
+
+
+class RevocationList:
+    def __init__(self, folder, keystore):
+        self.path = os.path.join(folder, REVOCATIONS)
+        self.keystore = keystore
+        self.entries = {}      # (issuer_id, credential id) -> record
+        self.listeners = []
+        for rec in read_json(self.path, default=[]):
+            self.entries[(rec["issuer_id"], rec["target"])] = rec
+
+    def revoked(self, issuer_id, credential_id):
+        return (issuer_id, credential_id) in self.entries
+
+    def import_statement(self, data, now):
+        """Verify and record a CBOR RevocationStatement. Returns its record; raises CapError."""
+        try:
+            obj = cbor.decode(data, MAX_STATEMENT)
+        except cbor.CborError as exc:
+            raise CapError("E_MALFORMED_REQUEST", "revocation statement: %s" % exc, exc.path or None)
+        rec = parse_revocation_obj(obj)
+        pub, why = self.keystore.usable(rec["key_id"], rec["algorithm"], rec["issuer_id"], now)
+        if pub is None:
+            raise CapError("E_VERIFICATION_KEY_INVALID", "revocation statement: %s" % why, "signature.key_id")
+        if not pub.verify(statement_signed_bytes(obj), rec["signature"]):
+            raise CapError("E_INVALID_SIGNATURE", "revocation statement signature does not verify", "signature")
+        key = (rec["issuer_id"], rec["target"])
+        if key in self.entries:
+            return self.entries[key]
+        entry = {k: rec[k] for k in ("revocation_id", "target", "issuer_id", "revoked_at", "reason", "key_id")}
+        entry["statement"] = b64u_encode(bytes(data))
+        self.entries[key] = entry
+        write_json(self.path, list(self.entries.values()))
+        for cb in list(self.listeners):
+            cb(entry)
+        return entry
+
+    def statement_bytes(self, entry):
+        return b64u_decode(entry["statement"])

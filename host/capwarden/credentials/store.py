@@ -1,0 +1,107 @@
+"""The terminal's store folder: atomic files, owner-only secrets, authenticated encryption.
+
+Every write goes to a temporary file in the same folder, is flushed and fsynced, then renamed
+over the old file and the folder fsynced: a crash leaves the old state or the new one, never a
+torn file. Secrets (storage key, signing keys) are created with mode 0600 and refused when
+readable by others. Stored descriptors are sealed with ChaCha20-Poly1305 under the storage key,
+with the descriptor id as associated data, so a file moved to another id does not open.
+"""
+
+import json
+import os
+import stat
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from capwarden.errors import StoreError
+
+TERMINAL = "terminal.json"
+STORAGE_KEY = "storage.key"
+CONVERSION_KEY = "conversion-key.json"
+KEYS = "keys.json"
+REVOCATIONS = "revocations.json"
+CONVERSIONS = "conversions.json"
+DESCRIPTORS = "descriptors"
+
+
+def default_store():
+    env = os.environ.get("CAPWARDEN_STORE")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "capwarden")
+
+
+def write_atomic(path, data, mode=0o644):
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json(path, obj, mode=0o644):
+    write_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise StoreError("%s is missing: run 'capwarden init' for this store" % path) from None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise StoreError("%s is corrupt (not JSON); restore it from a backup" % path) from None
+
+
+def read_secret(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StoreError("%s is missing: run 'capwarden init' for this store" % path) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise StoreError("%s is readable by others (mode %o): chmod 600 it" % (path, st.st_mode & 0o777))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Sealer:
+    """Authenticated encryption of stored descriptors under the store's storage key."""
+
+    def __init__(self, key):
+        if len(key) != 32:
+            raise StoreError("the storage key must be 32 bytes")
+        self._aead = ChaCha20Poly1305(key)
+
+    def seal(self, plaintext, ad):
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, ad)
+
+    def open(self, blob, ad):
+        if len(blob) < 12 + 16:
+            raise StoreError("a stored descriptor is truncated")
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], ad)
+        except InvalidTag:
+            raise StoreError("a stored descriptor failed authentication (tampered or moved)") from None
