@@ -27,3 +27,50 @@ def board_port(port, heapsize=None, quiet=False):
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def add_store(p):
+    from capwarden.credentials.store import default_store
+
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="the terminal's store folder (default: $CAPWARDEN_STORE, else %s)" % default_store())
+
+
+def store_path(args):
+    from capwarden.credentials.store import default_store
+
+    return args.store or default_store()
+
+
+def read_input(path, what):
+    """Bytes of a credential file. Raises UsageError with a clear message."""
+    import os
+
+    from capwarden.errors import UsageError
+
+    try:
+        size = os.path.getsize(path)
+        if size > 1024 * 1024:
+            raise UsageError("%s is %d bytes: too large for a %s" % (path, size, what))
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+
+
+def print_json(obj):
+    import json
+
+    print(json.dumps(obj, sort_keys=True))
+
+
+def now_arg(value):
+    import time
+
+    return int(time.time()) if value is None else value
+
+
+def formatter():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter

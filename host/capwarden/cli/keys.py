@@ -1,0 +1,72 @@
+"""`capwarden keys generate|import`: issuer keys and the terminal's Verification_Keys."""
+
+import json
+import time
+
+from capwarden.cli._common import add_store, formatter, print_json, read_input, store_path
+
+HELP = """\
+generate: make a signing key pair for an issuer: PREFIX.key (secret, 0600) and PREFIX.pub.json
+(the Verification_Key, key material in base64url). import: add a Verification_Key to a
+terminal's store. A key_id is never rebound to different key material.
+
+examples:
+  capwarden keys generate --algorithm ed25519 --key-id acme-2026 --issuer issuer:acme --out keys/acme
+  capwarden keys import --store ./store keys/acme.pub.json --source ra-distributed
+"""
+
+
+def register(sub):
+    p = sub.add_parser("keys", help="generate issuer keys, import Verification_Keys", description=HELP,
+                       formatter_class=formatter())
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    g = ks.add_parser("generate", help="generate a signing key pair", description=HELP, formatter_class=formatter())
+    g.add_argument("--algorithm", required=True, choices=["ed25519", "ecdsa-p256-sha256"])
+    g.add_argument("--key-id", required=True, help="the key's identifier (key_id / kid)")
+    g.add_argument("--issuer", required=True, help="the issuer this key signs for (issuer_id / iss)")
+    g.add_argument("--out", required=True, metavar="PREFIX", help="write PREFIX.key and PREFIX.pub.json")
+    g.add_argument("--valid-from", type=int, default=None, help="unix time the key becomes valid (default: now)")
+    g.add_argument("--valid-until", type=int, default=None, help="unix time the key expires (default: never)")
+    g.set_defaults(func=generate)
+    i = ks.add_parser("import", help="add a Verification_Key to a store", description=HELP, formatter_class=formatter())
+    add_store(i)
+    i.add_argument("file", metavar="PREFIX.pub.json")
+    i.add_argument("--source", choices=["pre-installed", "ra-distributed"], default=None,
+                   help="override the key's source")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=import_)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def generate(args):
+    import os
+
+    from capwarden.credentials.issue import SigningKey, ensure_parent
+    from capwarden.errors import UsageError
+
+    if os.path.exists(args.out + ".key"):
+        raise UsageError("%s.key exists; refusing to overwrite a secret key" % args.out)
+    ensure_parent(args.out)
+    key = SigningKey.generate(args.algorithm, args.key_id, args.issuer)
+    valid_from = int(time.time()) if args.valid_from is None else args.valid_from
+    key.save(args.out, valid_from, args.valid_until)
+    print("wrote %s.key (secret) and %s.pub.json" % (args.out, args.out))
+    return 0
+
+
+def import_(args):
+    from capwarden.credentials import Terminal
+    from capwarden.errors import UsageError
+
+    try:
+        obj = json.loads(read_input(args.file, "key file"))
+    except ValueError:
+        raise UsageError("%s is not JSON" % args.file) from None
+    if args.source and isinstance(obj, dict):
+        obj["source"] = args.source
+    rec = Terminal.open(store_path(args)).import_key(obj)
+    if args.json:
+        print_json({"imported": True, "key_id": rec["key_id"], "issuer_id": rec["issuer_id"], "algorithm": rec["algorithm"]})
+    else:
+        print("imported key %s (%s, issuer %s)" % (rec["key_id"], rec["algorithm"], rec["issuer_id"]))
+    return 0
