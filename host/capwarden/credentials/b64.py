@@ -14,7 +14,12 @@ def b64u_decode(text):
     """Bytes of a base64url string without padding. Raises ValueError for anything else."""
     if type(text) is not str or not _B64U.match(text) or len(text) % 4 == 1:
         raise ValueError("not base64url without padding")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64u_encode(data) != text:  # non-canonical trailing bits
+    # The unused low bits of the last character must be zero (one encoding per byte string).
+    rem = len(text) % 4
+    if rem and text[-1] not in _CANONICAL_LAST[rem]:
         raise ValueError("non-canonical base64url")
-    return data
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CANONICAL_LAST = {2: set(_ALPHABET[::16]), 3: set(_ALPHABET[::4])}

@@ -38,8 +38,13 @@ def encode(value):
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(data, max_size):
-    """Decode strictly. Raises CborError for anything but deterministic CBOR of allowed types."""
+def decode(data, max_size, typed=True):
+    """Decode strictly. Raises CborError for anything but deterministic CBOR of allowed types.
+
+    typed=False skips the type walk (step 2) for callers whose own parser type-checks every
+    value it accepts and refuses unknown keys in every map (model.parse_descriptor_obj does);
+    determinism (step 3) is always checked.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CborError("not bytes")
     data = bytes(data)
@@ -56,8 +61,13 @@ def decode(data, max_size):
         raise CborError("not well-formed CBOR (%s)" % type(exc).__name__) from None
     if fp.tell() != len(data):
         raise CborError("%d trailing bytes after the CBOR item" % (len(data) - fp.tell()))
-    check(value)
-    if cbor2.dumps(value, canonical=True) != data:
+    if typed:
+        check(value)
+    try:
+        again = cbor2.dumps(value, canonical=True)
+    except Exception:  # a value cbor2 decodes but cannot encode canonically
+        raise CborError("not re-encodable as deterministic CBOR") from None
+    if again != data:
         raise CborError("not in deterministic encoding (key order, duplicate keys, or non-minimal lengths)")
     return value
 

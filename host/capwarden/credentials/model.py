@@ -6,11 +6,14 @@ Unknown fields are rejected (fail closed; docs/DECISIONS.md "Unknown fields"). S
 checked before anything is decoded.
 """
 
+import re
+
 from capwarden.credentials import patterns
 from capwarden.credentials.ids import FAY_RE, TERMINAL_RE, UUID_RE, uuid7_bytes_ok, uuid_text
 from capwarden.credentials.keys import ALGORITHMS
 from capwarden.errors import CapError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MODES = ("read", "write", "execute", "configure")
 REASONS = ("unspecified", "compromised", "superseded", "no_longer_needed")
 MAX_TS = (1 << 53) - 1     # integers beyond 2**53 are refused (attacks.md A12)
@@ -88,7 +91,7 @@ class Fields:
             self.fail(key, "must be a string")
         if not v or len(v) > max_len:
             self.fail(key, "must be 1..%d characters" % max_len)
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        if _CONTROL.search(v):
             self.fail(key, "has control characters")
         if regex is not None and not regex.match(v):
             self.fail(key, "has the wrong format")

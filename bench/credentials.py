@@ -1,0 +1,83 @@
+"""Credential benchmarks, each against a baseline measured in the same run on one core.
+
+- Full validation of fresh descriptors (parse, determinism check, key, signature, every S2
+  step) per second, against raw PyNaCl Ed25519 verifies of the same payloads. Target >= 85%.
+- Decisions per second for a stored descriptor verified at import. Target 100,000/s.
+- Ticket validation per second against PyJWT's decode of the same ticket. Target: faster.
+"""
+
+import tempfile
+import time
+
+N_DESCRIPTORS = 3000
+
+
+def _rate(fn, items, seconds=2.0):
+    """Calls per second of fn over items, repeated until `seconds` have passed."""
+    done = 0
+    t0 = time.perf_counter()
+    while True:
+        for it in items:
+            fn(it)
+        done += len(items)
+        el = time.perf_counter() - t0
+        if el >= seconds:
+            return done / el
+
+
+def run(results):
+    import jwt
+    import nacl.signing
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
+
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "credentials"))
+    from conftest import NOW, World
+    from capwarden.credentials import cbor
+
+    w = World(tempfile.mkdtemp(prefix="capwarden-bench-"))
+    fresh = [w.descriptor() for _ in range(N_DESCRIPTORS)]
+    payloads = []
+    for data in fresh:
+        obj = cbor.decode(data, 1 << 20)
+        payloads.append((cbor.encode(obj["payload"]), obj["signature"]["signature_value"]))
+    vk = nacl.signing.VerifyKey(w.ed.private.public)
+    res = w.res()
+
+    def full(data):
+        d = w.t.validator.check_descriptor(data, w.fay, res, "read", NOW)
+        assert d.granted
+
+    def raw(item):
+        vk.verify(item[0], item[1])
+
+    raw_rate = _rate(raw, payloads)
+    full_rate = _rate(full, fresh)
+    results.add("raw PyNaCl Ed25519 verifies/s (same payloads)", round(raw_rate), "1/s")
+    results.add("full descriptor validations/s (fresh, one core)", round(full_rate), "1/s", baseline=round(raw_rate),
+                target="ratio >= 0.85")
+
+    did = w.t.import_descriptor(fresh[0], NOW)
+
+    def stored(_):
+        d = w.t.decide_descriptor(did, w.fay, res, "read", NOW)
+        assert d.granted
+
+    results.add("stored descriptor decisions/s (verified at import)", round(_rate(stored, range(1000))), "1/s",
+                target=">= 100000")
+
+    tok = w.ticket()
+    pub = EllipticCurvePublicKey.from_encoded_point(SECP256R1(), w.tix.private.public)
+    opts = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False}
+
+    def ours(_):
+        assert w.check_t(tok).granted
+
+    def pyjwt(_):
+        jwt.decode(tok, pub, algorithms=["ES256"], options=opts)
+
+    pj = _rate(pyjwt, range(200))
+    results.add("PyJWT decode/s (same ES256 ticket, signature only)", round(pj), "1/s")
+    results.add("ticket validations/s (every S2 step)", round(_rate(ours, range(200))), "1/s", baseline=round(pj),
+                target="ratio > 1")
