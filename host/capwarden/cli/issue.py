@@ -12,7 +12,7 @@ segment, '**' (last only) one or more.
 
 examples:
   capwarden issue descriptor --key keys/acme.key --fay fay:0192... --terminal terminal:0192... \\
-      --grant 'sim/camera=read,execute' --grant 'sim/motor_*=write' --days 30 --out cam.cap
+      --grant 'sim/camera=read,execute' --grant 'sim/motor_left=write' --days 30 --out cam.cap
   capwarden issue ticket --key keys/tix.key --fay fay:0192... --terminal terminal:0192... \\
       --grant 'sim/gps=read' --hours 2 --out gps.jws
 """

@@ -33,6 +33,17 @@ class RevocationList:
         for rec in read_json(self.path, default=[]):
             self.entries[(rec["issuer_id"], rec["target"])] = rec
 
+    def reload(self):
+        """Re-read the list (another process may have imported statements); notify new ones."""
+        fresh = {}
+        for rec in read_json(self.path, default=[]):
+            fresh[(rec["issuer_id"], rec["target"])] = rec
+        new = [rec for key, rec in fresh.items() if key not in self.entries]
+        self.entries = fresh
+        for rec in new:
+            for cb in list(self.listeners):
+                cb(rec)
+
     def revoked(self, issuer_id, credential_id):
         return (issuer_id, credential_id) in self.entries
 

@@ -1,0 +1,78 @@
+"""`capwarden serve`: run the Protocol_Engine for runtimes, against boards."""
+
+import asyncio
+import signal
+
+from capwarden.cli._common import add_store, err, formatter, store_path
+
+HELP = """\
+Run the Protocol_Engine: the runtime API (cap-supplement S3) over WebSocket at /cap/v1, in
+front of the virtual board (--board sim) or real boards (--port, repeatable). Runtimes
+authenticate with 'Authorization: Bearer TOKEN'. Plain ws:// only on loopback or a Unix
+socket; elsewhere give --tls-cert and --tls-key. Resources appear as TERMINAL_ID/BOARD/NAME.
+
+examples:
+  capwarden serve --store ./store --listen 127.0.0.1:8765 --board sim --runtime-token rt1=s3cret
+  capwarden serve --store ./store --listen 0.0.0.0:8765 --port /dev/ttyACM0 \\
+      --tls-cert cert.pem --tls-key key.pem --runtime-token rt1=s3cret --liveness motor=500/2000
+"""
+
+
+def register(sub):
+    p = sub.add_parser("serve", help="run the engine and its runtime API", description=HELP,
+                       formatter_class=formatter())
+    add_store(p)
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="HOST:PORT, or unix:PATH")
+    b = p.add_mutually_exclusive_group(required=True)
+    b.add_argument("--board", choices=["sim"], help="start the virtual board")
+    b.add_argument("--port", action="append", metavar="DEVICE", help="a board's serial port or pyserial URL")
+    p.add_argument("--runtime-token", action="append", default=[], metavar="ID=TOKEN", help="a runtime and its token")
+    p.add_argument("--tls-cert", default=None)
+    p.add_argument("--tls-key", default=None)
+    p.add_argument("--audit", default=None, metavar="FILE", help="audit log (default STORE/audit.log)")
+    p.add_argument("--liveness", action="append", default=[], metavar="CLASS=INTERVAL_MS/TIMEOUT_MS",
+                   help="heartbeat interval and timeout for a resource class (default 1000/5000)")
+    p.add_argument("--heapsize", default=None, help="virtual board heap (with --board sim)")
+    p.set_defaults(func=main)
+
+
+def parse_tokens(items):
+    from capwarden.errors import UsageError
+
+    tokens = {}
+    for it in items:
+        rid, sep, tok = it.partition("=")
+        if not sep or not rid or len(tok) < 8:
+            raise UsageError("--runtime-token takes RUNTIME_ID=TOKEN with a token of 8 characters or more")
+        tokens[rid] = tok
+    return tokens
+
+
+def main(args):
+    from capwarden.engine.app import EngineApp
+    from capwarden.engine.liveness import LivenessPolicy
+    from capwarden.errors import UsageError
+
+    try:
+        liveness = LivenessPolicy.parse(args.liveness)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    app = EngineApp(store_path(args), args.listen, parse_tokens(args.runtime_token), sim=args.board == "sim",
+                    ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
+                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err)
+
+    async def run():
+        await app.start()
+        boards = ", ".join("%s (%d resources)" % (n, len(b.info.resources)) for n, b in app.boards.items())
+        print("serving %s for terminal %s; boards: %s" % (app.server.url, app.engine.terminal_id, boards), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await app.stop()
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,136 @@
+"""The runtime API over WebSocket (cap-supplement S3).
+
+`/cap/v1`, one ProtocolMessage per text frame. TLS unless the address is loopback or a Unix
+socket. A runtime authenticates at the handshake with `Authorization: Bearer TOKEN`; tokens
+are compared in constant time and never logged. Each request is handled in its own task and
+gets exactly one final response; malformed input gets `Error`, and the connection stays open.
+"""
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import ssl
+
+from websockets.asyncio.server import serve, unix_serve
+from websockets.exceptions import ConnectionClosed
+
+from capwarden.engine import protocol
+from capwarden.errors import UsageError
+
+PATH = "/cap/v1"
+log = logging.getLogger("capwarden.engine")
+
+
+def is_loopback(host):
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(text):
+    """('tcp', host, port) or ('unix', path, None) from HOST:PORT or unix:PATH."""
+    if text.startswith("unix:"):
+        return "unix", text[5:], None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError("--listen takes HOST:PORT or unix:PATH (got %r)" % text)
+    return "tcp", host.strip("[]"), int(port)
+
+
+class Server:
+    def __init__(self, engine, tokens, listen, tls_cert=None, tls_key=None):
+        self.engine = engine
+        self.tokens = dict(tokens)          # runtime_id -> token
+        for rid in self.tokens:
+            engine.add_runtime(rid)
+        self.kind, self.host, self.port = parse_listen(listen)
+        self.ssl = None
+        if tls_cert or tls_key:
+            if not (tls_cert and tls_key):
+                raise UsageError("--tls-cert and --tls-key go together")
+            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+            self.ssl.load_cert_chain(tls_cert, tls_key)
+        elif self.kind == "tcp" and not is_loopback(self.host):
+            raise UsageError("plain ws:// is only allowed on loopback or a Unix socket: give --tls-cert and "
+                             "--tls-key to listen on %s" % self.host)
+        self._server = None
+
+    async def start(self):
+        kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None)
+        if self.kind == "unix":
+            self._server = await unix_serve(self._connection, self.host, **kw)
+        else:
+            self._server = await serve(self._connection, self.host, self.port, ssl=self.ssl, **kw)
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self):
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def url(self):
+        scheme = "wss" if self.ssl else "ws"
+        if self.kind == "unix":
+            return "ws+unix:" + self.host
+        return "%s://%s:%d%s" % (scheme, self.host if ":" not in self.host else "[%s]" % self.host, self.port, PATH)
+
+    def _runtime_of(self, request):
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        presented = auth[len("Bearer "):].encode()
+        found = None
+        for rid, token in self.tokens.items():
+            if hmac.compare_digest(presented, token.encode()):
+                found = rid
+        return found
+
+    def _authenticate(self, connection, request):
+        if request.path != PATH:
+            return connection.respond(404, "the CAP runtime API is at %s\n" % PATH)
+        if self._runtime_of(request) is None:
+            return connection.respond(401, "a valid 'Authorization: Bearer TOKEN' is required\n")
+        return None
+
+    async def _connection(self, ws):
+        runtime_id = self._runtime_of(ws.request)
+        send_lock = asyncio.Lock()
+
+        async def send(msg):
+            async with send_lock:
+                try:
+                    await ws.send(protocol.dumps(msg))
+                except ConnectionClosed:
+                    pass
+
+        self.engine.connected(runtime_id, send)
+        tasks = set()
+        try:
+            async for frame in ws:
+                try:
+                    msg = protocol.parse(frame)
+                except protocol.BadMessage as exc:
+                    await send(self.engine.error("E_MALFORMED_REQUEST", str(exc), exc.message_id))
+                    continue
+                t = asyncio.ensure_future(self._serve_one(runtime_id, msg, send))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.engine.disconnected(runtime_id, send)
+
+    async def _serve_one(self, runtime_id, msg, send):
+        try:
+            reply = await self.engine.handle(runtime_id, msg)
+        except Exception:  # a bug must still answer the request, and not leak details
+            log.exception("request %s failed", msg.get("message_type"))
+            reply = self.engine.error("E_INTERNAL", "internal error", msg["message_id"])
+        await send(reply)
