@@ -37,9 +37,20 @@ class Denied(Exception):
 
 
 class Runtime:
+    RECENT = 4096
+
     def __init__(self, runtime_id):
         self.runtime_id = runtime_id
         self.connections = set()      # senders: async callables taking a message dict
+        self.recent = {}              # message ids seen lately: a replayed request is refused
+
+    def seen(self, message_id):
+        if message_id in self.recent:
+            return True
+        self.recent[message_id] = None
+        if len(self.recent) > self.RECENT:
+            self.recent.pop(next(iter(self.recent)))
+        return False
 
 
 class BoardHandle:
@@ -133,6 +144,9 @@ class Engine:
         mtype = msg["message_type"]
         if mtype not in REQUESTS:
             raise Denied("E_PERMISSION_DENIED", "%s is not a request a runtime may send" % mtype)
+        if self.runtimes[runtime_id].seen(msg["message_id"]):
+            # The same message twice is a replay, not a second command (attacks.md I72).
+            raise Denied("E_MALFORMED_REQUEST", "message_id %s was already used" % msg["message_id"])
         body = msg["body"]
         if mtype in ("SessionRelease", "ResourceCommand") or (mtype == "SessionQuery" and "session_id" in body):
             self._own(runtime_id, body["session_id"])

@@ -20,7 +20,7 @@ class LivenessPolicy:
 
     @staticmethod
     def parse(items):
-        """['motor=500/2000', ...] -> LivenessPolicy. Raises ValueError with the bad item."""
+        """['motor=500/2000', 'default=1000/5000'] -> LivenessPolicy. Raises ValueError."""
         per = {}
         for it in items or ():
             cls, sep, rest = it.partition("=")
@@ -28,4 +28,5 @@ class LivenessPolicy:
             if not sep or not sep2 or not a.isdigit() or not b.isdigit():
                 raise ValueError("--liveness takes CLASS=INTERVAL_MS/TIMEOUT_MS, e.g. motor=500/2000 (got %r)" % it)
             per[cls] = (int(a), int(b))
-        return LivenessPolicy(per)
+        default = per.pop("default", DEFAULT)
+        return LivenessPolicy(per, default)

@@ -1,0 +1,122 @@
+"""End-to-end fixtures: `capwarden serve` on the virtual board, and real WebSocket clients."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from capwarden.credentials import Terminal
+from capwarden.credentials.ids import new_fay_id
+from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
+from capwarden.sdk import connect
+
+EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
+TOKENS = {"rtA": "token-A-123456", "rtB": "token-B-123456", "rtC": "token-C-123456"}
+# Short liveness so expiry tests take about a second; motors shorter still (per-class).
+LIVENESS = ["default=200/1000", "motor=150/700"]
+
+
+class World:
+    def __init__(self, folder):
+        self.store = os.path.join(folder, "store")
+        self.t = Terminal.init(self.store)
+        self.tid = self.t.terminal_id
+        self.now = int(time.time())
+        self.key = SigningKey.generate("ed25519", "acme-1", "issuer:acme")
+        self.key.save(os.path.join(folder, "acme"), self.now - 100)
+        self.keyfile = os.path.join(folder, "acme.key")
+        self.t.import_key(self.key.public_json(self.now - 100))
+        self.A, self.B, self.C = new_fay_id(), new_fay_id(), new_fay_id()
+        g = self.grant
+        self.dA = self.descriptor(self.A, [g("camera", "read", "execute"), g("motor_left", "read", "write"),
+                                           g("motor_right", "read", "write"), g("gps", "read")])
+        self.dB = self.descriptor(self.B, [g("gps", "read"), g("motor_left", "write"), g("camera", "execute")])
+        self.dC = self.descriptor(self.C, [g("camera", "execute"), g("led", "write")])
+        self.folder = folder
+
+    def grant(self, name, *modes):
+        return {"resource_pattern": self.tid + "/sim/" + name, "modes": list(modes)}
+
+    def descriptor(self, fay, grants, seconds=3600):
+        data = sign_descriptor(self.key, descriptor_payload(fay, self.tid, grants, "issuer:acme", self.now - 60,
+                                                            self.now + seconds))
+        return self.t.import_descriptor(data)
+
+    def res(self, name):
+        return self.tid + "/sim/" + name
+
+    @staticmethod
+    def cred(did):
+        return {"type": "descriptor_ref", "descriptor_id": did}
+
+
+class Served:
+    """A `capwarden serve` process on the virtual board."""
+
+    def __init__(self, world):
+        args = [EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:0", "--board", "sim"]
+        for rid, tok in TOKENS.items():
+            args += ["--runtime-token", "%s=%s" % (rid, tok)]
+        for item in LIVENESS:
+            args += ["--liveness", item]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("serving "):
+            self.proc.kill()
+            raise RuntimeError("serve did not start: %s %s" % (line, self.proc.stderr.read()))
+        self.url = line.split()[1]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def world(tmp_path):
+    return World(str(tmp_path))
+
+
+@pytest.fixture
+def served(world):
+    s = Served(world)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def run():
+    loop = asyncio.new_event_loop()
+    yield lambda coro: loop.run_until_complete(asyncio.wait_for(coro, 60))
+    loop.close()
+
+
+@pytest.fixture
+def client(served, run):
+    made = []
+
+    def make(rid="rtA"):
+        c = run(connect(served.url, rid, TOKENS[rid]))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            run(c.close())
+        except Exception:
+            pass
+
+
+async def wait_until(pred, seconds=5.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return pred()

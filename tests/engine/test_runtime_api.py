@@ -1,0 +1,194 @@
+"""cap-supplement S3, row by row, end to end: a real WebSocket client against `capwarden serve`."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from capwarden.engine import protocol
+from capwarden.errors import CapError
+from conftest import TOKENS, wait_until
+
+
+def test_authrequest_granted_has_every_s3_field(world, client, run):
+    c = client()
+    r = run(c.request("AuthRequest", {"fay_id": world.A, "resource_id": world.res("gps"), "access_mode": "read",
+                                      "credential": world.cred(world.dA)}))
+    assert r["result"] == "granted" and r["resource_id"] == world.res("gps") and r["access_mode"] == "read"
+    for f in ("session_id", "granted_modes", "expires_at", "heartbeat_interval_ms", "heartbeat_timeout_ms"):
+        assert f in r
+    assert r["granted_modes"] == ["read"] and r["heartbeat_timeout_ms"] == 1000
+
+
+def test_authrequest_denied_carries_the_credential_code(world, client, run):
+    c = client()
+    r = run(c.request("AuthRequest", {"fay_id": world.B, "resource_id": world.res("camera"), "access_mode": "read",
+                                      "credential": world.cred(world.dB)}))
+    assert r["result"] == "denied" and r["error_code"] == "E_DESCRIPTOR_MODE_NOT_GRANTED" and r["error_message"]
+    r = run(c.request("AuthRequest", {"fay_id": world.A, "resource_id": world.res("gps"), "access_mode": "read",
+                                      "credential": world.cred(world.dB)}))
+    assert r["error_code"] == "E_DESCRIPTOR_SUBJECT_MISMATCH"
+    r = run(c.request("AuthRequest", {"fay_id": world.A, "resource_id": world.tid + "/sim/nothing",
+                                      "access_mode": "read", "credential": world.cred(world.dA)}))
+    assert r["result"] == "denied"
+
+
+def test_authrequest_wait_ms_queues_until_the_holder_releases(world, client, run):
+    a, b = client("rtA"), client("rtB")
+
+    async def scenario():
+        sa = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        with pytest.raises(CapError) as exc:
+            await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB))
+        assert exc.value.code == "E_RESOURCE_BUSY"
+        waiting = asyncio.ensure_future(b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB),
+                                                  wait_ms=5000))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await sa.release()
+        sb = await waiting
+        assert sb.state == "active"
+
+    run(scenario())
+
+
+def test_heartbeat_ack_alive_and_unknown(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    sa = run(a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)))
+    sb = run(b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB)))
+    r = run(a.request("Heartbeat", {"session_ids": [sa.session_id, sb.session_id, "01927b34-7e21-7c4d-a89f-1234567890ab"]}))
+    assert r["alive"] == [sa.session_id]
+    assert set(r["unknown"]) == {sb.session_id, "01927b34-7e21-7c4d-a89f-1234567890ab"}  # not B's business
+
+
+def test_session_release_and_state_pushes(world, client, run):
+    a = client()
+    s = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    r = run(a.request("SessionRelease", {"session_id": s.session_id}))
+    assert r == {"session_id": s.session_id}
+    run(wait_until(lambda: s.state == "terminated"))
+    # (creating -> active may arrive before or after the AuthResult: both go out at once)
+    changes = [(c["previous_state"], c["state"], c["reason"]) for c in s.changes if c["reason"] != "granted"]
+    assert changes == [("active", "terminating", "released"), ("terminating", "terminated", "released")]
+
+
+def test_fay_terminated_releases_all_of_that_fays_sessions(world, client, run):
+    a = client()
+    ids = {run(a.acquire(world.A, world.res(n), m, world.cred(world.dA))).session_id
+           for n, m in (("gps", "read"), ("camera", "execute"), ("motor_right", "write"))}
+    r = run(a.request("FayTerminated", {"fay_id": world.A}))
+    assert set(r["session_ids"]) == ids
+    assert run(a.request("SessionQuery", {}))["sessions"] == []
+
+
+def test_session_query_lists_only_own_sessions(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    sa = run(a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)))
+    sb = run(b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB)))
+    mine = run(a.request("SessionQuery", {}))["sessions"]
+    assert [s["session_id"] for s in mine] == [sa.session_id]
+    assert mine[0]["state"] == "active" and mine[0]["suspended"] is False
+    with pytest.raises(CapError) as exc:
+        run(a.request("SessionQuery", {"session_id": sb.session_id}))
+    assert exc.value.code == "E_PERMISSION_DENIED"
+
+
+def test_handover_with_consent(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    offers = []
+    a.on_offer(lambda o: offers.append(o) or True)
+    sa = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    assert r["result"] == "completed" and r["session"].state == "active"
+    assert offers and offers[0]["session_id"] == sa.session_id and offers[0]["to_fay_id"] == world.B
+    run(wait_until(lambda: sa.state == "terminated"))
+    assert [c["state"] for c in sa.changes if c["reason"] != "granted"] == ["handover_pending", "terminating", "terminated"]
+    assert run(b.request("SessionQuery", {}))["sessions"][0]["fay_id"] == world.B
+
+
+def test_handover_refused(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    a.on_offer(lambda o: False)
+    sa = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED"
+    run(wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active"))
+    assert sa.state == "active" and sa.changes[-1]["reason"] == "handover_rejected"
+
+
+def test_error_for_malformed_input_and_the_connection_stays_open(served, run):
+    async def scenario():
+        async with websockets.connect(served.url, additional_headers={"Authorization": "Bearer " + TOKENS["rtA"]}) as ws:
+            replies = []
+            for frame in ("not json", json.dumps({"version": 1}), b"\x00\x01",
+                          json.dumps(protocol.make("AuthRequest", {"fay_id": "x"}, "rtA"))):
+                await ws.send(frame)
+                replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            assert all(r["message_type"] == "Error" and r["body"]["error_code"] == "E_MALFORMED_REQUEST"
+                       for r in replies)
+            assert replies[3]["correlation_id"]            # the id could be read: it is echoed
+            ok = protocol.make("SessionQuery", {}, "rtA")
+            await ws.send(protocol.dumps(ok))
+            r = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert r["message_type"] == "SessionList" and r["correlation_id"] == ok["message_id"]
+
+    run(scenario())
+
+
+def test_sender_is_stamped_from_the_connection(world, client, run):
+    a = client("rtA")
+    msg = protocol.make("SessionQuery", {}, "rtB")     # claims to be another runtime
+    reply = run(a.request("SessionQuery", {}, raw=True))
+    assert reply["message_type"] == "SessionList"
+
+    async def forged():
+        fut = asyncio.get_running_loop().create_future()
+        a._pending[msg["message_id"]] = fut
+        await a.ws.send(protocol.dumps(msg))
+        return await asyncio.wait_for(fut, 10)
+
+    r = run(forged())
+    assert r["message_type"] == "Error" and r["body"]["error_code"] == "E_PERMISSION_DENIED"
+
+
+def test_handshake_needs_a_valid_bearer_token_and_the_path(served, run):
+    async def attempt(url, headers):
+        try:
+            async with websockets.connect(url, additional_headers=headers):
+                return 101
+        except websockets.exceptions.InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run(attempt(served.url, {"Authorization": "Bearer wrong-token"})) == 401
+    assert run(attempt(served.url, {})) == 401
+    assert run(attempt(served.url.replace("/cap/v1", "/other"), {"Authorization": "Bearer " + TOKENS["rtA"]})) == 404
+    assert run(attempt(served.url, {"Authorization": "Bearer " + TOKENS["rtA"]})) == 101
+
+
+def test_every_request_gets_exactly_one_final_response(world, client, run):
+    a = client()
+    seen = []
+
+    async def scenario():
+        msgs = [protocol.make("SessionQuery", {}, "rtA") for _ in range(20)]
+        for m in msgs:
+            await a.ws.send(protocol.dumps(m))
+        await asyncio.sleep(1.0)
+        return msgs
+
+    msgs = run(scenario())
+    seen = [p for p in a.pushes if p.get("correlation_id")]
+    counts = {}
+    for p in seen:
+        counts[p["correlation_id"]] = counts.get(p["correlation_id"], 0) + 1
+    assert counts == {m["message_id"]: 1 for m in msgs}
+
+
+def test_responses_and_pushes_validate_against_the_shipped_schema(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    a.on_offer(lambda o: True)
+    run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    for p in a.pushes + b.pushes:
+        protocol.parse(json.dumps(p))   # raises if the engine sends what the schema forbids
