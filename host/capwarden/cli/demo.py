@@ -2,15 +2,18 @@
 
 import argparse
 import asyncio
-import statistics
-
-from capwarden.cli._common import err
+import os
+import shutil
+import tempfile
+import time
 
 HELP = """\
-Run the demonstration on the virtual board: start real MicroPython on a pseudo-terminal,
-deploy the agent with mpremote, and let the host talk to it over the serial line: its
-announcement, its resource table, round-trip times, and a fault on the virtual cable that
-the link survives. No hardware and no set-up beyond `make demo`.
+Run the demonstration on the virtual board, end to end: real MicroPython on a pseudo-terminal
+with the agent deployed by mpremote, the Protocol_Engine in front of it, and two agent
+runtimes talking to the engine over WebSocket. An issuer grants rights; two Fays read the GPS
+at once; one is refused a motor held by the other; a handover moves the camera; a revocation
+ends a session; a runtime crash ends its sessions by timeout while the motors go to their safe
+state. Everything runs in a temporary folder that is removed afterwards (--keep to keep it).
 """
 
 
@@ -18,51 +21,165 @@ def register(sub):
     p = sub.add_parser("demo", help="run the demonstration on the virtual board", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--heapsize", default=None, help="virtual board heap (default: the smallest board's, 64K)")
+    p.add_argument("--keep", action="store_true", help="keep the demo's store and audit log")
     p.set_defaults(func=main)
 
 
-def step(text):
-    print("\n== " + text, flush=True)
+def step(n, text):
+    print("\n== %d. %s" % (n, text), flush=True)
 
 
-async def _talk(vb):
-    from capwarden.link import open_board
-    from capwarden.sim import TO_BOARD, TO_HOST
+def say(text):
+    print("   " + text, flush=True)
 
-    step("The host opens %s with pyserial and says HELLO" % vb.port)
-    board = await open_board(vb.port)
-    info = board.info
-    print("board %r, agent %s, protocol %d, boot id %08x" % (info.name, info.agent_version, info.protocol, info.boot_id))
-    step("The board's resources (from its board description, boards/%s)" % info.name)
-    for r in info.resources:
-        print("  %-2d %-12s %-8s %s" % (r.index, r.name, r.cls, r.state))
-    step("Ping: round trip through the virtual cable, and the board's heap")
-    pings = [await board.ping() for _ in range(50)]
-    rtts = [p["rtt_s"] * 1000 for p in pings]
-    print("50 pings: median %.3f ms, max %.3f ms; heap %d bytes free of %d" % (
-        statistics.median(rtts), max(rtts), pings[-1]["mem_free"], pings[-1]["mem_free"] + pings[-1]["mem_alloc"]))
-    step("Faults on the cable: a corrupted request, a lost answer, line noise")
-    vb.cable.inject(TO_BOARD, "corrupt")
-    await board.ping()
-    vb.cable.inject(TO_HOST, "drop")
-    await board.ping()
-    vb.cable.inject_bytes(TO_BOARD, b"\x13\x37 noise \x00")
-    await board.ping()
-    st = await board.stats()
-    print("the host retried with the same request id; the board counted %d bad CRC, %d bad frames, "
-          "and replayed %d answer(s) instead of running a request twice" % (st["bad_crc"], st["bad_frame"], st["replayed"]))
-    await board.close()
+
+async def scenario(folder, heapsize):
+    from capwarden.credentials import Terminal
+    from capwarden.credentials.ids import new_fay_id
+    from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor, sign_revocation
+    from capwarden.engine.app import EngineApp
+    from capwarden.engine.liveness import LivenessPolicy
+    from capwarden.errors import CapError
+    from capwarden.sdk import connect
+
+    store = os.path.join(folder, "store")
+    step(1, "A terminal, an issuer, and two Fays")
+    t = Terminal.init(store)
+    now = int(time.time())
+    issuer = SigningKey.generate("ed25519", "acme-2026", "issuer:acme")
+    t.import_key(issuer.public_json(now - 60))
+    ifay, cofay = new_fay_id(), new_fay_id()
+    say("terminal %s" % t.terminal_id)
+    say("iFay  %s (runtime rt-ifay)" % ifay)
+    say("coFay %s (runtime rt-cofay)" % cofay)
+
+    def grant(name, *modes):
+        return {"resource_pattern": t.terminal_id + "/sim/" + name, "modes": list(modes)}
+
+    def issue(fay, grants):
+        data = sign_descriptor(issuer, descriptor_payload(fay, t.terminal_id, grants, "issuer:acme", now - 60,
+                                                          now + 30 * 86400))
+        return t.import_descriptor(data)
+
+    step(2, "The issuer grants the iFay camera and motor rights (signed descriptors, stored sealed)")
+    d_ifay = issue(ifay, [grant("camera", "read", "execute"), grant("motor_left", "read", "write"),
+                          grant("motor_right", "read", "write"), grant("gps", "read")])
+    d_cofay = issue(cofay, [grant("gps", "read"), grant("motor_left", "write"), grant("camera", "execute")])
+    say("iFay:  camera read+execute, motors read+write, gps read   -> descriptor %s" % d_ifay)
+    say("coFay: gps read, motor_left write, camera execute         -> descriptor %s" % d_cofay)
+
+    step(3, "The engine starts in front of the virtual board (MicroPython, deployed with mpremote)")
+    tokens = {"rt-ifay": "demo-token-ifay", "rt-cofay": "demo-token-cofay"}
+    app = EngineApp(store, "127.0.0.1:0", tokens, sim=True, heapsize=heapsize,
+                    liveness=LivenessPolicy({"motor": (300, 1500)}, default=(500, 2500)),
+                    progress=lambda text: say(text.strip()))
+    await app.start()
+    try:
+        board = app.boards["sim"]
+        ping = await board.ping()
+        say("runtime API at %s" % app.server.url)
+        say("board %r, agent %s, boot id %08x, heap %d bytes free; resources: %s" % (
+            board.info.name, board.info.agent_version, board.info.boot_id, ping["mem_free"],
+            ", ".join(r.name for r in board.info.resources)))
+        res = lambda name: app.resource_id("sim", name)  # noqa: E731
+        cred = lambda did: {"type": "descriptor_ref", "descriptor_id": did}  # noqa: E731
+        ifay_rt = await connect(app.server.url, "rt-ifay", tokens["rt-ifay"])
+        cofay_rt = await connect(app.server.url, "rt-cofay", tokens["rt-cofay"])
+
+        async def keep_alive(sessions, stop):
+            while not stop.is_set():
+                for s in list(sessions):
+                    if s.state == "active":
+                        await s.heartbeat()
+                await asyncio.sleep(0.25)
+
+        ifay_sessions, cofay_sessions = [], []
+        stop_ifay, stop_cofay = asyncio.Event(), asyncio.Event()
+        beats = [asyncio.ensure_future(keep_alive(ifay_sessions, stop_ifay)),
+                 asyncio.ensure_future(keep_alive(cofay_sessions, stop_cofay))]
+
+        step(4, "Both Fays read the GPS at once (read is shared)")
+        g1 = await ifay_rt.acquire(ifay, res("gps"), "read", cred(d_ifay))
+        g2 = await cofay_rt.acquire(cofay, res("gps"), "read", cred(d_cofay))
+        ifay_sessions.append(g1)
+        cofay_sessions.append(g2)
+        fix1, fix2 = await g1.command(1), await g2.command(1)
+        say("iFay  session %s reads lat %.7f" % (g1.session_id[:13], int.from_bytes(fix1[:4], "little") / 1e7))
+        say("coFay session %s reads lat %.7f" % (g2.session_id[:13], int.from_bytes(fix2[:4], "little") / 1e7))
+
+        step(5, "The iFay drives motor_left; the coFay is refused it (write is exclusive)")
+        m = await ifay_rt.acquire(ifay, res("motor_left"), "write", cred(d_ifay))
+        ifay_sessions.append(m)
+        await m.command(1, (650).to_bytes(2, "little", signed=True))
+        say("iFay set motor_left to 650")
+        try:
+            await cofay_rt.acquire(cofay, res("motor_left"), "write", cred(d_cofay))
+        except CapError as exc:
+            say("coFay refused: %s: %s" % (exc.code, exc.message))
+
+        step(6, "A handover moves the camera from the iFay to the coFay, with the iFay's consent")
+        cam = await ifay_rt.acquire(ifay, res("camera"), "execute", cred(d_ifay))
+        ifay_sessions.append(cam)
+
+        def consent(offer):
+            say("iFay is offered a handover of %s to the coFay: consents" % offer["resource_id"].split("/")[-1])
+            return True
+
+        ifay_rt.on_offer(consent)
+        r = await cofay_rt.handover(res("camera"), cofay, "execute", cred(d_cofay), timeout_ms=5000)
+        cofay_sessions.append(r["session"])
+        await asyncio.sleep(0.2)
+        say("handover %s: the coFay now holds the camera (session %s); the iFay's camera session is %s" % (
+            r["result"], r["session"].session_id[:13], cam.state))
+        say("on the board the grant moved in one operation, under a new epoch: %s" % (
+            await board.grants(board.resource_index("camera")),))
+
+        step(7, "The issuer revokes the coFay's descriptor: its sessions end")
+        rev = sign_revocation(issuer, d_cofay, int(time.time()), "no_longer_needed")
+        app.engine.terminal.import_revocation(rev, int(time.time()))
+        for s in cofay_sessions:
+            await asyncio.wait_for(s.ended(), 10)
+            say("coFay session %s on %s: %s (%s)" % (s.session_id[:13], s.resource_id.split("/")[-1], s.state,
+                                                     s.changes[-1]["reason"]))
+
+        step(8, "The iFay's runtime crashes: heartbeats stop and the connection drops")
+        stop_ifay.set()
+        ifay_rt.ws.transport.abort()
+        t0 = time.monotonic()
+        while any(s.runtime_id == "rt-ifay" for s in app.engine.sessions.values()) and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.1)
+        say("%.1f s later the engine has ended all its sessions (AND rule: connection down and heartbeat timeout)"
+            % (time.monotonic() - t0))
+        check = await board.acquire(board.resource_index("motor_left"), 1, 999, 2000)
+        speed = int.from_bytes(await board.actuate(check.res, 999, check.epoch, 2), "little", signed=True)
+        await board.release(check.res, 999, check.epoch)
+        say("motor_left speed is now %d: released and driven to its safe state" % speed)
+
+        stop_cofay.set()
+        for b in beats:
+            b.cancel()
+        await cofay_rt.close()
+    finally:
+        await app.stop()
+
+    step(9, "The audit log: every decision, hash-chained")
+    from capwarden.engine.audit import read
+
+    entries, problem = read(app.audit_path)
+    for e in entries[-6:]:
+        say("%3d %-9s %-8s %s" % (e["seq"], e["action"], e["outcome"], e.get("reason", "")))
+    say("%d entries, chain %s (run with --keep, then: capwarden audit --store %s)" % (
+        len(entries), "intact" if problem is None else problem, store))
 
 
 def main(args):
-    from capwarden.sim import DEFAULT_HEAP, VirtualBoard
-
-    step("Starting the virtual board: MicroPython unix port, agent deployed with mpremote")
-    vb = VirtualBoard(heapsize=args.heapsize or DEFAULT_HEAP, progress=print)
-    vb.start()
+    folder = tempfile.mkdtemp(prefix="capwarden-demo-")
     try:
-        asyncio.run(_talk(vb))
+        asyncio.run(scenario(folder, args.heapsize))
     finally:
-        vb.stop()
-    step("Done: the virtual board is stopped")
+        if args.keep:
+            print("\nkept %s" % folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    print("\nDone.")
     return 0

@@ -181,7 +181,7 @@ class Engine:
         try:
             grant = await s.board.board.acquire(s.res, mode_bits([s.access_mode]), s.token, self.lease_ms, wait_ms)
         except DeviceError as exc:
-            return self._denied_after_device(s, result, DEVICE_TO_API.get(exc.code, exc.code), str(exc))
+            return self._denied_after_device(s, result, DEVICE_TO_API.get(exc.code, exc.code), exc.message)
         except LinkError as exc:
             return self._denied_after_device(s, result, "E_DEVICE_UNREACHABLE", str(exc))
         if s.state != "creating":  # the Fay or runtime went away while it waited (faults.md 28)
@@ -302,7 +302,7 @@ class Engine:
             data = await s.board.board.actuate(s.res, s.token, s.epoch, b["op"], args)
         except DeviceError as exc:
             self.audit.record("command", "denied", exc.code, runtime=runtime_id, session=s.session_id, op=b["op"])
-            raise Denied(DEVICE_TO_API.get(exc.code, exc.code), str(exc)) from None
+            raise Denied(DEVICE_TO_API.get(exc.code, exc.code), "%s (board: %s)" % (exc.message, exc.code)) from None
         except LinkError as exc:
             raise Denied("E_DEVICE_UNREACHABLE", str(exc)) from None
         return {"session_id": s.session_id, "op": b["op"], "data": base64.urlsafe_b64encode(data).rstrip(b"=").decode()}
