@@ -1,5 +1,6 @@
 # The virtual board: simulated resources on the MicroPython unix port. Every resource can be
 # unplugged and replugged by the host (SIM_PLUG), which real boards do not accept.
+import os
 import time
 
 from capagent.driver import OpError, Resource
@@ -7,6 +8,8 @@ from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE
 
 NAME = "sim"
 SIM = True
+# The grant table's size: 16 like a small board, unless the host asks for more (benchmarks).
+MAX_GRANTS = int(os.getenv("CAPWARDEN_SIM_GRANTS") or 16)
 
 
 class SimResource(Resource):

@@ -36,7 +36,7 @@ class Control:
         self.clock = clock
         self.board = board
         self.sim = getattr(board, "SIM", False)
-        self.g = Grants(resources, clock)
+        self.g = Grants(resources, clock, getattr(board, "MAX_GRANTS", MAX_GRANTS))
         self.sup = Supervisor(clock, board)
         self.out = bytearray(OUT_SIZE)
         self.r_state = bytearray(len(resources))
@@ -64,7 +64,7 @@ class Control:
         now = self.clock.ticks_ms()
         g = self.g
         best = longest
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] != FREE:
                 d = self.clock.ticks_diff(g.deadline[i], now)
                 if d < best:
@@ -80,7 +80,7 @@ class Control:
         g = self.g
         # Leases: a grant whose lease ran out without a heartbeat ends, and its hardware goes
         # to its safe state (the failsafe); the host hears of it when it speaks again.
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] != FREE and g.expired(i, now):
                 self._end(i, R_LEASE, now, True)
                 self.failsafes += 1
@@ -270,7 +270,7 @@ class Control:
         g = self.g
         g.set_suspended(session, on)
         held = 0
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] != FREE and g.session[i] == session:
                 held += 1
                 if on and g.modes[i] & MODES_EXCLUSIVE:
@@ -328,7 +328,7 @@ class Control:
     def _end_session(self, rid, session, now):
         g = self.g
         n = 0
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] != FREE and g.session[i] == session:
                 res = g.res[i]
                 self._end(i, R_SESSION_ENDED, now, False)
@@ -352,7 +352,7 @@ class Control:
             return
         g = self.g
         total = 0
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] == res:
                 total += 1
         e = self.link.enc
@@ -362,7 +362,7 @@ class Control:
         e.u8(start)
         k = 0
         sent = 0
-        for i in range(MAX_GRANTS):
+        for i in range(g.n_slots):
             if g.res[i] == res:
                 if k >= start and sent < GRANTS_PER_PAGE:
                     e.u32(g.session[i])
@@ -435,7 +435,7 @@ class Control:
         self.r_state[k] = st
         if st != RES_PRESENT:
             reason = R_REMOVED if st == RES_ABSENT else R_FAULT
-            for i in range(MAX_GRANTS):
+            for i in range(g.n_slots):
                 if g.res[i] == k:
                     self._end(i, reason, now, False)
             for j in range(MAX_WAITERS):

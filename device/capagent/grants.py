@@ -18,18 +18,19 @@ from capshared.errors import (
 )
 from capshared.limits import MODES_EXCLUSIVE, RES_PRESENT, U32_LIMIT
 
-MAX_GRANTS = 16
+MAX_GRANTS = 16   # default table size; a board description may set its own (board.MAX_GRANTS)
 MAX_WAITERS = 8
 FREE = 0xFF
 QUEUED = -1000   # acquire() result: the request waits in the queue
 
 
 class Grants:
-    def __init__(self, resources, clock):
+    def __init__(self, resources, clock, max_grants=MAX_GRANTS):
         self.resources = resources
         self.clock = clock
+        self.n_slots = max_grants
         n = len(resources)
-        g = MAX_GRANTS
+        g = max_grants
         self.res = bytearray(b"\xff" * g)     # FREE or resource index
         self.session = [0] * g
         self.epoch = [0] * g
@@ -57,14 +58,14 @@ class Grants:
 
     # ---- queries ------------------------------------------------------------------------
     def find(self, res, session):
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.res[i] == res and self.session[i] == session:
                 return i
         return -1
 
     def count(self):
         n = 0
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.res[i] != FREE:
                 n += 1
         return n
@@ -72,7 +73,7 @@ class Grants:
     def conflicts(self, res, modes, session):
         # The session holding a conflicting grant on res (other than `session`), or 0.
         excl = modes & MODES_EXCLUSIVE
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.res[i] == res and self.session[i] != session:
                 if excl or (self.modes[i] & MODES_EXCLUSIVE):
                     return self.session[i]
@@ -85,7 +86,7 @@ class Grants:
         return False
 
     def suspended(self, session):
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.susp[i] == session:
                 return True
         return False
@@ -102,7 +103,7 @@ class Grants:
         return e
 
     def _grant(self, res, modes, session, lease, now):
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.res[i] == FREE:
                 self.res[i] = res
                 self.session[i] = session
@@ -205,13 +206,13 @@ class Grants:
             self.r_hold_until[res] = self.clock.ticks_add(now, self.lock_delay_ms)
 
     def renew_all(self, now):
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.res[i] != FREE:
                 self.deadline[i] = self.clock.ticks_add(now, self.lease[i])
 
     def set_suspended(self, session, on):
         free = -1
-        for i in range(MAX_GRANTS):
+        for i in range(self.n_slots):
             if self.susp[i] == session:
                 if not on:
                     self.susp[i] = 0

@@ -16,7 +16,8 @@ from capwarden.link import open_board
 
 class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
-                 board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05):
+                 board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
+                 sim_grants=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -34,6 +35,7 @@ class EngineApp:
         self.heapsize = heapsize
         self.progress = progress
         self.tick_s = tick_s
+        self.sim_grants = sim_grants
         self.vboard = None
         self.boards = {}
         self.engine = None
@@ -45,7 +47,8 @@ class EngineApp:
         if self.sim:
             from capwarden.sim import DEFAULT_HEAP, VirtualBoard
 
-            self.vboard = VirtualBoard(heapsize=self.heapsize or DEFAULT_HEAP, progress=self.progress)
+            self.vboard = VirtualBoard(heapsize=self.heapsize or DEFAULT_HEAP, progress=self.progress,
+                                       grants=self.sim_grants)
             self.vboard.start()
             addresses.insert(0, self.vboard.port)
         for addr in addresses:

@@ -58,12 +58,13 @@ def _raw_pty():
 class VirtualBoard:
     """One virtual board. Not thread-safe; one owner starts and stops it."""
 
-    def __init__(self, board="sim", heapsize=DEFAULT_HEAP, baud=None, progress=None, fs_dir=None):
+    def __init__(self, board="sim", heapsize=DEFAULT_HEAP, baud=None, progress=None, fs_dir=None, grants=None):
         self.board = board
         self.heapsize = heapsize
         self.baud = baud
         self.progress = progress
         self.fs_dir = fs_dir
+        self.grants = grants          # the sim board's grant table size (default 16)
         self._own_fs = fs_dir is None
         self.proc = None
         self.cable = None
@@ -93,6 +94,7 @@ class VirtualBoard:
             [micropython_exe(), "-X", "heapsize=" + self.heapsize],
             stdin=bs, stdout=bs, stderr=bs, cwd=self.fs_dir, close_fds=True,
             start_new_session=True, preexec_fn=_die_with_parent,
+            env=dict(os.environ, CAPWARDEN_SIM_GRANTS=str(self.grants or 16)),
         )
         os.close(bs)
         # Deploy at full speed; pacing (if asked) starts with the agent.
