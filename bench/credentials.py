@@ -52,7 +52,16 @@ def run(results):
     def raw(item):
         vk.verify(item[0], item[1])
 
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    ossl = Ed25519PublicKey.from_public_bytes(w.ed.private.public)
+
+    def openssl(item):
+        ossl.verify(item[1], item[0])
+
     raw_rate = _rate(raw, payloads)
+    results.add("OpenSSL (cryptography) Ed25519 verifies/s", round(_rate(openssl, payloads)), "1/s",
+                baseline=round(raw_rate), note="why libsodium: faster here, and it refuses small-order points")
     full_rate = _rate(full, fresh)
     results.add("raw PyNaCl Ed25519 verifies/s (same payloads)", round(raw_rate), "1/s")
     results.add("full descriptor validations/s (fresh, one core)", round(full_rate), "1/s", baseline=round(raw_rate),

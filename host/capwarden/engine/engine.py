@@ -91,6 +91,7 @@ class Engine:
         self._token = 0
         self._tasks = []
         self._revocations_mtime = None
+        self._next_purge = 0.0
         terminal.revocations.listeners.append(self._on_revocation)
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -397,6 +398,9 @@ class Engine:
         now = self.clock()
         wall = int(self.wall())
         self._poll_revocations()
+        if now >= self._next_purge:   # converted descriptors go 24 h after they expire
+            self._next_purge = now + 60
+            self.terminal.purge(wall)
         for s in list(self.sessions.values()):
             if s.state not in LIVE:
                 continue
