@@ -71,3 +71,18 @@ def percentile(samples, p):
 
 def median(samples):
     return statistics.median(samples)
+
+
+def test_helper(folder, name):
+    """A module from tests/FOLDER/conftest.py (test fixtures' builders), loaded under its own
+    name so that two benchmarks' helpers never shadow each other."""
+    import importlib.util
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "tests", folder, "conftest.py")
+    sys.path.insert(0, os.path.join(root, "tests"))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,7 +10,6 @@
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,10 +42,9 @@ asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
 
 
 def _world():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "engine"))
-    from conftest import World
+    from bench import test_helper
 
-    return World(tempfile.mkdtemp(prefix="capwarden-bench-"))
+    return test_helper("engine", "bench_engine_world").World(tempfile.mkdtemp(prefix="capwarden-bench-"))
 
 
 async def _latency(world, count):

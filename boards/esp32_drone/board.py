@@ -5,6 +5,7 @@
 # Drivers take their machine objects in the constructor; only resources() touches pins, so the
 # logic is tested under the MicroPython unix port with fakes (tests/device/mp_boards.py).
 from capagent.driver import OpError, Resource
+from capagent.gpio import Led  # noqa: F401  (part of this board's description)
 from capshared.limits import MODE_CONFIGURE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_FAULT, RES_PRESENT
 
 NAME = "esp32_drone"
@@ -199,28 +200,6 @@ class Mpu6050(Resource):
             out[2 * i] = self.buf[2 * i + 1]
             out[2 * i + 1] = self.buf[2 * i]
         return 6
-
-
-class Led(Resource):
-    cls = 6
-    modes = MODE_READ | MODE_WRITE
-    OPS = {1: MODE_WRITE, 2: MODE_READ}
-
-    def __init__(self, pin, name="led"):
-        super().__init__()
-        self.name = name
-        self.pin = pin
-
-    def safe(self):
-        self.pin.value(0)
-
-    def op(self, op, args, start, end, out):
-        if op == 1:
-            if end - start != 1:
-                raise OpError(70)
-            self.pin.value(1 if args[start] else 0)
-        out[0] = self.pin.value()
-        return 1
 
 
 class _Clock:

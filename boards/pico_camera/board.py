@@ -6,6 +6,7 @@
 # touches real pins. Pin numbers follow the ArduCAM Pico wiring (SPI0: SCK 2, MOSI 3, MISO 4,
 # CS 5; I2C0: SDA 8, SCL 9).
 from capagent.driver import OpError, Resource
+from capagent.gpio import Led  # noqa: F401  (part of this board's description)
 from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_FAULT, RES_PRESENT
 
 NAME = "pico_camera"
@@ -129,28 +130,6 @@ class Servo(Resource):
             self.angle = args[start]
             self._apply()
         out[0] = self.angle
-        return 1
-
-
-class Led(Resource):
-    cls = 6
-    modes = MODE_READ | MODE_WRITE
-    OPS = {1: MODE_WRITE, 2: MODE_READ}
-
-    def __init__(self, pin, name="led"):
-        super().__init__()
-        self.name = name
-        self.pin = pin
-
-    def safe(self):
-        self.pin.value(0)
-
-    def op(self, op, args, start, end, out):
-        if op == 1:
-            if end - start != 1:
-                raise OpError(70)
-            self.pin.value(1 if args[start] else 0)
-        out[0] = self.pin.value()
         return 1
 
 

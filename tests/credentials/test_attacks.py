@@ -13,7 +13,7 @@ import cbor2
 import pytest
 
 from capwarden.credentials import cbor, jws, keys
-from capwarden.credentials.ids import new_terminal_id, new_uuid7
+from capwarden.credentials.ids import new_terminal_id
 from capwarden.credentials.issue import SigningKey, sign_descriptor, sign_revocation, sign_ticket
 from capwarden.credentials.validate import parse_descriptor
 from capwarden.errors import CapError

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from capshared.errors import CODE
 from capwarden.credentials import cbor
-from conftest import NOW, World
+from conftest import World
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 

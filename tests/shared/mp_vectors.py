@@ -1,10 +1,10 @@
 # The shared link vectors, checked by code that runs under both CPython and MicroPython.
 # test_shared.py runs each test_ here in-process (CPython) and under the unix port.
 import json
-import sys
+
 
 from capshared import messages
-from capshared.framing import FrameDecoder, FrameEncoder, FRAME, BAD, INTERRUPT, cobs_decode, cobs_encode, crc16
+from capshared.framing import FrameDecoder, FrameEncoder, FRAME, INTERRUPT, cobs_decode, cobs_encode, crc16
 from capshared.limits import MAX_WIRE
 
 try:

@@ -74,3 +74,21 @@ def formatter():
     import argparse
 
     return argparse.RawDescriptionHelpFormatter
+
+
+def import_and_report(args, what, do, done_json, done_text):
+    """Run an import `do()` and report it: JSON (with --json) or text. CapError -> exit 1."""
+    from capwarden.errors import CapError
+
+    try:
+        result = do()
+    except CapError as exc:
+        if args.json:
+            print_json({"imported": False, "error_code": exc.code, "message": exc.message, "field": exc.field})
+            return 1
+        raise
+    if args.json:
+        print_json(dict(done_json(result), imported=True, error_code=None))
+    else:
+        print(done_text(result))
+    return 0

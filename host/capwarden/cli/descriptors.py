@@ -1,6 +1,6 @@
 """`capwarden descriptors import|list`: store descriptors on the terminal."""
 
-from capwarden.cli._common import add_store, formatter, print_json, read_input, store_path
+from capwarden.cli._common import add_store, formatter, import_and_report, read_input, store_path
 
 HELP = """\
 import: check a descriptor's structure, key and signature, then store it sealed (authenticated
@@ -30,22 +30,11 @@ def register(sub):
 
 def import_(args):
     from capwarden.credentials import Terminal
-    from capwarden.errors import CapError
 
     data = read_input(args.file, "descriptor")
     t = Terminal.open(store_path(args))
-    try:
-        did = t.import_descriptor(data)
-    except CapError as exc:
-        if args.json:
-            print_json({"imported": False, "error_code": exc.code, "message": exc.message, "field": exc.field})
-            return 1
-        raise
-    if args.json:
-        print_json({"imported": True, "descriptor_id": did, "error_code": None})
-    else:
-        print("imported descriptor %s" % did)
-    return 0
+    return import_and_report(args, "descriptor", lambda: t.import_descriptor(data),
+                             lambda did: {"descriptor_id": did}, lambda did: "imported descriptor %s" % did)
 
 
 def list_(args):

@@ -1,6 +1,5 @@
 """`capwarden request`: act as a runtime from the shell."""
 
-import argparse
 import asyncio
 import json
 import os

