@@ -1,0 +1,157 @@
+"""The audit log's tamper evidence, TLS and Unix sockets, and the engine's command line."""
+
+import asyncio
+import datetime
+import json
+import os
+import ssl
+import subprocess
+
+import pytest
+
+from capwarden.engine.audit import AuditLog, read
+from conftest import EXE, TOKENS, Served
+
+
+def test_audit_chain_detects_edit_removal_reorder_and_torn_line(tmp_path):
+    path = str(tmp_path / "audit.log")
+    log = AuditLog(path)
+    for i in range(5):
+        log.record("acquire", "granted", "", runtime="rtA", session="s%d" % i)
+    entries, problem = read(path)
+    assert len(entries) == 5 and problem is None
+    lines = open(path).read().splitlines(True)
+    cases = {
+        "edited": lines[:2] + [lines[2].replace("granted", "denied")] + lines[3:],
+        "removed": lines[:2] + lines[3:],
+        "reordered": [lines[1], lines[0]] + lines[2:],
+        "torn": lines[:4] + [lines[4].rstrip("\n")[:20]],
+    }
+    for name, content in cases.items():
+        bad = str(tmp_path / (name + ".log"))
+        open(bad, "w").write("".join(content))
+        entries, problem = read(bad)
+        assert problem is not None, name
+        assert len(entries) < 5, name
+
+
+def test_audit_log_refuses_to_extend_a_broken_chain(tmp_path):
+    path = str(tmp_path / "audit.log")
+    log = AuditLog(path)
+    log.record("acquire", "granted")
+    with open(path, "a") as f:
+        f.write('{"half": ')
+    with pytest.raises(ValueError, match="torn"):
+        AuditLog(path)
+
+
+def test_audit_command(tmp_path):
+    path = str(tmp_path / "audit.log")
+    log = AuditLog(path)
+    log.record("acquire", "granted", "", runtime="rtA", resource="r", session="s1")
+    log.record("terminate", "done", "released", runtime="rtA", session="s1")
+    out = subprocess.run([EXE, "audit", "--file", path, "--json"], capture_output=True, text=True, timeout=30)
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert out.returncode == 0 and lines[-1] == {"entries": 2, "intact": True, "problem": None}
+    text = open(path).read().replace("released", "revoked")
+    open(path, "w").write(text)
+    out = subprocess.run([EXE, "audit", "--file", path], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "BROKEN" in out.stdout and "line 2" in out.stdout
+
+
+def test_engine_decisions_are_audited(world, client, run):
+    a = client()
+    s = run(a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)))
+    run(s.release())
+    run(a.request("AuthRequest", {"fay_id": world.B, "resource_id": world.res("camera"), "access_mode": "read",
+                                  "credential": world.cred(world.dB)}))
+    entries, problem = read(os.path.join(world.store, "audit.log"))
+    assert problem is None
+    kinds = [(e["action"], e["outcome"], e.get("reason")) for e in entries]
+    assert ("acquire", "granted", "") in kinds and ("terminate", "done", "released") in kinds
+    assert ("acquire", "denied", "E_DESCRIPTOR_MODE_NOT_GRANTED") in kinds
+    granted = [e for e in entries if e["outcome"] == "granted"][0]
+    assert granted["credential"] == world.dA and granted["fay"] == world.A and "epoch" in granted
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    open(cert_path, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    open(key_path, "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_plain_ws_refused_off_loopback(world):
+    out = subprocess.run([EXE, "serve", "--store", world.store, "--listen", "0.0.0.0:0", "--board", "sim",
+                          "--runtime-token", "rtA=" + TOKENS["rtA"]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--tls-cert" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tls_and_unix_socket(world, tmp_path, run):
+    from capwarden.engine.app import EngineApp
+    from capwarden.sdk import connect
+
+    cert, key = _self_signed(tmp_path)
+
+    async def scenario():
+        app = EngineApp(world.store, "localhost:0", TOKENS, sim=True, tls_cert=cert, tls_key=key)
+        await app.start()
+        try:
+            assert app.server.url.startswith("wss://")
+            ctx = ssl.create_default_context(cafile=cert)
+            c = await connect(app.server.url, "rtA", TOKENS["rtA"], ssl=ctx)
+            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            assert s.state == "active"
+            await c.close()
+            with pytest.raises(Exception):   # a client that does not trust the certificate
+                await connect(app.server.url, "rtA", TOKENS["rtA"], ssl=ssl.create_default_context())
+        finally:
+            await app.stop()
+        sock = str(tmp_path / "cap.sock")
+        app = EngineApp(world.store, "unix:" + sock, TOKENS, sim=True)
+        await app.start()
+        try:
+            c = await connect(None, "rtA", TOKENS["rtA"], unix_path=sock)
+            assert (await c.request("SessionQuery", {}))["sessions"] == []
+            await c.close()
+        finally:
+            await app.stop()
+
+    run(scenario())
+
+
+def test_request_command(world, served):
+    env = dict(os.environ, CAPWARDEN_TOKEN=TOKENS["rtA"])
+    base = [EXE, "request", "--url", served.url, "--runtime", "rtA"]
+    out = subprocess.run(base + ["acquire", "--fay", world.A, "--resource", world.res("gps"), "--mode", "read",
+                                 "--descriptor-id", world.dA, "--hold", "0.5"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0 and "granted: session" in out.stdout and "released" in out.stdout
+    out = subprocess.run(base + ["acquire", "--fay", world.B, "--resource", world.res("camera"), "--mode", "read",
+                                 "--descriptor-id", world.dB], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "E_DESCRIPTOR_MODE_NOT_GRANTED" in out.stdout
+    out = subprocess.run(base + ["sessions"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"sessions": []}
+    out = subprocess.run(base + ["sessions"], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "CAPWARDEN_TOKEN"})
+    assert out.returncode == 2 and "CAPWARDEN_TOKEN" in out.stderr
+
+
+@pytest.mark.parametrize("cmd", ["serve", "request", "audit", "demo"])
+def test_engine_commands_help(cmd):
+    out = subprocess.run([EXE, cmd, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "usage: capwarden " + cmd in out.stdout
