@@ -9,13 +9,13 @@ transports) are the only path to hardware. Everything is injected through the co
 
 import asyncio
 import base64
-import os
 import time
 
 from capshared.errors import DEVICE_TO_API
 from capshared.limits import mode_bits
 from capwarden.credentials.ids import new_uuid7, uuid_text
 from capwarden.engine import protocol
+from capwarden.engine import liveness
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.sessions import Session
 from capwarden.errors import DeviceError, LinkError
@@ -371,62 +371,16 @@ class Engine:
         for send in list(rt.connections):
             asyncio.ensure_future(send(msg))
 
-    # ---- timers -------------------------------------------------------------------------------
+    # ---- timers (capwarden.engine.liveness) --------------------------------------------------
     async def _board_heartbeats(self):
-        # One frame per board per interval renews every lease on it (not one per session).
-        while True:
-            for h in self.boards.values():
-                h.hb_seq += 1
-                try:
-                    await h.board.heartbeat(h.hb_seq)
-                except (DeviceError, LinkError):
-                    pass
-            await asyncio.sleep(self.board_heartbeat_ms / 1000.0)
+        await liveness.board_heartbeats(self)
 
     async def _liveness(self):
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.sweep()
-            except Exception:  # a bug in one sweep must not stop liveness for good
-                import logging
-
-                logging.getLogger("capwarden.engine").exception("liveness sweep failed")
+        await liveness.run(self)
 
     async def sweep(self):
         """One pass of the timers: heartbeats (AND rule), credential expiry, revocations."""
-        now = self.clock()
-        wall = int(self.wall())
-        self._poll_revocations()
-        if now >= self._next_purge:   # converted descriptors go 24 h after they expire
-            self._next_purge = now + 60
-            self.terminal.purge(wall)
-        for s in list(self.sessions.values()):
-            if s.state not in LIVE:
-                continue
-            if wall >= s.credential_ref["not_after"]:
-                await self._terminate(s, "credential_expired")
-                continue
-            if self.terminal.validator._revoked_ref(s.credential_ref):
-                await self._terminate(s, "revoked")
-                continue
-            late = (now - s.last_hb_mono) * 1000 > s.timeout_ms
-            up = bool(self.runtimes.get(s.runtime_id) and self.runtimes[s.runtime_id].connections)
-            if late and not up:
-                await self._terminate(s, "heartbeat_timeout")      # AND rule: both conditions
-            elif late and up and not s.suspended:
-                await self._set_suspended(s, True, "heartbeat_missed")
-
-    def _poll_revocations(self):
-        # A revocation imported by another process (capwarden revocations import) is picked up.
-        path = self.terminal.revocations.path
-        try:
-            m = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            return
-        if m != self._revocations_mtime:
-            self._revocations_mtime = m
-            self.terminal.revocations.reload()
+        await liveness.sweep(self)
 
     def _on_revocation(self, entry):
         asyncio.ensure_future(self.sweep())
