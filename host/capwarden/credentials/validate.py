@@ -10,6 +10,8 @@
 The first failing step answers. Nothing here raises for bad input: every outcome is a Decision.
 """
 
+import cbor2
+
 from capwarden.credentials import cbor, jws, patterns
 from capwarden.credentials.model import DAY, parse_descriptor_obj
 from capwarden.errors import CapError
@@ -67,7 +69,7 @@ def parse_descriptor(data):
         raise CapError("E_DESCRIPTOR_MALFORMED", "descriptor: %s" % exc, exc.path or None)
     d = parse_descriptor_obj(obj, bytes(data), b"")
     data = d.raw
-    tail = _VERSION + cbor.encode(obj["signature"])
+    tail = _VERSION + cbor2.dumps(obj["signature"], canonical=True)   # already type-checked
     if data.startswith(_HEAD) and data.endswith(tail):
         d.signed_bytes = data[len(_HEAD):len(data) - len(tail)]
     else:  # cannot happen for a file that parsed; kept as the obvious definition
