@@ -114,8 +114,12 @@ def test_fault_24_per_class_timeouts_are_honoured(world, client, run):
         m = await a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA))
         g = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
         assert (m.timeout_ms, g.timeout_ms) == (700, 1000)
-        await asyncio.sleep(0.85)                                # past the motor's, not the gps's
-        assert m.suspended and not g.suspended
+        order = []
+        m.on_change(lambda c: c["suspended"] and order.append("motor"))
+        g.on_change(lambda c: c["suspended"] and order.append("gps"))
+        # Neither heartbeats: the motor class's shorter timeout must suspend it first.
+        assert await wait_until(lambda: len(order) == 2, 10)
+        assert order == ["motor", "gps"]
 
     run(scenario())
 
@@ -154,7 +158,8 @@ def test_fault_39_late_consent_does_not_grant_a_stale_request(world, client, run
             await a.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
         assert exc.value.code == "E_HANDOVER_TIMEOUT"
         assert (await b.request("SessionQuery", {}))["sessions"] == []
-        assert sa.state == "active"
+        assert await wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active")
+        assert sa.changes[-1]["reason"] == "handover_timeout"
 
     run(scenario())
 
