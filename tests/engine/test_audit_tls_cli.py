@@ -155,3 +155,10 @@ def test_request_command(world, served):
 def test_engine_commands_help(cmd):
     out = subprocess.run([EXE, cmd, "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "usage: capwarden " + cmd in out.stdout
+
+
+def test_runtime_fays_option_is_checked(world):
+    out = subprocess.run([EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:0", "--board", "sim",
+                          "--runtime-token", "rtA=" + TOKENS["rtA"], "--runtime-fays", "rtZ=" + world.A],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--runtime-fays" in out.stderr and "Traceback" not in out.stderr

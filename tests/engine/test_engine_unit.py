@@ -174,3 +174,22 @@ def test_every_transition_is_in_the_table():
     s.move("terminating")
     with pytest.raises(IllegalTransition):
         s.move("active")
+
+
+def test_runtime_bound_to_its_fays_cannot_act_for_others(tmp_path):
+    w = World(str(tmp_path))
+    e = Engine(w.t, {"sim": FakeBoard()}, AuditLog(None), fay_bindings={"rtA": {w.A}})
+    e.add_runtime("rtA")
+
+    async def scenario():
+        own = await e.handle("rtA", protocol.make("AuthRequest", {
+            "fay_id": w.A, "resource_id": w.res("gps"), "access_mode": "read", "credential": w.cred(w.dA)}, "rtA"))
+        other = await e.handle("rtA", protocol.make("AuthRequest", {
+            "fay_id": w.B, "resource_id": w.res("gps"), "access_mode": "read", "credential": w.cred(w.dB)}, "rtA"))
+        ft = await e.handle("rtA", protocol.make("FayTerminated", {"fay_id": w.B}, "rtA"))
+        return own, other, ft
+
+    own, other, ft = run(scenario())
+    assert own["body"]["result"] == "granted"
+    assert other["message_type"] == "Error" and other["body"]["error_code"] == "E_PERMISSION_DENIED"
+    assert ft["message_type"] == "Error" and ft["body"]["error_code"] == "E_PERMISSION_DENIED"

@@ -71,6 +71,7 @@ async def scenario(folder, heapsize):
     step(3, "The engine starts in front of the virtual board (MicroPython, deployed with mpremote)")
     tokens = {"rt-ifay": "demo-token-ifay", "rt-cofay": "demo-token-cofay"}
     app = EngineApp(store, "127.0.0.1:0", tokens, sim=True, heapsize=heapsize,
+                    fay_bindings={"rt-ifay": {ifay}, "rt-cofay": {cofay}},
                     liveness=LivenessPolicy({"motor": (300, 1500)}, default=(500, 2500)),
                     progress=lambda text: say(text.strip()))
     await app.start()

@@ -27,6 +27,9 @@ def register(sub):
     b.add_argument("--board", choices=["sim"], help="start the virtual board")
     b.add_argument("--port", action="append", metavar="DEVICE", help="a board's serial port or pyserial URL")
     p.add_argument("--runtime-token", action="append", default=[], metavar="ID=TOKEN", help="a runtime and its token")
+    p.add_argument("--runtime-fays", action="append", default=[], metavar="ID=FAY[,FAY...]",
+                   help="the Fays a runtime may act for (recommended; without it a runtime may act for any "
+                        "Fay whose credential it presents)")
     p.add_argument("--tls-cert", default=None)
     p.add_argument("--tls-key", default=None)
     p.add_argument("--audit", default=None, metavar="FILE", help="audit log (default STORE/audit.log)")
@@ -48,6 +51,21 @@ def parse_tokens(items):
     return tokens
 
 
+def parse_bindings(items, tokens):
+    from capwarden.credentials.ids import FAY_RE
+    from capwarden.errors import UsageError
+
+    out = {}
+    for it in items:
+        rid, sep, fays = it.partition("=")
+        names = [f.strip() for f in fays.split(",") if f.strip()]
+        if not sep or rid not in tokens or not names or not all(FAY_RE.match(f) for f in names):
+            raise UsageError("--runtime-fays takes RUNTIME_ID=FAY[,FAY...] for a runtime given --runtime-token "
+                             "(got %r)" % it)
+        out.setdefault(rid, set()).update(names)
+    return out
+
+
 def main(args):
     from capwarden.engine.app import EngineApp
     from capwarden.engine.liveness import LivenessPolicy
@@ -57,7 +75,9 @@ def main(args):
         liveness = LivenessPolicy.parse(args.liveness)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    app = EngineApp(store_path(args), args.listen, parse_tokens(args.runtime_token), sim=args.board == "sim",
+    tokens = parse_tokens(args.runtime_token)
+    app = EngineApp(store_path(args), args.listen, tokens, sim=args.board == "sim",
+                    fay_bindings=parse_bindings(args.runtime_fays, tokens),
                     ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=err)
 

@@ -17,7 +17,7 @@ from capwarden.link import open_board
 class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
-                 sim_grants=None):
+                 sim_grants=None, fay_bindings=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -36,6 +36,7 @@ class EngineApp:
         self.progress = progress
         self.tick_s = tick_s
         self.sim_grants = sim_grants
+        self.fay_bindings = fay_bindings
         self.vboard = None
         self.boards = {}
         self.engine = None
@@ -60,7 +61,8 @@ class EngineApp:
                 n += 1
             self.boards[name] = b
         self.engine = Engine(terminal, self.boards, AuditLog(self.audit_path), liveness=self.liveness,
-                             lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s)
+                             lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
+                             fay_bindings=self.fay_bindings)
         await self.engine.start()
         self.server = await Server(self.engine, self.tokens, self.listen, *self.tls).start()
         return self

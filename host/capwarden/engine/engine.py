@@ -74,7 +74,7 @@ class Handover:
 
 class Engine:
     def __init__(self, terminal, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
-                 clock=time.monotonic, wall=time.time, tick_s=0.05):
+                 clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None):
         self.terminal = terminal
         self.terminal_id = terminal.terminal_id
         self.boards = {name: BoardHandle(name, b) for name, b in boards.items()}
@@ -86,6 +86,9 @@ class Engine:
         self.wall = wall
         self.tick_s = tick_s
         self.runtimes = {}
+        # runtime_id -> the Fays it may act for. A runtime with a binding acts for no other Fay;
+        # one without (S4 defines none) is limited only by the credentials it presents.
+        self.fay_bindings = {rid: frozenset(fays) for rid, fays in (fay_bindings or {}).items()}
         self.sessions = {}
         self.handovers = {}
         self._token = 0
@@ -149,6 +152,10 @@ class Engine:
             # The same message twice is a replay, not a second command (attacks.md I72).
             raise Denied("E_MALFORMED_REQUEST", "message_id %s was already used" % msg["message_id"])
         body = msg["body"]
+        fay = body.get("fay_id") or body.get("to_fay_id")
+        bound = self.fay_bindings.get(runtime_id)
+        if fay is not None and bound is not None and fay not in bound:
+            raise Denied("E_PERMISSION_DENIED", "runtime %s does not act for %s" % (runtime_id, fay))
         if mtype in ("SessionRelease", "ResourceCommand") or (mtype == "SessionQuery" and "session_id" in body):
             self._own(runtime_id, body["session_id"])
         if mtype == "HandoverResponse":
