@@ -72,6 +72,7 @@ def test_engine_decisions_are_audited(world, client, run):
     assert ("acquire", "denied", "E_DESCRIPTOR_MODE_NOT_GRANTED") in kinds
     granted = [e for e in entries if e["outcome"] == "granted"][0]
     assert granted["credential"] == world.dA and granted["fay"] == world.A and "epoch" in granted
+    assert granted["key_id"] == "acme-1" and granted["issuer"] == "issuer:acme"   # attacks.md J77
 
 
 def _self_signed(tmp_path):

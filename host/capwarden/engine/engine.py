@@ -201,7 +201,8 @@ class Engine:
         self._move(s, "active", "granted")
         self.audit.record("acquire", "granted", "", runtime=runtime_id, fay=s.fay_id, resource=s.resource_id,
                           mode=s.access_mode, session=s.session_id, credential=s.credential_ref["id"],
-                          credential_type=s.credential_ref["type"], epoch=s.epoch)
+                          credential_type=s.credential_ref["type"], key_id=s.credential_ref["key_id"],
+                          issuer=s.credential_ref["issuer_id"], epoch=s.epoch)
         result.update(result="granted", session_id=s.session_id, granted_modes=list(s.granted_modes),
                       expires_at=s.credential_ref["not_after"], heartbeat_interval_ms=s.interval_ms,
                       heartbeat_timeout_ms=s.timeout_ms)
@@ -228,13 +229,13 @@ class Engine:
             s.move("terminated")
             self.audit.record("acquire", "denied", decision.error_code, runtime=runtime_id, fay=fay_id,
                               resource=resource_id, mode=mode, credential=decision.credential_id,
-                              detail=decision.message[:200])
+                              key_id=decision.key_id, detail=decision.message[:200])
             return s, decision
         s.board, s.res, cls = target
         s.interval_ms, s.timeout_ms = self.liveness.for_class(cls)
         s.granted_modes = decision.granted_modes
         s.credential_ref = {"type": decision.kind, "id": decision.credential_id, "not_after": decision.not_after,
-                            "issuer_id": decision.issuer_id}
+                            "issuer_id": decision.issuer_id, "key_id": decision.key_id}
         md = getattr(decision.credential, "metadata", None)
         if md and md.get("origin") == "converted_from_ticket":
             # dies with its ticket (attacks.md F59), also mid-session
