@@ -62,6 +62,7 @@ class Served:
             args += ["--runtime-token", "%s=%s" % (rid, tok)]
         for item in LIVENESS:
             args += ["--liveness", item]
+        args += ["--leeway", "0"]     # so a credential made to expire in seconds does (attacks.md I69)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("serving "):
@@ -120,3 +121,36 @@ async def wait_until(pred, seconds=5.0):
             return True
         await asyncio.sleep(0.02)
     return pred()
+
+
+async def exchange(client, msg, timeout=10):
+    """Send a prepared message dict on an SDK client's connection; the engine's answer to it."""
+    from capwarden.engine import protocol
+
+    fut = asyncio.get_running_loop().create_future()
+    client._pending[msg["message_id"]] = fut
+    await client.ws.send(protocol.dumps(msg))
+    return await asyncio.wait_for(fut, timeout)
+
+
+def speed(v):
+    """A motor speed as the sim motor's op 1 takes it."""
+    return int(v).to_bytes(2, "little", signed=True)
+
+
+@pytest.fixture
+def in_process(world, run):
+    """Start EngineApp in this process (so a test can reach the board and the cable under it)."""
+    from capwarden.engine.app import EngineApp
+
+    apps = []
+
+    async def start(**kw):
+        app = EngineApp(world.store, "127.0.0.1:0", TOKENS, sim=True, leeway=0, **kw)
+        apps.append(app)
+        await app.start()
+        return app
+
+    yield start
+    for app in apps:
+        run(app.stop())

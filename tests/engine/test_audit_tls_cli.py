@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from capwarden.engine.audit import AuditLog, read
+from capwarden.errors import StoreError
 from conftest import EXE, TOKENS, Served
 
 
@@ -41,7 +42,7 @@ def test_audit_log_refuses_to_extend_a_broken_chain(tmp_path):
     log.record("acquire", "granted")
     with open(path, "a") as f:
         f.write('{"half": ')
-    with pytest.raises(ValueError, match="torn"):
+    with pytest.raises(StoreError, match="torn"):
         AuditLog(path)
 
 

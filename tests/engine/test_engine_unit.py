@@ -10,6 +10,7 @@ import pytest
 
 from capwarden.engine import protocol
 from capwarden.engine.audit import AuditLog
+from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.engine.engine import Engine
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
@@ -39,6 +40,13 @@ class FakeBoard:
     async def heartbeat(self, seq):
         pass
 
+    async def end_session(self, session):
+        self.calls.append(("end_session", session))
+        return 0
+
+    async def grants(self, res):
+        return []
+
 
 class Clocks:
     def __init__(self):
@@ -53,7 +61,7 @@ def rig(tmp_path):
     w = World(str(tmp_path))
     clocks = Clocks()
     board = FakeBoard()
-    e = Engine(w.t, {"sim": board}, AuditLog(None), liveness=LivenessPolicy(default=(1000, 5000)),
+    e = Engine(StoreAuthorizer(w.store), {"sim": board}, AuditLog(None), liveness=LivenessPolicy(default=(1000, 5000)),
                clock=lambda: clocks.mono, wall=lambda: clocks.wall)
     pushes = []
 
@@ -167,7 +175,7 @@ def test_suspension_is_told_to_the_board_and_lifted_by_a_heartbeat(rig):
 def test_every_transition_is_in_the_table():
     from capwarden.engine.sessions import IllegalTransition, Session
 
-    s = Session("fay:x", "rt", "r", "read", 0)
+    s = Session("fay:x", "rt", "r", "read", 0, 0)
     with pytest.raises(IllegalTransition):
         s.move("handover_pending")
     s.move("active")
@@ -178,7 +186,7 @@ def test_every_transition_is_in_the_table():
 
 def test_runtime_bound_to_its_fays_cannot_act_for_others(tmp_path):
     w = World(str(tmp_path))
-    e = Engine(w.t, {"sim": FakeBoard()}, AuditLog(None), fay_bindings={"rtA": {w.A}})
+    e = Engine(StoreAuthorizer(w.store), {"sim": FakeBoard()}, AuditLog(None), fay_bindings={"rtA": {w.A}})
     e.add_runtime("rtA")
 
     async def scenario():
@@ -193,3 +201,147 @@ def test_runtime_bound_to_its_fays_cannot_act_for_others(tmp_path):
     assert own["body"]["result"] == "granted"
     assert other["message_type"] == "Error" and other["body"]["error_code"] == "E_PERMISSION_DENIED"
     assert ft["message_type"] == "Error" and ft["body"]["error_code"] == "E_PERMISSION_DENIED"
+
+
+def test_a_grant_inside_the_leeway_is_not_ended_a_moment_later(tmp_path):
+    w = World(str(tmp_path))
+    clocks = Clocks()
+    e = Engine(StoreAuthorizer(w.store, leeway=60), {"sim": FakeBoard()}, AuditLog(None),
+               clock=lambda: clocks.mono, wall=lambda: clocks.wall)
+    e.add_runtime("rtA")
+    e.connected("rtA", _sink)
+    did = w.descriptor(w.A, [w.grant("gps", "read")], seconds=int(clocks.wall) - w.now - 30)   # expired 30 s ago
+
+    async def scenario():
+        r = await e.handle("rtA", protocol.make("AuthRequest", {"fay_id": w.A, "resource_id": w.res("gps"),
+                                                                "access_mode": "read", "credential": w.cred(did)}, "rtA"))
+        assert r["body"]["result"] == "granted"                  # inside the 60 s leeway
+        s = e.sessions[r["body"]["session_id"]]
+        assert r["body"]["expires_at"] == s.credential_ref["not_after"] + 60
+        await e.sweep()
+        assert s.state == "active"                               # not ended by the next sweep
+        clocks.wall = r["body"]["expires_at"] - 1
+        await e.sweep()
+        assert s.state == "active"
+        clocks.wall += 1                                         # the instant a new request is refused
+        await e.sweep()
+        assert s.state == "terminated"
+
+    run(scenario())
+
+
+async def _sink(msg):
+    pass
+
+
+def test_a_key_revoked_in_the_store_ends_its_sessions(rig):
+    w, e, c, board, send, pushes = rig
+    from capwarden.credentials import Terminal
+
+    async def scenario():
+        s = await acquire(w, e)
+        await e.sweep()
+        assert s.state == "active"
+        Terminal.open(w.store).keys.revoke("acme-1")             # as another process would
+        await e.sweep()
+        assert s.state == "terminated"
+        await asyncio.sleep(0.01)                                # pushes go out as tasks
+        reasons = [p["body"]["reason"] for p in pushes if p["message_type"] == "SessionStateChanged"]
+        assert reasons[-1] == "key_invalid"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("mtype", sorted(set(protocol.validator()[1]) - {
+    "AuthRequest", "Heartbeat", "SessionRelease", "FayTerminated", "SessionQuery", "HandoverRequest",
+    "HandoverResponse", "ResourceCommand"}))
+def test_default_deny_every_other_message_type(rig, mtype):
+    w, e, c, board, send, pushes = rig
+    r = run(e.handle("rtA", protocol.make(mtype, {}, "rtA")))
+    assert r["message_type"] == "Error" and r["body"]["error_code"] == "E_PERMISSION_DENIED"
+
+
+def test_unknown_runtime_and_forged_sender_are_denied(rig):
+    w, e, c, board, send, pushes = rig
+    r = run(e.handle("rtZ", protocol.make("SessionQuery", {}, "rtZ")))
+    assert r["body"]["error_code"] == "E_PERMISSION_DENIED"
+    r = run(e.handle("rtA", protocol.make("SessionQuery", {}, "rtB")))
+    assert r["body"]["error_code"] == "E_PERMISSION_DENIED"
+
+
+class FakeAuthorizer:
+    """The engine's whole dependency on credentials: four methods and two attributes."""
+
+    terminal_id = "terminal:01927b34-7e21-7c4d-a89f-1234567890ab"
+
+    def __init__(self):
+        self.listeners = []
+        self.generation = 0
+        self.revoked = set()
+
+    def check(self, credential, fay_id, resource_id, mode, now):
+        from capwarden.credentials.validate import Decision
+
+        ok = credential["descriptor_id"].endswith("ab") and mode == "read"
+        d = Decision(ok, None if ok else "E_DESCRIPTOR_MODE_NOT_GRANTED", "fake", kind="descriptor")
+        d.credential_id, d.not_after, d.issuer_id, d.key_id = credential["descriptor_id"], 2 ** 40, "i", "k"
+        d.granted_modes = ("read",)
+        return d
+
+    def reference(self, d):
+        return {"type": "descriptor", "id": d.credential_id, "not_after": d.not_after, "issuer_id": d.issuer_id,
+                "key_id": d.key_id, "ends_at": d.not_after}
+
+    def still_valid(self, ref, now):
+        return "revoked" if ref["id"] in self.revoked else None
+
+    def refresh(self, now):
+        return False
+
+
+def test_the_engine_runs_on_any_authorizer_with_the_interface():
+    auth = FakeAuthorizer()
+    board = FakeBoard()
+    e = Engine(auth, {"sim": board}, AuditLog(None))
+    e.add_runtime("rtA")
+    e.connected("rtA", _sink)
+    fay = "fay:01927b34-7e21-7c4d-a89f-1234567890ab"
+    body = {"fay_id": fay, "resource_id": auth.terminal_id + "/sim/gps", "access_mode": "read",
+            "credential": {"type": "descriptor_ref", "descriptor_id": "01927b34-7e21-7c4d-a89f-1234567890ab"}}
+
+    async def scenario():
+        r = await e.handle("rtA", protocol.make("AuthRequest", body, "rtA"))
+        assert r["body"]["result"] == "granted"
+        s = e.sessions[r["body"]["session_id"]]
+        auth.revoked.add(s.credential_ref["id"])
+        auth.generation += 1                                     # what a revocation does
+        await e.sweep()
+        assert s.state == "terminated"
+        r = await e.handle("rtA", protocol.make("AuthRequest", dict(body, access_mode="write"), "rtA"))
+        assert r["body"]["error_code"] == "E_DESCRIPTOR_MODE_NOT_GRANTED"
+
+    run(scenario())
+
+
+def test_a_release_the_board_did_not_answer_is_retried_and_its_token_not_reused(rig):
+    w, e, c, board, send, pushes = rig
+    from capwarden.engine import liveness
+    from capwarden.errors import LinkTimeout
+
+    async def scenario():
+        s = await acquire(w, e)
+
+        async def lost(*a):
+            raise LinkTimeout("no answer")
+
+        board.release, board.end_session = lost, lost
+        await e.handle("rtA", protocol.make("SessionRelease", {"session_id": s.session_id}, "rtA"))
+        h = e.registry.boards["sim"]
+        assert s.token in h.retired                              # not forgotten: the heartbeat would renew it
+        for _ in range(3):
+            assert e.registry.new_token() != s.token
+        del board.release, board.end_session                     # the board answers again
+        await liveness._board_tick(e, h)
+        assert ("end_session", s.token) in board.calls and not h.retired
+
+    run(scenario())

@@ -228,3 +228,83 @@ def test_split_validation_agrees_with_the_full_schema():
             except protocol.BadMessage:
                 ok = False
             assert ok == full.is_valid(m), m
+
+
+def test_version_and_sender_id_are_checked(served, run):
+    async def scenario():
+        async with websockets.connect(served.url, additional_headers={"Authorization": "Bearer " + TOKENS["rtA"]}) as ws:
+            v2 = dict(protocol.make("SessionQuery", {}, "rtA"), version=2)
+            await ws.send(json.dumps(v2))
+            r = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert r["body"]["error_code"] == "E_UNSUPPORTED_VERSION" and r["correlation_id"] == v2["message_id"]
+            anonymous = protocol.make("SessionQuery", {}, "rtA")
+            del anonymous["sender_id"]                      # section 2.6: sender_id is required
+            await ws.send(json.dumps(anonymous))
+            r = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert r["body"]["error_code"] == "E_MALFORMED_REQUEST" and "sender_id" in r["body"]["error_message"]
+
+    run(scenario())
+
+
+def test_credential_content_gets_the_credential_codes(world, client, run):
+    a = client()
+    base = {"fay_id": world.A, "resource_id": world.res("gps"), "access_mode": "read"}
+    for cred, code in (({"type": "descriptor_ref", "descriptor_id": "not-a-descriptor"}, "E_DESCRIPTOR_NOT_FOUND"),
+                       ({"type": "descriptor_ref", "descriptor_id": "01927b34-7e21-7c4d-a89f-1234567890ab"},
+                        "E_DESCRIPTOR_NOT_FOUND"),
+                       ({"type": "ticket", "ticket": "a.b"}, "E_TICKET_MALFORMED"),
+                       ({"type": "ticket", "ticket": "x" * 70000}, "E_TICKET_MALFORMED")):
+        r = run(a.request("AuthRequest", dict(base, credential=cred)))
+        assert r["result"] == "denied" and r["error_code"] == code, (cred["type"], r)
+
+
+def test_authrequest_with_a_ticket(world, client, run):
+    from capwarden.credentials.issue import sign_ticket, ticket_claims
+
+    token = sign_ticket(world.key, ticket_claims(world.C, world.tid, [world.grant("imu", "read")], "issuer:acme",
+                                                 world.now - 60, world.now + 3600))
+    a = client()
+    s = run(a.acquire(world.C, world.res("imu"), "read", {"type": "ticket", "ticket": token}))
+    listed = run(a.request("SessionQuery", {}))["sessions"][0]
+    assert listed["credential_ref"]["type"] == "ticket" and listed["session_id"] == s.session_id
+    r = run(a.request("AuthRequest", {"fay_id": world.C, "resource_id": world.res("imu"), "access_mode": "configure",
+                                      "credential": {"type": "ticket", "ticket": token}}))
+    assert r["error_code"] == "E_TICKET_MODE_NOT_GRANTED"
+
+
+def test_sdk_refuses_a_request_the_schema_forbids_before_sending(world, client, run):
+    a = client()
+    with pytest.raises(CapError) as exc:
+        run(a.request("Heartbeat", {"session_ids": "not a list"}))
+    assert exc.value.code == "E_MALFORMED_REQUEST" and "session_ids" in exc.value.message
+
+
+def test_keys_and_descriptors_imported_while_serving_are_used(world, client, run, tmp_path):
+    """Another process (capwarden keys import, descriptors import) changes the store under serve."""
+    import subprocess
+
+    from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
+    from conftest import EXE
+
+    key = SigningKey.generate("ed25519", "beta-1", "issuer:beta")
+    prefix = str(tmp_path / "beta")
+    key.save(prefix, world.now - 100)
+    path = str(tmp_path / "d.cap")
+    with open(path, "wb") as f:
+        f.write(sign_descriptor(key, descriptor_payload(world.C, world.tid, [world.grant("sdcard", "write")],
+                                                        "issuer:beta", world.now - 60, world.now + 3600)))
+    for cmd in (["keys", "import", "--store", world.store, prefix + ".pub.json"],
+                ["descriptors", "import", "--store", world.store, path]):
+        out = subprocess.run([EXE] + cmd, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+    did = subprocess.run([EXE, "descriptors", "list", "--store", world.store], capture_output=True, text=True,
+                         timeout=30).stdout
+    a = client()
+
+    async def scenario():
+        await asyncio.sleep(0.2)                      # the engine's next sweep re-reads the store
+        ids = [w for w in did.split() if len(w) == 36 and w not in (world.dA, world.dB, world.dC)]
+        s = await a.acquire(world.C, world.res("sdcard"), "write", world.cred(ids[0]))
+        assert s.state == "active"
+
+    run(scenario())

@@ -137,7 +137,8 @@ async def scenario(folder, heapsize):
 
         step(7, "The issuer revokes the coFay's descriptor: its sessions end")
         rev = sign_revocation(issuer, d_cofay, int(time.time()), "no_longer_needed")
-        app.engine.terminal.import_revocation(rev, int(time.time()))
+        Terminal.open(store).import_revocation(rev, int(time.time()))   # as `capwarden revocations import`
+        say("revocation imported into the store; the engine picks it up on its next sweep")
         for s in cofay_sessions:
             await asyncio.wait_for(s.ended(), 10)
             say("coFay session %s on %s: %s (%s)" % (s.session_id[:13], s.resource_id.split("/")[-1], s.state,
@@ -167,8 +168,10 @@ async def scenario(folder, heapsize):
     from capwarden.engine.audit import read
 
     entries, problem = read(app.audit_path)
-    for e in entries[-6:]:
-        say("%3d %-9s %-8s %s" % (e["seq"], e["action"], e["outcome"], e.get("reason", "")))
+    say("seq action    outcome   runtime   resource     reason or code")
+    for e in entries:
+        say("%3d %-9s %-9s %-9s %-12s %s" % (e["seq"], e["action"], e["outcome"], e.get("runtime", "-"),
+                                           e.get("resource", "-").rsplit("/", 1)[-1], e.get("reason", "")))
     say("%d entries, chain %s (run with --keep, then: capwarden audit --store %s)" % (
         len(entries), "intact" if problem is None else problem, store))
 

@@ -35,6 +35,9 @@ def register(sub):
     p.add_argument("--audit", default=None, metavar="FILE", help="audit log (default STORE/audit.log)")
     p.add_argument("--liveness", action="append", default=[], metavar="CLASS=INTERVAL_MS/TIMEOUT_MS",
                    help="heartbeat interval and timeout for a resource class (default 1000/5000)")
+    p.add_argument("--leeway", type=int, default=60, metavar="SECONDS",
+                   help="clock-skew leeway for credential validity, 0..300 (default 60, as in verify); sessions "
+                        "end when a fresh request would be refused")
     p.add_argument("--heapsize", default=None, help="virtual board heap (with --board sim)")
     p.set_defaults(func=main)
 
@@ -75,11 +78,13 @@ def main(args):
         liveness = LivenessPolicy.parse(args.liveness)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if not 0 <= args.leeway <= 300:
+        raise UsageError("--leeway must be 0..300 seconds")
     tokens = parse_tokens(args.runtime_token)
     app = EngineApp(store_path(args), args.listen, tokens, sim=args.board == "sim",
                     fay_bindings=parse_bindings(args.runtime_fays, tokens),
                     ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err)
+                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=args.leeway)
 
     async def run():
         await app.start()

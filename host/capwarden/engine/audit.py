@@ -13,6 +13,8 @@ import os
 import threading
 import time
 
+from capwarden.errors import StoreError
+
 GENESIS = "0" * 64
 
 
@@ -33,7 +35,8 @@ class AuditLog:
                 self.seq = entries[-1]["seq"]
                 self.last = entries[-1]["hash"]
             if problem:
-                raise ValueError("audit log %s: %s; move it aside to start a new one" % (path, problem))
+                raise StoreError("audit log %s: %s. Check it with 'capwarden audit --file %s'; move it aside "
+                                 "to start a new one" % (path, problem, path))
 
     def record(self, action, outcome, reason="", **fields):
         with self._lock:

@@ -1,83 +1,56 @@
 """The Protocol_Engine: sessions over boards, behind one policy enforcement point.
 
-Reference architecture (hyperty-runtime-architecture.txt): every runtime message enters through
-`handle()`, which runs the policy enforcement point (`_enforce`) first: default deny, no
-exemption list, every deny answered and audited; a runtime sees and touches only its own
-sessions. One registry (`runtimes`, `sessions`, `boards`). The Board clients (the device
-transports) are the only path to hardware. Everything is injected through the constructor.
+Reference architecture (hyperty-runtime-architecture.txt), mapped:
+
+    message bus         `handle()`: the one entry point for every runtime message
+    enforcement point   `pep.PolicyEnforcementPoint`: default deny, every deny answered and audited
+    registry            `registry.Registry`: runtimes, sessions, boards and resources, offers
+    protocol stubs      the boards' `capwarden.link.Board` clients: the only path to hardware
+
+Everything is passed in through the constructor: the authorizer (credentials), the board
+clients, the audit log, the liveness policy and the clocks. `liveness.py` runs the timers,
+`handover.py` the consent handover, `sessions.py` holds the state machine.
 """
 
 import asyncio
 import base64
+import json
+import logging
 import time
 
-from capshared.errors import DEVICE_TO_API
 from capshared.limits import mode_bits
-from capwarden.credentials.ids import new_uuid7, uuid_text
-from capwarden.engine import protocol
-from capwarden.engine import liveness
+from capwarden.engine import handover, liveness, protocol
 from capwarden.engine.liveness import LivenessPolicy
+from capwarden.engine.pep import PolicyEnforcementPoint
+from capwarden.engine.registry import LIVE, Registry
 from capwarden.engine.sessions import Session
-from capwarden.errors import DeviceError, LinkError
-from capwarden.link import GrantEnded, Reset, ResourceEvent
+from capwarden.errors import CapError, DeviceError, LinkError
+from capwarden.link import Failsafe, GrantEnded, LinkUp, Reset, ResourceEvent
 
+log = logging.getLogger("capwarden.engine")
+
+# request -> its final response (S3, plus the two extensions in docs/DECISIONS.md)
 REQUESTS = {
     "AuthRequest": "AuthResult", "Heartbeat": "HeartbeatAck", "SessionRelease": "SessionReleased",
     "FayTerminated": "SessionsReleased", "SessionQuery": "SessionList", "HandoverRequest": "HandoverResult",
     "HandoverResponse": "HandoverResponseAck", "ResourceCommand": "ResourceCommandResult",
 }
-LIVE = ("active", "handover_pending")
+# The board already ended these grants itself (or moved them): nothing to release there.
+BOARD_ENDED = ("resource_removed", "resource_fault", "board_reset", "lease_expired", "failsafe", "handover",
+               "board_unreachable")
 
 
-class Denied(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Runtime:
-    RECENT = 4096
-
-    def __init__(self, runtime_id):
-        self.runtime_id = runtime_id
-        self.connections = set()      # senders: async callables taking a message dict
-        self.recent = {}              # message ids seen lately: a replayed request is refused
-
-    def seen(self, message_id):
-        if message_id in self.recent:
-            return True
-        self.recent[message_id] = None
-        if len(self.recent) > self.RECENT:
-            self.recent.pop(next(iter(self.recent)))
-        return False
-
-
-class BoardHandle:
-    def __init__(self, name, board):
-        self.name = name
-        self.board = board
-        self.hb_seq = 0
-
-
-class Handover:
-    def __init__(self, holder, runtime_id, to_fay, mode, decision, timeout_ms, loop):
-        self.handover_id = uuid_text(new_uuid7())
-        self.holder = holder
-        self.runtime_id = runtime_id
-        self.to_fay = to_fay
-        self.mode = mode
-        self.decision = decision
-        self.timeout_ms = timeout_ms
-        self.answer = loop.create_future()
+def _fingerprint(msg):
+    return json.dumps([msg["message_type"], msg.get("sender_id"), msg["body"]], sort_keys=True, separators=(",", ":"))
 
 
 class Engine:
-    def __init__(self, terminal, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
+    def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
                  clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None):
-        self.terminal = terminal
-        self.terminal_id = terminal.terminal_id
-        self.boards = {name: BoardHandle(name, b) for name, b in boards.items()}
+        self.authorizer = authorizer
+        self.terminal_id = authorizer.terminal_id
+        self.registry = Registry(self.terminal_id, boards)
+        self.pep = PolicyEnforcementPoint(self.registry, fay_bindings)
         self.audit = audit
         self.liveness = liveness or LivenessPolicy()
         self.lease_ms = lease_ms
@@ -85,307 +58,294 @@ class Engine:
         self.clock = clock
         self.wall = wall
         self.tick_s = tick_s
-        self.runtimes = {}
-        # runtime_id -> the Fays it may act for. A runtime with a binding acts for no other Fay;
-        # one without (S4 defines none) is limited only by the credentials it presents.
-        self.fay_bindings = {rid: frozenset(fays) for rid, fays in (fay_bindings or {}).items()}
-        self.sessions = {}
-        self.handovers = {}
-        self._token = 0
+        self.sessions = self.registry.sessions      # the registry's, named for readers and tools
+        self.handlers = {
+            "AuthRequest": self._auth_request, "Heartbeat": self._heartbeat, "SessionRelease": self._release,
+            "FayTerminated": self._fay_terminated, "SessionQuery": self._query,
+            "HandoverRequest": self._handover_request, "HandoverResponse": self._handover_response,
+            "ResourceCommand": self._command,
+        }
         self._tasks = []
-        self._revocations_mtime = None
-        self._next_purge = 0.0
-        terminal.revocations.listeners.append(self._on_revocation)
+        authorizer.listeners.append(self._on_revocation)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self):
-        for h in self.boards.values():
+        for h in self.registry.boards.values():
             h.board.subscribe(lambda ev, h=h: self._on_board_event(h, ev))
-        self._tasks = [asyncio.ensure_future(self._board_heartbeats()), asyncio.ensure_future(self._liveness())]
+            await self.reconcile(h)   # grants left by an engine that stopped within a lease: released
+        self._tasks = [asyncio.ensure_future(liveness.board_heartbeats(self)), asyncio.ensure_future(liveness.run(self))]
 
     async def stop(self):
         for t in self._tasks:
             t.cancel()
         for s in list(self.sessions.values()):
-            await self._terminate(s, "engine_stopped")
+            if s.state == "creating":
+                await self.cancel(s, withdraw=True)
+            else:
+                await self.terminate(s, "engine_stopped")
 
     def add_runtime(self, runtime_id):
-        return self.runtimes.setdefault(runtime_id, Runtime(runtime_id))
+        return self.registry.add_runtime(runtime_id)
 
     def connected(self, runtime_id, send):
-        self.add_runtime(runtime_id).connections.add(send)
+        self.registry.add_runtime(runtime_id).connections.add(send)
 
     def disconnected(self, runtime_id, send):
-        rt = self.runtimes.get(runtime_id)
+        rt = self.registry.runtime(runtime_id)
         if rt:
             rt.connections.discard(send)
+        # A request still waiting (wait_ms, or a handover offer) can no longer be answered on
+        # that connection: withdraw it, so no grant reaches a requester that has gone (faults.md 28).
+        for s in list(self.sessions.values()):
+            if s.state == "creating" and s.origin is send:
+                asyncio.ensure_future(self.cancel(s, withdraw=True))
 
     # ---- the one entry point ----------------------------------------------------------------
-    async def handle(self, runtime_id, msg):
-        """The final response to one request (a message dict). Never raises for bad input."""
-        mtype = msg["message_type"]
-        corr = msg["message_id"]
+    async def handle(self, runtime_id, msg, origin=None):
+        """The final response to one request (a message dict). Never raises for bad input.
+
+        A message id seen before from this runtime is answered with the first answer, and not
+        acted on again (faults.md 31 and 49: a retry is idempotent; attacks.md I72: a replay
+        changes nothing). The same id on a different request is refused.
+        """
+        mid = msg["message_id"]
+        rt = self.registry.runtime(runtime_id)
+        if rt is not None:
+            fp = _fingerprint(msg)
+            answer = asyncio.get_running_loop().create_future()
+            first = rt.remember(mid, fp, answer)
+            if first is not None:
+                if first[0] != fp:
+                    return self._deny(runtime_id, msg["message_type"], mid, CapError(
+                        "E_MALFORMED_REQUEST", "message_id %s was already used for another request" % mid))
+                return await asyncio.shield(first[1])
         try:
-            self._enforce(runtime_id, msg)
-            body = await getattr(self, "_do_" + mtype)(runtime_id, msg["body"])
-            return protocol.make(REQUESTS[mtype], body, self.terminal_id, corr)
-        except Denied as d:
-            self.audit.record("deny", "denied", d.code, runtime=runtime_id, message_type=mtype,
-                              detail=d.message[:200])
-            return self.error(d.code, d.message, corr)
+            reply = await self._decide(runtime_id, msg, origin)
+        except Exception:  # a bug must still answer the request, and not leak details
+            log.exception("request %s failed", msg["message_type"])
+            reply = self.error("E_INTERNAL", "internal error", mid)
+        if rt is not None:
+            answer.set_result(reply)
+        return reply
+
+    async def _decide(self, runtime_id, msg, origin):
+        mtype, mid = msg["message_type"], msg["message_id"]
+        try:
+            target = self.pep.check(runtime_id, msg)
+            body = await self.handlers[mtype](runtime_id, msg["body"], target, origin)
+        except CapError as d:
+            return self._deny(runtime_id, mtype, mid, d)
+        return protocol.make(REQUESTS[mtype], body, self.terminal_id, mid)
+
+    def _deny(self, runtime_id, mtype, mid, d):
+        self.audit.record("deny", "denied", d.code, runtime=runtime_id, message_type=mtype, detail=d.message[:200])
+        return self.error(d.code, d.message, mid)
 
     def error(self, code, message, corr=None):
         return protocol.make("Error", {"error_code": code, "error_message": message}, self.terminal_id, corr)
 
-    def _enforce(self, runtime_id, msg):
-        # Default deny: only the listed requests, only from the sender the connection proves,
-        # only on the sender's own sessions and handovers.
-        if runtime_id not in self.runtimes:
-            raise Denied("E_PERMISSION_DENIED", "unknown runtime")
-        sender = msg.get("sender_id")
-        if sender is not None and sender != runtime_id:
-            raise Denied("E_PERMISSION_DENIED", "sender_id %r is not this connection's runtime" % sender)
-        mtype = msg["message_type"]
-        if mtype not in REQUESTS:
-            raise Denied("E_PERMISSION_DENIED", "%s is not a request a runtime may send" % mtype)
-        if self.runtimes[runtime_id].seen(msg["message_id"]):
-            # The same message twice is a replay, not a second command (attacks.md I72).
-            raise Denied("E_MALFORMED_REQUEST", "message_id %s was already used" % msg["message_id"])
-        body = msg["body"]
-        fay = body.get("fay_id") or body.get("to_fay_id")
-        bound = self.fay_bindings.get(runtime_id)
-        if fay is not None and bound is not None and fay not in bound:
-            raise Denied("E_PERMISSION_DENIED", "runtime %s does not act for %s" % (runtime_id, fay))
-        if mtype in ("SessionRelease", "ResourceCommand") or (mtype == "SessionQuery" and "session_id" in body):
-            self._own(runtime_id, body["session_id"])
-        if mtype == "HandoverResponse":
-            h = self.handovers.get(body["handover_id"])
-            if h is None:
-                raise Denied("E_HANDOVER_TIMEOUT", "no pending handover %s (answered late, or never offered)"
-                             % body["handover_id"])
-            if h.holder.runtime_id != runtime_id:
-                raise Denied("E_PERMISSION_DENIED", "only the holder answers a handover offer")
-
-    def _own(self, runtime_id, session_id):
-        s = self.sessions.get(session_id)
+    # ---- AuthRequest ------------------------------------------------------------------------
+    async def _auth_request(self, runtime_id, b, _target, origin):
+        s, decision = self.new_session(runtime_id, b["fay_id"], b["resource_id"], b["access_mode"], b["credential"],
+                                       origin=origin)
         if s is None:
-            raise Denied("E_SESSION_NOT_FOUND", "no session %s" % session_id)
-        if s.runtime_id != runtime_id:
-            raise Denied("E_PERMISSION_DENIED", "session %s belongs to another runtime" % session_id)
-        return s
-
-    # ---- requests -----------------------------------------------------------------------------
-    async def _do_AuthRequest(self, runtime_id, b):
-        s, decision = self._new_session(runtime_id, b["fay_id"], b["resource_id"], b["access_mode"], b["credential"])
-        if s.state == "terminated":
             return {"resource_id": b["resource_id"], "access_mode": b["access_mode"], "result": "denied",
                     "error_code": decision.error_code, "error_message": decision.message}
-        return await self._do_AuthRequest_for(s, b.get("wait_ms", 0))
+        return await self.lock(s, b.get("wait_ms", 0))
 
-    async def _do_AuthRequest_for(self, s, wait_ms=0):
-        """Lock a checked session's resource on its board: AuthResult body."""
-        runtime_id = s.runtime_id
+    def new_session(self, runtime_id, fay_id, resource_id, mode, credential, origin=None, action="acquire"):
+        """(session in `creating`, decision) when the credential grants it and the resource is
+        there; (None, decision) when denied (audited)."""
+        wall = int(self.wall())
+        decision = self.authorizer.check(credential, fay_id, resource_id, mode, wall)
+        target = self.registry.resolve(resource_id) if decision.granted else None
+        if decision.granted and target is None:
+            decision.granted = False
+            decision.error_code = "E_RESOURCE_UNAVAILABLE"
+            decision.message = "no board has the resource %s, or it is absent or faulty" % resource_id
+        if not decision.granted:
+            self.audit.record(action, "denied", decision.error_code, runtime=runtime_id, fay=fay_id,
+                              resource=resource_id, mode=mode, credential=decision.credential_id,
+                              key_id=decision.key_id, issuer=decision.issuer_id, detail=decision.message[:200])
+            return None, decision
+        s = Session(fay_id, runtime_id, resource_id, mode, self.clock(), wall)
+        s.board, s.res, cls = target
+        s.interval_ms, s.timeout_ms = self.liveness.for_class(cls)
+        s.granted_modes = decision.granted_modes
+        s.credential_ref = self.authorizer.reference(decision)
+        s.checked_generation = self.authorizer.generation
+        s.origin = origin
+        s.token = self.registry.new_token()
+        self.registry.add(s)
+        return s, decision
+
+    async def lock(self, s, wait_ms=0):
+        """Take a checked session's lock on its board: the AuthResult body."""
         result = {"resource_id": s.resource_id, "access_mode": s.access_mode}
         try:
             grant = await s.board.board.acquire(s.res, mode_bits([s.access_mode]), s.token, self.lease_ms, wait_ms)
         except DeviceError as exc:
-            return self._denied_after_device(s, result, DEVICE_TO_API.get(exc.code, exc.code), exc.message)
+            return await self._denied_after_board(s, result, protocol.api_code(exc.code), protocol.refusal_text(exc),
+                                                  exc.message)
         except LinkError as exc:
-            return self._denied_after_device(s, result, "E_DEVICE_UNREACHABLE", str(exc))
-        if s.state != "creating":  # the Fay or runtime went away while it waited (faults.md 28)
-            await self._release_on_board(s, grant.epoch)
-            result.update(result="denied", error_code="E_SESSION_NOT_FOUND", error_message="the session ended while waiting")
+            return await self._denied_after_board(s, result, "E_DEVICE_UNREACHABLE", str(exc))
+        if s.state != "creating":  # withdrawn while it waited (faults.md 28): the grant is voided
+            await self._release_on_board(s.board, s.res, s.token, grant.epoch)
+            result.update(result="denied", error_code="E_SESSION_NOT_FOUND",
+                          error_message="the request was withdrawn while it waited")
             return result
         s.epoch = grant.epoch
         s.last_hb_mono = self.clock()
-        self._move(s, "active", "granted")
-        self.audit.record("acquire", "granted", "", runtime=runtime_id, fay=s.fay_id, resource=s.resource_id,
-                          mode=s.access_mode, session=s.session_id, credential=s.credential_ref["id"],
-                          credential_type=s.credential_ref["type"], key_id=s.credential_ref["key_id"],
-                          issuer=s.credential_ref["issuer_id"], epoch=s.epoch)
-        result.update(result="granted", session_id=s.session_id, granted_modes=list(s.granted_modes),
-                      expires_at=s.credential_ref["not_after"], heartbeat_interval_ms=s.interval_ms,
-                      heartbeat_timeout_ms=s.timeout_ms)
+        self.move(s, "active", "granted")
+        ref = s.credential_ref
+        self.audit.record("acquire", "granted", "", runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
+                          mode=s.access_mode, session=s.session_id, credential=ref["id"], credential_type=ref["type"],
+                          key_id=ref["key_id"], issuer=ref["issuer_id"], epoch=s.epoch)
+        result.update(result="granted", **self.auth_fields(s))
         return result
 
-    def _denied_after_device(self, s, result, code, message):
-        s.move("terminated")
-        self.sessions.pop(s.session_id, None)
+    def auth_fields(self, s):
+        return {"session_id": s.session_id, "granted_modes": list(s.granted_modes),
+                "expires_at": s.credential_ref["ends_at"], "heartbeat_interval_ms": s.interval_ms,
+                "heartbeat_timeout_ms": s.timeout_ms}
+
+    async def _denied_after_board(self, s, result, code, message, detail=None):
+        already = s.state != "creating"
+        await self.cancel(s)
+        if already:
+            code, message = "E_SESSION_NOT_FOUND", "the request was withdrawn while it waited"
         self.audit.record("acquire", "denied", code, runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
-                          mode=s.access_mode, credential=s.credential_ref["id"], detail=message[:200])
+                          mode=s.access_mode, credential=s.credential_ref["id"], detail=(detail or message)[:200])
         result.update(result="denied", error_code=code, error_message=message)
         return result
 
-    def _new_session(self, runtime_id, fay_id, resource_id, mode, credential):
-        """A session in `creating` (registered) or `terminated` (denied), and the decision."""
-        s = Session(fay_id, runtime_id, resource_id, mode, self.clock())
-        decision = self._check_credential(credential, fay_id, resource_id, mode)
-        target = self._resolve(resource_id) if decision.granted else None
-        if decision.granted and target is None:
-            decision.granted = False
-            decision.error_code = "E_RESOURCE_UNAVAILABLE"
-            decision.message = "no board has the resource %s" % resource_id
-        if not decision.granted:
-            s.move("terminated")
-            self.audit.record("acquire", "denied", decision.error_code, runtime=runtime_id, fay=fay_id,
-                              resource=resource_id, mode=mode, credential=decision.credential_id,
-                              key_id=decision.key_id, detail=decision.message[:200])
-            return s, decision
-        s.board, s.res, cls = target
-        s.interval_ms, s.timeout_ms = self.liveness.for_class(cls)
-        s.granted_modes = decision.granted_modes
-        s.credential_ref = {"type": decision.kind, "id": decision.credential_id, "not_after": decision.not_after,
-                            "issuer_id": decision.issuer_id, "key_id": decision.key_id}
-        md = getattr(decision.credential, "metadata", None)
-        if md and md.get("origin") == "converted_from_ticket":
-            # dies with its ticket (attacks.md F59), also mid-session
-            s.credential_ref["origin"] = (md.get("origin_iss", ""), md.get("origin_jti", ""))
-        self._token = self._token % ((1 << 30) - 1) + 1
-        s.token = self._token
-        self.sessions[s.session_id] = s
-        return s, decision
-
-    def _check_credential(self, credential, fay_id, resource_id, mode):
-        now = int(self.wall())
-        if credential["type"] == "descriptor_ref":
-            return self.terminal.decide_descriptor(credential["descriptor_id"], fay_id, resource_id, mode, now)
-        return self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
-
-    def _resolve(self, resource_id):
-        """(board handle, resource index, class) for TERMINAL/BOARD/RESOURCE, or None."""
-        prefix = self.terminal_id + "/"
-        if not resource_id.startswith(prefix):
-            return None
-        parts = resource_id[len(prefix):].split("/")
-        if len(parts) != 2 or parts[0] not in self.boards:
-            return None
-        h = self.boards[parts[0]]
-        for r in h.board.info.resources:
-            if r.name == parts[1]:
-                return (h, r.index, r.cls) if r.state == "present" else None
-        return None
-
-    async def _do_Heartbeat(self, runtime_id, b):
-        alive, unknown = [], []
+    # ---- the other requests -------------------------------------------------------------------
+    async def _heartbeat(self, runtime_id, b, target, _origin):
+        alive, unknown = target
         now = self.clock()
-        for sid in b["session_ids"]:
-            s = self.sessions.get(sid)
-            if s is None or s.runtime_id != runtime_id or s.state not in LIVE:
-                unknown.append(sid)   # another runtime's session is "unknown" here: nothing leaks
-                continue
+        wall = int(self.wall())
+        for s in alive:
             s.last_hb_mono = now
-            s.last_heartbeat_at = int(self.wall())
+            s.last_heartbeat_at = wall
             if s.suspended:
-                await self._set_suspended(s, False, "heartbeat_resumed")
-            alive.append(sid)
-        return {"alive": alive, "unknown": unknown}
+                await self.set_suspended(s, False, "heartbeat_resumed")
+        return {"alive": [s.session_id for s in alive], "unknown": unknown}
 
-    async def _do_SessionRelease(self, runtime_id, b):
-        s = self.sessions[b["session_id"]]
-        await self._terminate(s, "released")
+    async def _release(self, runtime_id, b, s, _origin):
+        await self.terminate(s, "released")
         return {"session_id": s.session_id}
 
-    async def _do_FayTerminated(self, runtime_id, b):
+    async def _fay_terminated(self, runtime_id, b, _target, _origin):
         ids = []
-        for s in list(self.sessions.values()):
-            if s.runtime_id == runtime_id and s.fay_id == b["fay_id"]:
+        for s in self.registry.of_runtime(runtime_id, b["fay_id"], live_only=False):
+            if s.state == "creating":
+                await self.cancel(s, withdraw=True)    # its requester is told by its own answer
+            elif s.state in LIVE:
                 ids.append(s.session_id)
-                await self._terminate(s, "fay_terminated")
+                await self.terminate(s, "fay_terminated")
         return {"session_ids": ids}
 
-    async def _do_SessionQuery(self, runtime_id, b):
-        mine = [s for s in self.sessions.values() if s.runtime_id == runtime_id and s.state != "creating"]
-        if "session_id" in b:
-            mine = [s for s in mine if s.session_id == b["session_id"]]
-        return {"sessions": [s.to_json() for s in mine]}
+    async def _query(self, runtime_id, b, sessions, _origin):
+        return {"sessions": [s.to_json() for s in sessions]}
 
-    async def _do_ResourceCommand(self, runtime_id, b):
-        s = self.sessions[b["session_id"]]
-        if s.state != "active":
-            raise Denied("E_PERMISSION_DENIED", "session %s is %s" % (s.session_id, s.state))
-        try:
-            args = base64.urlsafe_b64decode(b.get("args", "") + "=" * (-len(b.get("args", "")) % 4))
-        except ValueError:
-            raise Denied("E_MALFORMED_REQUEST", "args must be base64url") from None
-        try:
-            data = await s.board.board.actuate(s.res, s.token, s.epoch, b["op"], args)
-        except DeviceError as exc:
-            self.audit.record("command", "denied", exc.code, runtime=runtime_id, session=s.session_id, op=b["op"])
-            raise Denied(DEVICE_TO_API.get(exc.code, exc.code), "%s (board: %s)" % (exc.message, exc.code)) from None
-        except LinkError as exc:
-            raise Denied("E_DEVICE_UNREACHABLE", str(exc)) from None
-        return {"session_id": s.session_id, "op": b["op"], "data": base64.urlsafe_b64encode(data).rstrip(b"=").decode()}
+    async def _handover_request(self, runtime_id, b, _target, origin):
+        return await handover.request_handover(self, runtime_id, b, origin)
 
-    # ---- handover (first form: the holder's consent) -----------------------------------------
-    async def _do_HandoverRequest(self, runtime_id, b):
-        from capwarden.engine.handover import request_handover
-
-        return await request_handover(self, runtime_id, b)
-
-    async def _do_HandoverResponse(self, runtime_id, b):
-        h = self.handovers[b["handover_id"]]
-        if not h.answer.done():
-            h.answer.set_result(bool(b["accept"]))
+    async def _handover_response(self, runtime_id, b, h, _origin):
+        h.settle(b["accept"])
         return {"handover_id": h.handover_id}
 
+    async def _command(self, runtime_id, b, s, _origin):
+        # Allowed while active or while a handover is offered (the holder keeps control until it
+        # consents). Suspension, mode and epoch are enforced by the board itself.
+        args = b.get("args", "")
+        try:
+            raw = base64.urlsafe_b64decode(args + "=" * (-len(args) % 4))
+        except ValueError:
+            raise CapError("E_MALFORMED_REQUEST", "args must be base64url without padding") from None
+        try:
+            data = await s.board.board.actuate(s.res, s.token, s.epoch, b["op"], raw)
+        except DeviceError as exc:
+            self.audit.record("command", "denied", exc.code, runtime=runtime_id, session=s.session_id, op=b["op"],
+                              detail=exc.message[:200])
+            raise CapError(protocol.api_code(exc.code), protocol.refusal_text(exc)) from None
+        except LinkError as exc:
+            raise CapError("E_DEVICE_UNREACHABLE", str(exc)) from None
+        return {"session_id": s.session_id, "op": b["op"], "data": base64.urlsafe_b64encode(data).rstrip(b"=").decode()}
+
     # ---- state changes ------------------------------------------------------------------------
-    def _move(self, s, state, reason):
+    def move(self, s, state, reason):
         old = s.move(state)
         self.push(s.runtime_id, "SessionStateChanged", {"session_id": s.session_id, "state": state,
                                                          "previous_state": old, "reason": reason,
                                                          "suspended": s.suspended})
 
-    async def _terminate(self, s, reason):
-        if s.state == "creating":
-            s.move("terminated")             # an acquire in flight sees this and gives the lock back
-            self.sessions.pop(s.session_id, None)
-            return
+    async def terminate(self, s, reason):
+        """End a live session: terminating, the board grant released, terminated; each step pushed."""
         if s.state not in LIVE:
             return
-        if s.handover is not None and not s.handover.answer.done():
-            s.handover.answer.set_result(False)
-        self._move(s, "terminating", reason)
-        if reason not in ("resource_removed", "resource_fault", "board_reset", "lease_expired", "handover"):
-            await self._release_on_board(s, s.epoch)
-        self._move(s, "terminated", reason)
-        self.sessions.pop(s.session_id, None)
+        if s.handover is not None:
+            s.handover.settle(False)
+        self.move(s, "terminating", reason)
+        if reason not in BOARD_ENDED:
+            await self._release_on_board(s.board, s.res, s.token, s.epoch)
+        self.move(s, "terminated", reason)
+        self.registry.drop(s)
+        ref = s.credential_ref
         self.audit.record("terminate", "done", reason, runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
-                          session=s.session_id, credential=s.credential_ref["id"] if s.credential_ref else None,
-                          epoch=s.epoch)
+                          session=s.session_id, credential=ref["id"], epoch=s.epoch)
 
-    async def _release_on_board(self, s, epoch):
+    async def cancel(self, s, withdraw=False):
+        """Drop a session still `creating` (its requester gets the answer, not a push).
+
+        `withdraw`: the board may hold a waiter or a grant for it; ask the board to end them.
+        """
+        if s.state == "creating":
+            s.move("terminated")
+            for h in list(self.registry.handovers.values()):
+                if h.new is s:
+                    h.settle(False)
+        if self.registry.get(s.session_id) is s:
+            self.registry.drop(s)
+            if withdraw:
+                await self.end_on_board(s.board, s.token)
+
+    async def _release_on_board(self, handle, res, token, epoch):
         try:
-            await s.board.board.release(s.res, s.token, epoch)
+            await handle.board.release(res, token, epoch)
         except DeviceError:
             pass   # already gone on the board (stale epoch, lease ended): nothing holds it
         except LinkError:
-            pass   # the board's lease will end the grant and drive the hardware safe
+            await self.end_on_board(handle, token)
 
-    async def _set_suspended(self, s, on, reason):
+    async def end_on_board(self, handle, token):
+        """End whatever the board holds or queues for `token`. If the board does not answer, the
+        token is retired and retried until it does: the engine's batched heartbeat renews every
+        lease on a board, so a grant it forgot would otherwise be kept alive (liveness.py)."""
+        try:
+            await handle.board.end_session(token)
+        except (DeviceError, LinkError):
+            handle.retired.add(token)
+
+    async def set_suspended(self, s, on, reason):
         s.suspended = on
         try:
             await s.board.board.suspend(s.token, on)
         except (DeviceError, LinkError):
-            pass
+            pass   # suspension is also the board's default for a late lease; the engine still refuses
         self.audit.record("suspend" if on else "resume", "done", reason, runtime=s.runtime_id, session=s.session_id)
         self.push(s.runtime_id, "SessionStateChanged", {"session_id": s.session_id, "state": s.state,
                                                          "previous_state": s.state, "reason": reason, "suspended": on})
 
     def push(self, runtime_id, mtype, body):
-        rt = self.runtimes.get(runtime_id)
+        rt = self.registry.runtime(runtime_id)
         if not rt:
             return
         msg = protocol.make(mtype, body, self.terminal_id)
         for send in list(rt.connections):
             asyncio.ensure_future(send(msg))
 
-    # ---- timers (capwarden.engine.liveness) --------------------------------------------------
-    async def _board_heartbeats(self):
-        await liveness.board_heartbeats(self)
-
-    async def _liveness(self):
-        await liveness.run(self)
-
+    # ---- timers -------------------------------------------------------------------------------
     async def sweep(self):
         """One pass of the timers: heartbeats (AND rule), credential expiry, revocations."""
         await liveness.sweep(self)
@@ -399,15 +359,40 @@ class Engine:
 
     async def _board_event(self, h, ev):
         if isinstance(ev, GrantEnded):
-            for s in list(self.sessions.values()):
-                if s.board is h and s.res == ev.res and s.token == ev.session:
+            for s in self.registry.on_board(h, ev.res):
+                if s.token == ev.session and s.epoch == ev.epoch:
                     reason = {"removed": "resource_removed", "fault": "resource_fault"}.get(ev.reason, ev.reason)
-                    await self._terminate(s, reason)
+                    await self.terminate(s, reason)
         elif isinstance(ev, ResourceEvent) and ev.state != "present":
-            for s in list(self.sessions.values()):
-                if s.board is h and s.res == ev.res:
-                    await self._terminate(s, "resource_removed" if ev.state == "absent" else "resource_fault")
+            for s in self.registry.on_board(h, ev.res):
+                await self.terminate(s, "resource_removed" if ev.state == "absent" else "resource_fault")
         elif isinstance(ev, Reset):
-            for s in list(self.sessions.values()):
-                if s.board is h:
-                    await self._terminate(s, "board_reset")
+            for s in self.registry.on_board(h):
+                if s.state == "creating":
+                    await self.cancel(s)
+                else:
+                    await self.terminate(s, "board_reset")
+        elif isinstance(ev, (Failsafe, LinkUp)):
+            await self.reconcile(h)
+
+    async def reconcile(self, h):
+        """After the link was away: end sessions whose grant the board no longer holds (its lease
+        ran out unseen), and release grants the board holds for no session (faults.md 16, 30)."""
+        mine = {}
+        for s in self.registry.on_board(h):
+            if s.state in LIVE and s.handover is None:
+                mine.setdefault(s.res, []).append(s)
+        for r in h.board.info.resources:
+            try:
+                held = await h.board.grants(r.index)
+            except LinkError:
+                return
+            except DeviceError:
+                continue
+            for s in mine.get(r.index, ()):
+                if (s.token, s.epoch) not in {(t, e) for t, e, _m in held}:
+                    await self.terminate(s, "lease_expired")
+            known = {s.token for s in self.registry.on_board(h, r.index)}
+            for token, epoch, _m in held:
+                if token not in known:
+                    await self._release_on_board(h, r.index, token, epoch)

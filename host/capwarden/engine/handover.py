@@ -1,92 +1,145 @@
 """Handover, first form: the holder's consent (blueprint 2.4, faults.md 35-45).
 
 The requester names the resource, the Fay to receive it, the mode and that Fay's credential.
-The credential is checked first; the holder is then offered the handover (HandoverOffered) and
-answers with HandoverResponse. Consent moves the grant on the board in one operation (release
-before acquire inside the agent); refusal, a timeout or a failed move leave the holder as it
-was, and both parties are told. One offer per resource at a time: a second request is refused.
+The credential is checked first; the holder is then offered the handover (HandoverOffered,
+state handover_pending) and answers with HandoverResponse. While the offer is open the holder
+stays in control. Consent moves the grant on the board in one operation (the agent swaps the
+slot's owner under a new epoch: release before acquire, no instant with both or neither);
+the engine then ends the holder's session before it activates the new one, so the runtimes are
+told in that order too. Refusal, a timeout or a failed move leave the holder as it was, and both
+parties are told (the requester by HandoverResult, the holder by SessionStateChanged).
+
+One offer per resource at a time: a second request while one is open is refused (faults.md
+42). A shared (read) resource with several holders is not handed over: there is no single
+holder to ask. Nobody holding the resource makes the request a plain acquisition.
 """
 
 import asyncio
 
-from capshared.errors import DEVICE_TO_API
 from capshared.limits import mode_bits
-from capwarden.engine.engine import Handover
+from capwarden.credentials.ids import new_uuid7, uuid_text
+from capwarden.engine import protocol
 from capwarden.errors import DeviceError, LinkError
 
 
-async def request_handover(engine, runtime_id, b):
+class Handover:
+    """An open offer: who holds, who asked, for whom, and the holder's answer to come."""
+
+    def __init__(self, holder, runtime_id, new, timeout_ms):
+        self.handover_id = uuid_text(new_uuid7())
+        self.holder = holder
+        self.runtime_id = runtime_id
+        self.new = new
+        self.timeout_ms = timeout_ms
+        self.answer = asyncio.get_running_loop().create_future()
+
+    def settle(self, accept):
+        if not self.answer.done():
+            self.answer.set_result(bool(accept))
+
+
+async def request_handover(engine, runtime_id, b, origin=None):
+    """The HandoverResult body for a HandoverRequest the enforcement point allowed."""
     result = {"resource_id": b["resource_id"]}
-    holder = None
-    for s in engine.sessions.values():
-        if s.resource_id == b["resource_id"] and s.state in ("active", "handover_pending"):
-            holder = s
-            break
-    new, decision = engine._new_session(runtime_id, b["to_fay_id"], b["resource_id"], b["access_mode"], b["credential"])
-    if new.state == "terminated":
+    new, decision = engine.new_session(runtime_id, b["to_fay_id"], b["resource_id"], b["access_mode"],
+                                       b["credential"], origin=origin, action="handover")
+    if new is None:
         result.update(result="rejected", error_code=decision.error_code, error_message=decision.message)
         return result
-    if holder is None:
+    holders = engine.registry.holders(b["resource_id"])
+    if not holders:
         # Nobody holds it: the handover is a plain acquisition.
-        body = await engine._do_AuthRequest_for(new)
+        body = await engine.lock(new)
         if body["result"] == "granted":
-            result.update(result="completed", session_id=new.session_id)
+            result.update(result="completed", **_session_fields(body))
         else:
             result.update(result="rejected", error_code=body["error_code"], error_message=body["error_message"])
         return result
+    if len(holders) > 1:
+        return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
+                         "the resource is shared by %d sessions: a handover moves one holder's grant" % len(holders))
+    holder = holders[0]
     if holder.state == "handover_pending":
-        new.move("terminated")
-        engine.sessions.pop(new.session_id, None)
-        result.update(result="rejected", error_code="E_HANDOVER_REJECTED",
-                      error_message="another handover of this resource is pending")
-        return result
-    loop = asyncio.get_running_loop()
-    h = Handover(holder, runtime_id, b["to_fay_id"], b["access_mode"], decision, b["timeout_ms"], loop)
+        return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
+                         "another handover of this resource is pending")
+    h = Handover(holder, runtime_id, new, b["timeout_ms"])
     holder.handover = h
-    engine.handovers[h.handover_id] = h
+    engine.registry.handovers[h.handover_id] = h
     result["handover_id"] = h.handover_id
-    engine._move(holder, "handover_pending", "handover_offered")
+    engine.move(holder, "handover_pending", "handover_offered")
     engine.push(holder.runtime_id, "HandoverOffered", {
         "handover_id": h.handover_id, "session_id": holder.session_id, "resource_id": holder.resource_id,
-        "to_fay_id": h.to_fay, "access_mode": h.mode, "timeout_ms": h.timeout_ms})
+        "to_fay_id": new.fay_id, "access_mode": new.access_mode, "timeout_ms": h.timeout_ms})
     try:
         accepted = await asyncio.wait_for(asyncio.shield(h.answer), h.timeout_ms / 1000.0)
-        why = "refused" if not accepted else ""
+        why = "" if accepted else "refused"
     except asyncio.TimeoutError:
         accepted, why = False, "timeout"
     finally:
-        engine.handovers.pop(h.handover_id, None)   # a late answer now finds nothing (faults.md 39)
+        engine.registry.handovers.pop(h.handover_id, None)   # a late answer now finds nothing (faults.md 39)
         holder.handover = None
-    if accepted and holder.state == "handover_pending":
-        try:
-            grant = await holder.board.board.handover(holder.res, holder.token, holder.epoch, new.token,
-                                                      mode_bits([new.access_mode]), engine.lease_ms)
-        except (DeviceError, LinkError) as exc:
-            code = DEVICE_TO_API.get(getattr(exc, "code", ""), "E_DEVICE_UNREACHABLE")
-            return _rollback(engine, holder, new, result, code, "the board refused the move: %s" % exc)
-        new.epoch = grant.epoch
-        new.last_hb_mono = engine.clock()
-        engine._move(new, "active", "handover")
-        await engine._terminate(holder, "handover")
-        engine.audit.record("handover", "completed", "consent", runtime=runtime_id, fay=new.fay_id,
-                            resource=new.resource_id, session=new.session_id, from_session=holder.session_id,
-                            credential=new.credential_ref["id"], epoch=new.epoch)
-        result.update(result="completed", session_id=new.session_id)
-        return result
     if holder.state != "handover_pending":
-        return _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the holder's session ended")
-    code = "E_HANDOVER_TIMEOUT" if why == "timeout" else "E_HANDOVER_REJECTED"
-    return _rollback(engine, holder, new, result, code, "the holder %s" % ("did not answer in time"
-                                                                           if why == "timeout" else "refused"))
+        return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the holder's session ended")
+    if new.state != "creating":
+        return await _rollback(engine, holder, new, result, "E_HANDOVER_REJECTED", "the requester went away")
+    if not accepted:
+        code = "E_HANDOVER_TIMEOUT" if why == "timeout" else "E_HANDOVER_REJECTED"
+        return await _rollback(engine, holder, new, result, code,
+                                     "the holder did not answer in time" if why == "timeout" else "the holder refused")
+    try:
+        grant = await holder.board.board.handover(holder.res, holder.token, holder.epoch, new.token,
+                                                  mode_bits([new.access_mode]), engine.lease_ms)
+    except DeviceError as exc:
+        return await _rollback(engine, holder, new, result, protocol.api_code(exc.code),
+                               "the board refused the move: %s" % protocol.refusal_text(exc))
+    except LinkError as exc:
+        # The board's answer is lost: it may or may not have moved. Read back who holds it.
+        return await _unknown_outcome(engine, holder, new, result, exc)
+    return await _commit(engine, runtime_id, holder, new, grant.epoch, result)
 
 
-def _rollback(engine, holder, new, result, code, message):
+async def _commit(engine, runtime_id, holder, new, epoch, result):
+    # Release before acquire, also in what the runtimes are told (blueprint 2.4).
+    await engine.terminate(holder, "handover")
+    new.epoch = epoch
+    new.last_hb_mono = engine.clock()
+    engine.move(new, "active", "handover")
+    engine.audit.record("handover", "completed", "consent", runtime=runtime_id, fay=new.fay_id,
+                        resource=new.resource_id, mode=new.access_mode, session=new.session_id,
+                        from_session=holder.session_id, from_fay=holder.fay_id, credential=new.credential_ref["id"],
+                        key_id=new.credential_ref["key_id"], issuer=new.credential_ref["issuer_id"], epoch=epoch)
+    result.update(result="completed", **_session_fields(engine.auth_fields(new)))
+    return result
+
+
+async def _unknown_outcome(engine, holder, new, result, exc):
+    try:
+        held = await holder.board.board.grants(holder.res)
+    except LinkError:
+        held = None
+    for session, epoch, _modes in held or ():
+        if session == new.token:
+            return await _commit(engine, new.runtime_id, holder, new, epoch, result)
+    if held is None:
+        # Cannot tell who holds it: end both rather than guess; whatever the board holds for
+        # either is withdrawn when it answers again (or its lease makes the hardware safe).
+        await engine.terminate(holder, "board_unreachable")
+        return await _rollback(engine, None, new, result, "E_DEVICE_UNREACHABLE",
+                               "the board did not answer: %s" % exc, withdraw=True)
+    return await _rollback(engine, holder, new, result, "E_DEVICE_UNREACHABLE", "the board did not answer: %s" % exc)
+
+
+def _session_fields(auth_body):
+    return {k: auth_body[k] for k in ("session_id", "granted_modes", "expires_at", "heartbeat_interval_ms",
+                                      "heartbeat_timeout_ms")}
+
+
+async def _rollback(engine, holder, new, result, code, message, withdraw=False):
     if holder is not None and holder.state == "handover_pending":
-        engine._move(holder, "active", "handover_timeout" if code == "E_HANDOVER_TIMEOUT" else "handover_rejected")
-    if new.state == "creating":
-        new.move("terminated")
-    engine.sessions.pop(new.session_id, None)
+        engine.move(holder, "active", "handover_timeout" if code == "E_HANDOVER_TIMEOUT" else "handover_rejected")
+    await engine.cancel(new, withdraw=withdraw)
     engine.audit.record("handover", "rejected", code, runtime=new.runtime_id, fay=new.fay_id, resource=new.resource_id,
-                        credential=new.credential_ref["id"] if new.credential_ref else None)
+                        mode=new.access_mode, credential=new.credential_ref["id"] if new.credential_ref else None,
+                        from_session=holder.session_id if holder is not None else None, detail=message[:200])
     result.update(result="rejected", error_code=code, error_message=message)
     return result

@@ -3,15 +3,19 @@
 Defaults 1 s and 5 s, as MAVLink's heartbeat. `sweep()` applies the rules: a session expires
 when its heartbeat is late AND its runtime has no connection (blueprint 2.3); late with a
 connection up, it is suspended until a heartbeat returns (S3). Credential expiry and
-revocation end sessions too. `board_heartbeats()` renews every lease on each board with one
-frame per interval. All timing uses the engine's monotonic clock.
+revocation end sessions too (`authorizer.still_valid`, re-asked when the store changed or the
+credential's time ran out). `board_heartbeats()` renews every lease on each board with one
+frame per interval. Heartbeat timing uses the engine's monotonic clock only; credential times
+are wall-clock seconds by definition.
 """
 
 import asyncio
 import logging
-import os
 
+from capwarden.engine.registry import LIVE
 from capwarden.errors import DeviceError, LinkError
+
+log = logging.getLogger("capwarden.engine")
 
 DEFAULT = (1000, 5000)
 
@@ -42,15 +46,27 @@ class LivenessPolicy:
 
 
 async def board_heartbeats(engine):
-    # One frame per board per interval renews every lease on it (not one per session).
+    # One frame per board per interval renews every lease on it (not one per session). Boards
+    # are served concurrently, so a board that does not answer delays no other board's leases.
     while True:
-        for h in engine.boards.values():
-            h.hb_seq += 1
-            try:
-                await h.board.heartbeat(h.hb_seq)
-            except (DeviceError, LinkError):
-                pass
+        await asyncio.gather(*(_board_tick(engine, h) for h in engine.registry.boards.values()))
         await asyncio.sleep(engine.board_heartbeat_ms / 1000.0)
+
+
+async def _board_tick(engine, h):
+    # First end what the engine no longer tracks (a release the board did not answer): the
+    # heartbeat below would otherwise renew it.
+    for token in list(h.retired):
+        try:
+            await h.board.end_session(token)
+            h.retired.discard(token)
+        except (DeviceError, LinkError):
+            return
+    h.hb_seq += 1
+    try:
+        await h.board.heartbeat(h.hb_seq)
+    except (DeviceError, LinkError):
+        pass
 
 
 async def run(engine):
@@ -59,41 +75,28 @@ async def run(engine):
         try:
             await sweep(engine)
         except Exception:  # a bug in one sweep must not stop liveness for good
-            logging.getLogger("capwarden.engine").exception("liveness sweep failed")
+            log.exception("liveness sweep failed")
 
 
 async def sweep(engine):
+    """Apply the rules once, at the engine's clocks' current time."""
     now = engine.clock()
     wall = int(engine.wall())
-    _poll_revocations(engine)
-    if now >= engine._next_purge:   # converted descriptors go 24 h after they expire
-        engine._next_purge = now + 60
-        engine.terminal.purge(wall)
-    for s in list(engine.sessions.values()):
-        if s.state not in ("active", "handover_pending"):
-            continue
-        if wall >= s.credential_ref["not_after"]:
-            await engine._terminate(s, "credential_expired")
-            continue
-        if engine.terminal.validator._revoked_ref(s.credential_ref):
-            await engine._terminate(s, "revoked")
-            continue
+    auth = engine.authorizer
+    auth.refresh(wall)
+    for s in engine.registry.live():
+        if s.checked_generation != auth.generation or wall >= s.credential_ref["ends_at"]:
+            # Re-check only when something changed (a revocation, a key) or time ran out.
+            s.checked_generation = auth.generation
+            why = auth.still_valid(s.credential_ref, wall)
+            if why is not None:
+                await engine.terminate(s, why)
+                continue
         late = (now - s.last_hb_mono) * 1000 > s.timeout_ms
-        rt = engine.runtimes.get(s.runtime_id)
-        up = bool(rt and rt.connections)
-        if late and not up:
-            await engine._terminate(s, "heartbeat_timeout")      # AND rule: both conditions
-        elif late and up and not s.suspended:
-            await engine._set_suspended(s, True, "heartbeat_missed")
-
-
-def _poll_revocations(engine):
-    # A revocation imported by another process (capwarden revocations import) is picked up.
-    path = engine.terminal.revocations.path
-    try:
-        m = os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        return
-    if m != engine._revocations_mtime:
-        engine._revocations_mtime = m
-        engine.terminal.revocations.reload()
+        if not late or s.state not in LIVE:
+            continue
+        rt = engine.registry.runtime(s.runtime_id)
+        if rt is None or not rt.connected:
+            await engine.terminate(s, "heartbeat_timeout")       # AND rule: both conditions
+        elif not s.suspended:
+            await engine.set_suspended(s, True, "heartbeat_missed")

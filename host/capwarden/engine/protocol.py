@@ -10,6 +10,7 @@ import uuid
 
 import jsonschema
 
+from capshared.errors import CODE, DEVICE_TO_API, text
 from capwarden.credentials.ids import new_uuid7, uuid_text
 
 MAX_FRAME = 256 * 1024
@@ -42,11 +43,13 @@ def validator():
 
 
 class BadMessage(ValueError):
-    """A frame that is not a valid ProtocolMessage. `message_id` when one could be read."""
+    """A frame that is not a valid ProtocolMessage. `message_id` when one could be read; `code`
+    the S2 code to answer with (E_UNSUPPORTED_VERSION for a version other than 1)."""
 
-    def __init__(self, why, message_id=None):
+    def __init__(self, why, message_id=None, code="E_MALFORMED_REQUEST"):
         super().__init__(why)
         self.message_id = message_id
+        self.code = code
 
 
 def parse(text):
@@ -61,6 +64,16 @@ def parse(text):
         raise BadMessage("not JSON: %s" % exc) from None
     mid = msg.get("message_id") if isinstance(msg, dict) else None
     mid = mid if isinstance(mid, str) and _is_uuid(mid) else None
+    v = msg.get("version") if isinstance(msg, dict) else None
+    if type(v) is int and v != 1:
+        raise BadMessage("version %r is not supported: this engine speaks version 1" % (msg["version"],), mid,
+                         "E_UNSUPPORTED_VERSION")
+    validate(msg, mid)
+    return msg
+
+
+def validate(msg, message_id=None):
+    """Check a message dict against the schema. Raises BadMessage naming the first problem."""
     envelope, bodies, _full = validator()
     for v, doc, prefix in ((envelope, msg, []), (None, None, ["body"])):
         if v is None:
@@ -69,8 +82,7 @@ def parse(text):
         if errors:
             e = errors[0]
             where = "/".join(str(x) for x in prefix + list(e.absolute_path)) or "message"
-            raise BadMessage("%s: %s" % (where, e.message[:200]), mid)
-    return msg
+            raise BadMessage("%s: %s" % (where, e.message[:200]), message_id)
 
 
 def _is_uuid(text):
@@ -90,3 +102,16 @@ def make(message_type, body, sender_id, correlation_id=None):
 
 def dumps(msg):
     return json.dumps(msg, separators=(",", ":"))
+
+
+def api_code(device_code):
+    """The S2 code a runtime sees for a board's refusal: device codes never cross the API."""
+    return DEVICE_TO_API.get(device_code, "E_INTERNAL" if device_code.startswith("E_DEV_") else device_code)
+
+
+def refusal_text(exc):
+    """What a runtime is told of a board's refusal: the reason and the device code, without the
+    board's detail field (which can name another session's board token; the audit log keeps it)."""
+    if exc.code in CODE:
+        return "%s (the board refused: %s)" % (text(CODE[exc.code]), exc.code)
+    return exc.message

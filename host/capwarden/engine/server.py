@@ -3,13 +3,13 @@
 `/cap/v1`, one ProtocolMessage per text frame. TLS unless the address is loopback or a Unix
 socket. A runtime authenticates at the handshake with `Authorization: Bearer TOKEN`; tokens
 are compared in constant time and never logged. Each request is handled in its own task and
-gets exactly one final response; malformed input gets `Error`, and the connection stays open.
+gets exactly one final response; malformed input gets `Error`, and the connection stays open
+(a frame over the size limit is the one exception: the WebSocket layer closes with 1009).
 """
 
 import asyncio
 import hmac
 import ipaddress
-import logging
 import ssl
 
 from websockets.asyncio.server import serve, unix_serve
@@ -19,7 +19,7 @@ from capwarden.engine import protocol
 from capwarden.errors import UsageError
 
 PATH = "/cap/v1"
-log = logging.getLogger("capwarden.engine")
+MAX_IN_FLIGHT = 64
 
 
 def is_loopback(host):
@@ -42,11 +42,10 @@ def parse_listen(text):
 
 
 class Server:
-    def __init__(self, engine, tokens, listen, tls_cert=None, tls_key=None):
-        self.engine = engine
+    def __init__(self, tokens, listen, tls_cert=None, tls_key=None):
+        """Check the address and TLS settings. Raises UsageError, or OSError for unreadable TLS files."""
+        self.engine = None
         self.tokens = dict(tokens)          # runtime_id -> token
-        for rid in self.tokens:
-            engine.add_runtime(rid)
         self.kind, self.host, self.port = parse_listen(listen)
         self.ssl = None
         if tls_cert or tls_key:
@@ -60,7 +59,10 @@ class Server:
                              "--tls-key to listen on %s" % self.host)
         self._server = None
 
-    async def start(self):
+    async def start(self, engine):
+        self.engine = engine
+        for rid in self.tokens:
+            engine.add_runtime(rid)
         kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None)
         if self.kind == "unix":
             self._server = await unix_serve(self._connection, self.host, **kw)
@@ -111,26 +113,26 @@ class Server:
                     pass
 
         self.engine.connected(runtime_id, send)
+        # At most MAX_IN_FLIGHT requests of one connection run at once; beyond that the server
+        # stops reading, and TCP pushes back on the runtime (no unbounded queue of tasks).
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks = set()
         try:
             async for frame in ws:
                 try:
                     msg = protocol.parse(frame)
                 except protocol.BadMessage as exc:
-                    await send(self.engine.error("E_MALFORMED_REQUEST", str(exc), exc.message_id))
+                    await send(self.engine.error(exc.code, str(exc), exc.message_id))
                     continue
+                await slots.acquire()
                 t = asyncio.ensure_future(self._serve_one(runtime_id, msg, send))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
+                t.add_done_callback(lambda _t: slots.release())
         except ConnectionClosed:
             pass
         finally:
             self.engine.disconnected(runtime_id, send)
 
     async def _serve_one(self, runtime_id, msg, send):
-        try:
-            reply = await self.engine.handle(runtime_id, msg)
-        except Exception:  # a bug must still answer the request, and not leak details
-            log.exception("request %s failed", msg.get("message_type"))
-            reply = self.engine.error("E_INTERNAL", "internal error", msg["message_id"])
-        await send(reply)
+        await send(await self.engine.handle(runtime_id, msg, origin=send))

@@ -4,25 +4,31 @@ import asyncio
 import base64
 import inspect
 import json
+import logging
 
 from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.client import unix_connect
 from websockets.exceptions import ConnectionClosed
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError, LinkClosed
 
+log = logging.getLogger("capwarden.sdk")
+
 
 class Session:
-    def __init__(self, client, body, fay_id):
+    """A granted session. Its state follows the engine's pushes (SessionStateChanged)."""
+
+    def __init__(self, client, body, fay_id, resource_id, access_mode):
         self.client = client
         self.session_id = body["session_id"]
         self.fay_id = fay_id
-        self.resource_id = body["resource_id"]
-        self.access_mode = body["access_mode"]
+        self.resource_id = resource_id
+        self.access_mode = access_mode
         self.granted_modes = body.get("granted_modes", [])
         self.expires_at = body.get("expires_at")
-        self.interval_ms = body.get("heartbeat_interval_ms", 1000)
-        self.timeout_ms = body.get("heartbeat_timeout_ms", 5000)
+        self.interval_ms = body["heartbeat_interval_ms"]
+        self.timeout_ms = body["heartbeat_timeout_ms"]
         self.state = "active"
         self.suspended = False
         self.changes = []
@@ -30,6 +36,7 @@ class Session:
         self._ended = asyncio.get_running_loop().create_future()
 
     def on_change(self, callback):
+        """callback(SessionStateChanged body) on every change; exceptions are logged, not raised."""
         self._callbacks.append(callback)
 
     def _changed(self, body):
@@ -39,14 +46,18 @@ class Session:
         if self.state == "terminated" and not self._ended.done():
             self._ended.set_result(body["reason"])
         for cb in list(self._callbacks):
-            cb(body)
+            try:
+                cb(body)
+            except Exception:  # the author's callback must not stop the client from reading
+                log.exception("on_change callback failed")
 
     async def ended(self, timeout=None):
         """Wait until the session is terminated; returns the reason."""
         return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
 
     async def heartbeat(self):
-        """One heartbeat from the caller's loop. Returns True while the engine knows the session."""
+        """One heartbeat, sent from the caller's own loop (so a hung loop stops it, faults.md 10).
+        Returns True while the engine knows the session. Raises CapError, LinkClosed."""
         body = await self.client.request("Heartbeat", {"session_ids": [self.session_id]})
         return self.session_id in body["alive"]
 
@@ -54,6 +65,8 @@ class Session:
         await self.client.request("SessionRelease", {"session_id": self.session_id})
 
     async def command(self, op, args=b""):
+        """Run driver operation `op` with `args` on the resource; returns the answer bytes.
+        Raises CapError (E_PERMISSION_DENIED when suspended or not allowed by the mode)."""
         body = await self.client.request("ResourceCommand", {
             "session_id": self.session_id, "op": op, "args": base64.urlsafe_b64encode(args).rstrip(b"=").decode()})
         d = body["data"]
@@ -61,34 +74,61 @@ class Session:
 
 
 class Client:
-    def __init__(self, ws, runtime_id):
-        self.ws = ws
+    """One runtime's connection to the engine. Use `connect()` to make one."""
+
+    def __init__(self, opener, runtime_id):
+        self._opener = opener
         self.runtime_id = runtime_id
+        self.ws = None
         self.sessions = {}
         self.pushes = []
         self._pending = {}
         self._offer = None
-        self._reader = asyncio.ensure_future(self._read())
+        self._reader = None
+
+    async def _open(self):
+        self.ws = await self._opener()
+        self._reader = asyncio.ensure_future(self._read(self.ws))
 
     async def close(self):
-        await self.ws.close()
-        self._reader.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def reconnect(self):
+        """Open a new connection for the same runtime. Sessions belong to the runtime, so the
+        engine keeps them if the runtime heartbeats within their timeout (faults.md 15)."""
+        await self.close()
+        await self._open()
 
     def on_offer(self, callback):
-        """callback(HandoverOffered body) -> bool or awaitable bool: consent or refuse."""
+        """callback(HandoverOffered body) -> bool or awaitable bool: consent or refuse.
+        Without a callback, or if it raises, the offer is refused."""
         self._offer = callback
 
     async def send_raw(self, text):
         await self.ws.send(text)
 
     async def request(self, message_type, body, timeout=60, raw=False):
-        """Send one request; returns the response body. Raises CapError for an Error answer."""
+        """Send one request; returns the response body (the whole message with raw=True).
+
+        Raises CapError for an Error answer, or E_MALFORMED_REQUEST before sending when the
+        request does not match the shipped schema; LinkClosed when the connection drops;
+        asyncio.TimeoutError after `timeout` seconds.
+        """
         msg = protocol.make(message_type, body, self.runtime_id)
+        try:
+            protocol.validate(msg)
+        except protocol.BadMessage as exc:
+            raise CapError("E_MALFORMED_REQUEST", str(exc)) from None
         fut = asyncio.get_running_loop().create_future()
         self._pending[msg["message_id"]] = fut
         try:
             await self.ws.send(protocol.dumps(msg))
             reply = await asyncio.wait_for(fut, timeout)
+        except ConnectionClosed:
+            raise LinkClosed("the engine closed the connection") from None
         finally:
             self._pending.pop(msg["message_id"], None)
         if raw:
@@ -98,44 +138,58 @@ class Client:
         return reply["body"]
 
     async def acquire(self, fay_id, resource_id, mode, credential, wait_ms=0):
+        """AuthRequest; returns a Session. Raises CapError with the S2 code when denied."""
         body = {"fay_id": fay_id, "resource_id": resource_id, "access_mode": mode, "credential": credential}
         if wait_ms:
             body["wait_ms"] = wait_ms
         r = await self.request("AuthRequest", body, timeout=60 + wait_ms / 1000.0)
         if r["result"] != "granted":
             raise CapError(r["error_code"], r["error_message"])
-        s = Session(self, r, fay_id)
-        self.sessions[s.session_id] = s
-        return s
+        return self._track(Session(self, r, fay_id, resource_id, mode))
+
+    async def heartbeat(self, sessions=None):
+        """One Heartbeat for many sessions (default: every session still active or offered).
+        Returns the HeartbeatAck body {alive, unknown}."""
+        if sessions is None:
+            sessions = [s for s in self.sessions.values() if s.state in ("active", "handover_pending")]
+        return await self.request("Heartbeat", {"session_ids": [s.session_id for s in sessions]})
 
     async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000):
+        """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed."""
         r = await self.request("HandoverRequest", {"resource_id": resource_id, "to_fay_id": to_fay_id,
                                                    "access_mode": mode, "credential": credential,
                                                    "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000.0 + 30)
         if r["result"] == "completed":
-            listed = await self.request("SessionQuery", {"session_id": r["session_id"]})
-            info = listed["sessions"][0]
-            s = Session(self, dict(info, heartbeat_interval_ms=1000), to_fay_id)
-            self.sessions[s.session_id] = s
-            r["session"] = s
+            r["session"] = self._track(Session(self, r, to_fay_id, resource_id, mode))
         return r
 
-    async def _read(self):
+    def _track(self, s):
+        self.sessions[s.session_id] = s
+        return s
+
+    async def _read(self, ws):
         try:
-            async for frame in self.ws:
-                msg = json.loads(frame)
+            async for frame in ws:
+                try:
+                    msg = json.loads(frame)
+                    mtype = msg["message_type"]
+                except (ValueError, TypeError, KeyError):
+                    log.warning("ignoring a frame that is not a ProtocolMessage")
+                    continue
                 corr = msg.get("correlation_id")
                 if corr in self._pending and not self._pending[corr].done():
                     self._pending[corr].set_result(msg)
                     continue
                 self.pushes.append(msg)
-                mtype = msg["message_type"]
-                if mtype == "SessionStateChanged":
-                    s = self.sessions.get(msg["body"]["session_id"])
-                    if s:
-                        s._changed(msg["body"])
-                elif mtype == "HandoverOffered":
-                    asyncio.ensure_future(self._answer(msg["body"]))
+                try:
+                    if mtype == "SessionStateChanged":
+                        s = self.sessions.get(msg["body"]["session_id"])
+                        if s:
+                            s._changed(msg["body"])
+                    elif mtype == "HandoverOffered":
+                        asyncio.ensure_future(self._answer(msg["body"]))
+                except (KeyError, TypeError):
+                    log.warning("ignoring a malformed %s", mtype)
         except ConnectionClosed:
             pass
         finally:
@@ -146,22 +200,33 @@ class Client:
     async def _answer(self, offer):
         accept = False
         if self._offer is not None:
-            accept = self._offer(offer)
-            if inspect.isawaitable(accept):
-                accept = await accept
+            try:
+                accept = self._offer(offer)
+                if inspect.isawaitable(accept):
+                    accept = await accept
+            except Exception:
+                log.exception("on_offer callback failed: refusing the offer")
+                accept = False
         try:
             await self.request("HandoverResponse", {"handover_id": offer["handover_id"], "accept": bool(accept)})
-        except CapError:
-            pass  # answered too late: the engine already rolled back
+        except (CapError, LinkClosed):
+            pass  # answered too late (the engine already rolled back), or the connection is gone
 
 
 async def connect(url, runtime_id, token, ssl=None, unix_path=None):
-    """Open a runtime connection. Raises an OSError or websockets error if refused."""
-    headers = {"Authorization": "Bearer " + token}
-    if unix_path:
-        from websockets.asyncio.client import unix_connect
+    """Open a runtime connection to `url` (ws:// or wss://, path /cap/v1) or a Unix socket.
 
-        ws = await unix_connect(unix_path, "ws://localhost/cap/v1", additional_headers=headers, max_size=None)
-    else:
-        ws = await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None)
-    return Client(ws, runtime_id)
+    Raises OSError when nothing listens, websockets.exceptions.InvalidStatus (401) for a bad
+    token. The token is sent once, in the handshake, and never logged.
+    """
+    headers = {"Authorization": "Bearer " + token}
+
+    async def opener():
+        if unix_path:
+            return await unix_connect(unix_path, "ws://localhost/cap/v1", additional_headers=headers, max_size=None,
+                                      ping_interval=None)
+        return await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None)
+
+    client = Client(opener, runtime_id)
+    await client._open()
+    return client

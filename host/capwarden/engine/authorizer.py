@@ -1,0 +1,122 @@
+"""The engine's view of the credential layer: one narrow interface over a store folder.
+
+The engine asks three things of credentials, and only through this class (constructor-injected,
+so unit tests pass a fake with the same methods):
+
+- `check(credential, fay_id, resource_id, mode, now) -> Decision`: supplement S2, in its order,
+  for the `credential` object of an AuthRequest or HandoverRequest.
+- `still_valid(ref, now) -> None | reason`: whether a running session's credential would still
+  be accepted by a fresh request: its key usable (step 2), not expired with the same clock-skew
+  leeway (step 3), not revoked (step 5). A session lives exactly as long as its credential would
+  be granted again, so a grant inside the leeway is not ended a moment later.
+- `refresh(now) -> bool`: pick up keys and revocations that another process (`capwarden keys
+  import`, `capwarden revocations import`) wrote into the store while the engine runs; True
+  when anything changed, so the engine re-checks every running session.
+
+`generation` grows whenever the answer of `still_valid` may have changed for a reason other than
+time (a revocation or a key change); `listeners` hear of each new revocation at once.
+"""
+
+import logging
+import os
+
+from capwarden.credentials import Terminal
+
+PURGE_EVERY_S = 60
+log = logging.getLogger("capwarden.engine")
+
+
+class StoreAuthorizer:
+    def __init__(self, store, leeway=60, opener=Terminal.open):
+        self.store = store
+        self.leeway = leeway
+        self._opener = opener
+        self.listeners = []
+        self.generation = 0
+        self._next_purge = None
+        self._open()
+
+    def _open(self):
+        self.terminal = self._opener(self.store, leeway=self.leeway)
+        self.terminal_id = self.terminal.terminal_id
+        self.terminal.revocations.listeners.append(self._revoked)
+        self._stamps = self._file_stamps()
+        self.generation += 1
+
+    def _file_stamps(self):
+        out = []
+        for path in (self.terminal.keys.path, self.terminal.revocations.path):
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except FileNotFoundError:
+                out.append(None)
+        return out
+
+    def _revoked(self, entry):
+        self.generation += 1
+        for cb in list(self.listeners):
+            cb(entry)
+
+    # ---- the interface ------------------------------------------------------------------------
+    def check(self, credential, fay_id, resource_id, mode, now):
+        """The S2 decision for an AuthRequest `credential` object (descriptor_ref or ticket)."""
+        if credential["type"] == "descriptor_ref":
+            return self.terminal.decide_descriptor(credential["descriptor_id"], fay_id, resource_id, mode, now)
+        return self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+
+    def reference(self, decision):
+        """The session's CredentialRef (section 2.5) plus what `still_valid` needs."""
+        cred = decision.credential
+        ref = {"type": decision.kind, "id": decision.credential_id, "not_after": decision.not_after,
+               "issuer_id": decision.issuer_id, "key_id": decision.key_id, "algorithm": cred.algorithm}
+        md = getattr(cred, "metadata", None)
+        if md and md.get("origin") == "converted_from_ticket":
+            # A descriptor converted from a ticket dies with the ticket (attacks.md F59), also mid-session.
+            ref["origin"] = (md.get("origin_iss", ""), md.get("origin_jti", ""))
+        ref["ends_at"] = self._ends_at(ref)
+        return ref
+
+    def _ends_at(self, ref):
+        """The first second at which a fresh request with this credential would be refused for time."""
+        end = ref["not_after"] + self.leeway
+        rec = self.terminal.keys.records.get(ref["key_id"])
+        if rec is not None and rec.get("valid_until") is not None:
+            end = min(end, rec["valid_until"])
+        return end
+
+    def still_valid(self, ref, now):
+        """None while the credential behind a session would still be granted, else the reason."""
+        t = self.terminal
+        pub, _why = t.keys.usable(ref["key_id"], ref["algorithm"], ref["issuer_id"], now)
+        if pub is None:
+            return "key_invalid"
+        if now >= ref["not_after"] + self.leeway:
+            return "credential_expired"
+        revs = t.revocations
+        if revs.revoked(ref["issuer_id"], ref["id"]) or ("origin" in ref and revs.revoked(*ref["origin"])):
+            return "revoked"
+        return None
+
+    def refresh(self, now):
+        """Reload what other processes changed in the store. True when anything did."""
+        changed = False
+        stamps = self._file_stamps()
+        if stamps[0] != self._stamps[0]:
+            old = self.terminal
+            try:
+                self._open()  # keys changed: a fresh view (the verification cache is per key set)
+            except Exception:  # a store we cannot read now: keep the last good view, say so
+                log.exception("the store's keys changed but cannot be read; keeping the previous keys")
+                self.terminal, self._stamps = old, stamps
+                return False
+            changed = True
+        elif stamps[1] != self._stamps[1]:
+            self._stamps = stamps
+            self.terminal.revocations.reload()    # listeners hear each new entry
+            self.generation += 1
+            changed = True
+        if self._next_purge is None or now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_S
+            self.terminal.purge(now)              # converted descriptors go 24 h after they expire
+        return changed

@@ -1,0 +1,127 @@
+"""faults.md items where the engine and the board must agree, with the engine in this process so
+a test can reach the virtual board and its cable: 16, 21, 30, 60, 61, 62.
+"""
+
+import asyncio
+
+import pytest
+
+from capshared import codec
+from capwarden.errors import DeviceError
+from capwarden.sdk import connect
+from conftest import TOKENS, speed, wait_until
+
+
+def test_fault_16_what_the_engine_ended_the_board_refuses(world, run, in_process):
+    from capwarden.engine.liveness import LivenessPolicy
+
+    async def scenario():
+        app = await in_process(liveness=LivenessPolicy(default=(100, 400)))
+        board = app.boards["sim"]
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        s = app.engine.sessions[m.session_id]
+        token, epoch, res = s.token, s.epoch, s.res
+        assert await wait_until(lambda: m.suspended, 5)           # the engine suspended it...
+        with pytest.raises(DeviceError) as exc:                    # ...and so did the board
+            await board.actuate(res, token, epoch, 1, speed(300))
+        assert exc.value.code == "E_DEV_SUSPENDED"
+        a.ws.transport.abort()
+        assert await wait_until(lambda: m.session_id not in app.engine.sessions, 5)   # the engine ended it...
+        assert (token, epoch) not in [(t, e) for t, e, _ in await board.grants(res)]  # ...and the board holds nothing
+        with pytest.raises(DeviceError):
+            await board.actuate(res, token, epoch, 1, speed(300))
+
+    run(scenario())
+
+
+def test_fault_21_board_reset_ends_the_sessions_on_it(world, run, in_process):
+    from capwarden.sim import TO_HOST
+
+    async def scenario():
+        app = await in_process()
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        fake = codec.encode_frame("ANNOUNCE", 0, {"proto": 1, "boot_id": 12345, "rx_buf": 256, "max_raw": 120,
+                                                  "n_res": 8, "uptime_ms": 0, "info": b"0.1.0 sim"})
+        app.vboard.cable.inject_bytes(TO_HOST, fake)            # the board says it rebooted
+        assert await wait_until(lambda: s.state == "terminated", 5)
+        assert s.changes[-1]["reason"] == "board_reset"         # cleared, not carried over to full TTL
+        await a.close()
+
+    run(scenario())
+
+
+def test_fault_30_a_lost_link_converges_with_no_orphan_grant(world, run, in_process):
+    async def scenario():
+        app = await in_process(lease_ms=600, board_heartbeat_ms=150)
+        board = app.boards["sim"]
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        res = board.resource_index("motor_left")
+
+        async def beat():
+            while True:
+                await m.heartbeat()
+                await asyncio.sleep(0.1)
+
+        beating = asyncio.ensure_future(beat())                 # the runtime stays healthy throughout
+        app.vboard.cable.disconnect()                           # the board hears nothing past its lease
+        await asyncio.sleep(2.5)
+        assert m.state == "active"                              # the engine cannot know yet
+        app.vboard.cable.reconnect()
+        assert await wait_until(lambda: m.state == "terminated", 10)
+        beating.cancel()
+        assert m.changes[-1]["reason"] == "lease_expired"
+        assert await board.grants(res) == []                    # neither side holds it
+        again = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA), wait_ms=3000)
+        await again.command(1, speed(10))
+        await a.close()
+
+    run(scenario())
+
+
+def test_fault_60_62_unplug_ends_that_resources_sessions_only(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
+        g1 = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        g2 = await b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB))
+        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        board = app.boards["sim"]
+        await board.sim_plug(board.resource_index("gps"), False)
+        assert await wait_until(lambda: g1.state == g2.state == "terminated", 5)   # every session on it (60)
+        assert g1.changes[-1]["reason"] == g2.changes[-1]["reason"] == "resource_removed"
+        assert m.state == "active"                                                  # nothing else (62)
+        await m.heartbeat()
+        await m.command(1, speed(10))
+        r = await a.request("AuthRequest", {"fay_id": world.A, "resource_id": world.res("gps"), "access_mode": "read",
+                                            "credential": world.cred(world.dA)})
+        assert r["result"] == "denied" and r["error_code"] == "E_RESOURCE_UNAVAILABLE"
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_fault_61_replug_resumes_nothing(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        cam = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        board = app.boards["sim"]
+        idx = board.resource_index("camera")
+        await board.sim_plug(idx, False)
+        assert await wait_until(lambda: cam.state == "terminated", 5)
+        await board.sim_plug(idx, True)
+        assert await wait_until(lambda: board.info.resources[idx].state == "present", 5)
+        await asyncio.sleep(0.3)
+        assert cam.state == "terminated"                          # no auto-resume
+        assert (await a.request("SessionQuery", {}))["sessions"] == []
+        assert await board.grants(idx) == []                      # and nothing stale on the board
+        fresh = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA), wait_ms=3000)
+        assert fresh.session_id != cam.session_id                 # a new request, a new session
+        await a.close()
+
+    run(scenario())

@@ -1,0 +1,202 @@
+"""faults.md "Handover" at the engine (first form: the holder's consent), end to end.
+
+Not applicable to the first form: 36 and 48 (one resource per handover, no long-running
+commands), 41 and 43's priority variants (later issue). The board-side atomicity of 35 is also
+tested in hil/.
+"""
+
+import asyncio
+
+import pytest
+
+from capwarden.errors import CapError
+from conftest import wait_until
+
+
+def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, client, run):
+    a = client("rtA")                        # one runtime hosts both Fays: one ordered stream
+    a.on_offer(lambda o: True)
+
+    async def scenario():
+        old = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        r = await a.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000)
+        assert r["result"] == "completed"
+        new = r["session"]
+        assert await wait_until(lambda: old.state == "terminated")
+        events = [(p["body"]["session_id"], p["body"]["state"]) for p in a.pushes
+                  if p["message_type"] == "SessionStateChanged"]
+        assert events.index((old.session_id, "terminated")) < events.index((new.session_id, "active"))
+        listed = (await a.request("SessionQuery", {}))["sessions"]
+        assert [(s["session_id"], s["fay_id"]) for s in listed] == [(new.session_id, world.B)]
+
+    run(scenario())
+
+
+def test_fault_38_handover_never_answered_rolls_back(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    never = asyncio.Event()
+
+    async def hold(offer):
+        await never.wait()
+
+    a.on_offer(hold)
+
+    async def scenario():
+        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 500)
+        assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_TIMEOUT"
+        assert await wait_until(lambda: sa.changes[-1]["state"] == "active")
+        assert sa.changes[-1]["reason"] == "handover_timeout"   # both parties are told
+        assert await sa.command(1)                               # the holder still holds it
+        assert (await a.request("SessionQuery", {}))["sessions"][0]["state"] == "active"
+
+    run(scenario())
+
+
+def test_fault_39_late_consent_does_not_grant_a_stale_request(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    offers = []
+    a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+
+    async def scenario():
+        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 300)
+        assert r["error_code"] == "E_HANDOVER_TIMEOUT"
+        with pytest.raises(CapError) as exc:
+            await a.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
+        assert exc.value.code == "E_HANDOVER_TIMEOUT"
+        assert (await b.request("SessionQuery", {}))["sessions"] == []
+        assert await wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active")
+        assert sa.changes[-1]["reason"] == "handover_timeout"
+
+    run(scenario())
+
+
+def test_fault_40_a_requester_that_lost_the_result_finds_its_session_by_query(world, client, run):
+    a, b = client("rtA"), client("rtB")
+
+    async def slow_yes(offer):
+        await asyncio.sleep(0.5)
+        return True
+
+    a.on_offer(slow_yes)
+
+    async def scenario():
+        await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        with pytest.raises(asyncio.TimeoutError):     # the requester stops waiting: its answer is lost
+            await b.request("HandoverRequest", {"resource_id": world.res("camera"), "to_fay_id": world.B,
+                                                "access_mode": "execute", "credential": world.cred(world.dB),
+                                                "timeout_ms": 5000}, timeout=0.1)
+        await asyncio.sleep(1.0)
+        listed = (await b.request("SessionQuery", {}))["sessions"]   # query before reporting failure
+        assert len(listed) == 1 and listed[0]["fay_id"] == world.B and listed[0]["state"] == "active"
+
+    run(scenario())
+
+
+def test_fault_42_two_requesters_one_offer(world, client, run):
+    a, b, c = client("rtA"), client("rtB"), client("rtC")
+    offers = []
+
+    async def slow_yes(o):
+        offers.append(o)
+        await asyncio.sleep(0.5)
+        return True
+
+    a.on_offer(slow_yes)
+
+    async def scenario():
+        await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        first = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+        assert await wait_until(lambda: offers)
+        second = await c.handover(world.res("camera"), world.C, "execute", world.cred(world.dC), 5000)
+        assert second["result"] == "rejected" and second["error_code"] == "E_HANDOVER_REJECTED"
+        assert (await first)["result"] == "completed"
+        assert len(offers) == 1
+
+    run(scenario())
+
+
+def test_fault_43_a_plain_request_never_takes_over(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    offers = []
+    a.on_offer(lambda o: offers.append(o) or False)
+
+    async def scenario():
+        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        for wait_ms in (0, 300):                       # at once, and queued
+            with pytest.raises(CapError) as exc:
+                await b.acquire(world.B, world.res("camera"), "execute", world.cred(world.dB), wait_ms=wait_ms)
+            assert exc.value.code == "E_RESOURCE_BUSY"
+        assert offers == [] and sa.state == "active"   # only a HandoverRequest asks the holder
+        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 2000)
+        assert r["error_code"] == "E_HANDOVER_REJECTED" and len(offers) == 1
+
+    run(scenario())
+
+
+def test_fault_44_only_the_holder_releases(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    s = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    with pytest.raises(CapError) as exc:
+        run(b.request("SessionRelease", {"session_id": s.session_id}))
+    assert exc.value.code == "E_PERMISSION_DENIED"
+    with pytest.raises(CapError) as exc:
+        run(b.request("ResourceCommand", {"session_id": s.session_id, "op": 1}))
+    assert exc.value.code == "E_PERMISSION_DENIED"
+    assert run(a.request("SessionQuery", {}))["sessions"][0]["state"] == "active"
+
+
+def test_fault_45_only_the_holder_answers_and_offers_are_cleared(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    offers = []
+    a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+
+    async def scenario():
+        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        pending = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+        assert await wait_until(lambda: offers)
+        with pytest.raises(CapError) as exc:    # the requester cannot consent on the holder's behalf
+            await b.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
+        assert exc.value.code == "E_PERMISSION_DENIED"
+        await b.close()                         # the requester goes away: the offer is withdrawn at once
+        assert await wait_until(lambda: sa.changes and sa.changes[-1]["reason"] == "handover_rejected", 3)
+        with pytest.raises(CapError) as exc:
+            await a.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
+        assert exc.value.code == "E_HANDOVER_TIMEOUT"
+        assert sa.state == "active"
+        pending.cancel()
+
+    run(scenario())
+
+
+def test_handover_of_a_shared_resource_is_refused(world, client, run):
+    a, b, c = client("rtA"), client("rtB"), client("rtC")
+    a.on_offer(lambda o: True)
+    b.on_offer(lambda o: True)
+
+    async def scenario():
+        await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        await b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB))
+        gps = world.descriptor(world.C, [world.grant("gps", "read")])
+        r = await c.handover(world.res("gps"), world.C, "read", world.cred(gps), 2000)
+        assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED" and "shared" in r["error_message"]
+
+    run(scenario())
+
+
+def test_handover_with_no_holder_is_an_acquisition(world, client, run):
+    b = client("rtB")
+    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 1000))
+    assert r["result"] == "completed" and r["session"].state == "active"
+    assert r["heartbeat_timeout_ms"] == 1000
+
+
+def test_handover_needs_the_receiving_fays_credential(world, client, run):
+    a, b = client("rtA"), client("rtB")
+    offers = []
+    a.on_offer(lambda o: offers.append(o) or True)
+    run(a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA)))
+    r = run(b.handover(world.res("motor_right"), world.B, "write", world.cred(world.dB), 1000))
+    assert r["result"] == "rejected" and r["error_code"] == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
+    assert offers == []                          # checked before the holder is bothered
