@@ -148,6 +148,15 @@ def test_request_command(world, served):
     assert out.returncode == 1 and "E_DESCRIPTOR_MODE_NOT_GRANTED" in out.stdout
     out = subprocess.run(base + ["sessions"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0 and json.loads(out.stdout) == {"sessions": []}
+    out = subprocess.run(base + ["--json", "acquire", "--fay", world.A, "--resource", world.res("gps"), "--mode",
+                                 "read", "--descriptor-id", world.dA, "--hold", "0"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    answer = json.loads(out.stdout)
+    assert out.returncode == 0 and answer["granted"] is True and answer["error_code"] is None
+    out = subprocess.run(base + ["--json", "release", answer["session_id"]], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 1 and json.loads(out.stdout)["error_code"] == "E_SESSION_NOT_FOUND"   # already released
+    assert TOKENS["rtA"] not in out.stdout + out.stderr
     out = subprocess.run(base + ["sessions"], capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if k != "CAPWARDEN_TOKEN"})
     assert out.returncode == 2 and "CAPWARDEN_TOKEN" in out.stderr

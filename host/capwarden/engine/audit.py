@@ -39,22 +39,31 @@ class AuditLog:
                                  "to start a new one" % (path, problem, path))
 
     def record(self, action, outcome, reason="", **fields):
+        """Append one entry (fsynced before this returns). Raises StoreError if it cannot be
+        written; the chain in memory then stays at the last entry that is on disk."""
         with self._lock:
-            self.seq += 1
-            entry = {"seq": self.seq, "ts": int(time.time()), "action": action, "outcome": outcome, "reason": reason}
+            entry = {"seq": self.seq + 1, "ts": int(time.time()), "action": action, "outcome": outcome,
+                     "reason": reason}
             entry.update({k: v for k, v in fields.items() if v is not None})
             entry["prev"] = self.last
             entry["hash"] = _digest(entry)
-            self.last = entry["hash"]
             if self.path:
-                line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, line.encode())
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                self._append((json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
+            self.seq, self.last = entry["seq"], entry["hash"]
             return entry
+
+    def _append(self, data):
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError("cannot append to the audit log %s: %s" % (self.path, exc.strerror or exc)) from None
 
 
 def read(path):

@@ -120,13 +120,17 @@ class Engine:
                         "E_MALFORMED_REQUEST", "message_id %s was already used for another request" % mid))
                 return await asyncio.shield(first[1])
         try:
-            reply = await self._decide(runtime_id, msg, origin)
-        except Exception:  # a bug must still answer the request, and not leak details
-            log.exception("request %s failed", msg["message_type"])
-            reply = self.error("E_INTERNAL", "internal error", mid)
-        if rt is not None:
-            answer.set_result(reply)
-        return reply
+            try:
+                reply = await self._decide(runtime_id, msg, origin)
+            except Exception:  # a bug must still answer the request, and not leak details
+                log.exception("request %s failed", msg["message_type"])
+                reply = self.error("E_INTERNAL", "internal error", mid)
+            if rt is not None:
+                answer.set_result(reply)
+            return reply
+        finally:
+            if rt is not None and not answer.done():
+                answer.cancel()          # cancelled (the server is stopping): a retry is not left waiting
 
     async def _decide(self, runtime_id, msg, origin):
         mtype, mid = msg["message_type"], msg["message_id"]

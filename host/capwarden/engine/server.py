@@ -63,7 +63,10 @@ class Server:
         self.engine = engine
         for rid in self.tokens:
             engine.add_runtime(rid)
-        kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None)
+        # No permessage-deflate: frames are small, and compressing credentials next to data a
+        # peer chooses is how BREACH-style attacks read secrets through TLS.
+        kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None,
+                  compression=None)
         if self.kind == "unix":
             self._server = await unix_serve(self._connection, self.host, **kw)
         else:

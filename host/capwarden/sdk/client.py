@@ -224,8 +224,9 @@ async def connect(url, runtime_id, token, ssl=None, unix_path=None):
     async def opener():
         if unix_path:
             return await unix_connect(unix_path, "ws://localhost/cap/v1", additional_headers=headers, max_size=None,
-                                      ping_interval=None)
-        return await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None)
+                                      ping_interval=None, compression=None)
+        return await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None,
+                                compression=None)
 
     client = Client(opener, runtime_id)
     await client._open()
