@@ -200,3 +200,14 @@ def test_handover_needs_the_receiving_fays_credential(world, client, run):
     r = run(b.handover(world.res("motor_right"), world.B, "write", world.cred(world.dB), 1000))
     assert r["result"] == "rejected" and r["error_code"] == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
     assert offers == []                          # checked before the holder is bothered
+
+
+def test_fault_46_a_read_session_cannot_actuate(world, client, run):
+    from conftest import speed
+
+    a = client()
+    s = run(a.acquire(world.A, world.res("motor_left"), "read", world.cred(world.dA)))
+    assert run(s.command(2)) == speed(0)                 # reading the speed is a read
+    with pytest.raises(CapError) as exc:
+        run(s.command(1, speed(300)))                    # setting it actuates: gated by the mode
+    assert exc.value.code == "E_PERMISSION_DENIED"

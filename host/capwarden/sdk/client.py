@@ -5,6 +5,7 @@ import base64
 import inspect
 import json
 import logging
+from collections import OrderedDict
 
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect
@@ -85,6 +86,9 @@ class Client:
         self._pending = {}
         self._offer = None
         self._reader = None
+        # Changes pushed for a session whose AuthResult has not been read yet (a push and the
+        # answer travel separately, so either can come first); applied when it is.
+        self._early = OrderedDict()
 
     async def _open(self):
         self.ws = await self._opener()
@@ -165,6 +169,8 @@ class Client:
 
     def _track(self, s):
         self.sessions[s.session_id] = s
+        for body in self._early.pop(s.session_id, ()):
+            s._changed(body)
         return s
 
     async def _read(self, ws):
@@ -186,6 +192,10 @@ class Client:
                         s = self.sessions.get(msg["body"]["session_id"])
                         if s:
                             s._changed(msg["body"])
+                        else:
+                            self._early.setdefault(msg["body"]["session_id"], []).append(msg["body"])
+                            while len(self._early) > 256:
+                                self._early.popitem(last=False)
                     elif mtype == "HandoverOffered":
                         asyncio.ensure_future(self._answer(msg["body"]))
                 except (KeyError, TypeError):
