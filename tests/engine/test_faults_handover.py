@@ -22,9 +22,12 @@ def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, c
         r = await a.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000)
         assert r["result"] == "completed"
         new = r["session"]
-        assert await wait_until(lambda: old.state == "terminated")
-        events = [(p["body"]["session_id"], p["body"]["state"]) for p in a.pushes
-                  if p["message_type"] == "SessionStateChanged"]
+        def events():
+            return [(p["body"]["session_id"], p["body"]["state"]) for p in a.pushes
+                    if p["message_type"] == "SessionStateChanged"]
+
+        assert await wait_until(lambda: {(old.session_id, "terminated"), (new.session_id, "active")} <= set(events()))
+        events = events()
         assert events.index((old.session_id, "terminated")) < events.index((new.session_id, "active"))
         listed = (await a.request("SessionQuery", {}))["sessions"]
         assert [(s["session_id"], s["fay_id"]) for s in listed] == [(new.session_id, world.B)]

@@ -101,6 +101,9 @@ async def request_handover(engine, runtime_id, b, origin=None):
 async def _commit(engine, runtime_id, holder, new, epoch, result):
     # Release before acquire, also in what the runtimes are told (blueprint 2.4).
     await engine.terminate(holder, "handover")
+    if new.state != "creating":
+        # The requester went away during the move; its withdrawal ended the moved grant too.
+        return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the requester went away")
     new.epoch = epoch
     new.last_hb_mono = engine.clock()
     engine.move(new, "active", "handover")
