@@ -74,6 +74,8 @@ def test_engine_decisions_are_audited(world, client, run):
     granted = [e for e in entries if e["outcome"] == "granted"][0]
     assert granted["credential"] == world.dA and granted["fay"] == world.A and "epoch" in granted
     assert granted["key_id"] == "acme-1" and granted["issuer"] == "issuer:acme"   # attacks.md J77
+    text = open(os.path.join(world.store, "audit.log")).read()
+    assert not any(tok in text for tok in TOKENS.values())                     # no bearer token, ever
 
 
 def _self_signed(tmp_path):
