@@ -175,3 +175,38 @@ def test_runtime_fays_option_is_checked(world):
                           "--runtime-token", "rtA=" + TOKENS["rtA"], "--runtime-fays", "rtZ=" + world.A],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--runtime-fays" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_file_keeps_tokens_off_the_command_line(world, tmp_path, run):
+    from capwarden.sdk import connect
+
+    conf = tmp_path / "engine.json"
+    conf.write_text(json.dumps({"runtimes": {"rtA": {"token": TOKENS["rtA"], "fays": [world.A]}},
+                                "liveness": {"default": "200/1000"}, "leeway": 0}))
+    os.chmod(conf, 0o644)
+    out = subprocess.run([EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:0", "--board", "sim",
+                          "--config", str(conf)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "chmod 600" in out.stderr and TOKENS["rtA"] not in out.stderr
+    os.chmod(conf, 0o600)
+    os.rename(conf, os.path.join(world.store, "engine.json"))     # found in the store by default
+    proc = subprocess.Popen([EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:0", "--board", "sim"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), proc.stderr.read() if proc.poll() is not None else line
+        url = line.split()[1]
+
+        async def scenario():
+            c = await connect(url, "rtA", TOKENS["rtA"])
+            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            assert s.timeout_ms == 1000                           # liveness from the file
+            r = await c.request("AuthRequest", {"fay_id": world.B, "resource_id": world.res("gps"),
+                                                "access_mode": "read", "credential": world.cred(world.dB)},
+                                raw=True)
+            assert r["body"]["error_code"] == "E_PERMISSION_DENIED"   # bound to its Fays by the file
+            await c.close()
+
+        run(scenario())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

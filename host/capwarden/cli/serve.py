@@ -1,6 +1,7 @@
 """`capwarden serve`: run the Protocol_Engine for runtimes, against boards."""
 
 import asyncio
+import os
 import signal
 
 from capwarden.cli._common import add_store, err, formatter, store_path
@@ -14,7 +15,11 @@ socket; elsewhere give --tls-cert and --tls-key. Resources appear as TERMINAL_ID
 examples:
   capwarden serve --store ./store --listen 127.0.0.1:8765 --board sim --runtime-token rt1=s3cret
   capwarden serve --store ./store --listen 0.0.0.0:8765 --port /dev/ttyACM0 \\
-      --tls-cert cert.pem --tls-key key.pem --runtime-token rt1=s3cret --liveness motor=500/2000
+      --tls-cert cert.pem --tls-key key.pem --config ./engine.json --liveness motor=500/2000
+
+The config file (mode 600) keeps tokens out of the process list:
+  {"runtimes": {"rt1": {"token": "s3cret-token", "fays": ["fay:0192..."]}},
+   "liveness": {"motor": "500/2000"}, "leeway": 60}
 """
 
 
@@ -26,6 +31,9 @@ def register(sub):
     b = p.add_mutually_exclusive_group(required=True)
     b.add_argument("--board", choices=["sim"], help="start the virtual board")
     b.add_argument("--port", action="append", metavar="DEVICE", help="a board's serial port or pyserial URL")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="runtimes (tokens, Fays), liveness and leeway as JSON, owner-readable only (default "
+                        "STORE/engine.json when it exists); keeps tokens out of the process list")
     p.add_argument("--runtime-token", action="append", default=[], metavar="ID=TOKEN", help="a runtime and its token")
     p.add_argument("--runtime-fays", action="append", default=[], metavar="ID=FAY[,FAY...]",
                    help="the Fays a runtime may act for (recommended; without it a runtime may act for any "
@@ -35,7 +43,7 @@ def register(sub):
     p.add_argument("--audit", default=None, metavar="FILE", help="audit log (default STORE/audit.log)")
     p.add_argument("--liveness", action="append", default=[], metavar="CLASS=INTERVAL_MS/TIMEOUT_MS",
                    help="heartbeat interval and timeout for a resource class (default 1000/5000)")
-    p.add_argument("--leeway", type=int, default=60, metavar="SECONDS",
+    p.add_argument("--leeway", type=int, default=None, metavar="SECONDS",
                    help="clock-skew leeway for credential validity, 0..300 (default 60, as in verify); sessions "
                         "end when a fresh request would be refused")
     p.add_argument("--heapsize", default=None, help="virtual board heap (with --board sim)")
@@ -54,11 +62,14 @@ def parse_tokens(items):
     return tokens
 
 
-def parse_bindings(items, tokens):
+def parse_bindings(items, tokens, out=None):
     from capwarden.credentials.ids import FAY_RE
     from capwarden.errors import UsageError
 
-    out = {}
+    out = {rid: set(fays) for rid, fays in (out or {}).items()}
+    for rid, fays in out.items():
+        if rid not in tokens or not all(FAY_RE.match(f) for f in fays):
+            raise UsageError("the config file binds %r to Fays, but it has no token or a Fay id is malformed" % rid)
     for it in items:
         rid, sep, fays = it.partition("=")
         names = [f.strip() for f in fays.split(",") if f.strip()]
@@ -74,17 +85,23 @@ def main(args):
     from capwarden.engine.liveness import LivenessPolicy
     from capwarden.errors import UsageError
 
+    from capwarden.engine import config
+
+    store = store_path(args)
+    path = args.config or os.path.join(store, "engine.json")
+    tokens, bindings, live, leeway = config.load(path) if args.config or os.path.exists(path) else ({}, {}, [], None)
+    tokens.update(parse_tokens(args.runtime_token))
+    leeway = args.leeway if args.leeway is not None else (60 if leeway is None else leeway)
     try:
-        liveness = LivenessPolicy.parse(args.liveness)
+        liveness = LivenessPolicy.parse(live + args.liveness)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if not 0 <= args.leeway <= 300:
+    if not 0 <= leeway <= 300:
         raise UsageError("--leeway must be 0..300 seconds")
-    tokens = parse_tokens(args.runtime_token)
-    app = EngineApp(store_path(args), args.listen, tokens, sim=args.board == "sim",
-                    fay_bindings=parse_bindings(args.runtime_fays, tokens),
+    app = EngineApp(store, args.listen, tokens, sim=args.board == "sim",
+                    fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),
                     ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=args.leeway)
+                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=leeway)
 
     async def run():
         await app.start()

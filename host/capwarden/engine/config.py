@@ -1,0 +1,61 @@
+"""The engine's config file: runtimes, their tokens and Fays, liveness, leeway (S3: "or the
+config file"). Tokens on a command line are visible to every local user in the process list;
+in a file readable by its owner only they are not.
+
+    {
+      "runtimes": {"rt1": {"token": "a-long-random-secret", "fays": ["fay:0192..."]}},
+      "liveness": {"motor": "500/2000", "default": "1000/5000"},
+      "leeway": 60
+    }
+
+`capwarden serve` reads `--config FILE`, or STORE/engine.json when it exists; command-line
+options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`) or override it
+(`--leeway`).
+"""
+
+import json
+import os
+import stat
+
+from capwarden.errors import UsageError
+
+MIN_TOKEN = 8
+KEYS = {"runtimes", "liveness", "leeway"}
+
+
+def load(path):
+    """(tokens, bindings, liveness items, leeway or None) from the file. Raises UsageError."""
+    try:
+        st = os.stat(path)
+        with open(path) as f:
+            obj = json.load(f)
+    except OSError as exc:
+        raise UsageError("cannot read the config file %s: %s" % (path, exc.strerror or exc)) from None
+    except ValueError as exc:
+        raise UsageError("the config file %s is not JSON: %s" % (path, exc)) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError("the config file %s holds runtime tokens and is readable by others: chmod 600 %s"
+                         % (path, path))
+    if not isinstance(obj, dict) or set(obj) - KEYS:
+        raise UsageError("the config file %s: an object with only %s" % (path, ", ".join(sorted(KEYS))))
+    tokens, bindings = {}, {}
+    runtimes = obj.get("runtimes", {})
+    if not isinstance(runtimes, dict):
+        raise UsageError("%s: \"runtimes\" maps runtime ids to {\"token\", \"fays\"}" % path)
+    for rid, r in runtimes.items():
+        if not isinstance(r, dict) or set(r) - {"token", "fays"} or not isinstance(r.get("token"), str) \
+                or len(r["token"]) < MIN_TOKEN:
+            raise UsageError("%s: runtime %r needs a \"token\" of %d characters or more, and optionally \"fays\""
+                             % (path, rid, MIN_TOKEN))
+        tokens[rid] = r["token"]
+        if "fays" in r:
+            if not isinstance(r["fays"], list) or not all(isinstance(f, str) for f in r["fays"]):
+                raise UsageError("%s: runtime %r: \"fays\" is a list of Fay ids" % (path, rid))
+            bindings[rid] = list(r["fays"])
+    liveness = obj.get("liveness", {})
+    if not isinstance(liveness, dict) or not all(isinstance(v, str) for v in liveness.values()):
+        raise UsageError("%s: \"liveness\" maps a resource class to \"INTERVAL_MS/TIMEOUT_MS\"" % path)
+    leeway = obj.get("leeway")
+    if leeway is not None and type(leeway) is not int:
+        raise UsageError("%s: \"leeway\" is a number of seconds" % path)
+    return tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway
