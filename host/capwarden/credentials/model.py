@@ -15,24 +15,33 @@ from capwarden.errors import CapError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MODES = ("read", "write", "execute", "configure")
+# Modes as bits, so that a check ORs the grants that cover a resource and tests one bit; no mode
+# implies another (S2). MASK_MODES gives the modes of a mask in MODES order.
+MODE_BIT = {m: 1 << i for i, m in enumerate(MODES)}
+MASK_MODES = tuple(tuple(m for m in MODES if mask & MODE_BIT[m]) for mask in range(1 << len(MODES)))
 REASONS = ("unspecified", "compromised", "superseded", "no_longer_needed")
 MAX_TS = (1 << 53) - 1     # integers beyond 2**53 are refused (attacks.md A12)
 MAX_GRANTS = 256
 MAX_STR = 256
 MAX_KEY_ID = 128
 MAX_MAP = 64
+MAX_MAP_KEY = 64
 MAX_MAP_VALUE = 1024
 DAY = 86400
+MAX_DESCRIPTOR = 128 * 1024   # a descriptor file's size limit, checked before decoding (attacks.md J74)
 
 
 class Grant:
-    __slots__ = ("resource_pattern", "modes", "constraints", "parsed")
+    __slots__ = ("resource_pattern", "modes", "constraints", "parsed", "mask")
 
     def __init__(self, resource_pattern, modes, constraints):
         self.resource_pattern = resource_pattern
         self.modes = modes
         self.constraints = constraints
         self.parsed = patterns.parse(resource_pattern)
+        self.mask = 0
+        for m in modes:
+            self.mask |= MODE_BIT[m]
 
     def to_obj(self):
         out = {"resource_pattern": self.resource_pattern, "modes": list(self.modes)}
@@ -116,7 +125,7 @@ class Fields:
         if type(v) is not dict or len(v) > MAX_MAP:
             self.fail(key, "must be a map of at most %d strings" % MAX_MAP)
         for k, x in v.items():
-            if type(k) is not str or type(x) is not str or not k or len(k) > 64 or len(x) > MAX_MAP_VALUE:
+            if type(k) is not str or type(x) is not str or not k or len(k) > MAX_MAP_KEY or len(x) > MAX_MAP_VALUE:
                 self.fail(key, "must map short strings to strings")
         return dict(v)
 

@@ -12,11 +12,10 @@ The first failing step answers. Nothing here raises for bad input: every outcome
 
 import cbor2
 
-from capwarden.credentials import cbor, jws, patterns
-from capwarden.credentials.model import DAY, parse_descriptor_obj
+from capwarden.credentials import cbor, fastparse, jws, patterns
+from capwarden.credentials.model import DAY, MASK_MODES, MAX_DESCRIPTOR, MODE_BIT, parse_descriptor_obj
 from capwarden.errors import CapError
 
-MAX_DESCRIPTOR = 128 * 1024
 MAX_LEEWAY = 300
 DESCRIPTOR_MAX_DAYS = 90
 TICKET_MAX_DAYS = 7
@@ -24,8 +23,10 @@ PREDATE_LIMIT = DAY
 
 
 class Decision:
-    __slots__ = ("granted", "error_code", "message", "field", "kind", "credential_id", "issuer_id",
-                 "not_after", "granted_modes", "key_id", "credential")
+    """The outcome of one check. The credential's fields are read from it on demand: a decision
+    is built on every request, and most callers look at `granted` and little else."""
+
+    __slots__ = ("granted", "error_code", "message", "field", "credential", "granted_modes", "_kind")
 
     def __init__(self, granted, error_code=None, message="", field=None, credential=None, kind=""):
         self.granted = granted
@@ -33,18 +34,50 @@ class Decision:
         self.message = message
         self.field = field
         self.credential = credential
-        self.kind = credential.kind if credential is not None else kind
-        self.credential_id = credential.credential_id if credential is not None else None
-        self.issuer_id = credential.issuer_id if credential is not None else None
-        self.not_after = credential.not_after if credential is not None else None
-        self.key_id = credential.key_id if credential is not None else None
+        self._kind = kind
         self.granted_modes = ()
+
+    @property
+    def kind(self):
+        return self.credential.kind if self.credential is not None else self._kind
+
+    @property
+    def credential_id(self):
+        return self.credential.credential_id if self.credential is not None else None
+
+    @property
+    def issuer_id(self):
+        return self.credential.issuer_id if self.credential is not None else None
+
+    @property
+    def not_after(self):
+        return self.credential.not_after if self.credential is not None else None
+
+    @property
+    def key_id(self):
+        return self.credential.key_id if self.credential is not None else None
 
     def to_json(self):
         return {"granted": self.granted, "error_code": self.error_code, "message": self.message,
                 "field": self.field, "credential_type": self.kind or None, "credential_id": self.credential_id,
                 "issuer_id": self.issuer_id, "not_after": self.not_after, "key_id": self.key_id,
                 "granted_modes": list(self.granted_modes)}
+
+
+_RESOURCES = {}   # Resource_ID -> (terminal, segments), or None when it is not one: a pure function
+
+
+def _resource(resource_id):
+    try:
+        return _RESOURCES[resource_id]
+    except (KeyError, TypeError):   # TypeError: an unhashable "resource id" from a caller
+        pass
+    where = patterns.split_resource(resource_id) if patterns.valid_resource_id(resource_id) else None
+    if type(resource_id) is str:
+        if len(_RESOURCES) >= 4096:
+            _RESOURCES.clear()
+        _RESOURCES[resource_id] = where
+    return where
 
 
 def _codes(kind):
@@ -61,6 +94,13 @@ _VERSION = cbor.encode("version") + b"\x01" + cbor.encode("signature")
 
 def parse_descriptor(data):
     """Step 1 for descriptor bytes: a model.Descriptor. Raises CapError(E_DESCRIPTOR_MALFORMED)."""
+    d = fastparse.descriptor(data)
+    return d if d is not None else parse_descriptor_reference(data)
+
+
+def parse_descriptor_reference(data):
+    """Step 1 by the reference parser: refuses with the precise field, and accepts the valid
+    shapes the fast path leaves to it. What the fast path accepts, this accepts identically."""
     try:
         # The model checks the type of every value it accepts and refuses unknown keys in
         # every map, so the generic type walk would only repeat it (it costs a third of a parse).
@@ -141,19 +181,20 @@ class Validator:
             return Decision(False, p + "SUBJECT_MISMATCH", "issued to another Fay", "subject", cred)
         if cred.terminal_id != self.terminal_id:
             return Decision(False, p + "TERMINAL_MISMATCH", "issued for another terminal", "terminal_id", cred)
-        if not patterns.valid_resource_id(resource_id):
+        where = _resource(resource_id)
+        if where is None:
             return Decision(False, p + "RESOURCE_NOT_GRANTED", "%r is not a Resource_ID" % (resource_id,), "resource_id", cred)
-        terminal, segments = patterns.split_resource(resource_id)
-        modes = set()
+        terminal, segments = where
+        mask = 0
         matched = False
         for g in cred.grants:
             # A grant with constraints (chapter 7, not available) is not honoured: fail closed.
             if g.constraints is None and patterns.matches(g.parsed, terminal, segments):
                 matched = True
-                modes.update(g.modes)
+                mask |= g.mask
         if not matched:
             return Decision(False, p + "RESOURCE_NOT_GRANTED", "no grant covers %s" % resource_id, "grants", cred)
-        if mode not in modes:
+        if not mask & MODE_BIT.get(mode, 0):
             return Decision(False, p + "MODE_NOT_GRANTED", "%s is not granted on %s" % (mode, resource_id), "grants", cred)
         # Step 5.
         if self._revoked(cred):
@@ -162,7 +203,7 @@ class Validator:
             return Decision(False, "E_TICKET_OFFLINE_REJECTED", "the terminal is offline: new tickets are refused",
                             None, cred)
         d = Decision(True, None, "granted", None, cred)
-        d.granted_modes = tuple(m for m in ("read", "write", "execute", "configure") if m in modes)
+        d.granted_modes = MASK_MODES[mask]
         return d
 
     def _revoked_ref(self, ref):
