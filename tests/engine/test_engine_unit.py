@@ -5,6 +5,7 @@ timeout), 25 (the wall clock stepping backward and forward).
 """
 
 import asyncio
+import types
 
 import pytest
 
@@ -283,8 +284,10 @@ class FakeAuthorizer:
         from capwarden.credentials.validate import Decision
 
         ok = credential["descriptor_id"].endswith("ab") and mode == "read"
-        d = Decision(ok, None if ok else "E_DESCRIPTOR_MODE_NOT_GRANTED", "fake", kind="descriptor")
-        d.credential_id, d.not_after, d.issuer_id, d.key_id = credential["descriptor_id"], 2 ** 40, "i", "k"
+        # A Decision reads the credential's fields from the credential it names.
+        cred = types.SimpleNamespace(kind="descriptor", credential_id=credential["descriptor_id"], not_after=2 ** 40,
+                                     issuer_id="i", key_id="k")
+        d = Decision(ok, None if ok else "E_DESCRIPTOR_MODE_NOT_GRANTED", "fake", credential=cred)
         d.granted_modes = ("read",)
         return d
 
