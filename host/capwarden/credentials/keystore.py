@@ -10,19 +10,30 @@ import os
 from capwarden.credentials import keys as keymod
 from capwarden.credentials.b64 import b64u_encode
 from capwarden.credentials.model import parse_key_json
-from capwarden.credentials.store import KEYS, read_json, write_json
+from capwarden.credentials.store import KEYS, locked, read_json, write_json
 from capwarden.errors import CapError
 
 
 class KeyStore:
     def __init__(self, folder):
+        self.folder = folder
         self.path = os.path.join(folder, KEYS)
         self.records = {}
         self.public = {}
         self.generation = 0   # bumped on every change: cached verifications are redone
+        self._merge()
+
+    def _merge(self):
+        """Take in keys and revoked flags written by another process. Only adds: a key known
+        here stays known, and a revoked flag is never cleared (fail closed)."""
         for obj in read_json(self.path, default=[]):
             rec = parse_key_json(obj)
-            self._add(rec)
+            old = self.records.get(rec["key_id"])
+            if old is None:
+                self._add(rec)
+            elif rec["revoked"] and not old["revoked"]:
+                old["revoked"] = True
+                self.generation += 1
 
     def _add(self, rec):
         try:
@@ -36,22 +47,28 @@ class KeyStore:
     def add(self, obj):
         """Import a key from its JSON form. Raises CapError for a malformed or unusable key."""
         rec = parse_key_json(obj)
-        old = self.records.get(rec["key_id"])
-        if old is not None and (old["key_material"] != rec["key_material"] or old["algorithm"] != rec["algorithm"]
-                                or old["issuer_id"] != rec["issuer_id"]):
-            raise CapError("E_VERIFICATION_KEY_INVALID",
-                           "key_id %r is already bound to another key; key ids are never reused" % rec["key_id"],
-                           "key_id")
-        self._add(rec)
-        self._save()
+        with locked(self.folder):   # read, change and write as one step against other processes
+            self._merge()
+            old = self.records.get(rec["key_id"])
+            if old is not None and (old["key_material"] != rec["key_material"] or old["algorithm"] != rec["algorithm"]
+                                    or old["issuer_id"] != rec["issuer_id"]):
+                raise CapError("E_VERIFICATION_KEY_INVALID",
+                               "key_id %r is already bound to another key; key ids are never reused" % rec["key_id"],
+                               "key_id")
+            if old is not None and old["revoked"]:
+                rec["revoked"] = True   # importing a revoked key again does not bring it back
+            self._add(rec)
+            self._save()
         return rec
 
     def revoke(self, key_id):
-        if key_id not in self.records:
-            raise CapError("E_VERIFICATION_KEY_INVALID", "no key %r" % key_id, "key_id")
-        self.records[key_id]["revoked"] = True
-        self.generation += 1
-        self._save()
+        with locked(self.folder):
+            self._merge()
+            if key_id not in self.records:
+                raise CapError("E_VERIFICATION_KEY_INVALID", "no key %r" % key_id, "key_id")
+            self.records[key_id]["revoked"] = True
+            self.generation += 1
+            self._save()
 
     def _save(self):
         write_json(self.path, [to_json(r) for r in self.records.values()])

@@ -13,7 +13,7 @@ import os
 from capwarden.credentials import cbor
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.credentials.model import parse_revocation_obj
-from capwarden.credentials.store import REVOCATIONS, read_json, write_json
+from capwarden.credentials.store import REVOCATIONS, locked, read_json, write_json
 from capwarden.errors import CapError
 
 MAX_STATEMENT = 4096
@@ -26,23 +26,32 @@ def statement_signed_bytes(obj):
 
 class RevocationList:
     def __init__(self, folder, keystore):
+        self.folder = folder
         self.path = os.path.join(folder, REVOCATIONS)
         self.keystore = keystore
         self.entries = {}      # (issuer_id, credential id) -> record
         self.listeners = []
+        self._merge()
+
+    def _merge(self):
+        """Add the file's entries to ours; returns the ones that are new here. Entries are only
+        ever added: one missing from the file (a restored backup) stays revoked (fail closed)."""
+        new = []
         for rec in read_json(self.path, default=[]):
-            self.entries[(rec["issuer_id"], rec["target"])] = rec
+            key = (rec["issuer_id"], rec["target"])
+            if key not in self.entries:
+                self.entries[key] = rec
+                new.append(rec)
+        return new
+
+    def _tell(self, records):
+        for rec in records:
+            for cb in list(self.listeners):
+                cb(rec)
 
     def reload(self):
         """Re-read the list (another process may have imported statements); notify new ones."""
-        fresh = {}
-        for rec in read_json(self.path, default=[]):
-            fresh[(rec["issuer_id"], rec["target"])] = rec
-        new = [rec for key, rec in fresh.items() if key not in self.entries]
-        self.entries = fresh
-        for rec in new:
-            for cb in list(self.listeners):
-                cb(rec)
+        self._tell(self._merge())
 
     def revoked(self, issuer_id, credential_id):
         return (issuer_id, credential_id) in self.entries
@@ -60,14 +69,18 @@ class RevocationList:
         if not pub.verify(statement_signed_bytes(obj), rec["signature"]):
             raise CapError("E_INVALID_SIGNATURE", "revocation statement signature does not verify", "signature")
         key = (rec["issuer_id"], rec["target"])
-        if key in self.entries:
-            return self.entries[key]
-        entry = {k: rec[k] for k in ("revocation_id", "target", "issuer_id", "revoked_at", "reason", "key_id")}
-        entry["statement"] = b64u_encode(bytes(data))
-        self.entries[key] = entry
-        write_json(self.path, list(self.entries.values()))
-        for cb in list(self.listeners):
-            cb(entry)
+        # Re-read, add and write under the store's lock, so that an import by another process
+        # in between is kept; listeners hear of every entry new to this process, outside it.
+        with locked(self.folder):
+            new = self._merge()
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = {k: rec[k] for k in ("revocation_id", "target", "issuer_id", "revoked_at", "reason", "key_id")}
+                entry["statement"] = b64u_encode(bytes(data))
+                self.entries[key] = entry
+                new.append(entry)
+                write_json(self.path, list(self.entries.values()))
+        self._tell(new)
         return entry
 
     def statement_bytes(self, entry):

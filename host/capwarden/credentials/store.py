@@ -7,6 +7,8 @@ readable by others. Stored descriptors are sealed with ChaCha20-Poly1305 under t
 with the descriptor id as associated data, so a file moved to another id does not open.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import stat
@@ -23,6 +25,7 @@ KEYS = "keys.json"
 REVOCATIONS = "revocations.json"
 CONVERSIONS = "conversions.json"
 DESCRIPTORS = "descriptors"
+LOCK = ".lock"
 
 
 def default_store():
@@ -59,6 +62,23 @@ def write_atomic(path, data, mode=0o644):
 
 def write_json(path, obj, mode=0o644):
     write_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """Hold the store's lock for one read-modify-write of its files.
+
+    Several processes share a store (`capwarden serve`, and the command line importing keys or
+    revocations beside it): without the lock, two imports that each read, add and write would
+    lose one of them. An flock on FOLDER/.lock is released by the kernel when its holder dies,
+    so a crash never leaves the store locked.
+    """
+    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_json(path, default=None):

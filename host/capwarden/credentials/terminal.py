@@ -22,7 +22,7 @@ from capwarden.credentials.keystore import KeyStore
 from capwarden.credentials.model import DAY
 from capwarden.credentials.revocation import RevocationList
 from capwarden.credentials.store import (CONVERSION_KEY, CONVERSIONS, DESCRIPTORS, STORAGE_KEY, TERMINAL, Sealer,
-                                         read_json, read_secret, write_atomic, write_json)
+                                         locked, read_json, read_secret, write_atomic, write_json)
 from capwarden.credentials.validate import Decision, Validator, parse_descriptor
 from capwarden.errors import CapError, StoreError, UsageError
 
@@ -83,12 +83,13 @@ class Terminal:
 
     def _on_revocation(self, entry):
         # A revoked ticket takes its converted descriptors with it (attacks.md F59).
-        conv = read_json(os.path.join(self.folder, CONVERSIONS), default={})
-        hit = conv.get(entry["target"])
-        if hit and hit.get("iss") == entry["issuer_id"]:
-            self._remove(hit["descriptor_id"])
-            del conv[entry["target"]]
-            write_json(os.path.join(self.folder, CONVERSIONS), conv)
+        with locked(self.folder):
+            conv = read_json(os.path.join(self.folder, CONVERSIONS), default={})
+            hit = conv.get(entry["target"])
+            if hit and hit.get("iss") == entry["issuer_id"]:
+                self._remove(hit["descriptor_id"])
+                del conv[entry["target"]]
+                write_json(os.path.join(self.folder, CONVERSIONS), conv)
 
     # ---- stored descriptors ----------------------------------------------------------------
     def _path(self, did):
@@ -169,29 +170,31 @@ class Terminal:
         if self.validator.degraded:
             raise CapError("E_TICKET_OFFLINE_REJECTED", "offline: tickets are not converted", None)
         conv_path = os.path.join(self.folder, CONVERSIONS)
-        conv = read_json(conv_path, default={})
-        if t.credential_id in conv:  # one conversion per ticket (attacks.md H67)
-            return conv[t.credential_id]["descriptor_id"]
-        not_after = min(t.not_after, now + CONVERSION_MAX, t.issued_at + CONVERSION_MAX)
-        not_before = min(t.not_before, not_after - 1)
-        payload = descriptor_payload(
-            t.subject, t.terminal_id, [g.to_obj() for g in t.grants], self.conversion_key.issuer_id,
-            not_before, not_after, issued_at=min(t.issued_at, not_before), descriptor_id=uuid_bytes(t.credential_id),
-            metadata={"origin": "converted_from_ticket", "origin_jti": t.credential_id, "origin_kid": t.key_id,
-                      "origin_iss": t.issuer_id, "origin_signature": b64u_encode(t.signature)})
-        data = sign_descriptor(self.conversion_key, payload)
-        did = self.import_descriptor(data, now)
-        conv[t.credential_id] = {"descriptor_id": did, "iss": t.issuer_id, "not_after": not_after}
-        write_json(conv_path, conv)
-        return did
+        with locked(self.folder):   # one conversion per ticket, also across processes
+            conv = read_json(conv_path, default={})
+            if t.credential_id in conv:  # one conversion per ticket (attacks.md H67)
+                return conv[t.credential_id]["descriptor_id"]
+            not_after = min(t.not_after, now + CONVERSION_MAX, t.issued_at + CONVERSION_MAX)
+            not_before = min(t.not_before, not_after - 1)
+            payload = descriptor_payload(
+                t.subject, t.terminal_id, [g.to_obj() for g in t.grants], self.conversion_key.issuer_id,
+                not_before, not_after, issued_at=min(t.issued_at, not_before), descriptor_id=uuid_bytes(t.credential_id),
+                metadata={"origin": "converted_from_ticket", "origin_jti": t.credential_id, "origin_kid": t.key_id,
+                          "origin_iss": t.issuer_id, "origin_signature": b64u_encode(t.signature)})
+            data = sign_descriptor(self.conversion_key, payload)
+            did = self.import_descriptor(data, now)
+            conv[t.credential_id] = {"descriptor_id": did, "iss": t.issuer_id, "not_after": not_after}
+            write_json(conv_path, conv)
+            return did
 
     def purge(self, now):
         """Remove converted descriptors 24 h after expiry. Returns the ids removed."""
         conv_path = os.path.join(self.folder, CONVERSIONS)
-        conv = read_json(conv_path, default={})
-        gone = [jti for jti, c in conv.items() if now >= c["not_after"] + PURGE_AFTER]
-        for jti in gone:
-            self._remove(conv.pop(jti)["descriptor_id"])
-        if gone:
-            write_json(conv_path, conv)
+        with locked(self.folder):
+            conv = read_json(conv_path, default={})
+            gone = [jti for jti, c in conv.items() if now >= c["not_after"] + PURGE_AFTER]
+            for jti in gone:
+                self._remove(conv.pop(jti)["descriptor_id"])
+            if gone:
+                write_json(conv_path, conv)
         return gone
