@@ -6,10 +6,12 @@
 - Ticket validation per second against PyJWT's decode of the same ticket. Target: faster.
 """
 
+import statistics
 import tempfile
 import time
 
 N_DESCRIPTORS = 3000
+ROUNDS = 7
 
 
 def _rate(fn, items, seconds=2.0):
@@ -59,13 +61,21 @@ def run(results):
     def openssl(item):
         ossl.verify(item[1], item[0])
 
-    raw_rate = _rate(raw, payloads)
     results.add("OpenSSL (cryptography) Ed25519 verifies/s", round(_rate(openssl, payloads)), "1/s",
-                baseline=round(raw_rate), note="why libsodium: faster here, and it refuses small-order points")
-    full_rate = _rate(full, fresh)
+                baseline=round(_rate(raw, payloads)), note="why libsodium: faster here, and it refuses small-order points")
+    # Rounds alternate between the baseline and the full validation, so that a neighbour's load
+    # hits both alike; the figures are the medians over the rounds.
+    raws, fulls = [], []
+    for _ in range(ROUNDS):
+        raws.append(_rate(raw, payloads, 0.6))
+        fulls.append(_rate(full, fresh, 0.6))
+    raw_rate = statistics.median(raws)
+    full_rate = statistics.median(fulls)
     results.add("raw PyNaCl Ed25519 verifies/s (same payloads)", round(raw_rate), "1/s")
     results.add("full descriptor validations/s (fresh, one core)", round(full_rate), "1/s", baseline=round(raw_rate),
-                target="ratio >= 0.85")
+                target="ratio >= 0.85",
+                note="median of %d interleaved rounds; round ratios %s" % (
+                    ROUNDS, " ".join("%.2f" % (f / r) for f, r in zip(fulls, raws))))
 
     did = w.t.import_descriptor(fresh[0], NOW)
 
