@@ -22,6 +22,11 @@ TICKET_MAX_DAYS = 7
 PREDATE_LIMIT = DAY
 
 
+def _credential_field(name):
+    """A Decision property: the field of the credential it decided on, or None without one."""
+    return property(lambda self: getattr(self.credential, name) if self.credential is not None else None)
+
+
 class Decision:
     """The outcome of one check. The credential's fields are read from it on demand: a decision
     is built on every request, and most callers look at `granted` and little else."""
@@ -41,21 +46,10 @@ class Decision:
     def kind(self):
         return self.credential.kind if self.credential is not None else self._kind
 
-    @property
-    def credential_id(self):
-        return self.credential.credential_id if self.credential is not None else None
-
-    @property
-    def issuer_id(self):
-        return self.credential.issuer_id if self.credential is not None else None
-
-    @property
-    def not_after(self):
-        return self.credential.not_after if self.credential is not None else None
-
-    @property
-    def key_id(self):
-        return self.credential.key_id if self.credential is not None else None
+    credential_id = _credential_field("credential_id")
+    issuer_id = _credential_field("issuer_id")
+    not_after = _credential_field("not_after")
+    key_id = _credential_field("key_id")
 
     def to_json(self):
         return {"granted": self.granted, "error_code": self.error_code, "message": self.message,
