@@ -3,11 +3,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The install compiles host/capwarden/credentials/cborscan.py (setup.py), so it is redone when
+# that file changes too.
+BUILT  := pyproject.toml setup.py host/capwarden/credentials/cborscan.py
+STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | cksum | cut -d' ' -f1)
 
 .PHONY: demo test bench venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILT)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet -e '.[sim,test]'
@@ -25,4 +28,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache bench-results.json
+	rm -rf $(VENV) build *.egg-info .pytest_cache bench-results.json host/capwarden/credentials/*.so

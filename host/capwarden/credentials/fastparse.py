@@ -1,73 +1,62 @@
 """The descriptor fast path: step 1 of S2 for the common, valid case, in as few steps as CPython allows.
 
 `descriptor(data)` returns a model.Descriptor when the file is a deterministic, well-formed
-descriptor it can check completely, and None for anything else. None is not a verdict: the
-caller then runs the reference parser (cbor.decode + model.parse_descriptor_obj), which refuses
-with the precise S2 code and field name, or accepts the rare valid shapes this path leaves
-alone (grant constraints, text with non-printable characters). So this
-path can only ever accept a subset of what the reference parser accepts, with the same fields;
-tests/credentials/test_fastparse.py checks exactly that against mutated and re-encoded files.
+descriptor in the layout cborscan recognises and every field passes chapter 2's rules, and None
+for anything else. None is not a verdict: the caller then runs the reference parser
+(cbor.decode + model.parse_descriptor_obj), which refuses with the precise S2 code and field
+name, or accepts the rare valid shapes this path leaves alone (grant constraints, text with
+non-printable characters, long metadata). So this path can only ever accept a subset of what
+the reference parser accepts, with the same fields; tests/credentials/test_fastparse.py checks
+exactly that, against mutated and re-encoded files, for the compiled and the interpreted scanner.
 
-Why it is faster than the reference, and why it is as strict:
-- Determinism (S1) without a canonical re-encode. cbor2's canonical mode sorts keys in Python
-  and costs three times its plain encoder. Here every map's key tuple is compared with the one
-  deterministic order the spec's fields can have (one tuple comparison per map); then the plain
-  encoder re-encodes the decoded value in the order it was read and the result must equal the
-  input. With key order known to be right, the only other differences the plain encoder can
-  show are the ones S1 forbids: non-minimal heads, indefinite lengths, duplicate keys (the
-  decoded map loses one, the re-encoding is shorter) and trailing bytes.
-- Types are checked on the values the model needs, which are all of them: a file with any
-  value of another type (tag, float, bool, null) fails one of the checks below.
-- The signed payload bytes are a slice of the input (the file is a3 "payload" P "version" 01
-  "signature" S), not a second encoding; what is verified is what was received.
-- Pure functions of short strings (pattern parsing, grant construction) are memoised in
-  bounded tables. Nothing about a credential's validity is cached: each file is checked whole.
+cborscan reads the bytes (determinism included); this module applies chapter 2's value rules.
+Pure functions of short strings (identifier checks, pattern parsing, grant construction) are
+memoised in bounded tables. Nothing about a credential's validity is cached: each file is
+checked whole.
 """
 
-import cbor2
+import importlib
+import importlib.util
+import os
 
 from capwarden.credentials import patterns
 from capwarden.credentials.ids import FAY_RE, TERMINAL_RE
-from capwarden.credentials.keys import ALGORITHMS
-from capwarden.credentials.model import (MAX_DESCRIPTOR, MAX_GRANTS, MAX_KEY_ID, MAX_MAP, MAX_MAP_KEY, MAX_MAP_VALUE,
-                                         MAX_STR, MAX_TS, MODES, Descriptor, Grant)
+from capwarden.credentials.model import (MAX_KEY_ID, MAX_MAP, MAX_MAP_KEY, MAX_MAP_VALUE, MAX_STR, MAX_TS, MODES,
+                                         Descriptor, Grant)
 
 
+def _load_scanner():
+    """cborscan compiled by mypyc if the build made it and it is not older than its source;
+    otherwise the source itself (an edit after the build must never be shadowed)."""
+    mod = importlib.import_module("capwarden.credentials.cborscan")
+    where = mod.__file__ or ""
+    if where.endswith(".py"):
+        return mod, False
+    source = os.path.join(os.path.dirname(where), "cborscan.py")
+    if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(where):
+        return load_source(source), False
+    return mod, True
 
-def _order(keys):
-    """Keys in deterministic order: RFC 8949 4.2.1 bytewise order of their encodings, which for
-    text keys is shorter first, then bytewise (pinned by tests/credentials/test_cbor.py)."""
-    return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+
+def load_source(path):
+    """The scanner module run from its source file (also used by the tests)."""
+    spec = importlib.util.spec_from_file_location("capwarden.credentials._cborscan_source", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-_TOP = _order(("version", "payload", "signature"))
-_SIG = _order(("algorithm", "key_id", "signature_value"))
-_GRANT = _order(("resource_pattern", "modes"))
-_REQUIRED = ("descriptor_id", "issuer_id", "subject_fay_id", "terminal_id", "grants", "issued_at",
-             "not_before", "not_after")
-# Every key tuple a payload may have, with which optional fields it carries.
-_PAYLOADS = {
-    _order(_REQUIRED): (False, False),
-    _order(_REQUIRED + ("grantor_id",)): (True, False),
-    _order(_REQUIRED + ("metadata",)): (False, True),
-    _order(_REQUIRED + ("grantor_id", "metadata")): (True, True),
-}
-_HEAD = b"\xa3" + cbor2.dumps("payload")
-_VERSION = cbor2.dumps("version") + b"\x01" + cbor2.dumps("signature")
-_ALGS = frozenset(ALGORITHMS)
-# The file after the payload: "version" 01 "signature" {"key_id": K, "algorithm": A,
-# "signature_value": 64 bytes}, in that (deterministic) order.
-_TAIL_HEAD = _VERSION + b"\xa3" + cbor2.dumps(_SIG[0])      # "key_id"
-_ALGORITHM_KEY = cbor2.dumps(_SIG[1])                      # "algorithm"
-_TAIL_SIG = cbor2.dumps(_SIG[2]) + b"\x58\x40"             # "signature_value", 64 bytes follow
-_KEY_ALG = {}     # (key_id, algorithm) -> encoding of key_id, "algorithm", algorithm; valid ones
-_MODE_SETS = {}   # tuple of modes as written -> the same tuple, when valid (1..4 distinct modes)
+cborscan, COMPILED = _load_scanner()
+_scan = cborscan.scan_descriptor
+_PAYLOAD_START = len(cborscan.FILE_HEAD)
+_MODES = frozenset(MODES)
 _GRANTS = {}      # (resource_pattern, modes) -> Grant, for valid grants only
-# Strings already known to pass a check (text rules; Fay_ID; Terminal_ID): identifiers
+# Strings already known to pass a check (text rules; Fay_ID; Terminal_ID; key_id): identifiers
 # repeat across descriptors, and the checks are pure functions of the string.
 _TEXTS = set()
 _FAYS = set()
 _TERMINALS = set()
+_KEY_IDS = set()
 _CACHE_LIMIT = 4096
 
 
@@ -80,31 +69,19 @@ def _remember(table, value):
 def _text(v, limit=MAX_STR):
     # isprintable() is False for every C0 control and DEL (and a few more characters, which the
     # reference parser then judges): a printable string has nothing the model refuses.
-    return type(v) is str and 0 < len(v) <= limit and v.isprintable()
+    return 0 < len(v) <= limit and v.isprintable()
 
 
-def _grant(g):
-    """The Grant for one decoded grant map, or None when this path does not accept it."""
-    if type(g) is not dict or tuple(g) != _GRANT:
-        return None
-    pattern = g["resource_pattern"]
-    modes = g["modes"]
-    if type(modes) is not list or type(pattern) is not str:
-        return None
-    key = (pattern, tuple(modes))
+def _grant(pattern, modes):
+    """The Grant for a pattern and its modes (as scanned), or None when this path declines."""
+    key = (pattern, modes)
     hit = _GRANTS.get(key)
     if hit is not None:
         return hit
-    m = key[1]
-    if not 1 <= len(m) <= 4 or len(set(m)) != len(m):
-        return None
-    for x in m:
-        if type(x) is not str or x not in MODES:
-            return None
-    if not _text(pattern):
+    if len(set(modes)) != len(modes) or not _MODES.issuperset(modes) or not _text(pattern):
         return None
     try:
-        grant = Grant(pattern, m, None)
+        grant = Grant(pattern, modes, None)
     except patterns.PatternError:
         return None
     if len(_GRANTS) >= _CACHE_LIMIT:
@@ -113,17 +90,13 @@ def _grant(g):
     return grant
 
 
-def _metadata(v):
-    """A copy of a metadata map this path accepts (the reference parser's rules, keys in order)."""
-    if type(v) is not dict or len(v) > MAX_MAP:
-        return None
-    keys = tuple(v)
-    if keys != _order(keys):
-        return None
-    for k, x in v.items():
-        if type(k) is not str or type(x) is not str or not k or len(k) > MAX_MAP_KEY or len(x) > MAX_MAP_VALUE:
-            return None
-    return dict(v)
+def _metadata_ok(md):
+    if len(md) > MAX_MAP:
+        return False
+    for k, x in md.items():
+        if not k or len(k) > MAX_MAP_KEY or len(x) > MAX_MAP_VALUE:
+            return False
+    return True
 
 
 def _uuid_text(b):
@@ -134,43 +107,18 @@ def _uuid_text(b):
 
 def descriptor(data):
     """A model.Descriptor for a descriptor file this path can check completely, else None."""
-    if type(data) is not bytes or len(data) > MAX_DESCRIPTOR or not data.startswith(_HEAD):
+    if type(data) is not bytes:
         return None
-    try:
-        obj = cbor2.loads(data)
-    except Exception:  # cbor2 raises several types; the reference parser names the problem
+    f = _scan(data)
+    if f is None:
         return None
-    if type(obj) is not dict or tuple(obj) != _TOP or type(obj["version"]) is not int or obj["version"] != 1:
-        return None
-    p = obj["payload"]
-    s = obj["signature"]
-    if type(p) is not dict or type(s) is not dict or tuple(s) != _SIG:
-        return None
-    optional = _PAYLOADS.get(tuple(p))
-    if optional is None:
-        return None
-    alg = s["algorithm"]
-    key_id = s["key_id"]
-    sig = s["signature_value"]
-    if type(alg) is not str or alg not in _ALGS or type(key_id) is not str or type(sig) is not bytes or \
-            len(sig) != 64:
-        return None
-    middle = _KEY_ALG.get((key_id, alg))
-    if middle is None:
+    (alg, key_id, sig, did, issuer, subject, terminal, raw_grants, issued_at, not_before, not_after, grantor,
+     metadata, payload_end) = f
+    if key_id not in _KEY_IDS:
         if not _text(key_id, MAX_KEY_ID):
             return None
-        # The signature map's encoding between its "key_id" key and its "signature_value" key.
-        middle = cbor2.dumps(key_id) + _ALGORITHM_KEY + cbor2.dumps(alg)
-        if len(_KEY_ALG) >= _CACHE_LIMIT:
-            _KEY_ALG.clear()
-        _KEY_ALG[(key_id, alg)] = middle
-    did = p["descriptor_id"]
-    if type(did) is not bytes or len(did) != 16 or did[6] >> 4 != 7 or did[8] >> 6 != 2:
-        return None
-    issuer = p["issuer_id"]
-    subject = p["subject_fay_id"]
-    terminal = p["terminal_id"]
-    if type(issuer) is not str or type(subject) is not str or type(terminal) is not str:
+        _remember(_KEY_IDS, key_id)
+    if len(did) != 16 or did[6] >> 4 != 7 or did[8] >> 6 != 2:
         return None
     if issuer not in _TEXTS:
         if not _text(issuer):
@@ -184,35 +132,17 @@ def descriptor(data):
         if not _text(terminal) or TERMINAL_RE.match(terminal) is None:
             return None
         _remember(_TERMINALS, terminal)
-    issued_at = p["issued_at"]
-    not_before = p["not_before"]
-    not_after = p["not_after"]
-    if type(issued_at) is not int or type(not_before) is not int or type(not_after) is not int or \
-            not 0 <= issued_at <= not_before < not_after <= MAX_TS:
-        return None
-    raw_grants = p["grants"]
-    if type(raw_grants) is not list or not 1 <= len(raw_grants) <= MAX_GRANTS:
+    if not 0 <= issued_at <= not_before < not_after <= MAX_TS:
         return None
     grants = []
-    for g in raw_grants:
-        grant = _grant(g)
+    for pattern, modes in raw_grants:
+        grant = _grant(pattern, modes)
         if grant is None:
             return None
         grants.append(grant)
-    grantor = metadata = None
-    if optional[0]:
-        grantor = p["grantor_id"]
-        if not _text(grantor):
-            return None
-    if optional[1]:
-        metadata = _metadata(p["metadata"])
-        if metadata is None:
-            return None
-    # Determinism: key order was checked map by map above, so the plain encoder (which keeps the
-    # order it was given) re-encodes the payload deterministically. Around it, the file can only
-    # be the fixed envelope with this signature map in it. The whole must equal the input.
-    signed = cbor2.dumps(p)
-    if _HEAD + signed + _TAIL_HEAD + middle + _TAIL_SIG + sig != data:
+    if grantor is not None and not _text(grantor):
+        return None
+    if metadata is not None and not _metadata_ok(metadata):
         return None
     d = Descriptor()
     d.algorithm = alg
@@ -230,5 +160,5 @@ def descriptor(data):
     d.metadata = metadata
     d.convertible = False
     d.raw = data
-    d.signed_bytes = signed
+    d.signed_bytes = data[_PAYLOAD_START:payload_end]
     return d
