@@ -113,7 +113,12 @@ def run(results):
     def pyjwt(_):
         jwt.decode(tok, pub, algorithms=["ES256"], audience=w.tid)
 
-    pj = _rate(pyjwt, range(200))
+    pjs, ours_ = [], []
+    for _ in range(5):
+        pjs.append(_rate(pyjwt, range(200), 0.6))
+        ours_.append(_rate(ours, range(200), 0.6))
+    pj = statistics.median(pjs)
     results.add("PyJWT decode/s (same ES256 ticket, default checks)", round(pj), "1/s")
-    results.add("ticket validations/s (every S2 step)", round(_rate(ours, range(200))), "1/s", baseline=round(pj),
-                target="ratio > 1")
+    results.add("ticket validations/s (every S2 step)", round(statistics.median(ours_)), "1/s", baseline=round(pj),
+                target="ratio > 1", note="median of 5 interleaved rounds; round ratios %s" % " ".join(
+                    "%.2f" % (o / p) for o, p in zip(ours_, pjs)))

@@ -22,25 +22,70 @@ ALGS = {"EdDSA": "ed25519", "ES256": "ecdsa-p256-sha256"}
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\Z")
 
 
-def _strict_json(text, what):
-    def pairs(items):
-        out = {}
-        for k, v in items:
-            if k in out:
-                raise CapError(CODE, "%s has the member %r twice" % (what, k), what)
-            out[k] = v
-        return out
+class _Duplicate(ValueError):
+    pass
 
-    def no_float(s):
-        raise CapError(CODE, "%s has a non-integer number" % what, what)
 
+class _Float(ValueError):
+    pass
+
+
+def _pairs(items):
+    out = dict(items)
+    if len(out) != len(items):
+        seen = set()
+        for k, _ in items:
+            if k in seen:
+                raise _Duplicate(k)
+            seen.add(k)
+    return out
+
+
+def _no_float(_):
+    raise _Float()
+
+
+# One decoder for every ticket: duplicate members and non-integer numbers are refused.
+_JSON = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_no_float, parse_constant=_no_float)
+
+
+def _strict_json(raw, what):
     try:
-        return json.loads(text, object_pairs_hook=pairs, parse_float=no_float,
-                          parse_constant=no_float)
-    except CapError:
-        raise
+        return _JSON.decode(raw.decode("utf-8", "strict"))
+    except _Duplicate as dup:
+        raise CapError(CODE, "%s has the member %r twice" % (what, dup.args[0][:40]), what) from None
+    except _Float:
+        raise CapError(CODE, "%s has a non-integer number" % what, what) from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise CapError(CODE, "%s is not JSON" % what, what) from None
+
+
+def _header(h64):
+    """(algorithm, kid) of a protected header segment. Raises CapError."""
+    try:
+        header_bytes = b64u_decode(h64)
+    except ValueError:
+        raise CapError(CODE, "a segment is not canonical base64url", "header") from None
+    header = _strict_json(header_bytes, "header")
+    if type(header) is not dict:
+        raise CapError(CODE, "header must be a JSON object", "header")
+    extra = sorted(set(header) - {"alg", "typ", "kid"})
+    if extra:
+        raise CapError(CODE, "header member %r is not allowed" % extra[0], "header." + extra[0])
+    alg = header.get("alg")
+    if alg not in ALGS or type(alg) is not str:
+        raise CapError(CODE, "header alg must be EdDSA or ES256", "header.alg")
+    if header.get("typ") != TYP:
+        raise CapError(CODE, "header typ must be exactly %r" % TYP, "header.typ")
+    kid = header.get("kid")
+    if type(kid) is not str or not kid or len(kid) > MAX_KEY_ID:
+        raise CapError(CODE, "header kid must be a non-empty string", "header.kid")
+    return ALGS[alg], kid
+
+
+# Valid header segments seen before -> (algorithm, kid). An issuer's tickets share one header,
+# and _header is a pure function of the segment; only valid ones are kept, at most 1024.
+_HEADERS = {}
 
 
 def parse(token):
@@ -62,36 +107,19 @@ def parse(token):
     h64, p64, s64 = m.groups()
     if len(h64) > MAX_HEADER:
         raise CapError(CODE, "header segment is too long", "header")
+    header = _HEADERS.get(h64)
+    if header is None:
+        header = _header(h64)
+        if len(_HEADERS) >= 1024:
+            _HEADERS.clear()
+        _HEADERS[h64] = header
     try:
-        header_bytes = b64u_decode(h64)
         claims_bytes = b64u_decode(p64)
         signature = b64u_decode(s64)
     except ValueError:
         raise CapError(CODE, "a segment is not canonical base64url") from None
-    header = _strict_json(header_bytes.decode("utf-8", "strict") if _utf8(header_bytes) else "\0", "header")
-    if type(header) is not dict:
-        raise CapError(CODE, "header must be a JSON object", "header")
-    extra = sorted(set(header) - {"alg", "typ", "kid"})
-    if extra:
-        raise CapError(CODE, "header member %r is not allowed" % extra[0], "header." + extra[0])
-    alg = header.get("alg")
-    if alg not in ALGS or type(alg) is not str:
-        raise CapError(CODE, "header alg must be EdDSA or ES256", "header.alg")
-    if header.get("typ") != TYP:
-        raise CapError(CODE, "header typ must be exactly %r" % TYP, "header.typ")
-    kid = header.get("kid")
-    if type(kid) is not str or not kid or len(kid) > MAX_KEY_ID:
-        raise CapError(CODE, "header kid must be a non-empty string", "header.kid")
-    claims = _strict_json(claims_bytes.decode("utf-8", "strict") if _utf8(claims_bytes) else "\0", "payload")
+    claims = _strict_json(claims_bytes, "payload")
     if len(signature) != 64:
         raise CapError(CODE, "signature must be 64 bytes (raw, not DER)", "signature")
     signed = (h64 + "." + p64).encode("ascii")
-    return parse_ticket_claims(claims, (ALGS[alg], kid), token, signed, signature)
-
-
-def _utf8(b):
-    try:
-        b.decode("utf-8", "strict")
-        return True
-    except UnicodeDecodeError:
-        return False
+    return parse_ticket_claims(claims, header, token, signed, signature)
