@@ -293,3 +293,14 @@ def test_envelope_variants(world):
     assert fastparse.descriptor(big) is None and reference(big) is None
     assert fastparse.descriptor(bytearray(data)) is None   # bytes only; the reference takes the rest
     assert reference(bytearray(data)) is not None
+
+
+def test_a_compiled_scanner_older_than_its_source_is_not_used(monkeypatch):
+    mod, compiled = fastparse._load_scanner()
+    assert compiled == mod.__file__.endswith(".so") and compiled == fastparse.COMPILED
+    if compiled:
+        real = fastparse.os.path.getmtime
+        monkeypatch.setattr(fastparse.os.path, "getmtime",
+                            lambda p: real(p) + (1000 if p.endswith(".py") else 0))
+    again, compiled_again = fastparse._load_scanner()
+    assert not compiled_again and again.__file__.endswith("cborscan.py")
