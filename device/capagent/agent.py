@@ -93,7 +93,7 @@ class Agent:
             e.u8(i)
             e.u8(r.cls)
             e.u8(r.modes)
-            e.u8(r.state)
+            e.u8(self.control.r_state[i])
             n = r.name.encode() if isinstance(r.name, str) else r.name
             e.tail(n, 0, len(n))
             link.send()

@@ -36,12 +36,15 @@ class Control:
         self.clock = clock
         self.board = board
         self.sim = getattr(board, "SIM", False)
-        self.g = Grants(resources, clock, getattr(board, "MAX_GRANTS", MAX_GRANTS))
-        self.sup = Supervisor(clock, board)
-        self.out = bytearray(OUT_SIZE)
+        # Each resource's state as the agent last saw it (poll(), or a plug on the virtual
+        # board): the one view that locks, actuation and reports use, so that a driver whose
+        # poll() raised counts as faulted whatever its own attribute says.
         self.r_state = bytearray(len(resources))
         for k in range(len(resources)):
             self.r_state[k] = resources[k].state
+        self.g = Grants(self.r_state, clock, getattr(board, "MAX_GRANTS", MAX_GRANTS))
+        self.sup = Supervisor(clock, board)
+        self.out = bytearray(OUT_SIZE)
         self.hb_seq = 0
         self.frozen = 0
         self.failsafes = 0
@@ -87,7 +90,7 @@ class Control:
                 self.pending_failsafe += 1
         # Resource events: unplug or fault ends every grant on the resource.
         for k in range(len(self.resources)):
-            st = self.resources[k].poll()
+            st = self._poll(k)
             if st != self.r_state[k]:
                 self._resource_changed(k, st, now)
         # Waiters: grant whoever the lock now allows, time out the rest.
@@ -244,7 +247,7 @@ class Control:
         i = self._holder(rid, res, frm, frm_epoch)
         if i < 0:
             return
-        if self.resources[res].state != RES_PRESENT:
+        if self.r_state[res] != RES_PRESENT:
             self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
             return
         if g.find(res, to) >= 0 or g.conflicts(res, modes, frm):
@@ -305,7 +308,7 @@ class Control:
         if need & MODES_EXCLUSIVE and g.suspended(session):
             self.link.error(rid, E_DEV_SUSPENDED, 0)
             return
-        if r.state != RES_PRESENT:
+        if self.r_state[res] != RES_PRESENT:
             self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
             return
         d = self.link.dec
@@ -395,16 +398,25 @@ class Control:
         if self._bad_res(rid, res):
             return
         self.resources[res].plug(present)
+        st = self._poll(res)
         e = self.link.enc
         e.begin(W.SIM_PLUG_R, rid)
         e.u8(res)
-        e.u8(self.resources[res].state)
+        e.u8(st)
         self.link.send()
-        st = self.resources[res].poll()
         if st != self.r_state[res]:
             self._resource_changed(res, st, now)
 
     # ---- internals ---------------------------------------------------------------------------
+    def _poll(self, k):
+        # A driver whose poll() raises is at fault: its resource counts as faulted (its grants
+        # end, nothing new is granted) and the loop goes on serving the others. No allocation
+        # unless it raises.
+        try:
+            return self.resources[k].poll()
+        except Exception:
+            return RES_FAULT
+
     def _end(self, i, reason, now, lost):
         # End grant i. `lost`: not a clean release, so the hardware goes safe and the resource
         # stays in safe hold for the lock-delay before it is granted again (faults.md 33).

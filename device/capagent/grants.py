@@ -25,11 +25,13 @@ QUEUED = -1000   # acquire() result: the request waits in the queue
 
 
 class Grants:
-    def __init__(self, resources, clock, max_grants=MAX_GRANTS):
-        self.resources = resources
+    def __init__(self, state, clock, max_grants=MAX_GRANTS):
+        # state: each resource's state as the agent last saw it (Control.r_state), the one view
+        # every lock decision reads; a driver's own attribute may say otherwise.
+        self.state = state
         self.clock = clock
         self.n_slots = max_grants
-        n = len(resources)
+        n = len(state)
         g = max_grants
         self.res = bytearray(b"\xff" * g)     # FREE or resource index
         self.session = [0] * g
@@ -116,8 +118,7 @@ class Grants:
 
     def acquire(self, res, modes, session, lease, wait_ms, rid, key, now):
         # Returns a slot (>= 0) when granted, QUEUED when queued, or -code when refused.
-        r = self.resources[res]
-        if r.state != RES_PRESENT:
+        if self.state[res] != RES_PRESENT:
             return -E_RESOURCE_UNAVAILABLE
         i = self.find(res, session)
         if i >= 0:
@@ -182,7 +183,7 @@ class Grants:
             if self.clock.ticks_diff(now, self.r_hold_until[res]) < 0:
                 return -1
             self.r_hold[res] = 0
-        if self.resources[res].state != RES_PRESENT:
+        if self.state[res] != RES_PRESENT:
             return -1
         if self.conflicts(res, self.w_modes[j], self.w_session[j]):
             return -1

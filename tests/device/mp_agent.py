@@ -38,6 +38,8 @@ class Line:
         self.frames = 0
         self.errors = 0
         self.last_mid = 0
+        self.last_error = 0
+        self.info_state = -1
 
     def readinto(self, b, n):
         b[0] = self.buf[self.i]
@@ -52,6 +54,9 @@ class Line:
                 self.last_mid = d.mid()
                 if d.mid() == W.ERROR:
                     self.errors += 1
+                    self.last_error = d.u8(0)   # the error code, before its u32 detail
+                elif d.mid() == W.RES_INFO_R:
+                    self.info_state = d.u8(3)   # index, class, modes, state
         return n
 
 
@@ -193,3 +198,4 @@ def test_64k_sixteen_grants_and_flat_heap_over_10000_cycles():
     assert rig.agent.errors == 0 and rig.line.errors == 0
     assert after <= before, "heap grew from %d to %d" % (before, after)
     print("heap in use with 15 grants held:", after, "free:", gc.mem_free())
+

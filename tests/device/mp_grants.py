@@ -21,14 +21,10 @@ class Clock:
         return a + d
 
 
-class Res:
-    def __init__(self):
-        self.state = RES_PRESENT
-
-
 def make(n=2):
+    # Grants reads the agent's view of each resource's state (Control.r_state).
     c = Clock()
-    return Grants([Res() for _ in range(n)], c), c
+    return Grants(bytearray([RES_PRESENT] * n), c), c
 
 
 _rid = [0]
@@ -175,7 +171,7 @@ def test_lock_delay_after_a_lost_holder():
 
 def test_absent_resource_is_unavailable():
     g, c = make()
-    g.resources[1].state = RES_ABSENT
+    g.state[1] = RES_ABSENT
     assert acq(g, c, 1, R, 1) == -E_RESOURCE_UNAVAILABLE
 
 
@@ -202,7 +198,7 @@ def test_ticks_wrap_does_not_break_leases():
 
     c = Wrapping()
     c.t = time.ticks_add(0, -200)  # 200 ms before the wrap
-    g = Grants([Res()], c)
+    g = Grants(bytearray([RES_PRESENT]), c)
     i = g.acquire(0, W, 1, 500, 0, 1, 1, c.t)
     c.t = time.ticks_add(c.t, 400)  # past the wrap
     assert not g.expired(i, c.t)
