@@ -304,3 +304,31 @@ def test_a_compiled_scanner_older_than_its_source_is_not_used(monkeypatch):
                             lambda p: real(p) + (1000 if p.endswith(".py") else 0))
     again, compiled_again = fastparse._load_scanner()
     assert not compiled_again and again.__file__.endswith("cborscan.py")
+
+
+# ---- random valid descriptors: the fast path takes them, with the reference's fields ----------
+_segment = st.text("abcXYZ019._-", min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+_printable = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Zs", "Cf", "Co", "Cn")),
+                     min_size=1, max_size=256)
+
+
+@SETTINGS
+@given(segments=st.lists(st.lists(_segment, min_size=1, max_size=4), min_size=1, max_size=30),
+       modes=st.lists(st.permutations(["read", "write", "execute", "configure"]), min_size=30, max_size=30),
+       counts=st.lists(st.integers(1, 4), min_size=30, max_size=30),
+       issuer=_printable, grantor=st.none() | _printable,
+       metadata=st.none() | st.dictionaries(st.text(min_size=1, max_size=64), st.text(max_size=300), max_size=30),
+       stamps=st.tuples(st.integers(0, 2 ** 53 - 3), st.integers(0, 2 ** 20), st.integers(1, 2 ** 40)),
+       p256=st.booleans())
+def test_random_valid_descriptors(world, segments, modes, counts, issuer, grantor, metadata, stamps, p256):
+    w = world
+    grants = [{"resource_pattern": w.tid + "/" + "/".join(seg), "modes": modes[k][:counts[k]]}
+              for k, seg in enumerate(segments)]
+    iat = stamps[0]
+    nbf = min(iat + stamps[1], 2 ** 53 - 2)
+    exp = min(nbf + stamps[2], 2 ** 53 - 1)
+    data = w.descriptor(key=w.p256 if p256 else None, grants=grants, issuer_id=issuer, grantor_id=grantor,
+                        metadata=metadata or None, issued_at=iat, not_before=nbf, not_after=exp)
+    fast, ref = agrees(data)
+    assert ref is not None
+    assert fast is not None
