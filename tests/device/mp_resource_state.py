@@ -3,7 +3,7 @@
 # from mp_agent.py so that its 64 KB test does not carry these tests' bytecode.
 from mp_agent import Rig
 from capshared import wire as W
-from capshared.errors import E_RESOURCE_UNAVAILABLE
+from capshared.errors import E_DEV_STALE_EPOCH, E_RESOURCE_UNAVAILABLE
 from capshared.limits import MODE_WRITE, RES_ABSENT, RES_FAULT, RES_PRESENT
 
 
@@ -20,6 +20,7 @@ def test_a_driver_whose_poll_raises_is_faulted_and_the_loop_goes_on():
     assert rig.acquire(mr, MODE_WRITE, 6) == W.ACQUIRE_R
     assert rig.actuate(ml, 5, 1, 100, 0) == W.ACTUATE_R
     motor = rig.agent.resources[ml]
+    epoch = ctl.g.epoch[ctl.g.find(ml, 5)]
 
     def broken():
         raise OSError(5)   # an I2C read that fails, say
@@ -31,6 +32,20 @@ def test_a_driver_whose_poll_raises_is_faulted_and_the_loop_goes_on():
     assert motor.speed == 0                    # and the motor went to its safe state
     assert motor.state == RES_PRESENT          # though the driver's own attribute says present
     assert rig.acquire(ml, MODE_WRITE, 5) == W.ERROR and rig.line.last_error == E_RESOURCE_UNAVAILABLE
+    # Actuation under the ended grant's epoch is refused, and nothing reaches the driver.
+    e = rig.begin(W.ACTUATE)
+    e.u8(ml)
+    e.u32(5)
+    e.u32(epoch)
+    e.u8(1)
+    e.u8(100)
+    e.u8(0)
+    assert rig.send() == W.ERROR and rig.line.last_error == E_DEV_STALE_EPOCH
+    assert motor.speed == 0
+    # The resource is reported faulted.
+    e = rig.begin(W.RES_INFO)
+    e.u8(ml)
+    assert rig.send() == W.RES_INFO_R and rig.line.info_state == RES_FAULT
     # The other motor is still served.
     assert rig.actuate(mr, 6, 1, 50, 0) == W.ACTUATE_R
     assert rig.agent.running
