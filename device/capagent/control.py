@@ -409,13 +409,16 @@ class Control:
 
     # ---- internals ---------------------------------------------------------------------------
     def _poll(self, k):
-        # A driver whose poll() raises is at fault: its resource counts as faulted (its grants
-        # end, nothing new is granted) and the loop goes on serving the others. No allocation
-        # unless it raises.
+        # A driver whose poll() raises, or answers anything but present or absent, is at fault:
+        # its resource counts as faulted (its grants end, nothing new is granted) and the loop
+        # goes on serving the others. No allocation unless it raises.
         try:
-            return self.resources[k].poll()
+            st = self.resources[k].poll()
         except Exception:
             return RES_FAULT
+        if st == RES_PRESENT or st == RES_ABSENT:
+            return st
+        return RES_FAULT
 
     def _end(self, i, reason, now, lost):
         # End grant i. `lost`: not a clean release, so the hardware goes safe and the resource

@@ -69,3 +69,19 @@ def test_locks_and_actuation_follow_the_agents_view_not_the_drivers_attribute():
     e = rig.begin(W.RES_INFO)
     e.u8(ml)
     assert rig.send() == W.RES_INFO_R and rig.line.info_state == RES_ABSENT
+
+
+def test_a_driver_whose_poll_answers_nonsense_is_faulted():
+    rig = Rig()
+    ml, mr = _motors(rig)
+    ctl = rig.agent.control
+    for answer in (None, 7, -1, "present"):
+        rig.agent.resources[ml].poll = (lambda a: lambda: a)(answer)
+        rig.heartbeat(1)                                         # the loop polls after each frame
+        assert rig.acquire(ml, MODE_WRITE, 5) == W.ERROR and rig.line.last_error == E_RESOURCE_UNAVAILABLE
+        assert ctl.r_state[ml] == RES_FAULT and rig.agent.running and rig.agent.errors == 0
+        rig.agent.resources[ml].poll = lambda: RES_PRESENT      # fixed: granted again
+        rig.heartbeat(1)
+        assert ctl.r_state[ml] == RES_PRESENT
+        assert rig.acquire(ml, MODE_WRITE, 5) == W.ACQUIRE_R
+        rig.release(ml, 5)
