@@ -332,3 +332,15 @@ def test_random_valid_descriptors(world, segments, modes, counts, issuer, granto
     fast, ref = agrees(data)
     assert ref is not None
     assert fast is not None
+
+
+def test_memo_tables_stay_small_whatever_is_asked(world):
+    from capwarden.credentials import validate
+
+    for k in range(50):
+        d = world.check_d(world.descriptor(), resource="x" * 100000 + str(k))
+        assert not d.granted and d.error_code == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
+    assert all(type(r) is not str or len(r) <= 256 for r in validate._RESOURCES)
+    for table in (fastparse._GRANTS, fastparse._TEXTS, fastparse._FAYS, fastparse._TERMINALS, fastparse._KEY_IDS,
+                  validate._RESOURCES):
+        assert len(table) <= fastparse._CACHE_LIMIT

@@ -67,7 +67,9 @@ def _resource(resource_id):
     except (KeyError, TypeError):   # TypeError: an unhashable "resource id" from a caller
         pass
     where = patterns.split_resource(resource_id) if patterns.valid_resource_id(resource_id) else None
-    if type(resource_id) is str:
+    # Kept only for strings no longer than a Resource_ID may be, so that a runtime sending huge
+    # ids cannot make the table large (4096 entries of at most 256 characters).
+    if type(resource_id) is str and len(resource_id) <= patterns.MAX_LEN:
         if len(_RESOURCES) >= 4096:
             _RESOURCES.clear()
         _RESOURCES[resource_id] = where
