@@ -35,6 +35,7 @@ def run(results):
 
     from bench import test_helper
     from capwarden.credentials import cbor, fastparse
+    from capwarden.credentials.validate import parse_descriptor, parse_descriptor_reference
 
     helper = test_helper("credentials", "bench_credentials_world")
     NOW, World = helper.NOW, helper.World
@@ -87,10 +88,19 @@ def run(results):
         for _ in range(3):
             raws.append(_rate(raw, payloads, 0.6))
             fulls.append(_rate(full, fresh, 0.6))
+        interpreted_parse = 1e6 / _rate(parse_descriptor, fresh, 0.6)
     finally:
         fastparse._scan = compiled_scan
     results.add("full descriptor validations/s, scanner interpreted", round(statistics.median(fulls)), "1/s",
                 baseline=round(statistics.median(raws)), note="without a C compiler at install (median of 3 rounds)")
+    # Where the time of step 1 goes, against one verify (docs/DECISIONS.md cites these).
+    verify_us = 1e6 / raw_rate
+    for name, us in (("reference parser (cbor2 decode + canonical re-encode + model)",
+                      1e6 / _rate(parse_descriptor_reference, fresh, 0.6)),
+                     ("fast path, scanner interpreted", interpreted_parse),
+                     ("fast path, scanner as installed", 1e6 / _rate(parse_descriptor, fresh, 0.6))):
+        results.add("descriptor parse: " + name, round(us, 2), "us", baseline=round(verify_us, 2),
+                    note="baseline: one raw PyNaCl verify")
 
     did = w.t.import_descriptor(fresh[0], NOW)
 

@@ -14,7 +14,7 @@ import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from capwarden.credentials import fastparse, model
+from capwarden.credentials import fastparse, memo, model
 from capwarden.credentials.validate import parse_descriptor, parse_descriptor_reference
 from capwarden.errors import CapError
 from conftest import World
@@ -335,12 +335,22 @@ def test_random_valid_descriptors(world, segments, modes, counts, issuer, granto
 
 
 def test_memo_tables_stay_small_whatever_is_asked(world):
-    from capwarden.credentials import validate
+    from capwarden.credentials import jws, validate
 
     for k in range(50):
         d = world.check_d(world.descriptor(), resource="x" * 100000 + str(k))
         assert not d.granted and d.error_code == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
     assert all(type(r) is not str or len(r) <= 256 for r in validate._RESOURCES)
     for table in (fastparse._GRANTS, fastparse._TEXTS, fastparse._FAYS, fastparse._TERMINALS, fastparse._KEY_IDS,
-                  validate._RESOURCES):
-        assert len(table) <= fastparse._CACHE_LIMIT
+                  validate._RESOURCES, jws._HEADERS):
+        assert len(table) <= memo.LIMIT
+
+
+@SETTINGS
+@given(raw=st.binary(min_size=16, max_size=16))
+def test_uuid_text_is_the_rfc_text_form(raw):
+    import uuid
+
+    from capwarden.credentials.ids import uuid_text
+
+    assert uuid_text(raw) == str(uuid.UUID(bytes=raw))

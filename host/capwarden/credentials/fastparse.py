@@ -20,7 +20,8 @@ import importlib.util
 import os
 
 from capwarden.credentials import patterns
-from capwarden.credentials.ids import FAY_RE, TERMINAL_RE
+from capwarden.credentials.ids import FAY_RE, TERMINAL_RE, uuid_text
+from capwarden.credentials.memo import remember
 from capwarden.credentials.model import (MAX_KEY_ID, MAX_MAP, MAX_MAP_KEY, MAX_MAP_VALUE, MAX_STR, MAX_TS, MODES,
                                          Descriptor, Grant)
 
@@ -53,17 +54,10 @@ _MODES = frozenset(MODES)
 _GRANTS = {}      # (resource_pattern, modes) -> Grant, for valid grants only
 # Strings already known to pass a check (text rules; Fay_ID; Terminal_ID; key_id): identifiers
 # repeat across descriptors, and the checks are pure functions of the string.
-_TEXTS = set()
-_FAYS = set()
-_TERMINALS = set()
-_KEY_IDS = set()
-_CACHE_LIMIT = 4096
-
-
-def _remember(table, value):
-    if len(table) >= _CACHE_LIMIT:
-        table.clear()
-    table.add(value)
+_TEXTS = {}
+_FAYS = {}
+_TERMINALS = {}
+_KEY_IDS = {}
 
 
 def _text(v, limit=MAX_STR):
@@ -81,13 +75,9 @@ def _grant(pattern, modes):
     if len(set(modes)) != len(modes) or not _MODES.issuperset(modes) or not _text(pattern):
         return None
     try:
-        grant = Grant(pattern, modes, None)
+        return remember(_GRANTS, key, Grant(pattern, modes, None))
     except patterns.PatternError:
         return None
-    if len(_GRANTS) >= _CACHE_LIMIT:
-        _GRANTS.clear()
-    _GRANTS[key] = grant
-    return grant
 
 
 def _metadata_ok(md):
@@ -97,12 +87,6 @@ def _metadata_ok(md):
         if not k or len(k) > MAX_MAP_KEY or len(x) > MAX_MAP_VALUE:
             return False
     return True
-
-
-def _uuid_text(b):
-    # ids.uuid_text's result (str(uuid.UUID(bytes=b))) at a third of its cost.
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def descriptor(data):
@@ -117,21 +101,21 @@ def descriptor(data):
     if key_id not in _KEY_IDS:
         if not _text(key_id, MAX_KEY_ID):
             return None
-        _remember(_KEY_IDS, key_id)
+        remember(_KEY_IDS, key_id)
     if len(did) != 16 or did[6] >> 4 != 7 or did[8] >> 6 != 2:
         return None
     if issuer not in _TEXTS:
         if not _text(issuer):
             return None
-        _remember(_TEXTS, issuer)
+        remember(_TEXTS, issuer)
     if subject not in _FAYS:
         if not _text(subject) or FAY_RE.match(subject) is None:
             return None
-        _remember(_FAYS, subject)
+        remember(_FAYS, subject)
     if terminal not in _TERMINALS:
         if not _text(terminal) or TERMINAL_RE.match(terminal) is None:
             return None
-        _remember(_TERMINALS, terminal)
+        remember(_TERMINALS, terminal)
     if not 0 <= issued_at <= not_before < not_after <= MAX_TS:
         return None
     grants = []
@@ -148,7 +132,7 @@ def descriptor(data):
     d.algorithm = alg
     d.key_id = key_id
     d.signature = sig
-    d.credential_id = _uuid_text(did)
+    d.credential_id = uuid_text(did)
     d.issuer_id = issuer
     d.subject = subject
     d.terminal_id = terminal

@@ -11,6 +11,7 @@ import json
 import re
 
 from capwarden.credentials.b64 import b64u_decode
+from capwarden.credentials.memo import remember
 from capwarden.credentials.model import MAX_KEY_ID, parse_ticket_claims
 from capwarden.errors import CapError
 
@@ -84,7 +85,7 @@ def _header(h64):
 
 
 # Valid header segments seen before -> (algorithm, kid). An issuer's tickets share one header,
-# and _header is a pure function of the segment; only valid ones are kept, at most 1024.
+# and _header is a pure function of the segment; only valid ones are kept.
 _HEADERS = {}
 
 
@@ -109,10 +110,7 @@ def parse(token):
         raise CapError(CODE, "header segment is too long", "header")
     header = _HEADERS.get(h64)
     if header is None:
-        header = _header(h64)
-        if len(_HEADERS) >= 1024:
-            _HEADERS.clear()
-        _HEADERS[h64] = header
+        header = remember(_HEADERS, h64, _header(h64))
     try:
         claims_bytes = b64u_decode(p64)
         signature = b64u_decode(s64)

@@ -13,6 +13,7 @@ The first failing step answers. Nothing here raises for bad input: every outcome
 import cbor2
 
 from capwarden.credentials import cbor, fastparse, jws, patterns
+from capwarden.credentials.memo import remember
 from capwarden.credentials.model import DAY, MASK_MODES, MAX_DESCRIPTOR, MODE_BIT, parse_descriptor_obj
 from capwarden.errors import CapError
 
@@ -68,11 +69,9 @@ def _resource(resource_id):
         pass
     where = patterns.split_resource(resource_id) if patterns.valid_resource_id(resource_id) else None
     # Kept only for strings no longer than a Resource_ID may be, so that a runtime sending huge
-    # ids cannot make the table large (4096 entries of at most 256 characters).
+    # ids cannot make the table large.
     if type(resource_id) is str and len(resource_id) <= patterns.MAX_LEN:
-        if len(_RESOURCES) >= 4096:
-            _RESOURCES.clear()
-        _RESOURCES[resource_id] = where
+        remember(_RESOURCES, resource_id, where)
     return where
 
 
