@@ -1,7 +1,7 @@
 """The host's link to boards: transports chosen by URL, and the async Board client."""
 
 from capwarden.link.board import Board
-from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent
+from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
 from capwarden.link.transport import FdTransport, SerialTransport, Transport, open_transport
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
 
@@ -18,4 +18,4 @@ async def open_board(url, timeout=1.0, retries=2, **transport_kw):
 
 
 __all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",
-           "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "Failsafe", "Reset", "LinkDown", "LinkUp"]
+           "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "OrphanGrant", "Failsafe", "Reset", "LinkDown", "LinkUp"]

@@ -23,6 +23,16 @@ class GrantEnded:
 
 
 @dataclass
+class OrphanGrant:
+    """A grant the board reports for a request no longer pending here (a late duplicate, an
+    answer after the host gave up): nobody on the host owns it, so the engine releases it."""
+    res: int
+    name: str
+    session: int
+    epoch: int
+
+
+@dataclass
 class Failsafe:
     """The board drove resources to their safe state after the host went silent."""
     reason: str
