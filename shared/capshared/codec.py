@@ -8,7 +8,7 @@ Both derive from the same table, and the shared vectors check that they agree.
 import binascii
 
 from capshared import messages
-from capshared.limits import HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MIN_RAW, U32_LIMIT
+from capshared.limits import HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MAX_WIRE, MIN_RAW, U32_LIMIT
 
 
 class CodecError(ValueError):
@@ -149,13 +149,15 @@ class StreamDecoder:
 
     def feed(self, data):
         """Feed bytes; returns a list of Frame."""
-        out = []
         if b"\x03" in data:
-            # A bare Ctrl-C is never inside a frame: it ends any partial frame (as on the device).
+            # A bare Ctrl-C is never inside a frame: it ends any partial frame (as on the device,
+            # which also hears it while discarding a bad frame).
+            out = []
             parts = data.split(b"\x03")
             self.interrupts += len(parts) - 1
             for i, part in enumerate(parts):
                 if i:
+                    self._settle(self._partial)  # what the device counted of it before the 0x03
                     self._partial = b""
                     self._dropping = False
                 out += self._feed(part)
@@ -163,32 +165,49 @@ class StreamDecoder:
         return self._feed(data)
 
     def _feed(self, data):
-        chunks = (self._partial + data).split(b"\x00")
-        self._partial = chunks.pop()
-        if len(self._partial) > MAX_COBS * 2:
-            self.overrun += 1
-            self._partial = b""
-            self._dropping = True
         out = []
+        if self._dropping:
+            # The rest of a frame already counted as bad: discarded up to its delimiter.
+            k = data.find(b"\x00")
+            if k < 0:
+                return out
+            data = data[k + 1:]
+            self._dropping = False
+        chunks = (self._partial + data).split(b"\x00")
+        partial = chunks.pop()
+        # The complete frames first: an over-long partial after them must not cost them.
         for chunk in chunks:
-            if self._dropping:
-                self._dropping = False
-                continue
-            if not chunk:
-                continue
-            f = self._decode(chunk)
-            if f is not None:
-                out.append(f)
+            if chunk:
+                f = self._decode(chunk)
+                if f is not None:
+                    out.append(f)
+        if len(partial) > MAX_WIRE and self._settle(partial):
+            # Decided (the device is discarding it too): keep nothing of it, so a line that
+            # never sends a delimiter cannot grow the partial.
+            partial = b""
+            self._dropping = True
+        self._partial = partial
         return out
 
+    def _settle(self, partial):
+        """Count an unfinished frame's error once it is decided; True if it was."""
+        if not partial:
+            return False
+        kind, _data = _unescape(partial[:MAX_WIRE + 1], False)
+        if kind == _BAD:
+            self.bad_frame += 1
+        elif kind == _OVER:
+            self.overrun += 1
+        else:
+            return False
+        return True
+
     def _decode(self, chunk):
-        if b"\x1b" in chunk:
-            try:
-                chunk = _unescape(chunk)
-            except ValueError:
-                self.bad_frame += 1
-                return None
-        if len(chunk) > MAX_COBS:
+        kind, chunk = _unescape(chunk, True)
+        if kind == _BAD:
+            self.bad_frame += 1
+            return None
+        if kind == _OVER:
             self.overrun += 1
             return None
         raw = _uncobs(chunk)
@@ -208,24 +227,42 @@ class StreamDecoder:
         return Frame(body[0], body[2] | (body[3] << 8), mid, name, fields)
 
 
-def _unescape(chunk):
+# _unescape results, in the order framing.FrameDecoder meets them byte by byte.
+_OK = 0
+_BAD = 1       # a bad escape (or one cut by the delimiter): bad_frame
+_OVER = 2      # more than MAX_COBS bytes before any bad escape: overrun
+_PENDING = 3   # an unfinished frame whose fate its next bytes decide
+
+
+def _unescape(chunk, final):
+    """(kind, unescaped bytes) of one frame's bytes between delimiters, deciding as the device
+    does: whichever of a bad escape or the (MAX_COBS + 1)th byte comes first. `final`: the
+    delimiter followed (else an escape at the end is still open)."""
+    if b"\x1b" not in chunk:
+        if len(chunk) > MAX_COBS:
+            return _OVER, None
+        return (_OK if final else _PENDING), chunk
     out = bytearray()
     i = 0
     n = len(chunk)
-    while i < n:
+    while True:
         j = chunk.find(b"\x1b", i)
         if j < 0:
             out += chunk[i:]
             break
         out += chunk[i:j]
+        if len(out) > MAX_COBS:
+            return _OVER, None
         if j + 1 >= n:
-            raise ValueError("escape at end of frame")
+            return (_BAD if final else _PENDING), None
         b = chunk[j + 1] ^ 0x20
-        if b not in (0x03, 0x1B):
-            raise ValueError("bad escape")
+        if b != 0x03 and b != 0x1B:
+            return _BAD, None
         out.append(b)
         i = j + 2
-    return bytes(out)
+    if len(out) > MAX_COBS:
+        return _OVER, None
+    return (_OK if final else _PENDING), bytes(out)
 
 
 def _uncobs(data):

@@ -186,7 +186,7 @@ def escape(src, n, dst):
 NONE = 0        # byte absorbed, no frame yet
 FRAME = 1       # a good frame is in .raw[0:.n]
 BAD = 2         # a delimiter ended a frame that failed COBS, length or CRC (counted)
-INTERRUPT = 3   # a bare 0x03 outside any frame: the user wants the REPL
+INTERRUPT = 3   # a bare 0x03 (never inside a frame): the user wants the REPL
 
 
 class FrameDecoder:
@@ -223,19 +223,21 @@ class FrameDecoder:
             self.dropping = False
             if dropping:
                 return BAD
+            if was_esc:
+                self.bad_frame += 1  # an escape cut by the delimiter, even a lone one
+                return BAD
             if i == 0:
                 return NONE  # idle delimiters are allowed between frames
-            if was_esc:
-                self.bad_frame += 1
-                return BAD
             return self._finish(i)
-        if self.dropping:
-            return NONE
         if b == CTRL_C:
-            # Never part of a frame: the start of an interrupt request.
+            # Never part of a frame: an interrupt request, heard even while a bad or over-long
+            # frame is being discarded. Whatever partial frame there was is gone.
             self.i = 0
             self.esc = False
+            self.dropping = False
             return INTERRUPT
+        if self.dropping:
+            return NONE
         if self.esc:
             self.esc = False
             b ^= ESC_XOR
