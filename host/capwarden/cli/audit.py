@@ -7,12 +7,19 @@ from capwarden.cli._common import add_store, formatter, store_path
 
 HELP = """\
 Print the audit log (every decision: who, what, which credential and grant, outcome, reason)
-and verify its hash chain: an edited, removed or reordered line, or a torn last line, is
+and verify its hash chain. Every entry up to the first line that does not verify is printed;
+an edited, removed or reordered line, or a torn last line (a crash during a write), is
 reported with its line number, and the exit code is 1.
+
+--repair moves a torn last line aside into AUDIT.torn-TIMESTAMP (it was never acknowledged:
+an answer waits for its entry to be on disk) and records the repair in the chain, so that
+`capwarden serve` starts again. A chain broken anywhere else is evidence and is not repaired.
+Run it while no engine is serving that log.
 
 examples:
   capwarden audit --store ./store
   capwarden audit --file ./store/audit.log --json
+  capwarden audit --store ./store --repair
 """
 
 
@@ -21,18 +28,27 @@ def register(sub):
     add_store(p)
     p.add_argument("--file", default=None, help="the log (default STORE/audit.log)")
     p.add_argument("--json", action="store_true", help="one JSON object per line, then a summary object")
+    p.add_argument("--repair", action="store_true", help="move a torn last line aside and continue the chain")
     p.set_defaults(func=main)
 
 
 def main(args):
-    from capwarden.engine.audit import read
-    from capwarden.errors import UsageError
+    from capwarden.engine.audit import TORN, AuditLog, verify
+    from capwarden.errors import StoreError, UsageError
 
     path = args.file or os.path.join(store_path(args), "audit.log")
     if not os.path.exists(path):
         raise UsageError("no audit log at %s" % path)
-    entries, problem = read(path)
-    for e in entries:
+    repaired = None
+    if args.repair:
+        log = AuditLog(path, repair=True)     # moves a torn tail aside and records it; refuses a broken chain
+        log.close()
+        repaired = log.last_repair
+    try:
+        c = verify(path)
+    except OSError as exc:
+        raise StoreError("cannot read the audit log %s: %s" % (path, exc.strerror or exc)) from None
+    for e in c.entries:
         if args.json:
             print(json.dumps(e, sort_keys=True))
         else:
@@ -41,7 +57,20 @@ def main(args):
             print("%5d %d %-9s %-8s %-12s %s %s" % (e["seq"], e["ts"], e["action"], e["outcome"], who, what,
                                                  e.get("reason", "")))
     if args.json:
-        print(json.dumps({"entries": len(entries), "intact": problem is None, "problem": problem}))
+        summary = {"entries": len(c.entries), "intact": c.problem is None, "problem": c.problem}
+        if c.problem is not None:
+            summary.update(line=c.line, torn=c.kind == TORN)
+        if repaired:
+            summary["repaired"] = {"moved_to": repaired[0], "bytes": repaired[1]}
+        print(json.dumps(summary))
     else:
-        print("%d entries; chain %s" % (len(entries), "intact" if problem is None else "BROKEN: " + problem))
-    return 0 if problem is None else 1
+        if repaired:
+            print("moved a torn last line (%d bytes) to %s" % (repaired[1], repaired[0]))
+        if c.problem is None:
+            print("%d entries; chain intact" % len(c.entries))
+        elif c.kind == TORN:
+            print("%d entries verified; chain TORN at line %d: %s. Run with --repair to move it aside" % (
+                len(c.entries), c.line, c.problem))
+        else:
+            print("%d entries verified; chain BROKEN at line %d: %s" % (len(c.entries), c.line, c.problem))
+    return 0 if c.problem is None else 1

@@ -5,19 +5,25 @@ socket. A runtime authenticates at the handshake with `Authorization: Bearer TOK
 are compared in constant time and never logged. Each request is handled in its own task and
 gets exactly one final response; malformed input gets `Error`, and the connection stays open
 (a frame over the size limit is the one exception: the WebSocket layer closes with 1009).
+
+Nothing leaves before the audit entries recorded ahead of it are on disk: every send first
+awaits the audit log's `durable()`, so the log runs in group-commit mode while the server
+serves (decisions made while one fdatasync runs share the next one).
 """
 
 import asyncio
 import hmac
 import ipaddress
+import logging
 import ssl
 
 from websockets.asyncio.server import serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
 from capwarden.engine import protocol
-from capwarden.errors import UsageError
+from capwarden.errors import StoreError, UsageError
 
+log = logging.getLogger("capwarden.engine")
 PATH = "/cap/v1"
 MAX_IN_FLIGHT = 64
 
@@ -58,9 +64,15 @@ class Server:
             raise UsageError("plain ws:// is only allowed on loopback or a Unix socket: give --tls-cert and "
                              "--tls-key to listen on %s" % self.host)
         self._server = None
+        self._audit = None
 
     async def start(self, engine):
         self.engine = engine
+        self._audit = getattr(engine, "audit", None)
+        if self._audit is not None and hasattr(self._audit, "group_commit"):
+            self._audit.group_commit(True)       # send() waits for durable() from now on
+        else:
+            self._audit = None
         for rid in self.tokens:
             engine.add_runtime(rid)
         # No permessage-deflate: frames are small, and compressing credentials next to data a
@@ -78,6 +90,8 @@ class Server:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+        if self._audit is not None:
+            self._audit.group_commit(False)      # what is pending is synced; later entries sync as written
 
     @property
     def url(self):
@@ -110,6 +124,17 @@ class Server:
 
         async def send(msg):
             async with send_lock:
+                audit = self._audit
+                if audit is not None and audit.pending:
+                    try:
+                        await audit.durable()
+                    except StoreError as exc:
+                        # Not on disk, so not acknowledged: a response becomes an Error, a push is dropped.
+                        log.error("%s", exc)
+                        if msg.get("correlation_id") is None:
+                            return
+                        msg = self.engine.error("E_INTERNAL", "the audit log cannot be written; nothing was "
+                                                "acknowledged", msg["correlation_id"])
                 try:
                     await ws.send(protocol.dumps(msg))
                 except ConnectionClosed:
