@@ -112,9 +112,11 @@ def test_stored_descriptors_are_sealed(flow, capsys):
     tampered = bytearray(blob)
     tampered[-1] ^= 1
     open(path, "wb").write(bytes(tampered))
-    code, _, err = run(capsys, "verify", "--store", "st", "--fay", f["fay"], "--resource", f["res"], "--mode", "read",
-                       "--descriptor-id", did)
-    assert code == 1 and "failed authentication" in err
+    # A decision, not a store failure: the engine answers (and audits) a deny for it.
+    code, out, _ = run(capsys, "verify", "--store", "st", "--fay", f["fay"], "--resource", f["res"], "--mode", "read",
+                       "--descriptor-id", did, "--json")
+    d = json.loads(out)
+    assert code == 1 and d["error_code"] == "E_DESCRIPTOR_MALFORMED" and "failed authentication" in d["message"]
 
 
 def test_a_crash_mid_write_leaves_the_old_state(tmp_path, monkeypatch):

@@ -72,6 +72,12 @@ def main(argv=None):
     except CapwardenError as exc:
         print("capwarden %s: %s" % (args.command, exc), file=sys.stderr)
         return exc.exit_code
+    except RecursionError:
+        # Every parser of outside input refuses deep nesting with its own error (the credential
+        # layer's strict JSON and CBOR): this is the last guard, so that no input ever ends in a
+        # traceback. Input nested too deeply is invalid input (S4: exit 1).
+        print("capwarden %s: the input is nested too deeply to be read" % args.command, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("capwarden %s: interrupted" % args.command, file=sys.stderr)
         return 130

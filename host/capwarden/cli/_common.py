@@ -42,20 +42,36 @@ def store_path(args):
     return args.store or default_store()
 
 
-def read_input(path, what):
-    """Bytes of a credential file. Raises UsageError with a clear message."""
+# A ticket file may end with a line break (`capwarden issue ticket` writes one; CRLF from an
+# editor): the file may be that much longer than the ticket itself.
+LINE_END = 2
+
+
+def read_input(path, what, limit, code):
+    """Bytes of an input file of at most `limit` bytes (the credential's own size limit).
+
+    A larger file is invalid input (S4: exit 1): CapError(code), decided from its size before
+    it is read where the size is known, and never read past limit + 1 bytes (a pipe or a file
+    that grows). A file that cannot be read at all is a usage error (exit 2).
+    """
     import os
 
-    from capwarden.errors import UsageError
+    from capwarden.errors import CapError, UsageError
+
+    def too_large(size):
+        return CapError(code, "%s is %s, more than the %d bytes a %s may have" % (path, size, limit, what), None)
 
     try:
-        size = os.path.getsize(path)
-        if size > 1024 * 1024:
-            raise UsageError("%s is %d bytes: too large for a %s" % (path, size, what))
         with open(path, "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise too_large("%d bytes" % size)
+            data = f.read(limit + 1)
     except OSError as exc:
         raise UsageError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+    if len(data) > limit:
+        raise too_large("longer than its size said")
+    return data
 
 
 def print_json(obj):

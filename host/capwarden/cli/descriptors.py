@@ -30,10 +30,11 @@ def register(sub):
 
 def import_(args):
     from capwarden.credentials import Terminal
+    from capwarden.credentials.model import MAX_DESCRIPTOR
 
-    data = read_input(args.file, "descriptor")
     t = Terminal.open(store_path(args))
-    return import_and_report(args, "descriptor", lambda: t.import_descriptor(data),
+    return import_and_report(args, "descriptor", lambda: t.import_descriptor(
+                                 read_input(args.file, "descriptor", MAX_DESCRIPTOR, "E_DESCRIPTOR_MALFORMED")),
                              lambda did: {"descriptor_id": did}, lambda did: "imported descriptor %s" % did)
 
 

@@ -1,6 +1,6 @@
 """`capwarden inspect`: show what a credential file says, without trusting it."""
 
-from capwarden.cli._common import formatter, print_json, read_input
+from capwarden.cli._common import LINE_END, formatter, print_json, read_input
 
 HELP = """\
 Show a descriptor, ticket or revocation statement as JSON, after the same strict parsing a
@@ -21,18 +21,21 @@ def register(sub):
 def main(args):
     from capwarden.credentials import cbor, jws
     from capwarden.credentials.b64 import b64u_encode
-    from capwarden.credentials.model import parse_revocation_obj
+    from capwarden.credentials.jws import MAX_TICKET
+    from capwarden.credentials.model import MAX_DESCRIPTOR, parse_revocation_obj
+    from capwarden.credentials.revocation import MAX_STATEMENT
     from capwarden.credentials.validate import parse_descriptor
     from capwarden.errors import CapError
 
-    data = read_input(args.file, "credential")
+    data = read_input(args.file, "credential", max(MAX_DESCRIPTOR, MAX_TICKET + LINE_END, MAX_STATEMENT),
+                      "E_MALFORMED_REQUEST")
     text = data.strip()
     if text[:1] in (b"e",) and text.count(b".") == 2:
         c = jws.parse(text)
         out = {"type": "ticket", "kid": c.key_id, "alg": {"ed25519": "EdDSA"}.get(c.algorithm, "ES256")}
     else:
         try:
-            obj = cbor.decode(data, 128 * 1024)
+            obj = cbor.decode(data, MAX_DESCRIPTOR)
         except cbor.CborError as exc:
             raise CapError("E_MALFORMED_REQUEST", "%s is neither a ticket nor deterministic CBOR: %s" % (args.file, exc))
         if isinstance(obj, dict) and "target_descriptor_id" in obj:

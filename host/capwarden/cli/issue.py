@@ -28,7 +28,8 @@ def register(sub):
         q.add_argument("--terminal", required=True, help="the Terminal_ID it is valid on")
         q.add_argument("--grant", required=True, action="append", metavar="PATTERN=MODES",
                        help="a grant, e.g. 'sim/camera=read,execute' (repeatable)")
-        q.add_argument("--not-before", type=int, default=None, metavar="TS", help="valid from (default: now)")
+        q.add_argument("--not-before", type=int, default=None, metavar="TS",
+                       help="valid from (default: now; a descriptor at most 24 h ahead)")
         if kind == "descriptor":
             q.add_argument("--days", type=float, default=30, help="validity in days (default 30, at most 90)")
         else:
@@ -44,16 +45,22 @@ def main(args):
                                              sign_descriptor, sign_ticket, ticket_claims)
     from capwarden.credentials.jws import parse as parse_ticket
     from capwarden.credentials.store import write_atomic
-    from capwarden.credentials.validate import parse_descriptor
+    from capwarden.credentials.validate import PREDATE_LIMIT, parse_descriptor
     from capwarden.errors import UsageError
 
     key = SigningKey.load(args.key)
-    nbf = int(time.time()) if args.not_before is None else args.not_before
+    now = int(time.time())
+    nbf = now if args.not_before is None else args.not_before
     grants = [parse_grant_arg(g, args.terminal) for g in args.grant]
     if args.kind == "descriptor":
         if not 0 < args.days <= 90:
             raise UsageError("--days must be more than 0 and at most 90")
-        payload = descriptor_payload(args.fay, args.terminal, grants, key.issuer_id, nbf, nbf + int(args.days * model.DAY))
+        if nbf > now + PREDATE_LIMIT:
+            raise UsageError("--not-before is more than 24 h ahead: pre-issued descriptors are refused by every "
+                             "terminal (chapter 2 section 2.3.2); issue it within 24 h of its start")
+        # issued_at is when it is issued (now), or its start if that is earlier.
+        payload = descriptor_payload(args.fay, args.terminal, grants, key.issuer_id, nbf,
+                                     nbf + int(args.days * model.DAY), issued_at=min(now, nbf))
         data = sign_descriptor(key, payload)
         parse_descriptor(data)   # what we write must parse: bad --fay or --grant fail here, clearly
         ensure_parent(args.out)

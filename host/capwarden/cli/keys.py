@@ -1,9 +1,8 @@
 """`capwarden keys generate|import`: issuer keys and the terminal's Verification_Keys."""
 
-import json
 import time
 
-from capwarden.cli._common import add_store, formatter, print_json, read_input, store_path
+from capwarden.cli._common import add_store, formatter, import_and_report, read_input, store_path
 
 HELP = """\
 generate: make a signing key pair for an issuer: PREFIX.key (secret, 0600) and PREFIX.pub.json
@@ -56,17 +55,18 @@ def generate(args):
 
 def import_(args):
     from capwarden.credentials import Terminal
-    from capwarden.errors import UsageError
+    from capwarden.credentials.model import MAX_KEY_FILE, decode_key_file
 
-    try:
-        obj = json.loads(read_input(args.file, "key file"))
-    except ValueError:
-        raise UsageError("%s is not JSON" % args.file) from None
-    if args.source and isinstance(obj, dict):
-        obj["source"] = args.source
-    rec = Terminal.open(store_path(args)).import_key(obj)
-    if args.json:
-        print_json({"imported": True, "key_id": rec["key_id"], "issuer_id": rec["issuer_id"], "algorithm": rec["algorithm"]})
-    else:
-        print("imported key %s (%s, issuer %s)" % (rec["key_id"], rec["algorithm"], rec["issuer_id"]))
-    return 0
+    t = Terminal.open(store_path(args))
+
+    def do():
+        obj = decode_key_file(read_input(args.file, "key file", MAX_KEY_FILE, "E_MALFORMED_REQUEST"))
+        if args.source and isinstance(obj, dict):
+            obj["source"] = args.source
+        return t.import_key(obj)
+
+    return import_and_report(args, "key", do,
+                             lambda rec: {"key_id": rec["key_id"], "issuer_id": rec["issuer_id"],
+                                          "algorithm": rec["algorithm"]},
+                             lambda rec: "imported key %s (%s, issuer %s)" % (rec["key_id"], rec["algorithm"],
+                                                                            rec["issuer_id"]))

@@ -95,8 +95,16 @@ async def _acquire(args, client, show):
     from capwarden.errors import CapError
 
     if args.ticket:
-        with open(args.ticket) as f:
-            cred = {"type": "ticket", "ticket": f.read().strip()}
+        from capwarden.cli._common import LINE_END, read_input
+        from capwarden.credentials.jws import MAX_TICKET
+
+        try:
+            raw = read_input(args.ticket, "ticket", MAX_TICKET + LINE_END, "E_TICKET_MALFORMED")
+        except CapError as exc:   # an oversize file is refused here, as the engine would
+            show({"granted": False, "error_code": exc.code, "error_message": exc.message},
+                 "denied: %s: %s" % (exc.code, exc.message))
+            return 1
+        cred = {"type": "ticket", "ticket": raw.decode("ascii", "replace").strip()}
     else:
         cred = {"type": "descriptor_ref", "descriptor_id": args.descriptor_id}
     try:

@@ -33,11 +33,12 @@ def register(sub):
 
 def import_(args):
     from capwarden.credentials import Terminal
+    from capwarden.credentials.revocation import MAX_STATEMENT
 
-    data = read_input(args.file, "revocation statement")
     t = Terminal.open(store_path(args))
     return import_and_report(
-        args, "revocation", lambda: t.import_revocation(data, int(time.time())),
+        args, "revocation", lambda: t.import_revocation(
+            read_input(args.file, "revocation statement", MAX_STATEMENT, "E_MALFORMED_REQUEST"), int(time.time())),
         lambda e: {"target": e["target"], "issuer_id": e["issuer_id"]},
         lambda e: "revoked %s (issuer %s, reason %s)" % (e["target"], e["issuer_id"], e["reason"]))
 

@@ -1,11 +1,11 @@
 """`capwarden verify`: decide whether a Fay may use a resource in a mode."""
 
-from capwarden.cli._common import add_store, formatter, now_arg, print_json, read_input, store_path
+from capwarden.cli._common import LINE_END, add_store, formatter, now_arg, print_json, read_input, store_path
 
 HELP = """\
 Decide, offline, whether a credential lets a Fay use a resource in one mode, following the
 validation order of cap-supplement S2; the first failing step gives the error code.
-Exit 0 granted, 1 denied, 2 usage error.
+Exit 0 granted, 1 denied (an oversize or malformed file included), 2 usage error.
 
 examples:
   capwarden verify --store ./store --fay fay:0192... --resource terminal:0192.../sim/camera \\
@@ -33,20 +33,26 @@ def register(sub):
 
 
 def main(args):
-    from capwarden.credentials import Terminal
-    from capwarden.errors import UsageError
+    from capwarden.credentials import Decision, Terminal
+    from capwarden.credentials.jws import MAX_TICKET
+    from capwarden.credentials.model import MAX_DESCRIPTOR
+    from capwarden.errors import CapError, UsageError
 
     if not 0 <= args.leeway <= 300:
         raise UsageError("--leeway must be 0..300 seconds")
     t = Terminal.open(store_path(args), leeway=args.leeway)
     now = now_arg(args.at)
-    if args.descriptor:
-        d = t.validator.check_descriptor(read_input(args.descriptor, "descriptor"), args.fay, args.resource, args.mode, now)
-    elif args.descriptor_id:
-        d = t.decide_descriptor(args.descriptor_id, args.fay, args.resource, args.mode, now)
-    else:
-        text = read_input(args.ticket, "ticket").strip()
-        d = t.validator.check_ticket(text, args.fay, args.resource, args.mode, now)
+    try:
+        if args.descriptor:
+            data = read_input(args.descriptor, "descriptor", MAX_DESCRIPTOR, "E_DESCRIPTOR_MALFORMED")
+            d = t.validator.check_descriptor(data, args.fay, args.resource, args.mode, now)
+        elif args.descriptor_id:
+            d = t.decide_descriptor(args.descriptor_id, args.fay, args.resource, args.mode, now)
+        else:
+            text = read_input(args.ticket, "ticket", MAX_TICKET + LINE_END, "E_TICKET_MALFORMED").strip()
+            d = t.validator.check_ticket(text, args.fay, args.resource, args.mode, now)
+    except CapError as exc:   # an oversize file: refused at step 1, and reported like any decision
+        d = Decision(False, exc.code, exc.message, exc.field, kind="ticket" if args.ticket else "descriptor")
     if args.json:
         print_json(d.to_json())
     elif d.granted:

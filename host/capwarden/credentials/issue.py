@@ -7,7 +7,7 @@ files written by `capwarden keys generate` (PREFIX.key, owner-only) beside PREFI
 import json
 import os
 
-from capwarden.credentials import cbor, keys
+from capwarden.credentials import cbor, keys, strictjson
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.credentials.ids import new_uuid7, uuid_bytes
 from capwarden.credentials.revocation import statement_signed_bytes
@@ -40,7 +40,7 @@ class SigningKey:
     @classmethod
     def load(cls, path):
         try:
-            obj = json.loads(read_secret(path))
+            obj = strictjson.loads(read_secret(path))
             return cls(obj["key_id"], obj["issuer_id"], keys.PrivateKey(obj["algorithm"], b64u_decode(obj["secret"])))
         except (ValueError, KeyError, TypeError, keys.KeyError_):
             raise UsageError("%s is not a capwarden signing key file" % path) from None

@@ -10,7 +10,7 @@ import os
 from capwarden.credentials import keys as keymod
 from capwarden.credentials.b64 import b64u_encode
 from capwarden.credentials.model import parse_key_json
-from capwarden.credentials.store import KEYS, locked, read_json, write_json
+from capwarden.credentials.store import KEYS, corrupt, locked, read_json, write_json
 from capwarden.errors import CapError
 
 
@@ -26,8 +26,11 @@ class KeyStore:
     def _merge(self):
         """Take in keys and revoked flags written by another process. Only adds: a key known
         here stays known, and a revoked flag is never cleared (fail closed)."""
-        for obj in read_json(self.path, default=[]):
-            rec = parse_key_json(obj)
+        for i, obj in enumerate(read_json(self.path, default=[], kind=list)):
+            try:
+                rec = parse_key_json(obj)
+            except CapError as exc:
+                raise corrupt(self.path, "key %d: %s" % (i, exc.message)) from None
             old = self.records.get(rec["key_id"])
             if old is None:
                 self._add(rec)

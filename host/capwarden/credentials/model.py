@@ -29,6 +29,7 @@ MAX_MAP_KEY = 64
 MAX_MAP_VALUE = 1024
 DAY = 86400
 MAX_DESCRIPTOR = 128 * 1024   # a descriptor file's size limit, checked before decoding (attacks.md J74)
+MAX_KEY_FILE = 16 * 1024      # a Verification_Key in JSON (about 300 bytes)
 
 
 class Grant:
@@ -130,9 +131,17 @@ class Fields:
         return dict(v)
 
     def done(self):
-        extra = sorted(set(self.obj) - self.seen)
-        if extra:
-            self.fail(extra[0], "is not a known field")
+        extra = set(self.obj) - self.seen
+        if not extra:
+            return
+        # A map decoded from CBOR may have keys of any type (integers, byte strings, arrays):
+        # name one without comparing keys of different types, which Python cannot sort.
+        odd = [k for k in extra if type(k) is not str]
+        if odd:
+            where = self.path or "the credential"
+            raise CapError(self.code, "%s has a map key that is not text (%s)" % (where, type(odd[0]).__name__),
+                           self.path or None)
+        self.fail(min(extra), "is not a known field")
 
 
 def parse_grants(value, code, path):
@@ -238,6 +247,19 @@ def parse_ticket_claims(claims, header, raw, signed_bytes, signature):
     t.signed_bytes = signed_bytes
     t.raw = raw
     return t
+
+
+def decode_key_file(data):
+    """The JSON value of a Verification_Key file's bytes (strictjson: no duplicate members, no
+    floats, any nesting refused without a crash). Raises CapError(E_MALFORMED_REQUEST)."""
+    from capwarden.credentials import strictjson
+
+    if len(data) > MAX_KEY_FILE:
+        raise CapError("E_MALFORMED_REQUEST", "a key file is at most %d bytes" % MAX_KEY_FILE)
+    try:
+        return strictjson.loads(data)
+    except strictjson.JsonError as exc:
+        raise CapError("E_MALFORMED_REQUEST", "the key file %s" % exc) from None
 
 
 def parse_key_json(obj):

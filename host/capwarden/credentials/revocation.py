@@ -13,10 +13,13 @@ import os
 from capwarden.credentials import cbor
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.credentials.model import parse_revocation_obj
-from capwarden.credentials.store import REVOCATIONS, locked, read_json, write_json
+from capwarden.credentials.store import REVOCATIONS, corrupt, locked, read_json, write_json
 from capwarden.errors import CapError
 
 MAX_STATEMENT = 4096
+# An entry of the revocation list (revocations.json): each field and its type.
+ENTRY = {"revocation_id": str, "target": str, "issuer_id": str, "revoked_at": int, "reason": str, "key_id": str,
+         "statement": str}
 
 
 def statement_signed_bytes(obj):
@@ -37,7 +40,9 @@ class RevocationList:
         """Add the file's entries to ours; returns the ones that are new here. Entries are only
         ever added: one missing from the file (a restored backup) stays revoked (fail closed)."""
         new = []
-        for rec in read_json(self.path, default=[]):
+        for rec in read_json(self.path, default=[], kind=list):
+            if type(rec) is not dict or any(type(rec.get(k)) is not t for k, t in ENTRY.items()):
+                raise corrupt(self.path, "an entry is not {%s}" % ", ".join(ENTRY))
             key = (rec["issuer_id"], rec["target"])
             if key not in self.entries:
                 self.entries[key] = rec
@@ -75,7 +80,7 @@ class RevocationList:
             new = self._merge()
             entry = self.entries.get(key)
             if entry is None:
-                entry = {k: rec[k] for k in ("revocation_id", "target", "issuer_id", "revoked_at", "reason", "key_id")}
+                entry = {k: rec[k] for k in ENTRY if k != "statement"}
                 entry["statement"] = b64u_encode(bytes(data))
                 self.entries[key] = entry
                 new.append(entry)

@@ -16,6 +16,7 @@ import stat
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from capwarden.credentials import strictjson
 from capwarden.errors import StoreError
 
 TERMINAL = "terminal.json"
@@ -26,6 +27,7 @@ REVOCATIONS = "revocations.json"
 CONVERSIONS = "conversions.json"
 DESCRIPTORS = "descriptors"
 LOCK = ".lock"
+MAX_SECRET = 4096      # a secret file: the storage key, a signing key (about 150 bytes of JSON)
 
 
 def default_store():
@@ -81,7 +83,15 @@ def locked(folder):
         os.close(fd)
 
 
-def read_json(path, default=None):
+def corrupt(path, why):
+    """The StoreError for a store file that cannot be used as it is."""
+    return StoreError("%s is corrupt (%s); restore it from a backup" % (path, why))
+
+
+def read_json(path, default=None, kind=None):
+    """The JSON value of a store file, strictly decoded (strictjson). `kind` (list or dict): the
+    type its top level must have. Raises StoreError for a missing (unless `default` is given),
+    unreadable or corrupt file: never another exception, whatever the file holds."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -89,25 +99,40 @@ def read_json(path, default=None):
         if default is not None:
             return default
         raise StoreError("%s is missing: run 'capwarden init' for this store" % path) from None
+    except OSError as exc:
+        raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
     try:
-        return json.loads(data)
-    except ValueError:
-        raise StoreError("%s is corrupt (not JSON); restore it from a backup" % path) from None
+        value = strictjson.loads(data)
+    except strictjson.JsonError as exc:
+        raise corrupt(path, "it %s" % exc) from None
+    if kind is not None and type(value) is not kind:
+        raise corrupt(path, "not a JSON %s" % ("array" if kind is list else "object"))
+    return value
 
 
 def read_secret(path):
+    """A secret file's bytes (at most MAX_SECRET). Raises StoreError when missing, readable
+    by others or larger than any secret capwarden writes."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise StoreError("%s is missing: run 'capwarden init' for this store" % path) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise StoreError("%s is readable by others (mode %o): chmod 600 it" % (path, st.st_mode & 0o777))
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SECRET + 1)
+    except OSError as exc:
+        raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    if len(data) > MAX_SECRET:
+        raise StoreError("%s is larger than any secret capwarden writes (%d bytes)" % (path, MAX_SECRET))
+    return data
 
 
 class Sealer:
     """Authenticated encryption of stored descriptors under the store's storage key."""
+
+    OVERHEAD = 12 + 16    # nonce, then the Poly1305 tag after the ciphertext
 
     def __init__(self, key):
         if len(key) != 32:
@@ -119,7 +144,7 @@ class Sealer:
         return nonce + self._aead.encrypt(nonce, plaintext, ad)
 
     def open(self, blob, ad):
-        if len(blob) < 12 + 16:
+        if len(blob) < self.OVERHEAD:
             raise StoreError("a stored descriptor is truncated")
         try:
             return self._aead.decrypt(blob[:12], blob[12:], ad)

@@ -13,32 +13,40 @@ import json
 import os
 import time
 
-from capwarden.credentials import jws
+from capwarden.credentials import jws, strictjson
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
-from capwarden.credentials.ids import TERMINAL_RE, new_terminal_id, uuid_bytes
+from capwarden.credentials.ids import TERMINAL_RE, UUID_RE, new_terminal_id, uuid_bytes
 from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
-from capwarden.credentials.keys import ED25519, PrivateKey
+from capwarden.credentials.keys import ED25519, KeyError_, PrivateKey
 from capwarden.credentials.keystore import KeyStore
-from capwarden.credentials.model import DAY
+from capwarden.credentials.model import DAY, MAX_DESCRIPTOR
 from capwarden.credentials.revocation import RevocationList
 from capwarden.credentials.store import (CONVERSION_KEY, CONVERSIONS, DESCRIPTORS, STORAGE_KEY, TERMINAL, Sealer,
-                                         locked, read_json, read_secret, write_atomic, write_json)
-from capwarden.credentials.validate import Decision, Validator, parse_descriptor
+                                         corrupt, locked, read_json, read_secret, write_atomic, write_json)
+from capwarden.credentials.validate import PREDATE_LIMIT, Decision, Validator, parse_descriptor
 from capwarden.errors import CapError, StoreError, UsageError
 
 CONVERSION_MAX = 7 * DAY
 PURGE_AFTER = DAY          # converted descriptors are removed 24 h after they expire
+MAX_SEALED = MAX_DESCRIPTOR + Sealer.OVERHEAD   # a stored descriptor file, sealed
 
 
 class Terminal:
     def __init__(self, folder, leeway=60, degraded=False):
         self.folder = folder
-        ident = read_json(os.path.join(folder, TERMINAL))
-        self.terminal_id = ident["terminal_id"]
+        path = os.path.join(folder, TERMINAL)
+        ident = read_json(path, kind=dict)
+        self.terminal_id = ident.get("terminal_id")
+        if type(self.terminal_id) is not str or not TERMINAL_RE.match(self.terminal_id):
+            raise corrupt(path, "no valid terminal_id")
         self.sealer = Sealer(read_secret(os.path.join(folder, STORAGE_KEY)))
-        conv = json.loads(read_secret(os.path.join(folder, CONVERSION_KEY)))
-        self.conversion_key = SigningKey(conv["key_id"], conv["issuer_id"],
-                                         PrivateKey(conv["algorithm"], b64u_decode(conv["secret"])))
+        path = os.path.join(folder, CONVERSION_KEY)
+        try:
+            conv = strictjson.loads(read_secret(path))
+            self.conversion_key = SigningKey(conv["key_id"], conv["issuer_id"],
+                                             PrivateKey(conv["algorithm"], b64u_decode(conv["secret"])))
+        except (strictjson.JsonError, ValueError, KeyError, TypeError, KeyError_):
+            raise corrupt(path, "not a conversion key") from None
         self.keys = KeyStore(folder)
         self.revocations = RevocationList(folder, self.keys)
         self.revocations.listeners.append(self._on_revocation)
@@ -84,7 +92,7 @@ class Terminal:
     def _on_revocation(self, entry):
         # A revoked ticket takes its converted descriptors with it (attacks.md F59).
         with locked(self.folder):
-            conv = read_json(os.path.join(self.folder, CONVERSIONS), default={})
+            conv = self._conversions()
             hit = conv.get(entry["target"])
             if hit and hit.get("iss") == entry["issuer_id"]:
                 self._remove(hit["descriptor_id"])
@@ -98,12 +106,13 @@ class Terminal:
     def import_descriptor(self, data, now=None):
         """Check structure, key and signature, then store sealed. Returns the descriptor id.
 
-        Validity, subject and resource are checked per request (a descriptor may be imported
-        before it becomes valid). Raises CapError with the S2 code of the failing step.
+        Validity, subject and resource are checked per request: a descriptor may be imported
+        before it becomes valid, but not more than 24 h before (chapter 2 section 2.3.2
+        condition 2; Validator.admissible). Raises CapError with the S2 code of the failing step.
         """
         now = int(time.time()) if now is None else now
         d = parse_descriptor(data)
-        bad = self.validator.verify_signature(d, now)
+        bad = self.validator.verify_signature(d, now) or self.validator.admissible(d, now)
         if bad is not None:
             raise CapError(bad.error_code, bad.message, bad.field)
         write_atomic(self._path(d.credential_id), self.sealer.seal(bytes(data), d.credential_id.encode()), 0o600)
@@ -111,14 +120,24 @@ class Terminal:
         return d.credential_id
 
     def load_descriptor(self, did):
-        if not isinstance(did, str) or len(did) != 36 or "/" in did or did.startswith("."):
-            raise CapError("E_DESCRIPTOR_NOT_FOUND", "no stored descriptor %r" % (did,), "descriptor_ref")
+        """The stored descriptor `did`, parsed. Raises CapError: E_DESCRIPTOR_NOT_FOUND, or
+        E_DESCRIPTOR_MALFORMED for a stored file that fails authentication or parsing."""
+        if type(did) is not str or not UUID_RE.match(did):
+            raise CapError("E_DESCRIPTOR_NOT_FOUND", "no stored descriptor %.60r" % (did,), "descriptor_ref")
         try:
             with open(self._path(did), "rb") as f:
-                blob = f.read()
+                blob = f.read(MAX_SEALED + 1)
         except FileNotFoundError:
             raise CapError("E_DESCRIPTOR_NOT_FOUND", "no stored descriptor %s" % did, "descriptor_ref") from None
-        return parse_descriptor(self.sealer.open(blob, did.encode()))
+        if len(blob) > MAX_SEALED:
+            raise CapError("E_DESCRIPTOR_MALFORMED", "stored descriptor %s is larger than any descriptor" % did,
+                           "descriptor_ref")
+        try:
+            data = self.sealer.open(blob, did.encode())
+        except StoreError as exc:   # tampered, truncated or moved: refused (and audited), not a crash
+            raise CapError("E_DESCRIPTOR_MALFORMED", "stored descriptor %s: %s" % (did, exc),
+                           "descriptor_ref") from None
+        return parse_descriptor(data)
 
     def stored_ids(self):
         folder = os.path.join(self.folder, DESCRIPTORS)
@@ -126,7 +145,7 @@ class Terminal:
 
     def decide_descriptor(self, did, fay_id, resource_id, mode, now):
         """Decision for a stored descriptor. Its signature is verified once per key set."""
-        hit = self._cache.get(did)
+        hit = self._cache.get(did) if type(did) is str else None
         if hit is None or hit[1] != self.keys.generation:
             try:
                 d = self.load_descriptor(did)
@@ -163,6 +182,9 @@ class Terminal:
             raise CapError("E_TICKET_TERMINAL_MISMATCH", "issued for another terminal", "aud")
         if now >= t.not_after + self.validator.leeway:
             raise CapError("E_TICKET_EXPIRED", "the ticket has expired", "exp")
+        if t.not_before > now + PREDATE_LIMIT:
+            # Its descriptor would be pre-issued (chapter 2 section 2.3.2 condition 2).
+            raise CapError("E_TICKET_NOT_YET_VALID", "valid from %d, more than 24 h after now" % t.not_before, "nbf")
         if t.not_after - t.not_before > CONVERSION_MAX:
             raise CapError("E_TICKET_VALIDITY_TOO_LONG", "valid for more than 7 days", "exp")
         if self.revocations.revoked(t.issuer_id, t.credential_id):
@@ -171,14 +193,14 @@ class Terminal:
             raise CapError("E_TICKET_OFFLINE_REJECTED", "offline: tickets are not converted", None)
         conv_path = os.path.join(self.folder, CONVERSIONS)
         with locked(self.folder):   # one conversion per ticket, also across processes
-            conv = read_json(conv_path, default={})
+            conv = self._conversions()
             if t.credential_id in conv:  # one conversion per ticket (attacks.md H67)
                 return conv[t.credential_id]["descriptor_id"]
             not_after = min(t.not_after, now + CONVERSION_MAX, t.issued_at + CONVERSION_MAX)
             not_before = min(t.not_before, not_after - 1)
             payload = descriptor_payload(
                 t.subject, t.terminal_id, [g.to_obj() for g in t.grants], self.conversion_key.issuer_id,
-                not_before, not_after, issued_at=min(t.issued_at, not_before), descriptor_id=uuid_bytes(t.credential_id),
+                not_before, not_after, issued_at=min(now, not_before), descriptor_id=uuid_bytes(t.credential_id),
                 metadata={"origin": "converted_from_ticket", "origin_jti": t.credential_id, "origin_kid": t.key_id,
                           "origin_iss": t.issuer_id, "origin_signature": b64u_encode(t.signature)})
             data = sign_descriptor(self.conversion_key, payload)
@@ -187,11 +209,22 @@ class Terminal:
             write_json(conv_path, conv)
             return did
 
+    def _conversions(self):
+        """conversions.json: ticket jti -> {"descriptor_id", "iss", "not_after"}; StoreError
+        when it is anything else."""
+        path = os.path.join(self.folder, CONVERSIONS)
+        conv = read_json(path, default={}, kind=dict)
+        for c in conv.values():
+            if type(c) is not dict or type(c.get("descriptor_id")) is not str or type(c.get("iss")) is not str \
+                    or type(c.get("not_after")) is not int:
+                raise corrupt(path, "an entry is not {descriptor_id, iss, not_after}")
+        return conv
+
     def purge(self, now):
         """Remove converted descriptors 24 h after expiry. Returns the ids removed."""
         conv_path = os.path.join(self.folder, CONVERSIONS)
         with locked(self.folder):
-            conv = read_json(conv_path, default={})
+            conv = self._conversions()
             gone = [jti for jti, c in conv.items() if now >= c["not_after"] + PURGE_AFTER]
             for jti in gone:
                 self._remove(conv.pop(jti)["descriptor_id"])

@@ -112,6 +112,12 @@ def parse_descriptor_reference(data):
     return d
 
 
+def _pre_issued(cred):
+    return Decision(False, "E_DESCRIPTOR_NOT_YET_VALID",
+                    "pre-issued: valid from %d, more than 24 h after it was issued (%d)" % (cred.not_before, cred.issued_at),
+                    "not_before", cred)
+
+
 class Validator:
     """Checks credentials for one terminal. `keystore`, `revocations` from the store."""
 
@@ -139,6 +145,19 @@ class Validator:
             return Decision(False, exc.code, exc.message, exc.field, kind="ticket")
         return self.check(t, fay_id, resource_id, mode, now, verified=False)
 
+    def admissible(self, cred, now):
+        """What import adds to step 2 (chapter 2 section 2.3.2 condition 2): None, or the refusal
+        of a descriptor that is pre-issued, by its own dates or by this terminal's clock. A
+        descriptor valid within 24 h may be stored before it becomes valid; one that is not,
+        may not, so that it cannot wait in the store for its day."""
+        if cred.not_before - cred.issued_at > PREDATE_LIMIT:
+            return _pre_issued(cred)
+        if cred.not_before > now + PREDATE_LIMIT + self.leeway:
+            return Decision(False, "E_DESCRIPTOR_NOT_YET_VALID",
+                            "valid from %d, more than 24 h after now (%d): pre-issued descriptors are refused"
+                            % (cred.not_before, now), "not_before", cred)
+        return None
+
     def verify_signature(self, cred, now):
         """Step 2 alone: None when the key may sign it and the signature holds, else a Decision."""
         pub, why = self.keystore.usable(cred.key_id, cred.algorithm, cred.issuer_id, now)
@@ -160,7 +179,10 @@ class Validator:
                 return Decision(False, "E_VERIFICATION_KEY_INVALID", why, "key_id", cred)
         p = _codes(cred.kind)
         lw = self.leeway
-        # Step 3. not_before more than 24 h ahead is "not yet valid" whatever the leeway.
+        # Step 3. A pre-issued descriptor never becomes valid (chapter 2 section 2.3.2 condition 2).
+        if cred.kind == "descriptor" and cred.not_before - cred.issued_at > PREDATE_LIMIT:
+            return _pre_issued(cred)
+        # not_before more than 24 h ahead is "not yet valid" whatever the leeway.
         if cred.not_before > now + lw or cred.not_before > now + PREDATE_LIMIT:
             return Decision(False, p + "NOT_YET_VALID", "valid from %d, now %d" % (cred.not_before, now), "not_before", cred)
         if cred.kind == "ticket" and cred.issued_at > now + lw:
@@ -189,7 +211,7 @@ class Validator:
                 mask |= g.mask
         if not matched:
             return Decision(False, p + "RESOURCE_NOT_GRANTED", "no grant covers %s" % resource_id, "grants", cred)
-        if not mask & MODE_BIT.get(mode, 0):
+        if type(mode) is not str or not mask & MODE_BIT.get(mode, 0):
             return Decision(False, p + "MODE_NOT_GRANTED", "%s is not granted on %s" % (mode, resource_id), "grants", cred)
         # Step 5.
         if self._revoked(cred):
