@@ -29,12 +29,12 @@ class KeyStore:
         for i, obj in enumerate(read_json(self.path, default=[], kind=list)):
             try:
                 rec = parse_key_json(obj)
-            except CapError as exc:
+                old = self.records.get(rec["key_id"])
+                if old is None:
+                    self._add(rec)
+            except CapError as exc:   # a store file: its errors are the store's, naming the file
                 raise corrupt(self.path, "key %d: %s" % (i, exc.message)) from None
-            old = self.records.get(rec["key_id"])
-            if old is None:
-                self._add(rec)
-            elif rec["revoked"] and not old["revoked"]:
+            if old is not None and rec["revoked"] and not old["revoked"]:
                 old["revoked"] = True
                 self.generation += 1
 

@@ -287,7 +287,11 @@ def parse_key_json(obj):
     rec["valid_until"] = f.timestamp("valid_until") if "valid_until" in obj and obj["valid_until"] is not None else None
     if "valid_until" in obj and obj["valid_until"] is None:
         f.seen.add("valid_until")
-    rec["revoked"] = bool(f.get("revoked", required=False) or False)
+    revoked = f.get("revoked", required=False)
+    if revoked is not None and type(revoked) is not bool:
+        # Not bool(): a revoked flag of 0, "" or [] read as "not revoked" would fail open.
+        f.fail("revoked", "must be true or false")
+    rec["revoked"] = revoked is True
     f.done()
     if rec["valid_until"] is not None and rec["valid_until"] <= rec["valid_from"]:
         f.fail("valid_until", "must be after valid_from")
