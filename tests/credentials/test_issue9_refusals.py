@@ -370,3 +370,18 @@ def test_issue9_12_key_file_limit(w):
     with pytest.raises(CapError) as e:
         model.decode_key_file(b" " * (model.MAX_KEY_FILE + 1))
     assert e.value.code == "E_MALFORMED_REQUEST"
+
+
+@pytest.mark.parametrize("field", ["grantor_id", "metadata", "constraints"])
+def test_issue9_6_null_for_an_optional_field_is_malformed(w, field):
+    """Found by the fuzzer: a null grantor_id was read as an absent one and granted, two
+    encodings of one descriptor. Every present field must have its one type."""
+    obj = cbor2.loads(w.descriptor())
+    if field == "constraints":
+        obj["payload"]["grants"][0]["constraints"] = None
+    else:
+        obj["payload"][field] = None
+    data = resign(w, obj)
+    assert fastparse.descriptor(data) is None
+    d = w.check_d(data)
+    assert d.error_code == "E_DESCRIPTOR_MALFORMED" and d.field.endswith(field)

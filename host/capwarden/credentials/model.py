@@ -95,8 +95,8 @@ class Fields:
 
     def text(self, key, required=True, max_len=MAX_STR, regex=None):
         v = self.get(key, required)
-        if v is None and not required:
-            return None
+        if not required and key not in self.obj:
+            return None     # absent; a present null is a wrong type like any other
         if type(v) is not str:
             self.fail(key, "must be a string")
         if not v or len(v) > max_len:
