@@ -3,6 +3,7 @@
 import time
 
 from capwarden.cli._common import formatter
+from capwarden.credentials.validate import DESCRIPTOR_MAX_DAYS, TICKET_MAX_DAYS
 
 HELP = """\
 Mint an Authorization_Descriptor (deterministic CBOR, signed over its payload) or a
@@ -31,9 +32,11 @@ def register(sub):
         q.add_argument("--not-before", type=int, default=None, metavar="TS",
                        help="valid from (default: now; a descriptor at most 24 h ahead)")
         if kind == "descriptor":
-            q.add_argument("--days", type=float, default=30, help="validity in days (default 30, at most 90)")
+            q.add_argument("--days", type=float, default=30,
+                           help="validity in days (default 30, at most %d)" % DESCRIPTOR_MAX_DAYS)
         else:
-            q.add_argument("--hours", type=float, default=24, help="validity in hours (default 24, at most 168)")
+            q.add_argument("--hours", type=float, default=24,
+                           help="validity in hours (default 24, at most %d)" % (TICKET_MAX_DAYS * 24))
         q.add_argument("--out", required=True, metavar="FILE")
         q.set_defaults(func=main, kind=kind)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -53,8 +56,8 @@ def main(args):
     nbf = now if args.not_before is None else args.not_before
     grants = [parse_grant_arg(g, args.terminal) for g in args.grant]
     if args.kind == "descriptor":
-        if not 0 < args.days <= 90:
-            raise UsageError("--days must be more than 0 and at most 90")
+        if not 0 < args.days <= DESCRIPTOR_MAX_DAYS:
+            raise UsageError("--days must be more than 0 and at most %d" % DESCRIPTOR_MAX_DAYS)
         if nbf > now + PREDATE_LIMIT:
             raise UsageError("--not-before is more than 24 h ahead: pre-issued descriptors are refused by every "
                              "terminal (chapter 2 section 2.3.2); issue it within 24 h of its start")
@@ -67,8 +70,8 @@ def main(args):
         write_atomic(args.out, data)
         print("wrote descriptor %s to %s" % (parse_descriptor(data).credential_id, args.out))
     else:
-        if not 0 < args.hours <= 168:
-            raise UsageError("--hours must be more than 0 and at most 168")
+        if not 0 < args.hours <= TICKET_MAX_DAYS * 24:
+            raise UsageError("--hours must be more than 0 and at most %d" % (TICKET_MAX_DAYS * 24))
         token = sign_ticket(key, ticket_claims(args.fay, args.terminal, grants, key.issuer_id, nbf,
                                                nbf + int(args.hours * 3600)))
         t = parse_ticket(token)

@@ -1,6 +1,7 @@
 """`capwarden verify`: decide whether a Fay may use a resource in a mode."""
 
 from capwarden.cli._common import LINE_END, add_store, formatter, now_arg, print_json, read_input, store_path
+from capwarden.credentials.validate import MAX_LEEWAY
 
 HELP = """\
 Decide, offline, whether a credential lets a Fay use a resource in one mode, following the
@@ -27,7 +28,8 @@ def register(sub):
     c.add_argument("--descriptor-id", metavar="ID", help="a descriptor stored in the store")
     c.add_argument("--ticket", metavar="FILE", help="a ticket file (JWS compact)")
     p.add_argument("--at", type=int, default=None, metavar="UNIX_TIME", help="decide at this time (default: now)")
-    p.add_argument("--leeway", type=int, default=60, help="clock-skew leeway in seconds, 0..300 (default 60)")
+    p.add_argument("--leeway", type=int, default=60,
+                   help="clock-skew leeway in seconds, 0..%d (default 60)" % MAX_LEEWAY)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=main)
 
@@ -38,8 +40,8 @@ def main(args):
     from capwarden.credentials.model import MAX_DESCRIPTOR
     from capwarden.errors import CapError, UsageError
 
-    if not 0 <= args.leeway <= 300:
-        raise UsageError("--leeway must be 0..300 seconds")
+    if not 0 <= args.leeway <= MAX_LEEWAY:
+        raise UsageError("--leeway must be 0..%d seconds" % MAX_LEEWAY)
     t = Terminal.open(store_path(args), leeway=args.leeway)
     now = now_arg(args.at)
     try:
