@@ -18,18 +18,6 @@ from capshared.errors import E_DEV_BAD_MESSAGE as E_BAD, E_INTERNAL, E_RESOURCE_
 TICK_MS = 20            # longest sleep between control ticks
 
 
-class Clock:
-    # Monotonic milliseconds. Tests inject their own with the same two methods.
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
-
-    def ticks_add(self, a, delta):
-        return time.ticks_add(a, delta)
-
-
 def _boot_id():
     b = os.urandom(4)
     return (b[0] | (b[1] << 8) | (b[2] << 16) | ((b[3] & 0x3F) << 24)) or 1
@@ -38,9 +26,12 @@ def _boot_id():
 class Agent:
     def __init__(self, board, link, clock=None, rx_buf=256):
         from capagent.control import Control  # imported here so a board can replace it in tests
+        gc.collect()  # the loader's leftovers go before the tables are made: fewer holes
         self.board = board
         self.link = link
-        self.clock = clock or Clock()
+        # Monotonic milliseconds: the time module's ticks_ms, ticks_diff and ticks_add, or a
+        # test's object with the same three methods.
+        self.clock = clock or time
         self.resources = board.resources()
         self.boot_id = _boot_id()
         self.rx_buf = rx_buf
@@ -62,8 +53,11 @@ class Agent:
         e.u8(MAX_RAW)
         e.u8(len(self.resources))
         e.u32(self.uptime())
+        if rid:  # HELLO_R: what a new host continues from (issue 9, defect 1)
+            e.u32(self.control.hb_seq)
+            e.u16(self.link.rid_hw)
         e.tail(self.info, 0, len(self.info))
-        self.link.send(remember=rid != 0)
+        self.link.send(False)  # never replayed: a retried HELLO gets today's figures
 
     def announce(self):
         self._hello(W.ANNOUNCE, 0)
@@ -108,6 +102,7 @@ class Agent:
             e.u16(link.replayed & 0xFFFF)
             e.u32(link.frames_rx & 0x3FFFFFFF)
             e.u32(link.frames_tx & 0x3FFFFFFF)
+            e.u16(link.stale_n & 0xFFFF)
             link.send()
         elif mid == W.REPL:
             e.begin(W.REPL_R, rid)
@@ -141,7 +136,10 @@ class Agent:
                         link.error(rid, E_BAD, mid)
                         continue
                     try:
-                        self.dispatch(mid, rid)
+                        if link.stale:
+                            self.control.stale(mid, rid)  # a late copy: never executed again
+                        else:
+                            self.dispatch(mid, rid)
                     except Exception as exc:  # a bug must not take the board's safety down
                         self.errors += 1
                         link.error(rid, E_INTERNAL, self.errors & 0xFFFF)

@@ -6,15 +6,19 @@
 # watchdog). Responses are built in the link's preallocated encoder; nothing here allocates
 # in steady state (tests/device checks the heap over 10,000 cycles).
 from capagent.driver import OpError
-from capagent.grants import FREE, MAX_GRANTS, MAX_WAITERS, QUEUED, Grants
+from capagent.grants import FREE, MAX_GRANTS, MAX_WAITERS, PEND, QUEUED, SUSP, Grants, _u32s
 from capagent.supervisor import Supervisor
 from capshared import wire as W
 from capshared.errors import (
-    E_DEV_BAD_MESSAGE, E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT, E_DEV_NOT_HOLDER, E_DEV_STALE_EPOCH,
-    E_DEV_SUSPENDED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
+    E_DEV_BAD_MESSAGE, E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT, E_DEV_FAILSAFE_PENDING, E_DEV_NOT_HOLDER,
+    E_DEV_STALE_EPOCH, E_DEV_STALE_REQUEST, E_DEV_SUSPENDED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
 )
-from capshared.limits import MODES_EXCLUSIVE, RES_ABSENT, RES_FAULT, RES_PRESENT
-from capshared.wire import CFG_FAILSAFE_MS, CFG_LOCK_DELAY_MS, CFG_WATCHDOG_MS, GRANTS_PER_PAGE
+from capshared.limits import MODES_EXCLUSIVE, RES_ABSENT, RES_FAULT, RES_PRESENT, U32_LIMIT
+from capshared.wire import (
+    AUD_DELAY, AUD_END, AUD_GRANT, AUD_HANDOVER, AUD_HOLD, AUD_RESUMED, AUD_SAFE, AUDIT_PER_PAGE,
+    CFG_FAILSAFE_DELAY_MS, CFG_FAILSAFE_MS, CFG_LINK_LOSS_HOLD, CFG_LOCK_DELAY_MS, CFG_WATCHDOG_MS,
+    FAILSAFE_DELAY_MAX_MS, GRANTS_PER_PAGE,
+)
 
 # Reason codes (capshared.limits.REASONS).
 R_RELEASED = 1
@@ -26,6 +30,7 @@ R_SESSION_ENDED = 7
 R_REPLUGGED = 9
 
 MAX_LEASE_MS = 3600000
+AUDIT_SLOTS = 32   # the audit ring's entries (faults.md 70)
 OUT_SIZE = 100   # the largest driver answer (fits ACTUATE_R's tail)
 
 
@@ -50,6 +55,18 @@ class Control:
         self.failsafes = 0
         self.pending_failsafe = 0
         self.last_hb = clock.ticks_ms()
+        self.delay_ms = 0         # CFG_FAILSAFE_DELAY_MS (faults.md 68)
+        self.hold_mask = 0        # CFG_LINK_LOSS_HOLD: bit k, resource k keeps its state (69)
+        # The audit ring (faults.md 70): the last AUDIT_SLOTS grant, end, handover and failsafe
+        # events with their epochs, for the host to read after it was away (AUDIT). Entry k
+        # (from 1) is in slot (k - 1) % AUDIT_SLOTS: kind, res, reason in a_b; session, epoch
+        # and the board's ms clock in a_s, a_e, a_t. When full the oldest gives way, so the
+        # last entry (what happened last) is never lost; the host counts the lost ones.
+        self.a_b = bytearray(3 * AUDIT_SLOTS)
+        self.a_s = _u32s(AUDIT_SLOTS)
+        self.a_e = _u32s(AUDIT_SLOTS)
+        self.a_t = _u32s(AUDIT_SLOTS)
+        self.a_count = 0
 
     # ---- called by the agent ---------------------------------------------------------------
     def host_seen(self, now):
@@ -85,9 +102,7 @@ class Control:
         # to its safe state (the failsafe); the host hears of it when it speaks again.
         for i in range(g.n_slots):
             if g.res[i] != FREE and g.expired(i, now):
-                self._end(i, R_LEASE, now, True)
-                self.failsafes += 1
-                self.pending_failsafe += 1
+                self._lapse(i, now)
         # Resource events: unplug or fault ends every grant on the resource.
         for k in range(len(self.resources)):
             st = self._poll(k)
@@ -116,6 +131,8 @@ class Control:
         now = self.clock.ticks_ms()
         if mid == W.HEARTBEAT:
             self._heartbeat(rid, d.u32(W.HEARTBEAT_HB_SEQ), now)
+        elif mid == W.AUDIT:
+            self._audit_page(rid, d.u32(W.AUDIT_FROM_SEQ))
         elif mid == W.ACQUIRE:
             self._acquire(rid, d.u8(W.ACQUIRE_RES), d.u8(W.ACQUIRE_MODES), d.u32(W.ACQUIRE_SESSION),
                           d.u32(W.ACQUIRE_LEASE_MS), d.u32(W.ACQUIRE_WAIT_MS), now)
@@ -151,10 +168,16 @@ class Control:
     def _heartbeat(self, rid, seq, now):
         # One frame renews every lease. The payload must move on: a repeated (frozen) sequence
         # number is a missed heartbeat (faults.md 26), so a stuck sender cannot keep leases.
+        # The board tells every new host its high-water mark (HELLO_R.hb_seq), so a restarted
+        # engine's heartbeats start above it rather than at 0 (issue 9, defect 1).
         if seq > self.hb_seq:
             self.hb_seq = seq
             self.last_hb = now
-            self.g.renew_all(now)
+            g = self.g
+            for i in range(g.n_slots):
+                if g.flag[i] & PEND and g.res[i] != FREE:
+                    self._note(AUD_RESUMED, i, 0)  # back within the failsafe delay window
+            g.renew_all(now)
         else:
             self.frozen += 1
         e = self.link.enc
@@ -172,7 +195,10 @@ class Control:
             return
         g = self.g
         key = self.link.request_key()
+        e0 = g.r_epoch[res]
         i = g.acquire(res, modes, session, lease, wait_ms, rid, key, now)
+        if i >= 0 and g.r_epoch[res] != e0:
+            self._note(AUD_GRANT, i, 0)  # a new epoch: a grant or an upgrade
         if i == QUEUED:
             e = self.link.enc
             e.begin(W.QUEUED, rid)
@@ -204,6 +230,7 @@ class Control:
                 return
             j = g.served
             g.drop_waiter(j)
+            self._note(AUD_GRANT, i, 0)
             self.link.remember_for(g.w_rid[j], g.w_key[j])
             self._granted(g.w_rid[j], i)
 
@@ -255,11 +282,15 @@ class Control:
             return
         if g.modes[i] & MODES_EXCLUSIVE and not modes & MODES_EXCLUSIVE:
             self.resources[res].safe()  # the new holder only reads: nobody drives it any more
+        # The slot takes on its new holder's suspension; a handover in the failsafe delay
+        # window is an override: the new holder's lease starts afresh.
+        g.flag[i] = SUSP if g.suspended(to) else 0
         g.session[i] = to
         g.modes[i] = modes
         g.lease[i] = lease
-        g.deadline[i] = self.clock.ticks_add(now, lease)
+        g.deadline[i] = self.clock.ticks_add(now, g.span(lease))
         g.epoch[i] = g.next_epoch(res)
+        self._note(AUD_HANDOVER, i, 0)
         e = self.link.enc
         e.begin(W.HANDOVER_R, rid)
         e.u8(res)
@@ -270,13 +301,14 @@ class Control:
     def _suspend(self, rid, session, on):
         # S3: a suspended session keeps its locks but may not write, execute or configure, and
         # its actuators are put in safe hold at once (faults.md 11).
+        # Recorded on each grant the session holds (it cannot be lost, and a session with no
+        # grant here has nothing to hold back: grants = 0 says so); what it acquires while
+        # suspended is suspended too.
         g = self.g
-        g.set_suspended(session, on)
-        held = 0
-        for i in range(g.n_slots):
-            if g.res[i] != FREE and g.session[i] == session:
-                held += 1
-                if on and g.modes[i] & MODES_EXCLUSIVE:
+        held = g.set_suspended(session, on)
+        if on:
+            for i in range(g.n_slots):
+                if g.res[i] != FREE and g.session[i] == session and g.modes[i] & MODES_EXCLUSIVE:
                     self.resources[g.res[i]].safe()
         e = self.link.enc
         e.begin(W.SUSPEND_R, rid)
@@ -294,9 +326,15 @@ class Control:
         if i < 0:
             return
         if g.expired(i, now):
-            # The lease ran out between ticks: end it now rather than act on it.
-            self._end(i, R_LEASE, now, True)
-            self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
+            # The lease ran out (perhaps between ticks): never act on it. With a failsafe delay
+            # the grant waits for a heartbeat; otherwise (or after the delay) it ends now.
+            if self._lapse(i, now):
+                self.link.error(rid, E_DEV_FAILSAFE_PENDING, res)
+            else:
+                self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
+            return
+        if g.flag[i] & PEND:
+            self.link.error(rid, E_DEV_FAILSAFE_PENDING, res)
             return
         need = r.OPS.get(op, 0)
         if not need:
@@ -341,7 +379,6 @@ class Control:
                 g.drop_waiter(j)
                 self.link.remember_for(g.w_rid[j], g.w_key[j])
                 self.link.error(g.w_rid[j], E_RESOURCE_BUSY, 0)
-        g.set_suspended(session, False)
         e = self.link.enc
         e.begin(W.END_SESSION_R, rid)
         e.u32(session)
@@ -382,7 +419,24 @@ class Control:
             if not self.sup.arm(value):
                 self.link.error(rid, E_DEV_BAD_OPERATION, key)
                 return
-        elif key != CFG_FAILSAFE_MS:
+        elif key == CFG_FAILSAFE_MS:
+            # No grant outlives this much heartbeat silence, whatever its lease (0: each lease).
+            # Applies from each grant's next renewal.
+            self.g.cap_ms = value
+        elif key == CFG_FAILSAFE_DELAY_MS:
+            if value > FAILSAFE_DELAY_MAX_MS:
+                self.link.error(rid, E_DEV_BAD_OPERATION, key)
+                return
+            self.delay_ms = value
+        elif key == CFG_LINK_LOSS_HOLD:
+            # Bit k is resource k. A bit for a resource the board does not have is refused
+            # whole: a mask meant for another board (or read in the wrong order) must not
+            # half-apply. Unset bits, the default, go safe.
+            if value >> len(self.resources):
+                self.link.error(rid, E_DEV_BAD_OPERATION, key)
+                return
+            self.hold_mask = value
+        else:
             self.link.error(rid, E_DEV_BAD_MESSAGE, key)
             return
         e = self.link.enc
@@ -407,7 +461,72 @@ class Control:
         if st != self.r_state[res]:
             self._resource_changed(res, st, now)
 
+    def stale(self, mid, rid):
+        # A late copy of a request already answered whose answer the replay cache no longer
+        # holds (capagent.link): never executed again. A retried ACQUIRE still gets the grant
+        # its session holds (what executing it again would answer); anything else is refused.
+        d = self.link.dec
+        if mid == W.ACQUIRE:
+            res = d.u8(W.ACQUIRE_RES)
+            i = self.g.find(res, d.u32(W.ACQUIRE_SESSION)) if res < len(self.resources) else -1
+            if i >= 0 and not d.u8(W.ACQUIRE_MODES) & ~self.g.modes[i]:
+                self._granted(rid, i)
+                return
+        self.link.error(rid, E_DEV_STALE_REQUEST, mid)
+
+    def _audit_page(self, rid, first):
+        c = self.a_count
+        if first <= c - AUDIT_SLOTS:
+            first = c - AUDIT_SLOTS + 1   # the oldest entry still held
+        if first < 1:
+            first = 1
+        e = self.link.enc
+        e.begin(W.AUDIT_R, rid)
+        e.u32(c)
+        e.u32(first)
+        k = first
+        while k <= c and k < first + AUDIT_PER_PAGE:
+            j = (k - 1) % AUDIT_SLOTS
+            e.u8(self.a_b[3 * j])
+            e.u8(self.a_b[3 * j + 1])
+            e.u8(self.a_b[3 * j + 2])
+            e.u32(self.a_s[j])
+            e.u32(self.a_e[j])
+            e.u32(self.a_t[j])
+            k += 1
+        self.link.send()
+
     # ---- internals ---------------------------------------------------------------------------
+    def _note(self, kind, i, reason):
+        # One audit ring entry about grant slot i. Allocates nothing.
+        g = self.g
+        if self.a_count >= U32_LIMIT - 1:
+            self.a_count = 0   # after 2**30 events: documented wrap, numbering starts again
+        j = self.a_count % AUDIT_SLOTS
+        b = self.a_b
+        b[3 * j] = kind
+        b[3 * j + 1] = g.res[i]
+        b[3 * j + 2] = reason
+        self.a_s[j] = g.session[i]
+        self.a_e[j] = g.epoch[i]
+        self.a_t[j] = self.clock.ticks_ms() & 0x3FFFFFFF
+        self.a_count += 1
+
+    def _lapse(self, i, now):
+        # Grant i's lease ran out. With a failsafe delay (faults.md 68) it first waits that long
+        # for a heartbeat, refusing actuation meanwhile; a heartbeat in the window renews it,
+        # a release or handover still works (the host's override). Returns True while waiting.
+        g = self.g
+        if self.delay_ms and not g.flag[i] & PEND:
+            g.flag[i] |= PEND
+            g.deadline[i] = self.clock.ticks_add(now, self.delay_ms)
+            self._note(AUD_DELAY, i, R_LEASE)
+            return True
+        self._end(i, R_LEASE, now, True)
+        self.failsafes += 1
+        self.pending_failsafe += 1
+        return False
+
     def _poll(self, k):
         # A driver whose poll() raises, or answers anything but present or absent, is at fault:
         # its resource counts as faulted (its grants end, nothing new is granted) and the loop
@@ -428,8 +547,12 @@ class Control:
         session = g.session[i]
         epoch = g.epoch[i]
         excl = g.modes[i] & MODES_EXCLUSIVE
+        # A lost lease: the link-loss action (faults.md 69), safe unless this resource's bit
+        # in CFG_LINK_LOSS_HOLD says it keeps its state. The ring's last word is the action.
+        keep = reason == R_LEASE and (self.hold_mask >> res) & 1
+        self._note(AUD_END if reason != R_LEASE else (AUD_HOLD if keep else AUD_SAFE), i, reason)
         g.end(i)
-        if excl or lost:
+        if (excl or lost) and not keep:
             try:
                 self.resources[res].safe()
             except Exception:

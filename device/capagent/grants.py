@@ -14,14 +14,29 @@
 #   (one step, new epoch, nobody can slip in between); otherwise it is refused, never queued:
 #   two readers that both wait to upgrade would deadlock each other.
 from capshared.errors import (
-    E_DEV_LOCK_DELAY, E_DEV_NO_SPACE, E_DEV_UPGRADE_REFUSED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
+    E_DEV_FAILSAFE_PENDING, E_DEV_LOCK_DELAY, E_DEV_NO_SPACE, E_DEV_UPGRADE_REFUSED, E_RESOURCE_BUSY,
+    E_RESOURCE_UNAVAILABLE,
 )
+from array import array
+
 from capshared.limits import MODES_EXCLUSIVE, RES_PRESENT, U32_LIMIT
 
 MAX_GRANTS = 16   # default table size; a board description may set its own (board.MAX_GRANTS)
 MAX_WAITERS = 8
 FREE = 0xFF
 QUEUED = -1000   # acquire() result: the request waits in the queue
+SUSP = 1         # flag bits of a grant slot
+PEND = 2
+
+
+def _u32s(n):
+    # n zeros, each slot an unsigned int below 2**30, in 4 bytes: half a list's cost on a 64-bit
+    # port. Built from a range (one block of exactly that size, no temporary: a board's heap is
+    # fragmented by the time the agent starts), then zeroed.
+    a = array("I", range(n))
+    for i in range(n):
+        a[i] = 0
+    return a
 
 
 class Grants:
@@ -34,26 +49,28 @@ class Grants:
         n = len(state)
         g = max_grants
         self.res = bytearray(b"\xff" * g)     # FREE or resource index
-        self.session = [0] * g
-        self.epoch = [0] * g
+        self.session = _u32s(g)
+        self.epoch = _u32s(g)
         self.modes = bytearray(g)
-        self.lease = [0] * g
-        self.deadline = [0] * g
-        self.r_epoch = [0] * n                # last epoch issued per resource
+        self.lease = _u32s(g)
+        self.deadline = _u32s(g)
+        self.r_epoch = _u32s(n)                # last epoch issued per resource
         self.r_hold = bytearray(n)            # 1 while in lock-delay (safe hold)
-        self.r_hold_until = [0] * n
+        self.r_hold_until = _u32s(n)
         self.lock_delay_ms = 0
-        self.susp = [0] * g                   # suspended session tokens (0 = unused)
+        self.cap_ms = 0                       # CFG_FAILSAFE_MS: no lease outlives this silence
+        # Per grant slot, so that they end with the grant on every path and cannot leak:
+        self.flag = bytearray(g)              # SUSP: holder suspended; PEND: in the failsafe delay
         w = MAX_WAITERS
         self.w_used = bytearray(w)
-        self.w_seq = [0] * w
+        self.w_seq = _u32s(w)
         self.w_res = bytearray(w)
         self.w_modes = bytearray(w)
-        self.w_session = [0] * w
-        self.w_lease = [0] * w
-        self.w_until = [0] * w
-        self.w_rid = [0] * w
-        self.w_key = [0] * w
+        self.w_session = _u32s(w)
+        self.w_lease = _u32s(w)
+        self.w_until = _u32s(w)
+        self.w_rid = _u32s(w)
+        self.w_key = _u32s(w)
         self.seq = 0
         self.last_busy_holder = 0
         self.served = -1
@@ -89,9 +106,14 @@ class Grants:
 
     def suspended(self, session):
         for i in range(self.n_slots):
-            if self.susp[i] == session:
+            if self.flag[i] & SUSP and self.res[i] != FREE and self.session[i] == session:
                 return True
         return False
+
+    def span(self, lease):
+        # How long one renewal keeps a grant: its lease, capped by CFG_FAILSAFE_MS if set.
+        c = self.cap_ms
+        return c if 0 < c < lease else lease
 
     def expired(self, i, now):
         return self.clock.ticks_diff(now, self.deadline[i]) >= 0
@@ -107,11 +129,13 @@ class Grants:
     def _grant(self, res, modes, session, lease, now):
         for i in range(self.n_slots):
             if self.res[i] == FREE:
+                # A suspended session stays suspended on what it acquires meanwhile.
+                self.flag[i] = SUSP if self.suspended(session) else 0
                 self.res[i] = res
                 self.session[i] = session
                 self.modes[i] = modes
                 self.lease[i] = lease
-                self.deadline[i] = self.clock.ticks_add(now, lease)
+                self.deadline[i] = self.clock.ticks_add(now, self.span(lease))
                 self.epoch[i] = self.next_epoch(res)
                 return i
         return -E_DEV_NO_SPACE
@@ -126,9 +150,11 @@ class Grants:
                 return i  # already held: the same grant, no new epoch
             if self.conflicts(res, modes, session):
                 return -E_DEV_UPGRADE_REFUSED
+            if self.flag[i] & PEND:
+                return -E_DEV_FAILSAFE_PENDING  # a lost lease comes back only by a heartbeat
             self.modes[i] |= modes           # atomic upgrade: one step, fenced by a new epoch
             self.epoch[i] = self.next_epoch(res)
-            self.deadline[i] = self.clock.ticks_add(now, self.lease[i])
+            self.deadline[i] = self.clock.ticks_add(now, self.span(self.lease[i]))
             return i
         for j in range(MAX_WAITERS):          # a retry of a request already queued
             if self.w_used[j] and self.w_rid[j] == rid and self.w_key[j] == key:
@@ -199,6 +225,7 @@ class Grants:
     def end(self, i):
         self.res[i] = FREE
         self.session[i] = 0
+        self.flag[i] = 0
 
     def hold(self, res, now):
         # Safe hold after a holder was lost without a clean release (Chubby's lock-delay).
@@ -207,18 +234,18 @@ class Grants:
             self.r_hold_until[res] = self.clock.ticks_add(now, self.lock_delay_ms)
 
     def renew_all(self, now):
+        # Also closes every failsafe delay window (PEND): the host is back in time.
         for i in range(self.n_slots):
             if self.res[i] != FREE:
-                self.deadline[i] = self.clock.ticks_add(now, self.lease[i])
+                self.deadline[i] = self.clock.ticks_add(now, self.span(self.lease[i]))
+                self.flag[i] &= SUSP
 
     def set_suspended(self, session, on):
-        free = -1
+        # Marks every grant the session holds; returns how many. Held per slot, the mark ends
+        # with its grant on every path (release, lease, handover, removal, fault, session end).
+        n = 0
         for i in range(self.n_slots):
-            if self.susp[i] == session:
-                if not on:
-                    self.susp[i] = 0
-                return
-            if self.susp[i] == 0 and free < 0:
-                free = i
-        if on and free >= 0:
-            self.susp[free] = session
+            if self.res[i] != FREE and self.session[i] == session:
+                self.flag[i] = (self.flag[i] | SUSP) if on else (self.flag[i] & PEND)
+                n += 1
+        return n

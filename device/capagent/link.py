@@ -1,15 +1,24 @@
 # The device end of the host link: reads bytes with select.poll, decodes frames in place,
 # sends responses and events, and replays the response to a retried request.
 #
+# Late copies (issue 9, defect 3): the replay cache holds the last REPLAY_SLOTS answers only,
+# so a copy of a request delayed past the host's retry could otherwise be executed again after
+# the cache moved on (a second grant nobody owns, a motor command replayed). The link keeps a
+# window of the request ids it accepted: host ids grow by one per request, so an id already
+# seen, or one more than RID_WINDOW behind the newest, is marked stale and never executed
+# again (Control.stale answers it). HELLO is outside the window (idempotent, and how a new host
+# learns the newest id, rid_hw, to number its requests on from there).
+#
 # Nothing here allocates per frame: the decoder and encoder work in buffers made at start-up,
 # stream writes use write(buf, n), and reads use readinto(buf, 1) while poll says ready.
 import select
 
 from capshared.framing import BAD, FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
-from capshared.limits import MAX_WIRE
-from capshared.wire import ERROR as _ERROR
+from capshared.limits import MAX_RAW, RID_MAX
+from capshared.wire import ERROR as _ERROR, HELLO as _HELLO
 
 REPLAY_SLOTS = 4
+RID_WINDOW = 256   # request ids remembered behind the newest (a power of two)
 EOF = 9  # read() result: the input stream ended
 
 
@@ -29,14 +38,22 @@ class Link:
         self.replayed = 0
         self._last_seq = -1
         self._last_key = -1
-        # Replay cache: request key (crc of mid, rid and payload) -> the wire bytes answered.
+        # Replay cache: request key (crc of mid, rid and payload) -> the frame answered, kept
+        # raw (header and payload, MAX_RAW bytes a slot) and sealed again when replayed.
         self._keys = [-1] * REPLAY_SLOTS
         self._rids = [-1] * REPLAY_SLOTS
         self._lens = [0] * REPLAY_SLOTS
-        self._bufs = [bytearray(MAX_WIRE) for _ in range(REPLAY_SLOTS)]
+        self._bufs = [bytearray(MAX_RAW) for _ in range(REPLAY_SLOTS)]
         self._next_slot = 0
         self._req_key = -1
         self._req_rid = -1
+        self.rid_hw = 0                       # the newest request id accepted (0: none yet)
+        # Answered request ids, rid % RID_WINDOW -> rid, as low and high bytes (small blocks:
+        # a board's heap is fragmented by the time the agent starts).
+        self._seen_lo = bytearray(RID_WINDOW)
+        self._seen_hi = bytearray(RID_WINDOW)
+        self.stale = False                    # the frame just read is a late copy
+        self.stale_n = 0
 
     def wait(self, timeout_ms):
         # Block until the line is readable or timeout. True if readable.
@@ -82,27 +99,55 @@ class Link:
         for i in range(REPLAY_SLOTS):
             if self._rids[i] == rid and self._keys[i] == key:
                 self.replayed += 1
-                self.wr.write(self._bufs[i], self._lens[i])
+                e = self.enc
+                n = self._lens[i]
+                b = self._bufs[i]
+                for j in range(n):
+                    e.raw[j] = b[j]
+                e.n = n
+                self.wr.write(e.wire, e.finish())
                 self.frames_tx += 1
                 return False
+        self.stale = rid != 0 and dec.mid() != _HELLO and not self._admit(rid)
+        if self.stale:
+            self.stale_n += 1
         return True
+
+    def _admit(self, rid):
+        # True for a request id not answered before and not too old. An id is marked answered
+        # when its final answer is sent (send()), so a retry of a queued ACQUIRE still reaches
+        # the queue.
+        h = self.rid_hw
+        if h == 0 or 0 < (rid - h) % RID_MAX < RID_MAX // 2:
+            self.rid_hw = rid
+            return True
+        if (h - rid) % RID_MAX >= RID_WINDOW:
+            return False          # older than the window: whether it was answered is unknown
+        k = rid % RID_WINDOW
+        return self._seen_lo[k] != rid & 0xFF or self._seen_hi[k] != rid >> 8
 
     def send(self, remember=True):
         # Seal the frame built in self.enc and write it. A final response to the current
         # request is remembered for replay; events and QUEUED are not (remember=False).
-        n = self.enc.finish()
-        self.wr.write(self.enc.wire, n)
+        e = self.enc
+        n = e.n
+        self.wr.write(e.wire, e.finish())
         self.frames_tx += 1
-        if remember and self._req_rid > 0:
+        rid = self._req_rid
+        if remember and rid > 0:
             i = self._next_slot
             self._next_slot = (i + 1) % REPLAY_SLOTS
-            buf = self._bufs[i]
-            w = self.enc.wire
+            b = self._bufs[i]
+            r = e.raw
             for j in range(n):
-                buf[j] = w[j]
+                b[j] = r[j]
             self._lens[i] = n
-            self._rids[i] = self._req_rid
+            self._rids[i] = rid
             self._keys[i] = self._req_key
+            if (self.rid_hw - rid) % RID_MAX < RID_WINDOW:
+                k = rid % RID_WINDOW                 # answered: a later copy is stale
+                self._seen_lo[k] = rid & 0xFF
+                self._seen_hi[k] = rid >> 8
 
     def remember_for(self, rid, key):
         # The final response about to be sent answers request (rid, key), not the current frame

@@ -31,6 +31,8 @@ E_DEV_BAD_OPERATION = const(70)
 E_DEV_DRIVER_FAULT = const(71)
 E_DEV_UPGRADE_REFUSED = const(72)
 E_DEV_QUEUED = const(73)
+E_DEV_STALE_REQUEST = const(74)
+E_DEV_FAILSAFE_PENDING = const(75)
 
 import sys  # noqa: E402
 

@@ -84,6 +84,9 @@ TEXT = {
     "E_DEV_DRIVER_FAULT": "the resource's driver failed",
     "E_DEV_UPGRADE_REFUSED": "read to write upgrade is refused: release and acquire again",
     "E_DEV_QUEUED": "the request waits in the resource's queue",
+    "E_DEV_STALE_REQUEST": "the board already answered that request id and no longer holds the answer: "
+                           "a late copy is refused, not executed again",
+    "E_DEV_FAILSAFE_PENDING": "the lease ran out: the board waits for a heartbeat before the failsafe",
 }
 
 CODE = {n: v for n, v in list(vars(_errors).items()) + list(vars(sys.modules[__name__]).items())
@@ -113,4 +116,6 @@ DEVICE_TO_API = {
     "E_DEV_DRIVER_FAULT": "E_RESOURCE_UNAVAILABLE",
     "E_DEV_UPGRADE_REFUSED": "E_RESOURCE_BUSY",
     "E_DEV_QUEUED": "E_RESOURCE_BUSY",
+    "E_DEV_STALE_REQUEST": "E_DEVICE_UNREACHABLE",
+    "E_DEV_FAILSAFE_PENDING": "E_PERMISSION_DENIED",
 }

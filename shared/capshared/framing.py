@@ -34,6 +34,7 @@ def _crc_table():
 
 
 CRC_TABLE = _crc_table()
+del _crc_table  # its bytecode is not needed after import (board RAM)
 
 
 def crc16(buf, start, end, crc=0xFFFF):

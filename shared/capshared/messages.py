@@ -13,8 +13,12 @@ QUEUED, which frees the link's flow-control credit while the request waits on th
 TABLE = (
     # Link and board.
     ("HELLO", 0x01, ()),
+    # hb_seq: the newest heartbeat sequence number the board accepted, which a new host's
+    # heartbeats must pass (a restarted engine counts from there, not from 0); rid_hw: the
+    # newest request id it accepted (a new host numbers its requests on from there).
     ("HELLO_R", 0x81, (("proto", "B"), ("boot_id", "I"), ("rx_buf", "H"), ("max_raw", "B"),
-                       ("n_res", "B"), ("uptime_ms", "I"), ("info", "s"))),
+                       ("n_res", "B"), ("uptime_ms", "I"), ("hb_seq", "I"), ("rid_hw", "H"),
+                       ("info", "s"))),
     ("RES_INFO", 0x02, (("res", "B"),)),
     ("RES_INFO_R", 0x82, (("res", "B"), ("cls", "B"), ("modes", "B"), ("state", "B"),
                           ("name", "s"))),
@@ -22,7 +26,8 @@ TABLE = (
     ("PING_R", 0x83, (("nonce", "I"), ("mem_free", "I"), ("mem_alloc", "I"), ("uptime_ms", "I"))),
     ("STATS", 0x04, ()),
     ("STATS_R", 0x84, (("bad_crc", "H"), ("bad_frame", "H"), ("overrun", "H"), ("lost", "H"),
-                       ("dup", "H"), ("replayed", "H"), ("frames_rx", "I"), ("frames_tx", "I"))),
+                       ("dup", "H"), ("replayed", "H"), ("frames_rx", "I"), ("frames_tx", "I"),
+                       ("stale", "H"))),
     ("REPL", 0x05, ()),
     ("REPL_R", 0x85, ()),
     ("CONFIG", 0x06, (("key", "B"), ("value", "I"))),
@@ -49,6 +54,12 @@ TABLE = (
     ("GRANTS", 0x17, (("res", "B"), ("start", "B"))),
     # entries: (session u32, epoch u32, modes u8) * n, at most GRANTS_PER_PAGE
     ("GRANTS_R", 0x97, (("res", "B"), ("total", "B"), ("start", "B"), ("entries", "s"))),
+    # The board's audit ring (faults.md 70): entries numbered from 1; up to AUDIT_PER_PAGE of
+    # them from `from_seq` on (or from the oldest still held). count: entries ever recorded;
+    # first: the number of the first entry returned. Entry: kind u8, res u8, reason u8,
+    # session u32, epoch u32, t_ms u32 (the board's uptime) = AUDIT_ENTRY_SIZE bytes.
+    ("AUDIT", 0x18, (("from_seq", "I"),)),
+    ("AUDIT_R", 0x98, (("count", "I"), ("first", "I"), ("entries", "s"))),
     ("SIM_PLUG", 0x20, (("res", "B"), ("present", "B"))),
     ("SIM_PLUG_R", 0xA0, (("res", "B"), ("state", "B"))),
     # Device events.
@@ -69,6 +80,23 @@ GRANTS_PER_PAGE = 12
 CFG_WATCHDOG_MS = 1      # arm machine.WDT with this timeout; cannot be disarmed
 CFG_LOCK_DELAY_MS = 2    # safe hold after a holder is lost (not a clean release)
 CFG_FAILSAFE_MS = 3      # host silence after which every grant ends (0: use each lease)
+CFG_FAILSAFE_DELAY_MS = 4   # a lost lease waits this long for a heartbeat before the failsafe
+CFG_LINK_LOSS_HOLD = 5   # bit k set: resource k keeps its state on link loss (default: safe)
+
+FAILSAFE_DELAY_MAX_MS = 30000
+
+AUDIT_ENTRY_SIZE = 15
+AUDIT_PER_PAGE = 7
+# Audit ring entry kinds. END carries the grant-ended reason (limits.REASONS).
+AUD_GRANT = 1      # a grant or upgrade: a new epoch
+AUD_END = 2        # a grant ended: released, session ended, removed, fault
+AUD_HANDOVER = 3   # a grant moved to another session (session: the new holder)
+AUD_DELAY = 4      # a lease ran out: the failsafe waits CFG_FAILSAFE_DELAY_MS for a heartbeat
+AUD_RESUMED = 5    # a heartbeat came within the delay: the grant lives on
+AUD_SAFE = 6       # a lease was lost: the grant ended and the resource was driven safe
+AUD_HOLD = 7       # a lease was lost: the grant ended, the resource kept its state (CFG_LINK_LOSS_HOLD)
+AUDIT_KINDS = {AUD_GRANT: "grant", AUD_END: "end", AUD_HANDOVER: "handover", AUD_DELAY: "failsafe_delay",
+               AUD_RESUMED: "resumed", AUD_SAFE: "failsafe_safe", AUD_HOLD: "failsafe_hold"}
 
 SIZES = {"B": 1, "H": 2, "I": 4, "s": 0}
 

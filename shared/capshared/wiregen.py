@@ -38,7 +38,10 @@ def generate():
         for fname, _t in fields:
             lines.append("%s_%s = const(%d)\n" % (name, fname.upper(), messages.OFFSETS[name][fname]))
     lines.append("\n")
-    for name in ("GRANT_ENTRY_SIZE", "GRANTS_PER_PAGE", "CFG_WATCHDOG_MS", "CFG_LOCK_DELAY_MS", "CFG_FAILSAFE_MS"):
+    for name in ("GRANT_ENTRY_SIZE", "GRANTS_PER_PAGE", "CFG_WATCHDOG_MS", "CFG_LOCK_DELAY_MS", "CFG_FAILSAFE_MS",
+                 "CFG_FAILSAFE_DELAY_MS", "CFG_LINK_LOSS_HOLD", "FAILSAFE_DELAY_MAX_MS", "AUDIT_ENTRY_SIZE",
+                 "AUDIT_PER_PAGE", "AUD_GRANT", "AUD_END", "AUD_HANDOVER", "AUD_DELAY", "AUD_RESUMED", "AUD_SAFE",
+                 "AUD_HOLD"):
         lines.append("%s = const(%d)\n" % (name, getattr(messages, name)))
     size = bytearray(b"\xff" * 256)
     for name, mid, fields in messages.TABLE:

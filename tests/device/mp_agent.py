@@ -70,8 +70,8 @@ class MemLink(Link):
 
 
 class Rig:
-    def __init__(self):
-        self.line = Line()
+    def __init__(self, line=None):
+        self.line = line or Line()
         self.clock = Clock()
         self.agent = Agent(board, MemLink(self.line), self.clock)
         self.enc = FrameEncoder()
@@ -199,3 +199,61 @@ def test_64k_sixteen_grants_and_flat_heap_over_10000_cycles():
     assert after <= before, "heap grew from %d to %d" % (before, after)
     print("heap in use with 15 grants held:", after, "free:", gc.mem_free())
 
+
+
+def _issue9_cycle(rig, res, k):
+    # The paths issue 9 added, once each: suspend and resume, a lease lost into the failsafe
+    # delay window and a heartbeat that closes it, a lease lost for good (failsafe, audit ring),
+    # reading the audit ring, and a late copy of an ACQUIRE refused (the request-id window).
+    rig.acquire(res, MODE_WRITE, 7, lease=100)
+    for on in (1, 0):
+        e = rig.begin(W.SUSPEND)
+        e.u32(7)
+        e.u8(on)
+        rig.send()
+    rig.clock.t += 150
+    rig.agent.step(0)
+    rig.heartbeat(2 * k)
+    rig.clock.t += 150
+    rig.agent.step(0)
+    rig.clock.t += 150
+    rig.agent.step(0)
+    e = rig.begin(W.AUDIT)
+    e.u32(1)
+    rig.send()
+    rig.acquire(res, MODE_WRITE, 7, lease=100)
+    rid = rig.rid
+    rig.release(res, 7)
+    rig.heartbeat(2 * k + 1)
+    for _ in range(4):
+        e = rig.begin(W.CONFIG)
+        e.u8(W.CFG_LOCK_DELAY_MS)
+        e.u32(0)
+        rig.send()
+    top = rig.rid
+    rig.rid = rid - 1
+    rig.acquire(res, MODE_WRITE, 7, lease=100)   # refused: E_DEV_STALE_REQUEST
+    rig.rid = top
+
+
+def test_64k_issue9_paths_flat_heap_over_10000_cycles():
+    gc.collect()
+    rig = Rig()
+    gim = _hold_fifteen(rig)
+    e = rig.begin(W.CONFIG)
+    e.u8(W.CFG_FAILSAFE_DELAY_MS)
+    e.u32(100)
+    rig.send()
+    for k in range(1, 30):
+        _issue9_cycle(rig, gim, k)
+    errors = rig.line.errors
+    gc.collect()
+    before = gc.mem_alloc()
+    for k in range(30, 630):                    # 600 rounds of 17 frames: over 10,000 cycles
+        _issue9_cycle(rig, gim, k)
+    gc.collect()
+    after = gc.mem_alloc()
+    assert rig.agent.errors == 0
+    assert rig.line.errors - errors == 600      # exactly the late copies
+    assert after <= before, "heap grew from %d to %d" % (before, after)
+    print("heap in use with 15 grants held:", after, "free:", gc.mem_free())

@@ -45,9 +45,10 @@ class FakeBoardTransport:
         pass
 
 
-def _hello(rid, boot=7):
+def _hello(rid, boot=7, hb_seq=0, rid_hw=0):
     return codec.encode_frame("HELLO_R", rid, {"proto": 1, "boot_id": boot, "rx_buf": 64, "max_raw": 120,
-                                               "n_res": 0, "uptime_ms": 1, "info": b"0.1.0 fake"})
+                                               "n_res": 0, "uptime_ms": 1, "hb_seq": hb_seq, "rid_hw": rid_hw,
+                                               "info": b"0.1.0 fake"})
 
 
 def test_retry_reuses_the_request_id_and_times_out_cleanly():
@@ -113,3 +114,61 @@ def test_flow_control_holds_bytes_in_flight_under_the_announced_buffer():
     held, peak = asyncio.run(go())
     assert 1 <= held <= 4
     assert peak <= 64
+
+
+def test_defect_1_heartbeats_count_on_from_the_boards_high_water_mark():
+    # A restarted engine counts from 1 again; the board last accepted 500 from the old one.
+    sent = []
+
+    def answer(f):
+        if f.name == "HELLO":
+            return [_hello(f.rid, hb_seq=500, rid_hw=4000)]
+        sent.append((f.name, f.rid, f.fields))
+        return [codec.encode_frame("HEARTBEAT_R", f.rid, {"hb_seq": f.fields["hb_seq"], "grants": 2, "failsafes": 0})]
+
+    async def go():
+        b = Board(FakeBoardTransport(answer), timeout=0.2)
+        await b.open()
+        r1 = await b.heartbeat(1)
+        r2 = await b.heartbeat(2)
+        return r1, r2
+
+    r1, r2 = asyncio.run(go())
+    assert [s[2]["hb_seq"] for s in sent] == [501, 502]      # above the board's mark
+    assert r1["hb_seq"] == 1 and r2["hb_seq"] == 2 and r2["grants"] == 2
+    assert [s[1] for s in sent] == [4001, 4002]              # request ids follow the board's newest
+
+
+def test_defect_3_grant_for_a_request_no_longer_pending_is_an_orphan():
+    from capwarden.link import OrphanGrant
+
+    held = []
+
+    def answer(f):
+        if f.name == "HELLO":
+            return [_hello(f.rid)]
+        if f.name == "ACQUIRE" and f.fields["session"] == 9:
+            held.append(f)        # answered only after the host gave up
+            return []
+        return [codec.encode_frame("ACQUIRE_R", f.rid, {"res": 0, "modes": 2, "session": f.fields["session"],
+                                                        "epoch": 3, "lease_ms": 1000})]
+
+    async def go():
+        b = Board(FakeBoardTransport(answer), timeout=0.05, retries=1)
+        events = []
+        b.subscribe(events.append)
+        await b.open()
+        g = await b.acquire(0, 2, 5, 1000)
+        # A replayed copy of the answer this host took is no orphan.
+        b._on_bytes(codec.encode_frame("ACQUIRE_R", 1 + (b._rid - 1) % 65535, {
+            "res": 0, "modes": 2, "session": 5, "epoch": g.epoch, "lease_ms": 1000}))
+        with pytest.raises(LinkTimeout):
+            await b.acquire(0, 2, 9, 1000)
+        f = held[-1]
+        b._on_bytes(codec.encode_frame("ACQUIRE_R", f.rid, {"res": 0, "modes": 2, "session": 9, "epoch": 4,
+                                                            "lease_ms": 1000}))
+        b._on_bytes(codec.encode_frame("HANDOVER_R", 777, {"res": 0, "to_session": 11, "epoch": 5}))
+        return events
+
+    events = [e for e in asyncio.run(go()) if isinstance(e, OrphanGrant)]
+    assert [(e.res, e.session, e.epoch) for e in events] == [(0, 9, 4), (0, 11, 5)]

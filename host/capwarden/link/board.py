@@ -15,18 +15,31 @@
   fail with DeviceReset and subscribers get a Reset event (every grant on it is gone).
 - A request that exhausts its retries marks the link down (LinkDown event); the next frame
   from the board marks it up again.
+- Restarts (issue 9): HELLO_R tells a new host the board's heartbeat high-water mark and newest
+  request id. heartbeat(n) sends the board's mark at open plus n, so a restarted engine's
+  counter, which starts again at 1, renews leases at once (a frozen n still renews nothing);
+  request ids continue from the board's newest, so the board's late-copy window (capagent.link)
+  takes them as new.
+- An ACQUIRE_R or HANDOVER_R for a request that is no longer pending (the host gave up, or a
+  late copy was executed) and that is not the answer this host already took is reported as
+  an OrphanGrant: nobody here owns that grant.
 """
 
 import asyncio
+import collections
 import logging
 import random
 import time
 
 from capshared import codec, errors, messages
-from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLASSES, REASONS, RID_MAX
+from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLASSES, REASONS, RID_MAX, U32_LIMIT
 from capwarden.errors import DeviceError, DeviceReset, LinkClosed, LinkError, LinkTimeout
-from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, Reset, ResourceEvent)
-from capwarden.link.types import BoardInfo, Grant, ResourceInfo
+from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent)
+from capwarden.link.types import AuditEntry, AuditRing, BoardInfo, Grant, ResourceInfo
+
+# Grants this host took (rid -> (session, epoch)), so a replayed copy of an answer already
+# taken is not mistaken for an orphan. Bounded: the oldest go first.
+SETTLED_GRANTS = 256
 
 
 # Every frame in and out, readable after a failed run: `capwarden ping --trace`, or
@@ -70,6 +83,8 @@ class Board:
         self._credit_waiters = []
         self._closed = False
         self._refresh = None
+        self._hb_base = 0          # the board's heartbeat high-water mark when we said HELLO
+        self._settled = collections.OrderedDict()
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def open(self):
@@ -79,7 +94,7 @@ class Board:
         # A bare delimiter ends whatever partial frame the line holds (mpremote's exit bytes,
         # noise), so our first frame is not glued to garbage.
         self._write(b"\x00")
-        self.info = await self._read_info()
+        self.info = await self._read_info(number_on=True)
         self.up = True
         return self.info
 
@@ -215,11 +230,20 @@ class Board:
         if f.rid:
             p = self._pending.get(f.rid)
             if p is None or p.future.done():
-                return  # a late or replayed answer to a request already settled
+                # A late or replayed answer to a request already settled: harmless, unless it
+                # is a grant this host never took (issue 9, defect 3).
+                if f.name in _GRANT_ANSWERS and self._settled.get(f.rid) != _grant_key(f):
+                    res = f.fields["res"]
+                    session = f.fields["session"] if f.name == "ACQUIRE_R" else f.fields["to_session"]
+                    log.warning("orphan grant: %s rid=%d for a request no longer pending %r", f.name, f.rid, f.fields)
+                    self._emit(OrphanGrant(res, self._res_name(res), session, f.fields["epoch"]))
+                return
             if f.name == "QUEUED":
                 p.queued = True
                 self._release_credit(p)
                 return
+            if f.name in _GRANT_ANSWERS:
+                self._settle_grant(f)
             if f.name == "ERROR":
                 code = errors.NAME.get(f.fields["code"], "E_INTERNAL")
                 p.future.set_exception(DeviceError(code, "%s (%s refused by the board, detail %d)" % (
@@ -266,6 +290,12 @@ class Board:
         except LinkError:
             pass
 
+    def _settle_grant(self, f):
+        self._settled[f.rid] = _grant_key(f)
+        self._settled.move_to_end(f.rid)
+        while len(self._settled) > SETTLED_GRANTS:
+            self._settled.popitem(last=False)
+
     def _set_up(self, up, why):
         if up != self.up:
             self.up = up
@@ -283,9 +313,12 @@ class Board:
             return self.info.resources[i].name
         return "#%d" % i
 
-    async def _read_info(self):
+    async def _read_info(self, number_on=False):
         hello = await self.request("HELLO")
         self._rx_buf = max(64, hello["rx_buf"])
+        self._hb_base = hello["hb_seq"]
+        if number_on and hello["rid_hw"]:
+            self._rid = hello["rid_hw"]  # our next request ids follow the board's newest
         version, _, name = hello["info"].decode("utf-8", "replace").partition(" ")
         resources = []
         for i in range(hello["n_res"]):
@@ -328,8 +361,42 @@ class Board:
         return Grant(r["res"], modes, r["to_session"], r["epoch"], lease_ms)
 
     async def heartbeat(self, hb_seq):
-        """One frame renews every lease on the board. hb_seq must grow (a frozen one does not renew)."""
-        return await self.request("HEARTBEAT", {"hb_seq": hb_seq})
+        """One frame renews every lease on the board. hb_seq must grow (a frozen one does not renew).
+
+        Counted from this host's HELLO: the board receives its high-water mark at that time plus
+        hb_seq, so a new host's first heartbeat (1) renews. Returns HEARTBEAT_R's fields, hb_seq
+        back in this host's count; `grants` is how many grants the board holds.
+        """
+        seq = self._hb_base + hb_seq
+        if seq >= U32_LIMIT:
+            raise LinkError("heartbeat sequence exhausted (2**30 beats since the board booted)")
+        r = dict(await self.request("HEARTBEAT", {"hb_seq": seq}))
+        r["hb_seq"] -= self._hb_base
+        return r
+
+    async def audit_ring(self, from_seq=1):
+        """The board's audit ring from entry `from_seq` on (faults.md 70): AuditRing(count,
+        lost, entries). Read it after a failsafe: its last entry says what the board did last."""
+        out = []
+        lost = 0
+        seq = max(1, from_seq)
+        while True:
+            r = await self.request("AUDIT", {"from_seq": seq})
+            if not out and r["first"] > seq:
+                lost = r["first"] - seq          # overwritten before we asked
+            e = r["entries"]
+            size = messages.AUDIT_ENTRY_SIZE
+            for k in range(len(e) // size):
+                b = e[k * size:(k + 1) * size]
+                kind = messages.AUDIT_KINDS.get(b[0], "unknown")
+                res = b[1]
+                out.append(AuditEntry(
+                    seq=r["first"] + k, kind=kind, res=res, name=self._res_name(res),
+                    session=int.from_bytes(b[3:7], "little"), epoch=int.from_bytes(b[7:11], "little"),
+                    reason=_reason(b[2]) if b[2] else "", t_ms=int.from_bytes(b[11:15], "little")))
+            seq = r["first"] + len(e) // size
+            if not e or seq > r["count"]:
+                return AuditRing(count=r["count"], lost=lost, entries=out)
 
     async def suspend(self, session, suspended):
         return await self.request("SUSPEND", {"session": session, "suspended": 1 if suspended else 0})
@@ -374,6 +441,11 @@ class Board:
 
 
 _TIMEOUT = object()
+_GRANT_ANSWERS = ("ACQUIRE_R", "HANDOVER_R")
+
+
+def _grant_key(f):
+    return (f.fields["res"], f.fields.get("session", f.fields.get("to_session")), f.fields["epoch"])
 
 
 def _expire(future):
