@@ -19,7 +19,7 @@ from capwarden.credentials.validate import parse_descriptor, parse_descriptor_re
 from capwarden.errors import CapError
 from conftest import World
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck))   # counts: the profile (tests/conftest.py)
 FIELDS = ("algorithm", "key_id", "signature", "credential_id", "issuer_id", "subject", "terminal_id", "issued_at",
           "not_before", "not_after", "grantor_id", "metadata", "convertible", "raw", "signed_bytes")
 

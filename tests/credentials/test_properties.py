@@ -7,7 +7,7 @@ from capshared.errors import CODE
 from capwarden.credentials import cbor
 from conftest import World
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck))   # counts: the profile (tests/conftest.py)
 
 cbor_values = st.recursive(
     st.one_of(st.integers(-2 ** 64, 2 ** 64 - 1), st.text(max_size=20), st.binary(max_size=20),
