@@ -1,5 +1,5 @@
 """faults.md items where the engine and the board must agree, with the engine in this process so
-a test can reach the virtual board and its cable: 16, 21, 30, 60, 61, 62.
+a test can reach the virtual board and its cable: 16, 21, 60, 61, 62 (30: test_link_loss.py).
 """
 
 import asyncio
@@ -42,40 +42,14 @@ def test_fault_21_board_reset_ends_the_sessions_on_it(world, run, in_process):
         app = await in_process()
         a = await connect(app.server.url, "rtA", TOKENS["rtA"])
         s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
-        fake = codec.encode_frame("ANNOUNCE", 0, {"proto": 1, "boot_id": 12345, "rx_buf": 256, "max_raw": 120,
-                                                  "n_res": 8, "uptime_ms": 0, "info": b"0.1.0 sim"})
+        from capshared import messages
+
+        fields = {f: 0 for f, _t in messages.FIELDS[messages.ID["ANNOUNCE"]]}     # whatever fields it has now
+        fields.update({"proto": 1, "boot_id": 12345, "rx_buf": 256, "max_raw": 120, "n_res": 8, "info": b"0.1.0 sim"})
+        fake = codec.encode_frame("ANNOUNCE", 0, fields)
         app.vboard.cable.inject_bytes(TO_HOST, fake)            # the board says it rebooted
         assert await wait_until(lambda: s.state == "terminated", 5)
         assert s.changes[-1]["reason"] == "board_reset"         # cleared, not carried over to full TTL
-        await a.close()
-
-    run(scenario())
-
-
-def test_fault_30_a_lost_link_converges_with_no_orphan_grant(world, run, in_process):
-    async def scenario():
-        app = await in_process(lease_ms=600, board_heartbeat_ms=150)
-        board = app.boards["sim"]
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
-        res = board.resource_index("motor_left")
-
-        async def beat():
-            while True:
-                await m.heartbeat()
-                await asyncio.sleep(0.1)
-
-        beating = asyncio.ensure_future(beat())                 # the runtime stays healthy throughout
-        app.vboard.cable.disconnect()                           # the board hears nothing past its lease
-        await asyncio.sleep(2.5)
-        assert m.state == "active"                              # the engine cannot know yet
-        app.vboard.cable.reconnect()
-        assert await wait_until(lambda: m.state == "terminated", 10)
-        beating.cancel()
-        assert m.changes[-1]["reason"] == "lease_expired"
-        assert await board.grants(res) == []                    # neither side holds it
-        again = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA), wait_ms=3000)
-        await again.command(1, speed(10))
         await a.close()
 
     run(scenario())

@@ -46,6 +46,9 @@ def register(sub):
     p.add_argument("--leeway", type=int, default=None, metavar="SECONDS",
                    help="clock-skew leeway for credential validity, 0..300 (default 60, as in verify); sessions "
                         "end when a fresh request would be refused")
+    p.add_argument("--max-busy-ms", type=int, default=None, metavar="MS",
+                   help="the longest busy marker a runtime's heartbeat may set, 0..600000 (default 60000): a "
+                        "session in a long healthy operation is not suspended for that long")
     p.add_argument("--heapsize", default=None, help="virtual board heap (with --board sim)")
     p.set_defaults(func=main)
 
@@ -82,7 +85,7 @@ def parse_bindings(items, tokens, out=None):
 
 def main(args):
     from capwarden.engine.app import EngineApp
-    from capwarden.engine.liveness import LivenessPolicy
+    from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
     from capwarden.errors import UsageError
 
     from capwarden.engine import config
@@ -98,13 +101,20 @@ def main(args):
         raise UsageError(str(exc)) from None
     if not 0 <= leeway <= 300:
         raise UsageError("--leeway must be 0..300 seconds")
+    max_busy = MAX_BUSY_MS if args.max_busy_ms is None else args.max_busy_ms
+    if not 0 <= max_busy <= 600000:
+        raise UsageError("--max-busy-ms must be 0..600000")
     app = EngineApp(store, args.listen, tokens, sim=args.board == "sim",
                     fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),
                     ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=leeway)
+                    tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=leeway,
+                    max_busy_ms=max_busy)
 
     async def run():
-        await app.start()
+        try:
+            await app.start()
+        except OSError as exc:   # the address in use, an unreadable TLS file: said, not a traceback
+            raise UsageError("cannot start serving on %s: %s" % (args.listen, exc.strerror or exc)) from None
         boards = ", ".join("%s (%d resources)" % (n, len(b.info.resources)) for n, b in app.boards.items())
         print("serving %s for terminal %s; boards: %s" % (app.server.url, app.engine.terminal_id, boards), flush=True)
         stop = asyncio.Event()

@@ -3,21 +3,50 @@
 Used by `capwarden serve`, the demo and the end-to-end tests, so they run the same assembly.
 """
 
+import fcntl
 import os
 
 from capwarden.engine.audit import AuditLog
 from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.engine.engine import Engine
-from capwarden.engine.liveness import LivenessPolicy
+from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
 from capwarden.engine.server import Server
-from capwarden.errors import UsageError
+from capwarden.errors import StoreError, UsageError
 from capwarden.link import open_board
+
+# Held (flock) by the one engine writing a store, and next to the audit log it appends to, for
+# the engine's whole life. Not STORE/.lock: that one is taken briefly by every store write.
+ENGINE_LOCK = "engine.lock"
+
+
+def hold_writer_lock(path, what):
+    """Take the writer lock file `path` (flock, released by the kernel when the process dies,
+    however it dies). Returns its descriptor. Raises StoreError naming the holder's pid."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError("cannot open the lock file %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        who = "process %s" % holder if holder.isdigit() else "another process"
+        raise StoreError("%s is in use by another capwarden serve (%s, lock %s): a store and its audit log have "
+                         "one writer. Stop that engine first, or give this one its own --store and --audit"
+                         % (what, who, path)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd
 
 
 class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
-                 sim_grants=None, fay_bindings=None, leeway=60):
+                 sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -38,6 +67,8 @@ class EngineApp:
         self.sim_grants = sim_grants
         self.fay_bindings = fay_bindings
         self.leeway = leeway
+        self.max_busy_ms = max_busy_ms
+        self._locks = []
         self.vboard = None
         self.boards = {}
         self.engine = None
@@ -53,6 +84,10 @@ class EngineApp:
             raise
 
     async def _start(self):
+        # One writer per store and per audit log, refused before anything slow (the board).
+        if os.path.isdir(self.store):
+            self._locks.append(hold_writer_lock(os.path.join(self.store, ENGINE_LOCK), "the store %s" % self.store))
+        self._locks.append(hold_writer_lock(self.audit_path + ".lock", "the audit log %s" % self.audit_path))
         server = Server(self.tokens, self.listen, *self.tls)     # a bad address fails before the boards start
         authorizer = StoreAuthorizer(self.store, leeway=self.leeway)
         audit = AuditLog(self.audit_path)
@@ -74,7 +109,7 @@ class EngineApp:
             self.boards[name] = b
         self.engine = Engine(authorizer, self.boards, audit, liveness=self.liveness,
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
-                             fay_bindings=self.fay_bindings)
+                             fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms)
         await self.engine.start()
         self.server = await server.start(self.engine)
         return self
@@ -91,6 +126,9 @@ class EngineApp:
             await b.close()
         if vboard:
             vboard.stop()
+        locks, self._locks = self._locks, []
+        for fd in locks:
+            os.close(fd)          # the lock goes with the descriptor
 
     def resource_id(self, board, resource):
         return "%s/%s/%s" % (self.engine.terminal_id, board, resource)

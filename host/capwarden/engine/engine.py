@@ -24,8 +24,8 @@ from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry
 from capwarden.engine.sessions import Session
-from capwarden.errors import CapError, DeviceError, LinkError
-from capwarden.link import Failsafe, GrantEnded, LinkUp, Reset, ResourceEvent
+from capwarden.errors import CapError, DeviceError, LinkError, StoreError
+from capwarden.link import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
 
 log = logging.getLogger("capwarden.engine")
 
@@ -46,7 +46,7 @@ def _fingerprint(msg):
 
 class Engine:
     def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
-                 clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None):
+                 clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None, max_busy_ms=liveness.MAX_BUSY_MS):
         self.authorizer = authorizer
         self.terminal_id = authorizer.terminal_id
         self.registry = Registry(self.terminal_id, boards)
@@ -58,6 +58,7 @@ class Engine:
         self.clock = clock
         self.wall = wall
         self.tick_s = tick_s
+        self.max_busy_ms = max_busy_ms
         self.sessions = self.registry.sessions      # the registry's, named for readers and tools
         self.handlers = {
             "AuthRequest": self._auth_request, "Heartbeat": self._heartbeat, "SessionRelease": self._release,
@@ -73,6 +74,8 @@ class Engine:
         for h in self.registry.boards.values():
             h.board.subscribe(lambda ev, h=h: self._on_board_event(h, ev))
             await self.reconcile(h)   # grants left by an engine that stopped within a lease: released
+            if not h.board.up:
+                await self._link_down(h, "the board did not answer at start")
         self._tasks = [asyncio.ensure_future(liveness.board_heartbeats(self)), asyncio.ensure_future(liveness.run(self))]
 
     async def stop(self):
@@ -124,7 +127,7 @@ class Engine:
                 reply = await self._decide(runtime_id, msg, origin)
             except Exception:  # a bug must still answer the request, and not leak details
                 log.exception("request %s failed", msg["message_type"])
-                reply = self.error("E_INTERNAL", "internal error", mid)
+                reply = self.error("E_INTERNAL", "internal error", mid, runtime_id, msg["message_type"])
             if rt is not None:
                 answer.set_result(reply)
             return reply
@@ -142,11 +145,21 @@ class Engine:
         return protocol.make(REQUESTS[mtype], body, self.terminal_id, mid)
 
     def _deny(self, runtime_id, mtype, mid, d):
-        self.audit.record("deny", "denied", d.code, runtime=runtime_id, message_type=mtype, detail=d.message[:200])
-        return self.error(d.code, d.message, mid)
+        return self.error(d.code, d.message, mid, runtime_id, mtype)
 
-    def error(self, code, message, corr=None):
+    def error(self, code, message, corr=None, runtime_id=None, message_type=None):
+        """The Error answer to a request, audited: every deny is (a malformed frame included).
+        A refusal is still sent when the audit log cannot take it (it grants nothing)."""
+        try:
+            self.audit.record("deny", "denied", code, runtime=runtime_id, message_type=message_type,
+                              message_id=corr, detail=message[:200])
+        except StoreError as exc:
+            log.error("%s", exc)
         return protocol.make("Error", {"error_code": code, "error_message": message}, self.terminal_id, corr)
+
+    def refuse_frame(self, runtime_id, exc):
+        """The Error answer to a frame that is not a valid ProtocolMessage (protocol.BadMessage)."""
+        return self.error(exc.code, str(exc), exc.message_id, runtime_id)
 
     # ---- AuthRequest ------------------------------------------------------------------------
     async def _auth_request(self, runtime_id, b, _target, origin):
@@ -167,6 +180,10 @@ class Engine:
             decision.granted = False
             decision.error_code = "E_RESOURCE_UNAVAILABLE"
             decision.message = "no board has the resource %s, or it is absent or faulty" % resource_id
+        elif decision.granted and target[0].down:
+            decision.granted = False
+            decision.error_code = "E_DEVICE_UNREACHABLE"
+            decision.message = "the board %s does not answer (%s)" % (target[0].name, target[0].down)
         if not decision.granted:
             self.audit.record(action, "denied", decision.error_code, runtime=runtime_id, fay=fay_id,
                               resource=resource_id, mode=mode, credential=decision.credential_id,
@@ -192,12 +209,24 @@ class Engine:
             return await self._denied_after_board(s, result, protocol.api_code(exc.code), protocol.refusal_text(exc),
                                                   exc.message)
         except LinkError as exc:
-            return await self._denied_after_board(s, result, "E_DEVICE_UNREACHABLE", str(exc))
+            # The board may have granted it with the answer lost: withdraw whatever it holds.
+            return await self._denied_after_board(s, result, "E_DEVICE_UNREACHABLE", str(exc), withdraw=True)
         if s.state != "creating":  # withdrawn while it waited (faults.md 28): the grant is voided
             await self._release_on_board(s.board, s.res, s.token, grant.epoch)
+            self.audit.record("acquire", "denied", "E_SESSION_NOT_FOUND", runtime=s.runtime_id, fay=s.fay_id,
+                              resource=s.resource_id, mode=s.access_mode, credential=s.credential_ref["id"],
+                              detail="withdrawn while it waited")
             result.update(result="denied", error_code="E_SESSION_NOT_FOUND",
                           error_message="the request was withdrawn while it waited")
             return result
+        # The credential was checked before the board was asked; a queued request may have waited
+        # while it was revoked or ran out. Checked again at the moment of use.
+        why = self.recheck(s, refresh=bool(wait_ms))
+        if why is not None:
+            await self._release_on_board(s.board, s.res, s.token, grant.epoch)
+            code = protocol.refusal_code(s.credential_ref["type"], why)
+            return await self._denied_after_board(s, result, code, "the credential is no longer valid (%s): checked "
+                                                  "again when the resource was granted" % why.replace("_", " "))
         s.epoch = grant.epoch
         s.last_hb_mono = self.clock()
         self.move(s, "active", "granted")
@@ -213,9 +242,9 @@ class Engine:
                 "expires_at": s.credential_ref["ends_at"], "heartbeat_interval_ms": s.interval_ms,
                 "heartbeat_timeout_ms": s.timeout_ms}
 
-    async def _denied_after_board(self, s, result, code, message, detail=None):
+    async def _denied_after_board(self, s, result, code, message, detail=None, withdraw=False):
         already = s.state != "creating"
-        await self.cancel(s)
+        await self.cancel(s, withdraw=withdraw)
         if already:
             code, message = "E_SESSION_NOT_FOUND", "the request was withdrawn while it waited"
         self.audit.record("acquire", "denied", code, runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
@@ -223,17 +252,49 @@ class Engine:
         result.update(result="denied", error_code=code, error_message=message)
         return result
 
+    def recheck(self, s, refresh=False):
+        """None while the credential behind `s` would still be granted now, else the reason
+        (authorizer.still_valid). Cheap when nothing changed since the last check; `refresh`
+        first picks up what other processes wrote into the store (after a wait)."""
+        wall = int(self.wall())
+        auth = self.authorizer
+        if refresh:
+            auth.refresh(wall)
+        if s.checked_generation == auth.generation and wall < s.credential_ref["ends_at"]:
+            return None
+        why = auth.still_valid(s.credential_ref, wall)
+        if why is None:
+            s.checked_generation = auth.generation
+        return why
+
     # ---- the other requests -------------------------------------------------------------------
     async def _heartbeat(self, runtime_id, b, target, _origin):
         alive, unknown = target
         now = self.clock()
         wall = int(self.wall())
+        # busy_ms (faults.md 18): the runtime is in a long but healthy operation and promises its
+        # next heartbeat within that time; bounded by the engine's maximum, which the ack reports.
+        busy = min(b.get("busy_ms", 0), self.max_busy_ms)
+        kept = []
         for s in alive:
+            why = self.recheck(s)         # a heartbeat must not renew what a fresh request would not get
+            if why is not None:
+                await self.terminate(s, why)
+                unknown.append(s.session_id)
+                continue
+            kept.append(s)
             s.last_hb_mono = now
             s.last_heartbeat_at = wall
+            s.busy_ms = busy
             if s.suspended:
                 await self.set_suspended(s, False, "heartbeat_resumed")
-        return {"alive": [s.session_id for s in alive], "unknown": unknown}
+        body = {"alive": [s.session_id for s in kept], "unknown": unknown}
+        if "busy_ms" in b:
+            body["busy_ms"] = busy
+            if busy and kept:
+                self.audit.record("busy", "granted", "heartbeat_busy", runtime=runtime_id,
+                                  sessions=[s.session_id for s in kept], requested_ms=b["busy_ms"], busy_ms=busy)
+        return body
 
     async def _release(self, runtime_id, b, s, _origin):
         await self.terminate(s, "released")
@@ -267,6 +328,11 @@ class Engine:
             raw = base64.urlsafe_b64decode(args + "=" * (-len(args) % 4))
         except ValueError:
             raise CapError("E_MALFORMED_REQUEST", "args must be base64url without padding") from None
+        why = self.recheck(s)             # the grant was decided earlier: its credential is checked now
+        if why is not None:
+            await self.terminate(s, why)
+            raise CapError(protocol.refusal_code(s.credential_ref["type"], why),
+                           "the session's credential is no longer valid (%s): the session ended" % why.replace("_", " "))
         try:
             data = await s.board.board.actuate(s.res, s.token, s.epoch, b["op"], raw)
         except DeviceError as exc:
@@ -293,6 +359,9 @@ class Engine:
         self.move(s, "terminating", reason)
         if reason not in BOARD_ENDED:
             await self._release_on_board(s.board, s.res, s.token, s.epoch)
+        elif reason == "board_unreachable":
+            # The board may still hold it (a one-way cut): ended before any heartbeat renews it.
+            s.board.retired.add(s.token)
         self.move(s, "terminated", reason)
         self.registry.drop(s)
         ref = s.credential_ref
@@ -376,27 +445,104 @@ class Engine:
                     await self.cancel(s)
                 else:
                     await self.terminate(s, "board_reset")
-        elif isinstance(ev, (Failsafe, LinkUp)):
+        elif isinstance(ev, OrphanGrant):
+            await self._orphan(h, ev)
+        elif isinstance(ev, LinkDown):
+            await self._link_down(h, ev.why)
+        elif isinstance(ev, LinkUp):
+            if h.down:
+                log.warning("board %s answers again (%s): comparing its grants with the engine's sessions",
+                            h.name, ev.why)
+                self.audit.record("board", "up", "link_up", board=h.name, detail=ev.why[:200])
+            h.down = None
+            await self.reconcile(h)
+        elif isinstance(ev, Failsafe):
             await self.reconcile(h)
 
-    async def reconcile(self, h):
-        """After the link was away: end sessions whose grant the board no longer holds (its lease
-        ran out unseen), and release grants the board holds for no session (faults.md 16, 30)."""
-        mine = {}
+    async def _link_down(self, h, why):
+        """The board stopped answering (its requests ran out of retries, or its port closed).
+
+        Its sessions end with board_unreachable: by the time the link's retries are spent the
+        board has heard nothing for about its lease, and its own failsafe drives the resources
+        safe; a session kept "active" would promise control the runtime no longer has. Their
+        tokens are retired, so a board that only lost its way back is told to end them before
+        any heartbeat could renew them. New requests are refused at once (E_DEVICE_UNREACHABLE)
+        until the board answers again; then its grants are reconciled."""
+        if h.down:
+            return
+        h.down = why or "the link is down"
+        ended = [s for s in self.registry.on_board(h) if s.state in LIVE]
+        log.warning("board %s unreachable (%s): ending its %d session(s) with board_unreachable; the board's "
+                    "lease failsafe makes its resources safe", h.name, why, len(ended))
+        self.audit.record("board", "down", "board_unreachable", board=h.name, sessions=len(ended), detail=why[:200])
+        for s in ended:
+            await self.terminate(s, "board_unreachable")
+
+    async def _orphan(self, h, ev):
+        """A grant the board made for a request the host no longer waits for (a late duplicate of
+        an ACQUIRE or HANDOVER). Kept only if a live session owns exactly that token and epoch."""
+        owner = next((s for s in self.registry.on_board(h, ev.res) if s.token == ev.session), None)
+        while owner is not None and owner.state == "creating":
+            await asyncio.sleep(self.tick_s)   # its own answer is being settled (a handover read back)
+        if owner is not None and owner.state in LIVE and owner.epoch == ev.epoch:
+            return
+        log.warning("board %s: grant on %s for board token %d epoch %d has no session here: releasing it",
+                    h.name, ev.name, ev.session, ev.epoch)
+        self.audit.record("orphan", "released", "orphan_grant", board=h.name, res=ev.res, epoch=ev.epoch)
+        if owner is not None and owner.state in LIVE:
+            # The token is a live session's (another epoch): release that grant only, never END_SESSION.
+            try:
+                await h.board.release(ev.res, ev.session, ev.epoch)
+            except (DeviceError, LinkError):
+                pass
+        else:
+            await self._release_on_board(h, ev.res, ev.session, ev.epoch)
+
+    def check_grant_count(self, h, board_count):
+        """After a board heartbeat: the board's grant count against the grants the engine believes
+        it holds. Outside what in-flight requests explain, that board is reconciled at once."""
+        live = unsure = 0
         for s in self.registry.on_board(h):
-            if s.state in LIVE and s.handover is None:
-                mine.setdefault(s.res, []).append(s)
-        for r in h.board.info.resources:
+            if s.state in LIVE:
+                live += 1
+            elif s.state in ("creating", "terminating"):
+                unsure += 1                         # an acquire or a release under way
+        if live <= board_count <= live + unsure + len(h.retired):
+            return False
+        if not h.reconcile_lock.locked():          # one already running is checked by the next beat
+            log.info("board %s holds %d grant(s), the engine's sessions %d: reconciling", h.name, board_count, live)
+            asyncio.ensure_future(self.reconcile(h))
+        return True
+
+    async def reconcile(self, h):
+        """Compare the engine's sessions with the board's grant table (at start, when the link
+        returns, after a failsafe, and when a heartbeat's grant count disagrees): sessions whose
+        grant the board no longer holds end (lease_expired), grants the board holds for no session
+        are released (faults.md 16, 30). Never runs twice at once on one board."""
+        async with h.reconcile_lock:
+            await self._reconcile(h)
+
+    async def _reconcile(self, h):
+        for r in list(h.board.info.resources):
+            # Only sessions active before the table is read, still active with the same epoch
+            # after, can be missing from it: one granted meanwhile is not judged by an older table.
+            before = {s: s.epoch for s in self.registry.on_board(h, r.index)
+                      if s.state == "active" and s.handover is None}
             try:
                 held = await h.board.grants(r.index)
             except LinkError:
                 return
             except DeviceError:
                 continue
-            for s in mine.get(r.index, ()):
-                if (s.token, s.epoch) not in {(t, e) for t, e, _m in held}:
+            pairs = {(t, e) for t, e, _m in held}
+            for s, epoch in before.items():
+                if s.state == "active" and s.handover is None and s.epoch == epoch and (s.token, epoch) not in pairs:
                     await self.terminate(s, "lease_expired")
+            # Every session still registered counts as an owner, `creating` ones included: their
+            # grant may be on the board with the answer still on its way.
             known = {s.token for s in self.registry.on_board(h, r.index)}
             for token, epoch, _m in held:
                 if token not in known:
+                    log.warning("board %s: grant on %s for board token %d has no session here: releasing it",
+                                h.name, r.name, token)
                     await self._release_on_board(h, r.index, token, epoch)

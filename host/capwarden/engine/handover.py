@@ -86,6 +86,12 @@ async def request_handover(engine, runtime_id, b, origin=None):
         code = "E_HANDOVER_TIMEOUT" if why == "timeout" else "E_HANDOVER_REJECTED"
         return await _rollback(engine, holder, new, result, code,
                                      "the holder did not answer in time" if why == "timeout" else "the holder refused")
+    # The requester's credential was checked before the holder was asked, which may have been
+    # long ago: checked again at the moment of use (a revoked Fay gets nothing).
+    why = engine.recheck(new, refresh=True)
+    if why is not None:
+        return await _rollback(engine, holder, new, result, protocol.refusal_code(new.credential_ref["type"], why),
+                               "the requester's credential is no longer valid (%s)" % why.replace("_", " "))
     try:
         grant = await holder.board.board.handover(holder.res, holder.token, holder.epoch, new.token,
                                                   mode_bits([new.access_mode]), engine.lease_ms)

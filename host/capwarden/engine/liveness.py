@@ -4,8 +4,10 @@ Defaults 1 s and 5 s, as MAVLink's heartbeat. `sweep()` applies the rules: a ses
 when its heartbeat is late AND its runtime has no connection (blueprint 2.3); late with a
 connection up, it is suspended until a heartbeat returns (S3). Credential expiry and
 revocation end sessions too (`authorizer.still_valid`, re-asked when the store changed or the
-credential's time ran out). `board_heartbeats()` renews every lease on each board with one
-frame per interval. Heartbeat timing uses the engine's monotonic clock only; credential times
+credential's time ran out). A heartbeat may carry `busy_ms` (faults.md 18: a long but healthy
+operation): until the next heartbeat the session is late only after max(timeout, busy_ms),
+busy_ms bounded by the engine's maximum. `board_heartbeats()` renews every lease on each board
+with one frame per interval, and compares the board's grant count with the engine's sessions. Heartbeat timing uses the engine's monotonic clock only; credential times
 are wall-clock seconds by definition.
 """
 
@@ -18,6 +20,7 @@ from capwarden.errors import DeviceError, LinkError
 log = logging.getLogger("capwarden.engine")
 
 DEFAULT = (1000, 5000)
+MAX_BUSY_MS = 60000     # default bound of a runtime's busy marker (Heartbeat busy_ms, faults.md 18)
 
 
 class LivenessPolicy:
@@ -64,9 +67,13 @@ async def _board_tick(engine, h):
             return
     h.hb_seq += 1
     try:
-        await h.board.heartbeat(h.hb_seq)
+        r = await h.board.heartbeat(h.hb_seq)
     except (DeviceError, LinkError):
-        pass
+        return
+    # The heartbeat renews every lease on the board: a grant the engine does not know of must
+    # not live on. The board's count says when the tables differ; they are compared at once.
+    if isinstance(r, dict) and "grants" in r:
+        engine.check_grant_count(h, r["grants"])
 
 
 async def run(engine):
@@ -92,7 +99,8 @@ async def sweep(engine):
             if why is not None:
                 await engine.terminate(s, why)
                 continue
-        late = (now - s.last_hb_mono) * 1000 > s.timeout_ms
+        # A busy marker (Heartbeat busy_ms, bounded by the engine) stretches the timeout once.
+        late = (now - s.last_hb_mono) * 1000 > max(s.timeout_ms, s.busy_ms)
         if not late or s.state not in LIVE:
             continue
         rt = engine.registry.runtime(s.runtime_id)

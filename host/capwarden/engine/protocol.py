@@ -65,6 +65,10 @@ def parse(text):
         msg = json.loads(text)
     except ValueError as exc:
         raise BadMessage("not JSON: %s" % exc) from None
+    except RecursionError:
+        # Nesting deeper than the decoder's stack ('[' * 100000): refused like any other bad
+        # frame, never a dropped connection.
+        raise BadMessage("not JSON this engine reads: nested too deeply") from None
     mid = msg.get("message_id") if isinstance(msg, dict) else None
     mid = mid if isinstance(mid, str) and _is_uuid(mid) else None
     v = msg.get("version") if isinstance(msg, dict) else None
@@ -83,6 +87,9 @@ def validate(msg, message_id=None):
         bodies[msg["message_type"]](msg["body"], "body")
     except schemacheck.Invalid as exc:
         raise BadMessage(str(exc)[:300], message_id) from None
+    except RecursionError:
+        # A value nested near the decoder's limit, where the schema wants a flat one.
+        raise BadMessage("a value is nested too deeply", message_id) from None
 
 
 def _is_uuid(text):
@@ -115,3 +122,16 @@ def refusal_text(exc):
     if exc.code in CODE:
         return "%s (the board refused: %s)" % (text(CODE[exc.code]), exc.code)
     return exc.message
+
+
+# Why a running session's credential stopped being valid (authorizer.still_valid) -> the S2
+# code a fresh request with that credential gets (descriptor, ticket).
+_STILL_VALID_CODES = {"key_invalid": ("E_VERIFICATION_KEY_INVALID", "E_VERIFICATION_KEY_INVALID"),
+                      "credential_expired": ("E_DESCRIPTOR_EXPIRED", "E_TICKET_EXPIRED"),
+                      "revoked": ("E_DESCRIPTOR_REVOKED", "E_TICKET_REVOKED")}
+
+
+def refusal_code(credential_type, why):
+    """The S2 code for a still_valid() reason, as a fresh request with that credential would get."""
+    pair = _STILL_VALID_CODES.get(why, ("E_PERMISSION_DENIED", "E_PERMISSION_DENIED"))
+    return pair[1] if credential_type == "ticket" else pair[0]

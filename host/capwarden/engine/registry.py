@@ -5,6 +5,7 @@ that knows what exists and who owns it. The enforcement point asks it; the reque
 only ever act on what the enforcement point resolved from it.
 """
 
+import asyncio
 import random
 from collections import OrderedDict
 
@@ -47,6 +48,8 @@ class BoardHandle:
         self.board = board
         self.hb_seq = 0
         self.retired = set()    # session tokens the board must still be told to end
+        self.down = None        # why the link is down, while it is (engine._link_down)
+        self.reconcile_lock = asyncio.Lock()
 
 
 class Registry:

@@ -68,6 +68,7 @@ class Session:
         self.epoch = 0                        # the board's fencing epoch of this grant
         self.interval_ms = 1000
         self.timeout_ms = 5000
+        self.busy_ms = 0                      # the busy marker of the last heartbeat (faults.md 18)
         self.handover = None                  # handover.Handover offered to this holder
         self.origin = None                    # the connection a creating session's answer goes to
 

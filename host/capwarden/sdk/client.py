@@ -62,6 +62,17 @@ class Session:
         body = await self.client.request("Heartbeat", {"session_ids": [self.session_id]})
         return self.session_id in body["alive"]
 
+    async def busy(self, ms):
+        """A heartbeat saying a long but healthy operation is under way (faults.md 18): the
+        session is not suspended or expired for `ms` milliseconds, within the engine's maximum;
+        the next plain heartbeat ends it (busy(0) too). Returns the milliseconds granted, which
+        may be less than asked. Raises CapError (E_SESSION_NOT_FOUND when the engine no longer
+        knows the session), LinkClosed."""
+        body = await self.client.request("Heartbeat", {"session_ids": [self.session_id], "busy_ms": int(ms)})
+        if self.session_id not in body["alive"]:
+            raise CapError("E_SESSION_NOT_FOUND", "the engine no longer knows session %s" % self.session_id)
+        return body["busy_ms"]
+
     async def release(self):
         await self.client.request("SessionRelease", {"session_id": self.session_id})
 
@@ -151,12 +162,16 @@ class Client:
             raise CapError(r["error_code"], r["error_message"])
         return self._track(Session(self, r, fay_id, resource_id, mode))
 
-    async def heartbeat(self, sessions=None):
-        """One Heartbeat for many sessions (default: every session still active or offered).
-        Returns the HeartbeatAck body {alive, unknown}."""
+    async def heartbeat(self, sessions=None, busy_ms=None):
+        """One Heartbeat for many sessions (default: every session still active or offered),
+        with the busy marker when `busy_ms` is given (see Session.busy). Returns the
+        HeartbeatAck body {alive, unknown} (and busy_ms, the time granted, when asked)."""
         if sessions is None:
             sessions = [s for s in self.sessions.values() if s.state in ("active", "handover_pending")]
-        return await self.request("Heartbeat", {"session_ids": [s.session_id for s in sessions]})
+        body = {"session_ids": [s.session_id for s in sessions]}
+        if busy_ms is not None:
+            body["busy_ms"] = int(busy_ms)
+        return await self.request("Heartbeat", body)
 
     async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000):
         """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed."""
