@@ -108,17 +108,27 @@ def test_a_partial_write_is_cut_off_so_the_next_entry_does_not_follow_garbage(tm
     path = str(tmp_path / "audit.log")
     log = AuditLog(path)
     log.record("acquire", "granted", "", runtime="rtA")
-    real = os.write
+    real = os.pwrite
     calls = []
 
-    def disk_full(fd, data):
+    real_write = os.write
+
+    def disk_full(fd, data, offset):
         if not calls:
             calls.append(1)
-            real(fd, bytes(data[:len(data) // 2]))
+            real(fd, bytes(data[:len(data) // 2]), offset)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd, data)
+        return real(fd, data, offset)
 
-    monkeypatch.setattr(audit_mod.os, "write", disk_full)
+    def disk_full_append(fd, data):
+        if not calls:
+            calls.append(1)
+            real_write(fd, bytes(data[:len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit_mod.os, "pwrite", disk_full)
+    monkeypatch.setattr(audit_mod.os, "write", disk_full_append)
     with pytest.raises(StoreError, match="No space left"):
         log.record("acquire", "granted", "", runtime="rtB")
     log.record("acquire", "denied", "E_X", runtime="rtC")
@@ -162,6 +172,44 @@ def test_group_commit_shares_one_sync_among_concurrent_decisions(tmp_path):
     assert log.pending == 1
     log.group_commit(False)                                  # turning it off syncs what is pending
     assert log.pending == 0 and read(path)[1] is None and len(read(path)[0]) == 21
+
+
+def test_group_commit_preallocates_zeros_and_a_restart_gives_them_back(tmp_path):
+    path = str(tmp_path / "audit.log")
+    log = AuditLog(path)
+    log.group_commit(True)
+    for i in range(3):
+        log.record("acquire", "granted", "", session="s%d" % i)
+    asyncio.run(log.durable())
+    data = open(path, "rb").read()
+    body = data.rstrip(b"\0")
+    assert len(data) >= audit_mod.PREALLOCATE and body.count(b"\n") == 3 and body.endswith(b"\n")
+    c = verify(path)                                      # zeros after the last line: not a problem
+    assert c.problem is None and len(c.entries) == 3 and c.good_bytes == len(body)
+    again = AuditLog(path)                                # a writer that did not close (kill -9)
+    again.record("terminate", "done", "released")
+    assert b"\0" not in open(path, "rb").read() and [e["seq"] for e in read(path)[0]] == [1, 2, 3, 4]
+    log2 = AuditLog(path)
+    log2.group_commit(True)
+    log2.record("deny", "denied", "E_X")
+    log2.group_commit(False)                              # a clean stop gives the zeros back
+    data = open(path, "rb").read()
+    assert b"\0" not in data and data.count(b"\n") == 5 and read(path)[1] is None
+
+
+def test_a_torn_line_before_preallocated_zeros_is_torn_and_zeros_before_data_are_not(tmp_path):
+    path = str(tmp_path / "audit.log")
+    data = _log(path, 3)
+    open(path, "wb").write(data + b'{"seq":4,"ts' + bytes(5000))
+    c = verify(path)
+    assert c.kind == TORN and c.line == 4 and len(c.entries) == 3
+    aside, n = audit_mod.repair_torn_tail(path)
+    assert open(aside, "rb").read() == b'{"seq":4,"ts' and n == 12 and open(path, "rb").read() == data
+    open(path, "wb").write(data + bytes(100) + data)
+    c = verify(path)
+    assert c.kind == audit_mod.BROKEN and c.line == 4
+    with pytest.raises(StoreError, match="not a torn write"):
+        AuditLog(path, repair=True)
 
 
 def test_the_server_sends_nothing_before_its_audit_entries_are_on_disk(tmp_path, monkeypatch):

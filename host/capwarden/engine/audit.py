@@ -30,6 +30,7 @@ from capwarden.errors import StoreError
 GENESIS = "0" * 64
 TORN = "torn"        # Check.kind of a log whose only problem is its last line
 BROKEN = "broken"    # Check.kind of a chain broken before its end
+PREALLOCATE = 1 << 20  # bytes of zeros written ahead of the log in group-commit mode
 
 log = logging.getLogger("capwarden.audit")
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -57,31 +58,45 @@ class Check:
 
 
 def verify(path):
-    """Check the log at `path`. Returns a Check. Raises OSError when it cannot be read."""
+    """Check the log at `path`. Returns a Check. Raises OSError when it cannot be read.
+
+    Zero bytes after the last whole line are space a group-commit writer preallocated and did
+    not give back (it stopped without closing): not a problem. A partial line before them is
+    torn; zero bytes followed by anything else are not a crash's doing (BROKEN).
+    """
     with open(path, "rb") as f:
         data = f.read()
     entries = []
     prev = GENESIS
     pos = 0
     n = 0
-    while pos < len(data):
+    size = len(data)
+    while pos < size:
         n += 1
+        if data[pos] == 0:
+            if len(data.rstrip(b"\0")) <= pos:
+                break                                   # preallocated space: the end of the log
+            return Check(entries, "line %d starts with zero bytes followed by data" % n, BROKEN, n, pos, size)
         end = data.find(b"\n", pos)
-        if end < 0:
-            return Check(entries, "line %d is torn (%d bytes, no newline): a crash during a write, so it was never "
-                         "acknowledged; the %d entries before it verify" % (n, len(data) - pos, len(entries)),
-                         TORN, n, pos, len(data))
+        nul = data.find(b"\0", pos, size if end < 0 else end)
+        if end < 0 or nul >= 0:
+            cut = nul if nul >= 0 else size
+            if len(data.rstrip(b"\0")) <= cut:
+                return Check(entries, "line %d is torn (%d bytes, no newline): a crash during a write, so it was "
+                             "never acknowledged; the %d entries before it verify" % (n, cut - pos, len(entries)),
+                             TORN, n, pos, size)
+            return Check(entries, "line %d is not JSON" % n, BROKEN, n, pos, size)
         try:
             e = json.loads(data[pos:end])
         except (ValueError, RecursionError):
-            return Check(entries, "line %d is not JSON" % n, BROKEN, n, pos, len(data))
+            return Check(entries, "line %d is not JSON" % n, BROKEN, n, pos, size)
         if not isinstance(e, dict) or e.get("prev") != prev or e.get("seq") != n or e.get("hash") != _digest(e):
             return Check(entries, "the hash chain breaks at line %d (edited, removed or reordered)" % n, BROKEN, n,
-                         pos, len(data))
+                         pos, size)
         prev = e["hash"]
         entries.append(e)
         pos = end + 1
-    return Check(entries, None, None, None, pos, len(data))
+    return Check(entries, None, None, None, pos, size)
 
 
 def read(path):
@@ -110,7 +125,7 @@ def repair_torn_tail(path):
     try:
         with open(path, "rb") as f:
             f.seek(c.good_bytes)
-            tail = f.read()
+            tail = f.read().rstrip(b"\0")     # without the preallocated zeros after it
         aside, k = "%s.torn-%s" % (path, stamp), 1
         while True:
             try:
@@ -144,10 +159,25 @@ def _fix(c, path):
             "audit --file %s'), and move it aside to start a new log" % path)
 
 
-def _write_all(fd, data):
+def _truncate(path, size):
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError("cannot cut the audit log %s back to %d bytes: %s" % (path, size, exc.strerror or exc)) \
+            from None
+
+
+def _write_all(fd, data, offset=None):
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset = None if offset is None else offset + n
 
 
 def _sync_dir(path):
@@ -176,7 +206,7 @@ class AuditLog:
         self._synced = 0          # of which on disk
         self._synced_seq = 0
         self._grouped = False
-        self._waiters = []        # durable() callers waiting for the next group commit
+        self._alloc = None        # in group-commit mode: the file's preallocated end (zeros past _size)
         self._failed = None       # why appends are refused (a failed sync: the file's state is unknown)
         self.syncs = 0            # fdatasync calls, for benchmarks and tests
         self.last_repair = repaired = None     # (aside path, bytes) when this opening repaired a torn tail
@@ -190,6 +220,8 @@ class AuditLog:
                 c = verify(path)
             if c.problem:
                 raise StoreError("audit log %s: %s. %s" % (path, c.problem, _fix(c, path)))
+            if c.size > c.good_bytes:          # zeros preallocated by a writer that did not close
+                _truncate(path, c.good_bytes)
             if c.entries:
                 self.seq = c.entries[-1]["seq"]
                 self.last = c.entries[-1]["hash"]
@@ -225,22 +257,56 @@ class AuditLog:
         if self._failed:
             raise StoreError(self._failed)
         try:
-            if self._file is None:
-                created = not os.path.exists(self.path)
-                # A file object (unbuffered, O_APPEND), so a log dropped without close() closes its fd.
-                self._file = open(self.path, "ab", buffering=0, opener=lambda p, fl: os.open(p, fl, 0o600))
-                if created:
-                    _sync_dir(self.path)
-            _write_all(self._file.fileno(), data)
+            self._open()
+            if self._alloc is not None and self._size + len(data) > self._alloc:
+                self._preallocate(len(data))
+            _write_all(self._file.fileno(), data, self._size)
         except OSError as exc:
             # A partial line (disk full) is cut off again, or the next entry would follow garbage.
             if self._file is not None:
                 try:
                     os.ftruncate(self._file.fileno(), self._size)
+                    self._alloc = None
                 except OSError:
                     self._failed = "the audit log %s has a partial line that could not be cut off" % self.path
             raise StoreError("cannot append to the audit log %s: %s" % (self.path, exc.strerror or exc)) from None
         self._size += len(data)
+
+    def _open(self):
+        if self._file is None:
+            created = not os.path.exists(self.path)
+            # A file object (unbuffered), so a log dropped without close() still closes its fd.
+            # Not O_APPEND: lines go at the end of the verified lines, over preallocated zeros.
+            self._file = open(self.path, "r+b" if not created else "w+b", buffering=0,
+                              opener=lambda p, fl: os.open(p, fl | getattr(os, "O_CLOEXEC", 0), 0o600))
+            if created:
+                _sync_dir(self.path)
+
+    def _preallocate(self, need=0):
+        """Write zeros ahead of the log and sync them once, so that the fdatasync of each later
+        line changes no metadata (no journal commit, about 30 us less per sync here). On any
+        error, plain appends go on."""
+        fd = self._file.fileno()
+        start = max(self._size, self._alloc or 0)
+        end = self._size + max(need, 0) + PREALLOCATE
+        try:
+            _write_all(fd, bytes(end - start), start)
+            _fdatasync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, self._size)
+            except OSError:
+                pass
+            self._alloc = None
+            return
+        self._alloc = end
+
+    def _give_back(self):
+        """Cut preallocated zeros off again (the log ends with its last line). Raises OSError."""
+        if self._alloc is not None:
+            self._alloc = None
+            os.ftruncate(self._file.fileno(), self._size)
+            os.fsync(self._file.fileno())
 
     def _sync_locked(self):
         if self._synced == self._size:
@@ -263,8 +329,18 @@ class AuditLog:
         acknowledging any decision. Turning it off syncs what is pending. Raises StoreError."""
         with self._lock:
             self._grouped = bool(on)
-            if not on and self._file is not None:
-                self._sync_locked()
+            if not self.path:
+                return
+            try:
+                self._open()
+                if on and self._alloc is None and not self._failed:
+                    self._alloc = self._size
+                    self._preallocate()
+                elif not on:
+                    self._sync_locked()
+                    self._give_back()
+            except OSError as exc:
+                raise StoreError("audit log %s: %s" % (self.path, exc.strerror or exc)) from None
 
     @property
     def pending(self):
@@ -274,38 +350,22 @@ class AuditLog:
     async def durable(self):
         """Return once every entry recorded so far is on disk. Raises StoreError.
 
-        The sync runs at the next turn of the event loop, so every decision that reaches this
-        point in the current turn (board answers read together, say) shares one fdatasync. It runs
-        on the loop's thread: handing it to a worker thread costs more (about 50 us here) than
-        it saves at one request at a time.
+        It first lets the event loop run the other tasks that are ready (the answers of a batch
+        of board replies read together, say), so every decision that gets here in that turn
+        shares one fdatasync: the first of them to go on syncs, the others find it done. The sync
+        runs on the loop's thread: handing it to a worker thread costs more (about 50 us here)
+        than it saves at one request at a time.
         """
         if self._synced_seq >= self.seq or not self.path:
             return
-        if self._failed:
-            raise StoreError(self._failed)
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        if not self._waiters:
-            loop.call_soon(self._commit)
-        self._waiters.append(waiter)
-        await waiter
-
-    def _commit(self):
-        waiters, self._waiters = self._waiters, []
-        error = None
-        try:
-            with self._lock:
-                if self._failed:
-                    raise StoreError(self._failed)
-                self._sync_locked()
-        except StoreError as exc:
-            error = exc
-        for w in waiters:
-            if not w.done():
-                if error is None:
-                    w.set_result(None)
-                else:
-                    w.set_exception(StoreError(str(error)))
+        target = self.seq
+        await asyncio.sleep(0)
+        if self._synced_seq >= target:
+            return
+        with self._lock:
+            if self._failed:
+                raise StoreError(self._failed)
+            self._sync_locked()
 
     def sync(self):
         """Sync every entry written so far (blocking). Raises StoreError."""
@@ -320,6 +380,9 @@ class AuditLog:
                 try:
                     if not self._failed:
                         self._sync_locked()
+                        self._give_back()
+                except OSError as exc:
+                    raise StoreError("audit log %s: %s" % (self.path, exc.strerror or exc)) from None
                 finally:
                     self._file.close()
                     self._file = None
