@@ -88,13 +88,15 @@ def grant_for_invalid_credential(kind, session_id, cred_id, invalid_since, answe
                         "revoked or expired" % (kind, session_id, answered_at - t))
 
 
-def actuation_accepted(before, after, invalid_since, sent_at, grace):
+def actuation_accepted(before, after, invalid_since, sent_at, grace, drives=True):
     """A ResourceCommand was accepted. before/after: the engine's session (or None) just before
-    the request and just after the answer, as (state, suspended, credential id)."""
+    the request and just after the answer, as (state, suspended, credential id). `drives`: the
+    op needs write, execute or configure, which a suspended session may not do (S3; reading
+    stays allowed)."""
     if before is None or before[0] not in LIVE:
         raise Violation("actuation_accepted", "a command was accepted for a session that was %s" % (
             "unknown to the engine" if before is None else before[0]))
-    if before[1] and after is not None and after[1]:
+    if drives and before[1] and after is not None and after[1]:
         raise Violation("actuation_accepted", "a command was accepted for a session suspended before and after it")
     t = invalid_since.get(before[2])
     if t is not None and sent_at - t > grace:

@@ -46,8 +46,10 @@ REVOCATION_SEEN_S = 2.0
 STATS = collections.Counter()
 VIOLATIONS = collections.Counter()
 
-# What a command does on each resource (op 1: set motor speed / led level / read gps).
+# What a command does on each resource (op 1: set motor speed / led level / read gps), and
+# whether that op drives it (write) or only reads.
 OPS = {"motor_left": (1, (100).to_bytes(2, "little", signed=True)), "led": (1, b"\x05"), "gps": (1, b"")}
+DRIVES = {"motor_left": True, "led": True, "gps": False}
 MODES = {"motor_left": ("write", "write", "read"), "led": ("write", "read"), "gps": ("read",)}
 TO_BOARD_MSGS = ("ACQUIRE", "RELEASE", "HEARTBEAT", "SUSPEND", "ACTUATE", "END_SESSION", "HANDOVER")
 TO_HOST_MSGS = ("ACQUIRE_R", "RELEASE_R", "HEARTBEAT_R", "SUSPEND_R", "ACTUATE_R", "END_SESSION_R", "HANDOVER_R",
@@ -79,7 +81,7 @@ def _step(rng):
         (1, lambda: ("power_cycle",)),
         (2, lambda: ("plug", res, rng.random() < 0.5)),
         (4, lambda: ("wait", rng.choice((0.3, 1.5)))),
-        (1, lambda: ("churn", rt, rng.randint(1, 20))),
+        (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 17, 20)))),
         (2, lambda: ("zombie_actuate",)),
     ]
     total = sum(w for w, _ in kinds)
@@ -101,9 +103,24 @@ def _fault(rng):
     return ("fault", direction, fault, name, rng.choice((1, 1, 2)), delay)
 
 
+def _contention(rng):
+    """A fragment: one runtime holds a resource, the other waits for it (wait_ms), something
+    happens meanwhile, the holder lets go. Where queued requests meet every other fault."""
+    a, b = rng.sample(RUNTIMES, 2)
+    ca = rng.choice([k for k, v in CREDENTIALS.items() if v[0] == a])
+    cb = rng.choice([k for k, v in CREDENTIALS.items() if v[0] == b])
+    res = rng.choice(("motor_left", "led"))
+    end = rng.choice((("release", a, 0), ("silence", a, True), ("kill_engine",), ("plug", res, False)))
+    return [("acquire", a, ca, res, "write", 0), ("acquire", b, cb, res, "write", 1500), _step(rng), end]
+
+
 def generate(seed, max_steps=24):
     rng = random.Random(seed)
-    return [_step(rng) for _ in range(rng.randint(4, max_steps))]
+    n = rng.randint(4, max_steps)
+    steps = []
+    while len(steps) < n:
+        steps += _contention(rng) if rng.random() < 0.08 else [_step(rng)]
+    return steps
 
 
 # ---- the runtimes' side -------------------------------------------------------------------------
@@ -226,6 +243,7 @@ class Runner:
         self.engine = None
         self.dead = []                   # (token, epoch, res) of sessions of engines since killed
         self.errors_seen = 0
+        self.risk_until = 0.0            # until then, a new session may lose its lease to a fault
         await self._start_engine()
         self.hb_task = asyncio.ensure_future(self._heartbeats())
         try:
@@ -397,13 +415,16 @@ class Runner:
                                  s.token if s else 0, s.epoch if s else 0)
                 if rt.silent or r.jumped or r.extra.get("excused"):
                     rec.excused.add("silent")
+                if now < self.risk_until:
+                    rec.excused.add("fault_window")
                 if s is None or s.state not in inv.LIVE:
                     rec.ended = "gone before its answer"
                 rt.sessions.append(rec)
             elif mtype == "ResourceCommand":
                 s = self.engine.sessions.get(r.extra["sid"])
                 after = (s.state, s.suspended, s.credential_ref["id"]) if s else None
-                inv.actuation_accepted(r.extra["before"], after, self.invalid_since, r.sent, CRED_GRACE_S)
+                inv.actuation_accepted(r.extra["before"], after, self.invalid_since, r.sent, CRED_GRACE_S,
+                                       DRIVES[r.extra["res"]])
         except Violation as v:
             self._late_fail(v.name, v.detail)
             raise
@@ -484,7 +505,7 @@ class Runner:
             return
         op, args = OPS[s.res]
         body = {"session_id": s.sid, "op": op, "args": base64.urlsafe_b64encode(args).rstrip(b"=").decode()}
-        await self.wait(self.request(rt, "ResourceCommand", body, extra={"sid": s.sid,
+        await self.wait(self.request(rt, "ResourceCommand", body, extra={"sid": s.sid, "res": s.res,
                                                                         "before": self._snapshot(s.sid)}), 3.0)
 
     async def do_handover(self, rt, cred, res, mode):
@@ -567,16 +588,20 @@ class Runner:
 
     # ---- steps: faults -------------------------------------------------------------------------
     async def do_fault(self, direction, fault, name, count, delay):
-        if name == "HEARTBEAT" and direction == TO_BOARD and (count > 1 or fault == "delay"):
-            self._excuse_all("lease_fault")
+        # Lost frames may cost a request all its tries (LinkDown), and heartbeats a lease: the
+        # sessions live now, and those granted while the fault may still act, are excused.
+        self._risk("link_fault", 3 * LINK_TIMEOUT * (LINK_RETRIES + 1) + (delay or 0))
         self.vb.cable.inject_matching(direction, fault, (name,), count, delay)
 
     async def do_cut(self, seconds):
-        if seconds >= 0.4:
-            self._excuse_all("cable_cut")
+        self._risk("cable_cut", seconds + LINK_TIMEOUT * (LINK_RETRIES + 1) + 0.5)
         self.vb.cable.disconnect()
         await asyncio.sleep(seconds)
         self.vb.cable.reconnect()
+
+    def _risk(self, why, seconds):
+        self._excuse_all(why)
+        self.risk_until = max(self.risk_until, time.monotonic() + seconds)
 
     async def do_kill_engine(self):
         await self._kill_engine()

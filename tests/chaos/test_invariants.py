@@ -125,3 +125,7 @@ def test_the_targeted_cable_faults_only_the_frames_it_names():
         cable.close()
         for s in (host, host_end, board, board_end):
             s.close()
+
+
+def test_a_suspended_session_may_still_read():
+    inv.actuation_accepted(("active", True, "c"), ("active", True, "c"), {}, 10.0, 0.1, drives=False)
