@@ -172,3 +172,29 @@ def test_defect_3_grant_for_a_request_no_longer_pending_is_an_orphan():
 
     events = [e for e in asyncio.run(go()) if isinstance(e, OrphanGrant)]
     assert [(e.res, e.session, e.epoch) for e in events] == [(0, 9, 4), (0, 11, 5)]
+
+
+def test_an_answer_just_after_the_attempts_timer_is_taken_not_called_an_orphan():
+    from capwarden.link import OrphanGrant
+    from capwarden.link import board as board_mod
+
+    def answer(f):
+        return [_hello(f.rid)] if f.name == "HELLO" else []   # ACQUIRE: answered by hand below
+
+    async def go():
+        b = Board(FakeBoardTransport(answer), timeout=5, retries=0)
+        events = []
+        b.subscribe(events.append)
+        await b.open()
+        task = asyncio.ensure_future(b.acquire(0, 2, 5, 1000))
+        await asyncio.sleep(0.01)
+        (rid, p), = b._pending.items()
+        board_mod._expire(p.future)          # the timer fires, and in the same turn...
+        b._on_bytes(codec.encode_frame("ACQUIRE_R", rid, {"res": 0, "modes": 2, "session": 5, "epoch": 3,
+                                                          "lease_ms": 1000}))   # ...the answer
+        g = await task
+        return g, events
+
+    g, events = asyncio.run(go())
+    assert g.epoch == 3
+    assert not [e for e in events if isinstance(e, OrphanGrant)]

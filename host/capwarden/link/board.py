@@ -229,6 +229,9 @@ class Board:
             self._set_up(True, "frame received")
         if f.rid:
             p = self._pending.get(f.rid)
+            if p is not None and f.name != "QUEUED" and _timed_out(p.future):
+                # The answer came just after this attempt's timer: it is the answer still.
+                p.future = asyncio.get_running_loop().create_future()
             if p is None or p.future.done():
                 # A late or replayed answer to a request already settled: harmless, unless it
                 # is a grant this host never took (issue 9, defect 3).
@@ -446,6 +449,10 @@ _GRANT_ANSWERS = ("ACQUIRE_R", "HANDOVER_R")
 
 def _grant_key(f):
     return (f.fields["res"], f.fields.get("session", f.fields.get("to_session")), f.fields["epoch"])
+
+
+def _timed_out(future):
+    return future.done() and not future.cancelled() and future.exception() is None and future.result() is _TIMEOUT
 
 
 def _expire(future):
