@@ -385,3 +385,17 @@ def test_issue9_6_null_for_an_optional_field_is_malformed(w, field):
     assert fastparse.descriptor(data) is None
     d = w.check_d(data)
     assert d.error_code == "E_DESCRIPTOR_MALFORMED" and d.field.endswith(field)
+
+
+def test_issue9_12_J75_refusals_never_echo_oversize_input(w):
+    """A refusal's message and field stay short whatever the input carried (they reach the
+    audit log and the runtime): a 100 kB unknown key, Resource_ID, mode or header member."""
+    huge = "x" * 100_000
+    obj = cbor2.loads(w.descriptor())
+    obj["payload"][huge] = "v"
+    decisions = [w.check_d(resign(w, obj)), w.check_d(w.descriptor(), resource=huge),
+                 w.check_d(w.descriptor(), mode=huge)]
+    header = b64u(json.dumps({"alg": "ES256", "typ": "cap-ticket+jws", "kid": "tix-1", huge[:700]: 1}).encode())
+    decisions.append(w.check_t(header + "." + w.ticket().split(".", 1)[1]))
+    for d in decisions:
+        assert not d.granted and len(d.message) < 300 and len(d.field or "") < 100, d.error_code

@@ -41,7 +41,7 @@ def _header(h64):
         raise CapError(CODE, "header must be a JSON object", "header")
     extra = sorted(set(header) - {"alg", "typ", "kid"})
     if extra:
-        raise CapError(CODE, "header member %r is not allowed" % extra[0], "header." + extra[0])
+        raise CapError(CODE, "header member %.40r is not allowed" % extra[0], "header." + extra[0][:40])
     # Types first: a member may be any JSON value (an array or object is unhashable, and must be
     # refused like any other wrong value, not reach a dict lookup).
     alg = header.get("alg")

@@ -141,7 +141,8 @@ class Fields:
             where = self.path or "the credential"
             raise CapError(self.code, "%s has a map key that is not text (%s)" % (where, type(odd[0]).__name__),
                            self.path or None)
-        self.fail(min(extra), "is not a known field")
+        name = min(extra)
+        self.fail(name if len(name) <= 40 else name[:40] + "...", "is not a known field")   # attacks.md J75
 
 
 def parse_grants(value, code, path):

@@ -200,7 +200,7 @@ class Validator:
             return Decision(False, p + "TERMINAL_MISMATCH", "issued for another terminal", "terminal_id", cred)
         where = _resource(resource_id)
         if where is None:
-            return Decision(False, p + "RESOURCE_NOT_GRANTED", "%r is not a Resource_ID" % (resource_id,), "resource_id", cred)
+            return Decision(False, p + "RESOURCE_NOT_GRANTED", "%.80r is not a Resource_ID" % (resource_id,), "resource_id", cred)
         terminal, segments = where
         mask = 0
         matched = False
@@ -212,7 +212,7 @@ class Validator:
         if not matched:
             return Decision(False, p + "RESOURCE_NOT_GRANTED", "no grant covers %s" % resource_id, "grants", cred)
         if type(mode) is not str or not mask & MODE_BIT.get(mode, 0):
-            return Decision(False, p + "MODE_NOT_GRANTED", "%s is not granted on %s" % (mode, resource_id), "grants", cred)
+            return Decision(False, p + "MODE_NOT_GRANTED", "%.20s is not granted on %s" % (mode, resource_id), "grants", cred)
         # Step 5.
         if self._revoked(cred):
             return Decision(False, p + "REVOKED", "the credential has been revoked", "credential_id", cred)
