@@ -24,6 +24,7 @@ class TableBoard:
         self.gate = None         # a future: acquire waits for it after granting (answer in flight)
         self.wait_gate = None    # a future: acquire waits for it before granting (queued)
         self.grants_gate = None  # a future: GRANTS waits for it
+        self.handover_gate = None  # a future: HANDOVER waits for it after moving the grant
         self.grants_running = 0
         self.grants_most = 0
         self._subscribers = []
@@ -96,7 +97,10 @@ class TableBoard:
         self.table.remove((res, from_session, from_epoch))
         self.epoch += 1
         self.table.append((res, to_session, self.epoch))
-        return Grant(res, modes, to_session, self.epoch, lease_ms)
+        grant = Grant(res, modes, to_session, self.epoch, lease_ms)
+        if self.handover_gate is not None:
+            await self.handover_gate
+        return grant
 
 
 async def settle(n=5):

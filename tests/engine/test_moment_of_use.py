@@ -107,6 +107,31 @@ def test_issue9_4_handover_accepted_after_the_requester_was_revoked(rig):
     run(scenario())
 
 
+def test_issue9_4_revoked_during_the_handover_move_is_not_activated(rig):
+    w = rig.w
+
+    async def scenario():
+        holder = rig.session(await rig.acquire("motor_left", "write"))
+        rig.board.handover_gate = asyncio.get_running_loop().create_future()
+        offered = asyncio.ensure_future(rig.request("rtB", "HandoverRequest", {
+            "resource_id": w.res("motor_left"), "to_fay_id": w.B, "access_mode": "write",
+            "credential": w.cred(w.dB), "timeout_ms": 5000}))
+        await settle()
+        hid = next(iter(rig.e.registry.handovers))
+        await rig.request("rtA", "HandoverResponse", {"handover_id": hid, "accept": True})
+        await settle()
+        assert any(c[0] == "handover" for c in rig.board.calls)     # the board is moving it
+        rig.revoke(w.dB)
+        rig.board.handover_gate.set_result(None)
+        r = await offered
+        assert r["body"]["result"] == "rejected" and r["body"]["error_code"] == "E_DESCRIPTOR_REVOKED", r
+        assert holder.state == "terminated"                # its grant had moved: nobody holds it now
+        assert rig.board.held() == [] and rig.e.sessions == {}
+        assert _denied_in_audit(rig, "handover", "E_DESCRIPTOR_REVOKED")
+
+    run(scenario())
+
+
 def test_issue9_4_command_after_revocation_is_refused_before_the_board(rig):
     async def scenario():
         s = rig.session(await rig.acquire("motor_left", "write"))

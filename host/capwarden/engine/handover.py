@@ -110,6 +110,11 @@ async def _commit(engine, runtime_id, holder, new, epoch, result):
     if new.state != "creating":
         # The requester went away during the move; its withdrawal ended the moved grant too.
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the requester went away")
+    why = engine.recheck(new)    # revoked during the move itself: the moved grant is ended, not activated
+    if why is not None:
+        return await _rollback(engine, None, new, result, protocol.refusal_code(new.credential_ref["type"], why),
+                               "the requester's credential is no longer valid (%s)" % why.replace("_", " "),
+                               withdraw=True)
     new.epoch = epoch
     new.last_hb_mono = engine.clock()
     engine.move(new, "active", "handover")
