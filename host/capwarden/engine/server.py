@@ -145,18 +145,21 @@ class Server:
         # stops reading, and TCP pushes back on the runtime (no unbounded queue of tasks).
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks = set()
+
+        def done(t):
+            tasks.discard(t)
+            slots.release()
         try:
             async for frame in ws:
                 try:
                     msg = protocol.parse(frame)
                 except protocol.BadMessage as exc:
-                    await send(self.engine.error(exc.code, str(exc), exc.message_id))
+                    await send(self.engine.refuse_frame(runtime_id, exc))     # answered and audited
                     continue
                 await slots.acquire()
                 t = asyncio.ensure_future(self._serve_one(runtime_id, msg, send))
                 tasks.add(t)
-                t.add_done_callback(tasks.discard)
-                t.add_done_callback(lambda _t: slots.release())
+                t.add_done_callback(done)
         except ConnectionClosed:
             pass
         finally:
