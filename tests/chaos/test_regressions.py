@@ -102,3 +102,14 @@ def test_defect_10_a_board_that_dies_under_the_engine_is_noticed_and_logged():
         ("acquire", "rtA", "A", "motor_left", "write", 0),
         ("power_cycle",),
     ])
+
+
+def test_defect_3_a_killed_engines_queued_request_granted_after_the_restart_leaves_no_orphan():
+    """orphan_grant (shrunk from seed 9025, 10 steps): A waits on the board for the motor B
+    holds; the engine is killed; the new engine releases B's grant at start, the board serves
+    the dead engine's waiter, and nobody owns that grant (the heartbeat kept it)."""
+    play([
+        ("acquire", "rtB", "B", "motor_left", "write", 0),
+        ("acquire", "rtA", "A", "motor_left", "write", 1500),
+        ("kill_engine",),
+    ])

@@ -18,7 +18,7 @@ from .schedule import STATS, VIOLATIONS, generate, literal, run, shrink
 
 CHAOS = chaos_mode()
 SCHEDULE_PARTS = 1 if CHAOS else 2
-PART_SECONDS = float(os.environ.get("CAPWARDEN_CHAOS_SECONDS") or 300) if CHAOS else 30.0
+PART_SECONDS = float(os.environ.get("CAPWARDEN_CHAOS_SECONDS") or 300) if CHAOS else 25.0
 MAX_SCHEDULES = 100000 if CHAOS else 40
 SHRINK_SECONDS = 240.0 if CHAOS else 20.0
 MAX_STEPS = 30 if CHAOS else 16
