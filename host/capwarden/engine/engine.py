@@ -9,7 +9,8 @@ Reference architecture (hyperty-runtime-architecture.txt), mapped:
 
 Everything is passed in through the constructor: the authorizer (credentials), the board
 clients, the audit log, the liveness policy and the clocks. `liveness.py` runs the timers,
-`handover.py` the consent handover, `sessions.py` holds the state machine.
+`handover.py` the consent handover, `boards.py` the boards' events, link loss and
+reconciliation, `sessions.py` holds the state machine.
 """
 
 import asyncio
@@ -19,13 +20,12 @@ import logging
 import time
 
 from capshared.limits import mode_bits
-from capwarden.engine import handover, liveness, protocol
+from capwarden.engine import boards, handover, liveness, protocol
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry
 from capwarden.engine.sessions import Session
 from capwarden.errors import CapError, DeviceError, LinkError, StoreError
-from capwarden.link import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
 
 log = logging.getLogger("capwarden.engine")
 
@@ -46,7 +46,8 @@ def _fingerprint(msg):
 
 class Engine:
     def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
-                 clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None, max_busy_ms=liveness.MAX_BUSY_MS):
+                 clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None,
+                 max_busy_ms=liveness.MAX_BUSY_MS):
         self.authorizer = authorizer
         self.terminal_id = authorizer.terminal_id
         self.registry = Registry(self.terminal_id, boards)
@@ -75,7 +76,7 @@ class Engine:
             h.board.subscribe(lambda ev, h=h: self._on_board_event(h, ev))
             await self.reconcile(h)   # grants left by an engine that stopped within a lease: released
             if not h.board.up:
-                await self._link_down(h, "the board did not answer at start")
+                await boards.link_down(self, h, "the board did not answer at start")
         self._tasks = [asyncio.ensure_future(liveness.board_heartbeats(self)), asyncio.ensure_future(liveness.run(self))]
 
     async def stop(self):
@@ -212,7 +213,7 @@ class Engine:
             # The board may have granted it with the answer lost: withdraw whatever it holds.
             return await self._denied_after_board(s, result, "E_DEVICE_UNREACHABLE", str(exc), withdraw=True)
         if s.state != "creating":  # withdrawn while it waited (faults.md 28): the grant is voided
-            await self._release_on_board(s.board, s.res, s.token, grant.epoch)
+            await self.release_on_board(s.board, s.res, s.token, grant.epoch)
             self.audit.record("acquire", "denied", "E_SESSION_NOT_FOUND", runtime=s.runtime_id, fay=s.fay_id,
                               resource=s.resource_id, mode=s.access_mode, credential=s.credential_ref["id"],
                               detail="withdrawn while it waited")
@@ -223,7 +224,7 @@ class Engine:
         # while it was revoked or ran out. Checked again at the moment of use.
         why = self.recheck(s, refresh=bool(wait_ms))
         if why is not None:
-            await self._release_on_board(s.board, s.res, s.token, grant.epoch)
+            await self.release_on_board(s.board, s.res, s.token, grant.epoch)
             code = protocol.refusal_code(s.credential_ref["type"], why)
             return await self._denied_after_board(s, result, code, "the credential is no longer valid (%s): checked "
                                                   "again when the resource was granted" % why.replace("_", " "))
@@ -331,8 +332,8 @@ class Engine:
         why = self.recheck(s)             # the grant was decided earlier: its credential is checked now
         if why is not None:
             await self.terminate(s, why)
-            raise CapError(protocol.refusal_code(s.credential_ref["type"], why),
-                           "the session's credential is no longer valid (%s): the session ended" % why.replace("_", " "))
+            raise CapError(protocol.refusal_code(s.credential_ref["type"], why), "the session's credential is no "
+                           "longer valid (%s): the session ended" % why.replace("_", " "))
         try:
             data = await s.board.board.actuate(s.res, s.token, s.epoch, b["op"], raw)
         except DeviceError as exc:
@@ -358,7 +359,7 @@ class Engine:
             s.handover.settle(False)
         self.move(s, "terminating", reason)
         if reason not in BOARD_ENDED:
-            await self._release_on_board(s.board, s.res, s.token, s.epoch)
+            await self.release_on_board(s.board, s.res, s.token, s.epoch)
         elif reason == "board_unreachable":
             # The board may still hold it (a one-way cut): ended before any heartbeat renews it.
             s.board.retired.add(s.token)
@@ -383,7 +384,7 @@ class Engine:
             if withdraw:
                 await self.end_on_board(s.board, s.token)
 
-    async def _release_on_board(self, handle, res, token, epoch):
+    async def release_on_board(self, handle, res, token, epoch):
         try:
             await handle.board.release(res, token, epoch)
         except DeviceError:
@@ -428,121 +429,12 @@ class Engine:
 
     # ---- board events -------------------------------------------------------------------------
     def _on_board_event(self, h, ev):
-        asyncio.ensure_future(self._board_event(h, ev))
-
-    async def _board_event(self, h, ev):
-        if isinstance(ev, GrantEnded):
-            for s in self.registry.on_board(h, ev.res):
-                if s.token == ev.session and s.epoch == ev.epoch:
-                    reason = {"removed": "resource_removed", "fault": "resource_fault"}.get(ev.reason, ev.reason)
-                    await self.terminate(s, reason)
-        elif isinstance(ev, ResourceEvent) and ev.state != "present":
-            for s in self.registry.on_board(h, ev.res):
-                await self.terminate(s, "resource_removed" if ev.state == "absent" else "resource_fault")
-        elif isinstance(ev, Reset):
-            for s in self.registry.on_board(h):
-                if s.state == "creating":
-                    await self.cancel(s)
-                else:
-                    await self.terminate(s, "board_reset")
-        elif isinstance(ev, OrphanGrant):
-            await self._orphan(h, ev)
-        elif isinstance(ev, LinkDown):
-            await self._link_down(h, ev.why)
-        elif isinstance(ev, LinkUp):
-            if h.down:
-                log.warning("board %s answers again (%s): comparing its grants with the engine's sessions",
-                            h.name, ev.why)
-                self.audit.record("board", "up", "link_up", board=h.name, detail=ev.why[:200])
-            h.down = None
-            await self.reconcile(h)
-        elif isinstance(ev, Failsafe):
-            await self.reconcile(h)
-
-    async def _link_down(self, h, why):
-        """The board stopped answering (its requests ran out of retries, or its port closed).
-
-        Its sessions end with board_unreachable: by the time the link's retries are spent the
-        board has heard nothing for about its lease, and its own failsafe drives the resources
-        safe; a session kept "active" would promise control the runtime no longer has. Their
-        tokens are retired, so a board that only lost its way back is told to end them before
-        any heartbeat could renew them. New requests are refused at once (E_DEVICE_UNREACHABLE)
-        until the board answers again; then its grants are reconciled."""
-        if h.down:
-            return
-        h.down = why or "the link is down"
-        ended = [s for s in self.registry.on_board(h) if s.state in LIVE]
-        log.warning("board %s unreachable (%s): ending its %d session(s) with board_unreachable; the board's "
-                    "lease failsafe makes its resources safe", h.name, why, len(ended))
-        self.audit.record("board", "down", "board_unreachable", board=h.name, sessions=len(ended), detail=why[:200])
-        for s in ended:
-            await self.terminate(s, "board_unreachable")
-
-    async def _orphan(self, h, ev):
-        """A grant the board made for a request the host no longer waits for (a late duplicate of
-        an ACQUIRE or HANDOVER). Kept only if a live session owns exactly that token and epoch."""
-        owner = next((s for s in self.registry.on_board(h, ev.res) if s.token == ev.session), None)
-        while owner is not None and owner.state == "creating":
-            await asyncio.sleep(self.tick_s)   # its own answer is being settled (a handover read back)
-        if owner is not None and owner.state in LIVE and owner.epoch == ev.epoch:
-            return
-        log.warning("board %s: grant on %s for board token %d epoch %d has no session here: releasing it",
-                    h.name, ev.name, ev.session, ev.epoch)
-        self.audit.record("orphan", "released", "orphan_grant", board=h.name, res=ev.res, epoch=ev.epoch)
-        if owner is not None and owner.state in LIVE:
-            # The token is a live session's (another epoch): release that grant only, never END_SESSION.
-            try:
-                await h.board.release(ev.res, ev.session, ev.epoch)
-            except (DeviceError, LinkError):
-                pass
-        else:
-            await self._release_on_board(h, ev.res, ev.session, ev.epoch)
-
-    def check_grant_count(self, h, board_count):
-        """After a board heartbeat: the board's grant count against the grants the engine believes
-        it holds. Outside what in-flight requests explain, that board is reconciled at once."""
-        live = unsure = 0
-        for s in self.registry.on_board(h):
-            if s.state in LIVE:
-                live += 1
-            elif s.state in ("creating", "terminating"):
-                unsure += 1                         # an acquire or a release under way
-        if live <= board_count <= live + unsure + len(h.retired):
-            return False
-        if not h.reconcile_lock.locked():          # one already running is checked by the next beat
-            log.info("board %s holds %d grant(s), the engine's sessions %d: reconciling", h.name, board_count, live)
-            asyncio.ensure_future(self.reconcile(h))
-        return True
+        asyncio.ensure_future(boards.on_event(self, h, ev))
 
     async def reconcile(self, h):
-        """Compare the engine's sessions with the board's grant table (at start, when the link
-        returns, after a failsafe, and when a heartbeat's grant count disagrees): sessions whose
-        grant the board no longer holds end (lease_expired), grants the board holds for no session
-        are released (faults.md 16, 30). Never runs twice at once on one board."""
-        async with h.reconcile_lock:
-            await self._reconcile(h)
+        """Compare the engine's sessions with the board's grant table (boards.reconcile)."""
+        await boards.reconcile(self, h)
 
-    async def _reconcile(self, h):
-        for r in list(h.board.info.resources):
-            # Only sessions active before the table is read, still active with the same epoch
-            # after, can be missing from it: one granted meanwhile is not judged by an older table.
-            before = {s: s.epoch for s in self.registry.on_board(h, r.index)
-                      if s.state == "active" and s.handover is None}
-            try:
-                held = await h.board.grants(r.index)
-            except LinkError:
-                return
-            except DeviceError:
-                continue
-            pairs = {(t, e) for t, e, _m in held}
-            for s, epoch in before.items():
-                if s.state == "active" and s.handover is None and s.epoch == epoch and (s.token, epoch) not in pairs:
-                    await self.terminate(s, "lease_expired")
-            # Every session still registered counts as an owner, `creating` ones included: their
-            # grant may be on the board with the answer still on its way.
-            known = {s.token for s in self.registry.on_board(h, r.index)}
-            for token, epoch, _m in held:
-                if token not in known:
-                    log.warning("board %s: grant on %s for board token %d has no session here: releasing it",
-                                h.name, r.name, token)
-                    await self._release_on_board(h, r.index, token, epoch)
+    def check_grant_count(self, h, board_count):
+        """After a board heartbeat: reconcile at once when the counts disagree (boards.py)."""
+        return boards.check_grant_count(self, h, board_count)

@@ -7,8 +7,9 @@ revocation end sessions too (`authorizer.still_valid`, re-asked when the store c
 credential's time ran out). A heartbeat may carry `busy_ms` (faults.md 18: a long but healthy
 operation): until the next heartbeat the session is late only after max(timeout, busy_ms),
 busy_ms bounded by the engine's maximum. `board_heartbeats()` renews every lease on each board
-with one frame per interval, and compares the board's grant count with the engine's sessions. Heartbeat timing uses the engine's monotonic clock only; credential times
-are wall-clock seconds by definition.
+with one frame per interval, and compares the board's grant count with the engine's sessions.
+Heartbeat timing uses the engine's monotonic clock only; credential times are wall-clock
+seconds by definition.
 """
 
 import asyncio

@@ -48,7 +48,7 @@ class BoardHandle:
         self.board = board
         self.hb_seq = 0
         self.retired = set()    # session tokens the board must still be told to end
-        self.down = None        # why the link is down, while it is (engine._link_down)
+        self.down = None        # why the link is down, while it is (boards.link_down)
         self.reconcile_lock = asyncio.Lock()
 
 
