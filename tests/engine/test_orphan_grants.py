@@ -170,3 +170,22 @@ def test_issue9_3_a_grant_planted_on_the_board_is_released_within_a_heartbeat(wo
         await b.close()
 
     run(scenario())
+
+
+def test_issue9_3_an_acquire_whose_answer_is_lost_is_withdrawn(rig):
+    from capwarden.errors import LinkTimeout
+
+    async def scenario():
+        granted = rig.board.acquire
+
+        async def lost_answer(*a, **kw):
+            await granted(*a, **kw)                 # the board granted it...
+            raise LinkTimeout("no answer")          # ...and the answer never came back
+
+        rig.board.acquire = lost_answer
+        r = await rig.acquire("motor_left", "write")
+        assert r["body"]["result"] == "denied" and r["body"]["error_code"] == "E_DEVICE_UNREACHABLE"
+        assert rig.board.held() == []               # withdrawn at once, not left for the heartbeat to renew
+        assert any(c[0] == "end_session" for c in rig.board.calls)
+
+    run(scenario())
