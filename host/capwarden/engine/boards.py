@@ -48,6 +48,7 @@ async def on_event(engine, h, ev):
     elif isinstance(ev, Failsafe):
         await reconcile(engine, h)
 
+
 async def link_down(engine, h, why):
     """The board stopped answering (its requests ran out of retries, or its port closed).
 
@@ -66,6 +67,7 @@ async def link_down(engine, h, why):
     engine.audit.record("board", "down", "board_unreachable", board=h.name, sessions=len(ended), detail=why[:200])
     for s in ended:
         await engine.terminate(s, "board_unreachable")
+
 
 async def orphan(engine, h, ev):
     """A grant the board made for a request the host no longer waits for (a late duplicate of
@@ -87,6 +89,7 @@ async def orphan(engine, h, ev):
     else:
         await engine.release_on_board(h, ev.res, ev.session, ev.epoch)
 
+
 def check_grant_count(engine, h, board_count):
     """After a board heartbeat: the board's grant count against the grants the engine believes
     it holds. Outside what in-flight requests explain, that board is reconciled at once."""
@@ -103,6 +106,7 @@ def check_grant_count(engine, h, board_count):
         asyncio.ensure_future(reconcile(engine, h))
     return True
 
+
 async def reconcile(engine, h):
     """Compare the engine's sessions with the board's grant table (at start, when the link
     returns, after a failsafe, and when a heartbeat's grant count disagrees): sessions whose
@@ -110,6 +114,7 @@ async def reconcile(engine, h):
     are released (faults.md 16, 30). Never runs twice at once on one board."""
     async with h.reconcile_lock:
         await _reconcile(engine, h)
+
 
 async def _reconcile(engine, h):
     for r in list(h.board.info.resources):
