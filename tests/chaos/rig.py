@@ -15,6 +15,7 @@ what keeps them.
 
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -155,6 +156,31 @@ class SharedBoard:
     def power_cycle(self):
         vb = self.ensure()
         self._patched(vb.restart)
+        return vb
+
+    def reboot_in_place(self):
+        """The board resets and the host's port stays (a reset button, a brown-out, a watchdog):
+        the board process is killed and started again on the same flash, the cable re-joined to
+        the same host pty. The agent starts by itself (as main.py does on a real board) and
+        announces its new boot id to the engine that is still running. RAM state is lost."""
+        import capwarden.sim.board as board_mod
+
+        vb = self.ensure()
+        if vb.cable:
+            vb.cable.close()
+            vb.cable = None
+        if vb.proc is not None and vb.proc.poll() is None:
+            os.killpg(vb.proc.pid, 9)
+            vb.proc.wait(timeout=5)
+        os.close(vb._fds[0])
+        bm, bs = board_mod._raw_pty()
+        vb.proc = subprocess.Popen([board_mod.micropython_exe(), "-X", "heapsize=" + vb.heapsize, "-c", "import main"],
+                                   stdin=bs, stdout=bs, stderr=bs, cwd=vb.fs_dir, close_fds=True,
+                                   start_new_session=True, preexec_fn=board_mod._die_with_parent,
+                                   env=dict(os.environ, CAPWARDEN_SIM_GRANTS=str(vb.grants or 16)))
+        os.close(bs)
+        vb._fds[0] = bm
+        vb.cable = TargetedCable(vb._fds[1], bm).start()
         return vb
 
     def stop(self):

@@ -79,6 +79,7 @@ def _step(rng):
         (2, lambda: ("cut", rng.choice((0.15, 0.3, 1.5)))),
         (3, lambda: ("kill_engine",)),
         (1, lambda: ("power_cycle",)),
+        (2, lambda: ("reboot",)),
         (2, lambda: ("plug", res, rng.random() < 0.5)),
         (4, lambda: ("wait", rng.choice((0.3, 1.5)))),
         (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 17, 20)))),
@@ -458,6 +459,10 @@ class Runner:
             await asyncio.sleep(RUNTIME_HB_S)
             if self.engine is None:
                 continue
+            try:
+                inv.engine_tables(self.engine)    # continuously, where cheap: between the steps too
+            except Violation as v:
+                self._late_fail(v.name, v.detail)
             for rt in self.rts.values():
                 if not rt.silent and rt.connected:
                     ids = [s.sid for s in rt.live(self.gen)]
@@ -628,9 +633,13 @@ class Runner:
         await asyncio.get_running_loop().run_in_executor(None, shared_board().power_cycle)
         await self._start_engine()
 
+    async def do_reboot(self):
+        """The board resets under the running engine, on the same port: the engine hears the new
+        boot id and must end every session on it (board_reset), and hold nothing stale."""
+        self._risk("board_reset", LINK_TIMEOUT * (LINK_RETRIES + 1) + 1.0)
+        await asyncio.get_running_loop().run_in_executor(None, shared_board().reboot_in_place)
+
     async def do_plug(self, res, present):
-        if not present:
-            pass
         try:
             await self.board.sim_plug(self.index[res], present)
         except (DeviceError, LinkError):
