@@ -68,7 +68,7 @@ def _chaos_results():
 
 def pytest_terminal_summary(terminalreporter):
     r = _chaos_results()
-    if r is None:
+    if r is None or not (CHAOS or r.get("schedules")):
         return
     tr = terminalreporter
     tr.section("chaos")

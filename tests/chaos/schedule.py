@@ -84,6 +84,7 @@ def _step(rng):
         (4, lambda: ("wait", rng.choice((0.3, 1.5)))),
         (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 17, 20)))),
         (2, lambda: ("zombie_actuate",)),
+        (4, lambda: ("race", [_racer(rng) for _ in range(rng.randint(2, 4))])),
     ]
     total = sum(w for w, _ in kinds)
     x = rng.uniform(0, total)
@@ -92,6 +93,16 @@ def _step(rng):
         if x <= 0:
             return make()
     return kinds[-1][1]()
+
+
+def _racer(rng):
+    """A request for a `race` step: sent at the same moment as the others."""
+    rt = rng.choice(RUNTIMES)
+    res = rng.choice(("motor_left", "led"))
+    cred = rng.choice([k for k, v in CREDENTIALS.items() if v[0] == rt])
+    return rng.choice((("acquire", rt, cred, res, "write", rng.choice((0, 800))), ("release", rt, rng.randrange(3)),
+                       ("command", rt, rng.randrange(3)), ("heartbeat", rt),
+                       ("handover", rt, cred, res, "write"), ("answer_handover", rt, True)))
 
 
 def _fault(rng):
@@ -667,6 +678,11 @@ class Runner:
                 if s.ended is None:
                     await self.wait(self.request(rt, "SessionRelease", {"session_id": s.sid}), 3.0)
             await self.do_heartbeat(name)
+
+    async def do_race(self, steps):
+        """Several requests at the same moment (two runtimes after one motor, a release
+        crossing a command...): where the engine's awaits interleave."""
+        await asyncio.gather(*(getattr(self, "do_" + st[0])(*st[1:]) for st in steps))
 
     async def do_zombie_actuate(self):
         """A host that still has an old grant's token and epoch (a killed engine, an ended
