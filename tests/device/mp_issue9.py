@@ -528,3 +528,41 @@ def test_seeded_fuzz_of_decoder_and_dispatch_never_crashes_and_keeps_the_heap_fl
     e = r.begin(W.PING)                             # and the agent still answers
     e.u32(4242)
     assert r.send() == W.PING_R and r.line.u32(0) == 4242
+
+
+def _with_id(r, mid, rid):
+    # A frame with exactly this request id (the rig's own numbering wraps elsewhere).
+    r.enc.begin(mid, rid)
+    return r.enc
+
+
+def _acquire_as(r, rid, res, session):
+    e = _with_id(r, W.ACQUIRE, rid)
+    e.u8(res)
+    e.u8(MODE_WRITE)
+    e.u32(session)
+    e.u32(60000)
+    e.u32(0)
+    return r.send()
+
+
+def test_request_ids_wrap_from_65535_to_1_and_hello_is_outside_the_window():
+    r = rig()
+    ml = idx(r, "motor_left")
+    _with_id(r, W.HELLO, 65530)
+    assert r.send() == W.HELLO_R
+    assert _acquire_as(r, 65533, ml, 5) == W.ACQUIRE_R
+    e = _with_id(r, W.RELEASE, 65534)
+    e.u8(ml)
+    e.u32(5)
+    e.u32(epoch_of(r, ml, 5))
+    assert r.send() == W.RELEASE_R
+    for k in range(1, 7):                                     # 65535, then 1 .. 5: all new
+        e = _with_id(r, W.HEARTBEAT, 65535 if k == 1 else k - 1)
+        e.u32(k)
+        assert r.send() == W.HEARTBEAT_R
+    assert _acquire_as(r, 65533, ml, 5) == W.ERROR and r.line.last_error == E_DEV_STALE_REQUEST
+    assert r.agent.control.g.count() == 0                     # the late copy from before the wrap
+    assert _acquire_as(r, 6, ml, 5) == W.ACQUIRE_R            # a new id after the wrap: granted
+    _with_id(r, W.HELLO, 65530)                               # HELLO with an old id: answered
+    assert r.send() == W.HELLO_R and (r.line.u8(17) | r.line.u8(18) << 8) == 6
