@@ -210,3 +210,16 @@ def test_config_file_keeps_tokens_off_the_command_line(world, tmp_path, run):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_serve_on_an_address_in_use_says_so_without_a_traceback(world):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = subprocess.run([EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:%d" % port, "--board", "sim",
+                            "--runtime-token", "rtA=%s" % TOKENS["rtA"]], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "address already in use" in p.stderr and "Traceback" not in p.stderr, p.stderr
