@@ -6,6 +6,7 @@ import time
 import pytest
 
 from capshared import codec
+from capshared.limits import PROTOCOL_VERSION
 from capwarden.errors import DeviceError, DeviceReset, LinkTimeout
 from capwarden.link import LinkDown, LinkUp, Reset, open_board
 from capwarden.sim import TO_BOARD, TO_HOST, firmware
@@ -13,7 +14,7 @@ from capwarden.sim import TO_BOARD, TO_HOST, firmware
 
 def test_announce_and_resource_table(board):
     info = board.info
-    assert info.protocol == 1 and info.boot_id > 0
+    assert info.protocol == PROTOCOL_VERSION and info.boot_id > 0
     names = [r.name for r in info.resources]
     assert len(names) == len(set(names)) and names
     assert all(r.state == "present" for r in info.resources)

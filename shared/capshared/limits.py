@@ -4,7 +4,7 @@ Sizes are chosen so that one worst-case frame fits the smallest input buffer we 
 (RP2040 USB CDC and ESP32 UART: 256 bytes), see docs/protocol.md "Frame sizes".
 """
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2   # 2: HELLO_R carries hb_seq and rid_hw, AUDIT, STATS_R.stale (issue 9)
 
 # A raw frame is header + payload + CRC, before COBS and escaping.
 HEADER_SIZE = 4          # seq (u8), message id (u8), request id (u16, little-endian)

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from capshared import codec
+from capshared.limits import PROTOCOL_VERSION
 from capwarden.errors import DeviceError, LinkError, LinkTimeout
 from capwarden.link import Board, SerialTransport, open_transport
 
@@ -45,8 +46,8 @@ class FakeBoardTransport:
         pass
 
 
-def _hello(rid, boot=7, hb_seq=0, rid_hw=0):
-    return codec.encode_frame("HELLO_R", rid, {"proto": 1, "boot_id": boot, "rx_buf": 64, "max_raw": 120,
+def _hello(rid, boot=7, hb_seq=0, rid_hw=0, proto=PROTOCOL_VERSION):
+    return codec.encode_frame("HELLO_R", rid, {"proto": proto, "boot_id": boot, "rx_buf": 64, "max_raw": 120,
                                                "n_res": 0, "uptime_ms": 1, "hb_seq": hb_seq, "rid_hw": rid_hw,
                                                "info": b"0.1.0 fake"})
 
@@ -198,3 +199,14 @@ def test_an_answer_just_after_the_attempts_timer_is_taken_not_called_an_orphan()
     g, events = asyncio.run(go())
     assert g.epoch == 3
     assert not [e for e in events if isinstance(e, OrphanGrant)]
+
+
+def test_a_board_of_another_protocol_version_is_refused_with_a_reason():
+    def answer(f):
+        return [_hello(f.rid, proto=PROTOCOL_VERSION - 1)] if f.name == "HELLO" else []
+
+    async def go():
+        await Board(FakeBoardTransport(answer), timeout=0.2).open()
+
+    with pytest.raises(LinkError, match="flash it again"):
+        asyncio.run(go())

@@ -32,7 +32,8 @@ import random
 import time
 
 from capshared import codec, errors, messages
-from capshared.limits import DEFAULT_RX_BUFFER, MODE_NAMES, RES_STATE_NAMES, CLASSES, REASONS, RID_MAX, U32_LIMIT
+from capshared.limits import (CLASSES, DEFAULT_RX_BUFFER, MODE_NAMES, PROTOCOL_VERSION, REASONS, RES_STATE_NAMES, RID_MAX,
+                              U32_LIMIT)
 from capwarden.errors import DeviceError, DeviceReset, LinkClosed, LinkError, LinkTimeout
 from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent)
 from capwarden.link.types import AuditEntry, AuditRing, BoardInfo, Grant, ResourceInfo
@@ -318,6 +319,10 @@ class Board:
 
     async def _read_info(self, number_on=False):
         hello = await self.request("HELLO")
+        if hello["proto"] != PROTOCOL_VERSION:
+            # Another layout: its fields would be misread (a board flashed by another version).
+            raise LinkError("the board speaks link protocol %d, this host %d: flash it again with "
+                            "capwarden flash" % (hello["proto"], PROTOCOL_VERSION))
         self._rx_buf = max(64, hello["rx_buf"])
         self._hb_base = hello["hb_seq"]
         if number_on and hello["rid_hw"]:
