@@ -82,7 +82,7 @@ def _step(rng):
         (2, lambda: ("reboot",)),
         (2, lambda: ("plug", res, rng.random() < 0.5)),
         (4, lambda: ("wait", rng.choice((0.3, 1.5)))),
-        (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 17, 20)))),
+        (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 18, 24)))),
         (2, lambda: ("zombie_actuate",)),
         (4, lambda: ("race", [_racer(rng) for _ in range(rng.randint(2, 4))])),
     ]
@@ -517,8 +517,10 @@ class Runner:
     async def do_command(self, rt, k):
         rt = self.rts[rt]
         s = self._pick(rt, k, live=False)
-        if s is None:
-            return
+        if s is not None:
+            await self._command(rt, s)
+
+    async def _command(self, rt, s):
         op, args = OPS[s.res]
         body = {"session_id": s.sid, "op": op, "args": base64.urlsafe_b64encode(args).rstrip(b"=").decode()}
         await self.wait(self.request(rt, "ResourceCommand", body, extra={"sid": s.sid, "res": s.res,
@@ -660,8 +662,8 @@ class Runner:
         await asyncio.sleep(seconds)
 
     async def do_churn(self, rt, n):
-        """n sessions, one after another: granted, suspended (their runtime goes silent),
-        released. Load on the board's per-session tables."""
+        """n sessions, one after another: granted, suspended (their runtime goes silent), a
+        command tried (it must be refused), released. Load on the board's per-session tables."""
         name = rt
         rt = self.rts[rt]
         cred = [k for k, v in CREDENTIALS.items() if v[0] == name and v[2] == "descriptor"][0]
@@ -676,6 +678,7 @@ class Runner:
                 await asyncio.sleep(0.025)
             for s in new:
                 if s.ended is None:
+                    await self._command(rt, s)           # a suspended session: refused
                     await self.wait(self.request(rt, "SessionRelease", {"session_id": s.sid}), 3.0)
             await self.do_heartbeat(name)
 

@@ -113,3 +113,11 @@ def test_defect_3_a_killed_engines_queued_request_granted_after_the_restart_leav
         ("acquire", "rtA", "A", "motor_left", "write", 1500),
         ("kill_engine",),
     ])
+
+
+def test_defect_2_churn_alone_shows_it():
+    """actuation_accepted: the same defect from one generated step: of 18 sessions suspended
+    and then released, the last one's command was accepted although it was suspended."""
+    play([
+        ("churn", "rtB", 18),
+    ])
