@@ -152,10 +152,18 @@ def test_a_failed_sync_fails_closed(tmp_path, monkeypatch):
         log.record("deny", "denied")
 
 
-def test_group_commit_shares_one_sync_among_concurrent_decisions(tmp_path):
+@pytest.fixture(params=["direct", "page-cache"])
+def direct(request, monkeypatch):
+    """Group commit through O_DIRECT, and through the page cache (file systems without it)."""
+    monkeypatch.setattr(audit_mod, "DIRECT", request.param == "direct")
+    return request.param == "direct"
+
+
+def test_group_commit_shares_one_sync_among_concurrent_decisions(tmp_path, direct):
     path = str(tmp_path / "audit.log")
     log = AuditLog(path)
     log.group_commit(True)
+    assert (log._direct is not None) == direct
 
     async def decide(i):
         log.record("acquire", "granted", "", session="s%d" % i)
@@ -168,19 +176,25 @@ def test_group_commit_shares_one_sync_among_concurrent_decisions(tmp_path):
     syncs = log.syncs
     assert asyncio.run(main()) == [0] * 20
     assert log.syncs - syncs == 1                           # twenty decisions, one fdatasync
-    log.record("terminate", "done", "released")
-    assert log.pending == 1
-    log.group_commit(False)                                  # turning it off syncs what is pending
+    async def one():
+        log.record("terminate", "done", "released")
+        return log.pending
+
+    assert asyncio.run(one()) == 1                           # not synced before the turn ends...
+    log.group_commit(False)                                  # ...and turning it off syncs what is pending
     assert log.pending == 0 and read(path)[1] is None and len(read(path)[0]) == 21
 
 
-def test_group_commit_preallocates_zeros_and_a_restart_gives_them_back(tmp_path):
+def test_group_commit_preallocates_zeros_and_a_restart_gives_them_back(tmp_path, direct):
     path = str(tmp_path / "audit.log")
     log = AuditLog(path)
     log.group_commit(True)
-    for i in range(3):
-        log.record("acquire", "granted", "", session="s%d" % i)
-    asyncio.run(log.durable())
+    async def three():
+        for i in range(3):
+            log.record("acquire", "granted", "", session="s%d" % i)
+        await log.durable()
+
+    asyncio.run(three())
     data = open(path, "rb").read()
     body = data.rstrip(b"\0")
     assert len(data) >= audit_mod.PREALLOCATE and body.count(b"\n") == 3 and body.endswith(b"\n")
@@ -195,6 +209,30 @@ def test_group_commit_preallocates_zeros_and_a_restart_gives_them_back(tmp_path)
     log2.group_commit(False)                              # a clean stop gives the zeros back
     data = open(path, "rb").read()
     assert b"\0" not in data and data.count(b"\n") == 5 and read(path)[1] is None
+
+
+def test_group_commit_lines_of_every_size_across_blocks_and_preallocations(tmp_path, direct):
+    path = str(tmp_path / "audit.log")
+    AuditLog(path).record("acquire", "granted", "", detail="before")          # a partial first block
+    log = AuditLog(path)
+    log.group_commit(True)
+    rnd = random.Random(8)
+    sizes = [rnd.choice((1, 7, 4000, 4096, 5000, 70000, 300000)) for _ in range(40)]
+
+    async def run():
+        for i, n in enumerate(sizes):
+            log.record("acquire", "granted", "", detail="%d:" % i + "y" * n)
+            if rnd.random() < 0.5:
+                await log.durable()
+                assert log.pending == 0
+        await log.durable()
+
+    asyncio.run(run())
+    entries, problem = read(path)
+    assert problem is None and [e.get("detail", "").split(":")[0] for e in entries[1:]] == [str(i) for i in range(40)]
+    assert [len(e["detail"]) for e in entries[1:]] == [len("%d:" % i) + n for i, n in enumerate(sizes)]
+    log.group_commit(False)
+    assert not open(path, "rb").read().endswith(b"\0") and len(read(path)[0]) == 41
 
 
 def test_a_torn_line_before_preallocated_zeros_is_torn_and_zeros_before_data_are_not(tmp_path):
@@ -212,7 +250,7 @@ def test_a_torn_line_before_preallocated_zeros_is_torn_and_zeros_before_data_are
         AuditLog(path, repair=True)
 
 
-def test_the_server_sends_nothing_before_its_audit_entries_are_on_disk(tmp_path, monkeypatch):
+def test_the_server_sends_nothing_before_its_audit_entries_are_on_disk(tmp_path, monkeypatch, direct):
     """A stub engine records one entry per request; the order of syncs and received answers is
     kept in one list (client and server share the loop, so the order is the causal one)."""
     from websockets.asyncio.client import connect
@@ -269,7 +307,9 @@ def test_the_server_sends_nothing_before_its_audit_entries_are_on_disk(tmp_path,
 WRITER = r"""
 import asyncio, os, random, sys
 from capwarden.engine.audit import AuditLog
+from capwarden.engine import audit
 path, mode, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit.DIRECT = mode == "grouped"
 rnd = random.Random(seed)
 log = AuditLog(path, repair=True)
 print("start", log.seq, flush=True)
@@ -297,7 +337,7 @@ else:
 ROUNDS = 8
 
 
-@pytest.mark.parametrize("mode", ["inline", "grouped"])
+@pytest.mark.parametrize("mode", ["inline", "grouped", "grouped-page-cache"])
 def test_kill_9_mid_append_never_loses_an_acknowledged_entry(tmp_path, mode):
     path = str(tmp_path / "audit.log")
     rnd = random.Random(9)
