@@ -12,7 +12,7 @@ from capagent import VERSION
 from capagent.link import EOF, Link
 from capshared import wire as W
 from capshared.framing import FRAME, INTERRUPT
-from capshared.limits import MAX_RAW, PROTOCOL_VERSION
+from capshared.limits import HEADER_SIZE, MAX_RAW, PROTOCOL_VERSION
 from capshared.errors import E_DEV_BAD_MESSAGE as E_BAD, E_INTERNAL, E_RESOURCE_UNAVAILABLE as E_RES
 
 TICK_MS = 20            # longest sleep between control ticks
@@ -120,7 +120,16 @@ class Agent:
             return False
         n = self.link.dec.payload_len()
         fixed = s & 0x7F
-        return n == fixed or (n > fixed and s & 0x80)
+        if not (n == fixed or (n > fixed and s & 0x80)):
+            return False
+        # Every u32 below 2**30 (the host's codec never sends more): a larger one would be a
+        # heap-allocated int on a 32-bit board, and is refused, never read.
+        buf = self.link.dec.buf
+        for k in range(4 * mid, 4 * mid + 4):
+            o = W.U32_TOP[k]
+            if o and buf[HEADER_SIZE - 1 + o] & 0xC0:
+                return False
+        return True
 
     def step(self, timeout_ms):
         # One pass: wait for input up to timeout_ms, handle what arrived, tick control.

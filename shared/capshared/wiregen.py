@@ -14,7 +14,8 @@ from capshared import messages
 HEADER = '''# Generated from capshared/messages.py by capshared/wiregen.py: do not edit by hand.
 #   python -m capshared.wiregen > shared/capshared/wire.py
 # Message ids, request field offsets (NAME_FIELD), and SIZE: per message id the fixed payload
-# size, plus 0x80 when a variable tail follows; 0xFF for an id that is not a message.
+# size, plus 0x80 when a variable tail follows; 0xFF for an id that is not a message; U32_TOP:
+# per request id, where its u32 fields' top bytes are (offset + 1, 0 = none).
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -47,6 +48,19 @@ def generate():
     for name, mid, fields in messages.TABLE:
         size[mid] = messages.FIXED[mid] | (0x80 if messages.HAS_TAIL[mid] else 0)
     lines.append("\nSIZE = %r\n" % bytes(size))
+    # U32_TOP: per request id, up to four payload offsets (plus 1; 0 = none) of a u32 field's
+    # last byte. A u32 must stay below 2**30 (a small int on a 32-bit board), so the board
+    # refuses a request whose top byte there has either of its two high bits set.
+    top = bytearray(4 * 0x40)
+    for name, mid, fields in messages.TABLE:
+        if not messages.is_request(mid):
+            continue
+        offs = [messages.OFFSETS[name][f] + 3 for f, t in fields if t == "I"]
+        if len(offs) > 4:
+            raise ValueError("%s: more than four u32 fields" % name)
+        for k, o in enumerate(offs):
+            top[4 * mid + k] = o + 1
+    lines.append("U32_TOP = %r\n" % bytes(top))
     return "".join(lines)
 
 
