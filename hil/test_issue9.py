@@ -201,3 +201,18 @@ def test_fault_70_audit_ring_read_after_a_failsafe_ends_with_it(vboard, board, r
         assert [e.seq for e in tail.entries] == [ring.count] and tail.lost == 0
 
     run(scenario())
+
+
+def test_defect_3_duplicated_answer_of_a_grant_taken_is_no_orphan(vboard, board, run):
+    ml = board.resource_index("motor_left")
+    events = []
+    board.subscribe(events.append)
+
+    async def scenario():
+        vboard.cable.inject(TO_HOST, "duplicate")           # the ACQUIRE_R arrives twice
+        g = await board.acquire(ml, W, 3, LONG)
+        await board.ping()
+        assert await board.grants(ml) == [(3, g.epoch, W)]
+        assert not [e for e in events if isinstance(e, OrphanGrant)]
+
+    run(scenario())
