@@ -2,11 +2,12 @@
 
 - AuthRequest -> AuthResult (granted, board lock and audit fdatasync included), p50 and p99:
   the engine in its own process (as `capwarden serve` runs), the board on a bare pty (as a USB
-  serial port is read), a runtime sending the request as a raw WebSocket frame; against the raw
-  MicroPython pty echo of an ACQUIRE frame. Target: p50 within 5x. The same through the SDK
-  (which checks the request against the schema before sending), and through the virtual cable
-  with the engine in the runtime's process (the setup of the earlier figure).
-- One audit append + fdatasync on the store's disk, against the same echo: the disk's share.
+  serial port is read) with a small board's 16-grant table, a runtime sending the request as a
+  raw WebSocket frame; against the raw MicroPython pty echo of an ACQUIRE frame. Target: p50
+  within 5x. Beside each request, one audit append + fdatasync on the same disk (the disk's
+  share). The same through the SDK (which checks the request against the schema before
+  sending), with the runtime in the engine's process, and through the virtual cable with the
+  runtime in the engine's process (the setup of the earlier figure).
 - Throughput: 16 runtimes, each acquiring and releasing in a loop, decisions per second with
   group commit against the same engine syncing every entry (interleaved windows, medians).
 - A guarded actuation (ResourceCommand through the engine: session, epoch and mode checked on
@@ -66,9 +67,10 @@ def _world():
 class EngineProcess:
     """bench.engine_proc in its own process: `url`, `stats()`, `close()`."""
 
-    def __init__(self, store, tokens, line="bare", sync="group"):
+    def __init__(self, store, tokens, line="bare", sync="group", grants=None):
+        more = ["--grants", str(grants)] if grants else []
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.engine_proc", store, json.dumps(tokens), "--line",
-                                      line, "--sync", sync], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      line, "--sync", sync] + more, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
@@ -131,9 +133,15 @@ def _auth_body(world, name="gps", mode="read"):
     return {"fay_id": world.A, "resource_id": world.res(name), "access_mode": mode, "credential": world.cred(world.dA)}
 
 
-async def _raw_latency(world, url, count, echo):
+async def _raw_latency(world, url, count, echo, disk=None):
+    """AuthRequest latencies, each beside an echo round trip and (with `disk`, a folder on the
+    store's disk) one audit append + fdatasync of a line of the same size, so all three share
+    the machine's moment."""
+    from capwarden.engine.audit import AuditLog
+
     rt = await RawRuntime("rt").open(url, "bench-token-1")
-    auth, raw = [], []
+    log = AuditLog(os.path.join(disk, "bench-audit.log")) if disk else None
+    auth, raw, syncs = [], [], []
     body = _auth_body(world)
     for i in range(count + 20):
         e = echo.rtt(ACQUIRE)
@@ -141,11 +149,31 @@ async def _raw_latency(world, url, count, echo):
         if reply["body"].get("result") != "granted":
             raise RuntimeError("AuthRequest not granted: %r" % reply["body"])
         await rt.call("SessionRelease", {"session_id": reply["body"]["session_id"]})
+        if log:
+            t0 = time.perf_counter()
+            log.record("acquire", "granted", "", runtime="rt", fay=world.A, resource=body["resource_id"], mode="read",
+                       session=reply["body"]["session_id"], credential=world.dA, credential_type="descriptor",
+                       key_id="acme-1", issuer="issuer:acme", epoch=i)
+            syncs.append(time.perf_counter() - t0)
         if i >= 20:
             auth.append(a)
             raw.append(e)
     await rt.close()
-    return auth, raw
+    if log:
+        log.close()
+        syncs = syncs[20:]
+    return auth, raw, syncs
+
+
+async def _inprocess_bare_latency(world, count, echo):
+    """The runtime in the engine's process (as in the earlier figure), the board on a bare pty."""
+    from bench import engine_proc
+
+    engine, server, stop = await engine_proc.start(world.store, {"rt": "bench-token-1"})
+    try:
+        return await _raw_latency(world, server.url, count, echo)
+    finally:
+        await stop()
 
 
 async def _sdk_latency(world, url, count, echo):
@@ -177,24 +205,6 @@ async def _inprocess_cable_latency(world, count):
             return await _sdk_latency(world, app.server.url, count, echo)
     finally:
         await app.stop()
-
-
-def _audit_sync(folder, count, echo):
-    from capwarden.engine.audit import AuditLog
-
-    log = AuditLog(os.path.join(folder, "bench-audit.log"))
-    appends, raw = [], []
-    for i in range(count + 20):
-        e = echo.rtt(ACQUIRE)
-        t0 = time.perf_counter()
-        log.record("acquire", "granted", "", runtime="rt", fay="fay:x", resource="terminal:x/sim/gps", mode="read",
-                   session="s%d" % i, credential="c", credential_type="descriptor", key_id="k", issuer="i", epoch=i)
-        a = time.perf_counter() - t0
-        if i >= 20:
-            appends.append(a)
-            raw.append(e)
-    log.close()
-    return appends, raw
 
 
 async def _throughput(world, url, tokens, seconds):
@@ -323,20 +333,24 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
 
     # ---- one request at a time ----
     with EngineProcess(world.store, tokens) as eng, EchoLoop() as echo:
-        auth, raw = asyncio.run(_raw_latency(world, eng.url, count, echo))
-        sdk, sdk_raw = asyncio.run(_sdk_latency(world, eng.url, count, echo))
+        auth, raw, appends = asyncio.run(_raw_latency(world, eng.url, count, echo, disk=world.folder))
+        sdk, sdk_raw = asyncio.run(_sdk_latency(world, eng.url, count, echo))[:2]
         guarded, unguarded, link = asyncio.run(_actuation_run(world, eng.url, count))
-        appends, append_raw = _audit_sync(world.store, count, echo)
     results.add("AuthRequest->AuthResult p50 (engine process, bare pty)", _us(median(auth)), "us",
                 baseline=_us(median(raw)), target="ratio <= 5",
-                note="granted, board lock and audit fdatasync included; raw WebSocket runtime; baseline: raw pty "
-                     "echo of an ACQUIRE frame, alternately")
+                note="granted, board lock and audit fdatasync included; raw WebSocket runtime in its own process; "
+                     "baseline: raw pty echo of an ACQUIRE frame, alternately")
     results.add("AuthRequest->AuthResult p99 (engine process, bare pty)", _us(percentile(auth, 99)), "us",
                 baseline=_us(percentile(raw, 99)))
+    results.add("audit append + fdatasync p50 (store's disk)", _us(median(appends)), "us", baseline=_us(median(raw)),
+                note="measured beside each AuthRequest above: the disk's share of it; baseline: the echo")
     results.add("AuthRequest->AuthResult p50 through the SDK", _us(median(sdk)), "us", baseline=_us(median(sdk_raw)),
                 note="the SDK checks each request against the schema before sending it")
-    results.add("audit append + fdatasync p50 (store's disk)", _us(median(appends)), "us",
-                baseline=_us(median(append_raw)), note="the disk's share of an AuthRequest; baseline: the echo")
+    with EchoLoop() as echo:
+        inp, inp_raw, _ = asyncio.run(_inprocess_bare_latency(world, count, echo))
+    results.add("AuthRequest->AuthResult p50, runtime in the engine's process, bare pty", _us(median(inp)), "us",
+                baseline=_us(median(inp_raw)),
+                note="no process hop between runtime and engine (as in the earlier figure), no cable")
     results.add("guarded actuation p50 (ResourceCommand through the engine)", _us(median(guarded)), "us",
                 baseline=_us(median(unguarded)), target="ratio <= 1",
                 note="session, epoch and mode checked on the board; baseline: mpremote raw-REPL exec of the same "
@@ -351,7 +365,8 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
     store2 = os.path.join(world.folder, "store-each")
     shutil.copytree(world.store, store2)
     many = {rid: tok for rid, tok in tokens.items() if rid != "rt"}
-    with EngineProcess(world.store, tokens, sync="group") as grp, EngineProcess(store2, tokens, sync="each") as each:
+    with EngineProcess(world.store, tokens, sync="group", grants=64) as grp, \
+            EngineProcess(store2, tokens, sync="each", grants=64) as each:
         rates = {"group": [], "each": []}
         syncs = {"group": [], "each": []}
         for _ in range(rounds):

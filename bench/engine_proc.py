@@ -19,7 +19,7 @@ import sys
 import time
 
 
-async def start(store, tokens, line="bare", sync="group", grants=1024):
+async def start(store, tokens, line="bare", sync="group", grants=None):
     """Start a board, the engine and its server in this process. Returns (engine, server, stop)."""
     from capwarden.engine.liveness import LivenessPolicy
 
@@ -27,7 +27,8 @@ async def start(store, tokens, line="bare", sync="group", grants=1024):
     if line == "cable":
         from capwarden.engine.app import EngineApp
 
-        app = EngineApp(store, "127.0.0.1:0", tokens, sim=True, heapsize="2M", sim_grants=grants, liveness=liveness)
+        app = EngineApp(store, "127.0.0.1:0", tokens, sim=True, heapsize="2M" if grants else None, sim_grants=grants,
+                        liveness=liveness)
         await app.start()
         engine, server, stop = app.engine, app.server, app.stop
     else:
@@ -38,7 +39,7 @@ async def start(store, tokens, line="bare", sync="group", grants=1024):
         from capwarden.link import Board, FdTransport
         from capwarden.sim import VirtualBoard
 
-        vb = VirtualBoard(heapsize="2M", grants=grants)
+        vb = VirtualBoard(heapsize="2M" if grants else "64K", grants=grants)
         vb.start()
         board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
         await board.open()
@@ -63,7 +64,7 @@ async def main(argv):
     p.add_argument("tokens")
     p.add_argument("--line", choices=("bare", "cable"), default="bare")
     p.add_argument("--sync", choices=("group", "each"), default="group")
-    p.add_argument("--grants", type=int, default=1024)
+    p.add_argument("--grants", type=int, default=None, help="the board's grant table (default 16, a small board's)")
     a = p.parse_args(argv)
     engine, server, stop = await start(a.store, json.loads(a.tokens), a.line, a.sync, a.grants)
     print(server.url, flush=True)
