@@ -140,8 +140,12 @@ async def _raw_latency(world, url, count, echo, disk=None):
     from capwarden.engine.audit import AuditLog
 
     rt = await RawRuntime("rt").open(url, "bench-token-1")
-    log = AuditLog(os.path.join(disk, "bench-audit.log")) if disk else None
-    auth, raw, syncs = [], [], []
+    logs = []
+    if disk:
+        grouped = AuditLog(os.path.join(disk, "bench-audit-grouped.log"))
+        grouped.group_commit(True)                  # as the server runs it (O_DIRECT where taken)
+        logs = [grouped, AuditLog(os.path.join(disk, "bench-audit-inline.log"))]   # page cache + fdatasync
+    auth, raw, syncs = [], [], ([], [])
     body = _auth_body(world)
     for i in range(count + 20):
         e = echo.rtt(ACQUIRE)
@@ -149,19 +153,20 @@ async def _raw_latency(world, url, count, echo, disk=None):
         if reply["body"].get("result") != "granted":
             raise RuntimeError("AuthRequest not granted: %r" % reply["body"])
         await rt.call("SessionRelease", {"session_id": reply["body"]["session_id"]})
-        if log:
+        for log, out in zip(logs, syncs):
             t0 = time.perf_counter()
             log.record("acquire", "granted", "", runtime="rt", fay=world.A, resource=body["resource_id"], mode="read",
                        session=reply["body"]["session_id"], credential=world.dA, credential_type="descriptor",
                        key_id="acme-1", issuer="issuer:acme", epoch=i)
-            syncs.append(time.perf_counter() - t0)
+            await log.durable()
+            if i >= 20:
+                out.append(time.perf_counter() - t0)
         if i >= 20:
             auth.append(a)
             raw.append(e)
     await rt.close()
-    if log:
+    for log in logs:
         log.close()
-        syncs = syncs[20:]
     return auth, raw, syncs
 
 
@@ -342,8 +347,12 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
                      "baseline: raw pty echo of an ACQUIRE frame, alternately")
     results.add("AuthRequest->AuthResult p99 (engine process, bare pty)", _us(percentile(auth, 99)), "us",
                 baseline=_us(percentile(raw, 99)))
-    results.add("audit append + fdatasync p50 (store's disk)", _us(median(appends)), "us", baseline=_us(median(raw)),
-                note="measured beside each AuthRequest above: the disk's share of it; baseline: the echo")
+    results.add("audit append + sync p50, as the engine does it", _us(median(appends[0])), "us",
+                baseline=_us(median(raw)), note="group commit: O_DIRECT into preallocated space, then fdatasync; "
+                                                "measured beside each AuthRequest above (the disk's share of it); "
+                                                "baseline: the echo")
+    results.add("audit append + fdatasync p50 through the page cache", _us(median(appends[1])), "us",
+                baseline=_us(median(appends[0])), note="the engine's way before; baseline: the row above")
     results.add("AuthRequest->AuthResult p50 through the SDK", _us(median(sdk)), "us", baseline=_us(median(sdk_raw)),
                 note="the SDK checks each request against the schema before sending it")
     with EchoLoop() as echo:
