@@ -5,11 +5,13 @@ credential and grant (epoch), outcome and reason, prev (the previous line's hash
 SHA-256 of the line without `hash`, in canonical JSON. Editing, removing or reordering any line
 breaks the chain at that point; `verify()` says where, and returns every entry before it.
 
-Durability: a line is written whole by one write() as it is recorded, so a crash of the process
-never loses it; it is on disk (fdatasync) before the decision is acknowledged. By default
-`record()` syncs before it returns. In group-commit mode (the server turns it on, because it
-waits for `durable()` before it sends anything) `record()` only writes, and the next
-`durable()` syncs every line written so far with one fdatasync: concurrent decisions share it.
+Durability: every line is on disk (fdatasync) before the decision it records is acknowledged.
+By default `record()` writes the whole line with one write() and syncs before it returns. In
+group-commit mode (the server turns it on, because it awaits `durable()` before it sends
+anything) `record()` only queues the line; one flush at the next turn of the event loop writes
+and syncs every line queued so far, so concurrent decisions share it. That flush writes through
+O_DIRECT into zeros preallocated ahead of the log (directlog.py), so that it costs the disk's
+cache flush alone; a crash loses only lines whose decision nobody was told about.
 
 A torn last line (a crash or power loss mid-write, before its sync, so never acknowledged) is
 reported with the entries before it. The engine does not start over it unless asked to repair:
