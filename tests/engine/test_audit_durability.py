@@ -378,3 +378,51 @@ def test_kill_9_mid_append_never_loses_an_acknowledged_entry(tmp_path, mode):
     repairs = [e for e in verify(path).entries if e["action"] == "audit_repair"]
     assert len(repairs) == repaired_next
     print("%s: %d of %d kills tore the last line" % (mode, torn_rounds, ROUNDS))
+
+
+def test_kill_9_of_serve_mid_traffic_loses_no_acknowledged_decision(world):
+    """The whole engine: runtimes acquire and release as fast as they can, `serve` is killed
+    with SIGKILL at a random moment, three times over one store. Every AuthResult and
+    SessionReleased a runtime received has its audit entry; the log verifies up to its end."""
+    from capwarden.errors import CapwardenError
+    from capwarden.sdk import connect
+    from conftest import TOKENS, Served
+
+    rnd = random.Random(1)
+    path = os.path.join(world.store, "audit.log")
+    granted, released = set(), set()
+    for round_ in range(3):
+        served = Served(world)
+        try:
+            async def traffic():
+                clients = [await connect(served.url, rid, TOKENS[rid]) for rid in ("rtA", "rtB")]
+
+                async def loop(c):
+                    try:
+                        while True:
+                            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+                            granted.add(s.session_id)
+                            await s.release()
+                            released.add(s.session_id)
+                    except (CapwardenError, ConnectionError, OSError):
+                        return                                   # the engine died under us
+
+                tasks = [asyncio.ensure_future(loop(c)) for c in clients for _ in range(3)]
+                await asyncio.sleep(0.3 + rnd.random() * 0.7)
+                served.proc.send_signal(signal.SIGKILL)
+                await asyncio.wait(tasks, timeout=30)
+                for c in clients:
+                    await c.close()
+
+            asyncio.run(traffic())
+        finally:
+            served.proc.kill()
+            served.proc.wait(timeout=30)
+        c = verify(path)
+        assert c.kind in (None, TORN), c.problem
+        if c.kind == TORN:
+            audit_mod.repair_torn_tail(path)
+        ok = {e["session"] for e in c.entries if e["action"] == "acquire" and e["outcome"] == "granted"}
+        ended = {e["session"] for e in c.entries if e["action"] == "terminate" and e.get("reason") == "released"}
+        assert granted and granted <= ok, "acknowledged grants missing from the log: %s" % (granted - ok)
+        assert released <= ended, "acknowledged releases missing from the log: %s" % (released - ended)
