@@ -16,10 +16,12 @@ examples:
   capwarden serve --store ./store --listen 127.0.0.1:8765 --board sim --runtime-token rt1=s3cret
   capwarden serve --store ./store --listen 0.0.0.0:8765 --port /dev/ttyACM0 \\
       --tls-cert cert.pem --tls-key key.pem --config ./engine.json --liveness motor=500/2000
+  capwarden serve --store ./store --listen 127.0.0.1:8765 --board sim --runtime-token rt1=s3cret-token \\
+      --board-setting failsafe_ms=2000 --board-setting link_loss_hold=led
 
 The config file (mode 600) keeps tokens out of the process list:
   {"runtimes": {"rt1": {"token": "s3cret-token", "fays": ["fay:0192..."]}},
-   "liveness": {"motor": "500/2000"}, "leeway": 60}
+   "liveness": {"motor": "500/2000"}, "leeway": 60, "board": {"failsafe_ms": 2000}}
 """
 
 
@@ -49,6 +51,11 @@ def register(sub):
     p.add_argument("--max-busy-ms", type=int, default=None, metavar="MS",
                    help="the longest busy marker a runtime's heartbeat may set, 0..600000 (default 60000): a "
                         "session in a long healthy operation is not suspended for that long")
+    p.add_argument("--board-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting given to every board at start and after a reset: failsafe_ms (no grant "
+                        "outlives that much host silence), failsafe_delay_ms (a lost lease waits that long for a "
+                        "heartbeat first, at most 30000), lock_delay_ms (safe hold after a lost holder), "
+                        "link_loss_hold=NAME[,NAME] (resources that keep their state on link loss; the rest go safe)")
     p.add_argument("--heapsize", default=None, help="virtual board heap (with --board sim)")
     p.set_defaults(func=main)
 
@@ -88,11 +95,13 @@ def main(args):
     from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
     from capwarden.errors import UsageError
 
-    from capwarden.engine import config
+    from capwarden.engine import boardconfig, config
 
     store = store_path(args)
     path = args.config or os.path.join(store, "engine.json")
-    tokens, bindings, live, leeway = config.load(path) if args.config or os.path.exists(path) else ({}, {}, [], None)
+    tokens, bindings, live, leeway, board = (config.load(path) if args.config or os.path.exists(path)
+                                             else ({}, {}, [], None, {}))
+    board.update(boardconfig.parse_items(args.board_setting))
     tokens.update(parse_tokens(args.runtime_token))
     leeway = args.leeway if args.leeway is not None else (60 if leeway is None else leeway)
     try:
@@ -108,7 +117,7 @@ def main(args):
                     fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),
                     ports=args.port or (), audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=err, leeway=leeway,
-                    max_busy_ms=max_busy)
+                    max_busy_ms=max_busy, board_settings=board)
 
     async def run():
         try:

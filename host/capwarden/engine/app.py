@@ -46,7 +46,8 @@ def hold_writer_lock(path, what):
 class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
-                 sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS):
+                 sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS,
+                 board_settings=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -68,6 +69,7 @@ class EngineApp:
         self.fay_bindings = fay_bindings
         self.leeway = leeway
         self.max_busy_ms = max_busy_ms
+        self.board_settings = board_settings or {}
         self._locks = []
         self.vboard = None
         self.boards = {}
@@ -109,7 +111,8 @@ class EngineApp:
             self.boards[name] = b
         self.engine = Engine(authorizer, self.boards, audit, liveness=self.liveness,
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
-                             fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms)
+                             fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms,
+                             board_settings=self.board_settings)
         await self.engine.start()
         self.server = await server.start(self.engine)
         return self

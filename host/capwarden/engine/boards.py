@@ -12,6 +12,7 @@ reconciled. Functions take the Engine, as liveness.py and handover.py do.
 import asyncio
 import logging
 
+from capwarden.engine import boardconfig
 from capwarden.engine.registry import LIVE
 from capwarden.errors import DeviceError, LinkError
 from capwarden.link import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
@@ -29,11 +30,13 @@ async def on_event(engine, h, ev):
         for s in engine.registry.on_board(h, ev.res):
             await engine.terminate(s, "resource_removed" if ev.state == "absent" else "resource_fault")
     elif isinstance(ev, Reset):
+        h.ring_next = 1                        # the ring is in the board's RAM: a reboot empties it
         for s in engine.registry.on_board(h):
             if s.state == "creating":
                 await engine.cancel(s)
             else:
                 await engine.terminate(s, "board_reset")
+        await boardconfig.reapply(engine, h)
     elif isinstance(ev, OrphanGrant):
         await orphan(engine, h, ev)
     elif isinstance(ev, LinkDown):
@@ -47,6 +50,26 @@ async def on_event(engine, h, ev):
         await reconcile(engine, h)
     elif isinstance(ev, Failsafe):
         await reconcile(engine, h)
+        await read_ring(engine, h)
+
+
+async def read_ring(engine, h):
+    """After a failsafe, the board's own record of what it did while the host was away (its
+    audit ring, faults.md 70) goes into the engine's audit log, entry by entry, from where the
+    last read stopped. Entries the ring overwrote before they were read are counted."""
+    try:
+        ring = await h.board.audit_ring(h.ring_next)
+    except (DeviceError, LinkError) as exc:
+        log.warning("board %s: its audit ring could not be read after a failsafe: %s", h.name, exc)
+        return
+    if ring.lost:
+        engine.audit.record("board_ring", "lost", "ring_overwritten", board=h.name, entries=ring.lost)
+    tokens = {s.token: s.session_id for s in engine.registry.on_board(h)}
+    for e in ring.entries:
+        engine.audit.record("board_ring", e.kind, e.reason, board=h.name, boot_id=h.board.info.boot_id,
+                            board_seq=e.seq, resource=e.name, session=tokens.get(e.session), epoch=e.epoch,
+                            board_ms=e.t_ms)
+        h.ring_next = e.seq + 1
 
 
 async def link_down(engine, h, why):

@@ -5,26 +5,29 @@ in a file readable by its owner only they are not.
     {
       "runtimes": {"rt1": {"token": "a-long-random-secret", "fays": ["fay:0192..."]}},
       "liveness": {"motor": "500/2000", "default": "1000/5000"},
-      "leeway": 60
+      "leeway": 60,
+      "board": {"failsafe_ms": 2000, "failsafe_delay_ms": 500, "link_loss_hold": ["led"]}
     }
 
 `capwarden serve` reads `--config FILE`, or STORE/engine.json when it exists; command-line
-options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`) or override it
-(`--leeway`).
+options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`, `--board-setting`) or
+override it (`--leeway`). "board" holds the settings given to every board (boardconfig.py).
 """
 
 import json
 import os
 import stat
 
+from capwarden.engine import boardconfig
 from capwarden.errors import UsageError
 
 MIN_TOKEN = 8
-KEYS = {"runtimes", "liveness", "leeway"}
+KEYS = {"runtimes", "liveness", "leeway", "board"}
 
 
 def load(path):
-    """(tokens, bindings, liveness items, leeway or None) from the file. Raises UsageError."""
+    """(tokens, bindings, liveness items, leeway or None, board settings) from the file.
+    Raises UsageError."""
     try:
         st = os.stat(path)
         with open(path) as f:
@@ -58,4 +61,5 @@ def load(path):
     leeway = obj.get("leeway")
     if leeway is not None and type(leeway) is not int:
         raise UsageError("%s: \"leeway\" is a number of seconds" % path)
-    return tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway
+    board = boardconfig.parse(obj.get("board", {}), "%s: \"board\"" % path)
+    return tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board

@@ -20,7 +20,7 @@ import logging
 import time
 
 from capshared.limits import mode_bits
-from capwarden.engine import boards, handover, liveness, protocol
+from capwarden.engine import boardconfig, boards, handover, liveness, protocol
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry
@@ -47,7 +47,7 @@ def _fingerprint(msg):
 class Engine:
     def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
                  clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None,
-                 max_busy_ms=liveness.MAX_BUSY_MS):
+                 max_busy_ms=liveness.MAX_BUSY_MS, board_settings=None):
         self.authorizer = authorizer
         self.terminal_id = authorizer.terminal_id
         self.registry = Registry(self.terminal_id, boards)
@@ -60,6 +60,7 @@ class Engine:
         self.wall = wall
         self.tick_s = tick_s
         self.max_busy_ms = max_busy_ms
+        self.board_settings = dict(board_settings or {})   # boardconfig: given at start and after a reset
         self.sessions = self.registry.sessions      # the registry's, named for readers and tools
         self.handlers = {
             "AuthRequest": self._auth_request, "Heartbeat": self._heartbeat, "SessionRelease": self._release,
@@ -73,6 +74,7 @@ class Engine:
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self):
         for h in self.registry.boards.values():
+            await boardconfig.apply(h.board, self.board_settings)   # refused: the engine does not start
             h.board.subscribe(lambda ev, h=h: self._on_board_event(h, ev))
             await self.reconcile(h)   # grants left by an engine that stopped within a lease: released
             if not h.board.up:

@@ -50,6 +50,7 @@ class BoardHandle:
         self.retired = set()    # session tokens the board must still be told to end
         self.down = None        # why the link is down, while it is (boards.link_down)
         self.reconcile_lock = asyncio.Lock()
+        self.ring_next = 1      # the board's audit-ring entry to read next (boards.read_ring)
 
 
 class Registry:
