@@ -33,12 +33,13 @@ from capwarden.sim import TO_BOARD, TO_HOST
 from . import invariants as inv
 from .invariants import Violation
 from .rig import (ANSWER_SLACK_S, BOARD_HB_MS, CREDENTIALS, DETECT_S, EXPIRE_STEP_S, GRACE_S, JUMP_S, LEASE_MS,
-                  LINK_RETRIES, LINK_TIMEOUT, RESOURCES, RUNTIME_HB_S, RUNTIMES, SETTLE_S, Creds, policy,
+                  LINK_RETRIES, LIVENESS, LINK_TIMEOUT, RESOURCES, RUNTIME_HB_S, RUNTIMES, SETTLE_S, Creds, policy,
                   shared_board)
 
 # How long after the engine has seen a revocation (or its wall clock passed an expiry) it may
-# still act on the old verdict: two ticks of its sweep (0.05 s each).
-CRED_GRACE_S = 0.1
+# still act on the old verdict: not at all. A command or a grant is checked at the moment of
+# use, not only by the next sweep of the timers.
+CRED_GRACE_S = 0.0
 # A revocation imported into the store must reach the engine within this.
 REVOCATION_SEEN_S = 2.0
 
@@ -73,6 +74,7 @@ def _step(rng):
         (2, lambda: ("revoke", rng.choice(list(CREDENTIALS)))),
         (1, lambda: ("expire",)),
         (3, lambda: ("silence", rt, rng.random() < 0.4)),
+        (4, lambda: ("tick",)),
         (2, lambda: ("reconnect", rt)),
         (3, lambda: ("retry_last", rt)),
         (8, lambda: _fault(rng)),
@@ -102,7 +104,8 @@ def _racer(rng):
     cred = rng.choice([k for k, v in CREDENTIALS.items() if v[0] == rt])
     return rng.choice((("acquire", rt, cred, res, "write", rng.choice((0, 800))), ("release", rt, rng.randrange(3)),
                        ("command", rt, rng.randrange(3)), ("heartbeat", rt),
-                       ("handover", rt, cred, res, "write"), ("answer_handover", rt, True)))
+                       ("handover", rt, cred, res, "write"), ("answer_handover", rt, True), ("expire",),
+                       ("revoke", cred)))
 
 
 def _fault(rng):
@@ -184,10 +187,9 @@ class _LogCapture(logging.Handler):
 
 
 class Runner:
-    def __init__(self, steps, trace=False):
+    def __init__(self, steps):
         self.steps = steps
-        self.trace_on = trace
-        self.trace = []
+        self.trace = []             # what happened, step by step (printed with a failure)
         self.violation = None
         self.steps_run = 0
 
@@ -598,6 +600,19 @@ class Runner:
         for o in others:
             await self._heartbeat_now(o)
 
+    async def do_tick(self):
+        """Time passes: the engine clock moves on by 0.8 of the heartbeat timeout, every runtime
+        that is not silenced heartbeating just before and just after (in time)."""
+        healthy = [o for o in self.rts.values() if not o.silent and o.connected]
+        for o in healthy:
+            await self._heartbeat_now(o)
+        for r in self.reqs:
+            if r.reply is None:
+                r.jumped = True
+        self.mono_offset += 0.8 * LIVENESS[1] / 1000.0
+        for o in healthy:
+            await self._heartbeat_now(o)
+
     async def do_reconnect(self, rt):
         rt = self.rts[rt] if isinstance(rt, str) else rt
         if not rt.connected:
@@ -706,7 +721,7 @@ class Runner:
                   "had ended" % (op, res, token, epoch))
 
     # ---- checking ------------------------------------------------------------------------------
-    async def check(self, final=False):
+    async def check(self):
         if self.violation:
             raise self.violation
         e = self.engine
@@ -755,11 +770,11 @@ class Runner:
         pending = [r for r in self.reqs if r.reply is None and not r.excused and not r.task.done()]
         for r in pending:
             await self.wait(r, max(0.0, r.sent + r.bound - time.monotonic()))
-        await self.check(final=True)
+        await self.check()
 
 
-def run(steps, trace=False):
-    return Runner(steps, trace).run()
+def run(steps):
+    return Runner(steps).run()
 
 
 # ---- shrinking -------------------------------------------------------------------------------
