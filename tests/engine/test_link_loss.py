@@ -123,3 +123,30 @@ def test_issue9_10_replies_lost_on_the_way_back_leave_no_grant(world, run, in_pr
         await a.close()
 
     run(scenario())
+
+
+def test_issue9_10_a_request_queued_on_a_board_that_dies_is_answered_at_once(world, run, in_process):
+    """A request waiting in the board's queue (wait_ms) when the board dies gets its answer when
+    the link is found down, not after its whole wait: a runtime is not left hanging for minutes."""
+    import time
+
+    async def scenario():
+        app = await in_process(lease_ms=600, board_heartbeat_ms=150)
+        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
+        await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        waiting = asyncio.ensure_future(b.request("AuthRequest", {
+            "fay_id": world.B, "resource_id": world.res("motor_left"), "access_mode": "write",
+            "credential": world.cred(world.dB), "wait_ms": 45000}))
+        await asyncio.sleep(0.5)                                  # queued on the board
+        assert not waiting.done()
+        t0 = time.monotonic()
+        os.killpg(app.vboard.proc.pid, signal.SIGKILL)
+        r = await asyncio.wait_for(waiting, 40)
+        assert r["result"] == "denied" and r["error_code"] == "E_DEVICE_UNREACHABLE", r
+        assert time.monotonic() - t0 < 30                        # not the 45 s it asked to wait (generous)
+        assert invariants.check(app.engine, app.audit_path) == []
+        await a.close()
+        await b.close()
+
+    run(scenario())

@@ -303,6 +303,14 @@ class Board:
     def _set_up(self, up, why):
         if up != self.up:
             self.up = up
+            if not up:
+                # A request the board queued would otherwise wait out its whole wait_ms (up to
+                # minutes) for an answer from a board that no longer answers anything: it fails
+                # now. Should the board grant it after all, that answer comes as an OrphanGrant.
+                exc = LinkTimeout("the board stopped answering (%s) while this request waited in its queue" % why)
+                for p in list(self._pending.values()):
+                    if p.queued and not p.future.done():
+                        p.future.set_exception(exc)
             self._emit(LinkUp(why) if up else LinkDown(why))
 
     def _emit(self, event):
