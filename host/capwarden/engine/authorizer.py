@@ -21,6 +21,7 @@ import logging
 import os
 
 from capwarden.credentials import Terminal
+from capwarden.errors import StoreError
 
 PURGE_EVERY_S = 60
 log = logging.getLogger("capwarden.engine")
@@ -41,6 +42,7 @@ class StoreAuthorizer:
         self.terminal_id = self.terminal.terminal_id
         self.terminal.revocations.listeners.append(self._revoked)
         self._stamps = self._file_stamps()
+        self._bad_stamps = None     # the revocation file's stamps when it last failed to read
         self.generation += 1
 
     def _file_stamps(self):
@@ -112,8 +114,18 @@ class StoreAuthorizer:
                 return False
             changed = True
         elif stamps[1] != self._stamps[1]:
+            try:
+                self.terminal.revocations.reload()    # listeners hear each new entry
+            except StoreError as exc:
+                # Revocations only ever add, so the last good view still holds every revocation
+                # it held; the file is read again on every sweep until it reads, said once.
+                if self._bad_stamps != stamps:
+                    self._bad_stamps = stamps
+                    log.error("the store's revocations changed but cannot be read (%s); keeping the previous "
+                              "list and trying again", exc)
+                return False
             self._stamps = stamps
-            self.terminal.revocations.reload()    # listeners hear each new entry
+            self._bad_stamps = None
             self.generation += 1
             changed = True
         if self._next_purge is None or now >= self._next_purge:
