@@ -5,7 +5,8 @@
   serial port is read) with a small board's 16-grant table, a runtime sending the request as a
   raw WebSocket frame; against the raw MicroPython pty echo of an ACQUIRE frame. Target: p50
   within 5x. One audit append + sync on the same disk, the engine's way and through the page
-  cache (the disk's share). The same through the SDK (which checks the request against the schema before
+  cache (the disk's share), and a bare WebSocket echo between two processes (the runtime hop's
+  floor). The same through the SDK (which checks the request against the schema before
   sending), with the runtime in the engine's process, and through the virtual cable with the
   runtime in the engine's process (the setup of the earlier figure).
 - Throughput: 16 runtimes, each acquiring and releasing in a loop, decisions per second with
@@ -53,6 +54,19 @@ async def main(store, tokens):
     print(json.dumps({"cpu": (c1 - c0) / (t1 - t0), "link_bps": (b1 - b0) / (t1 - t0), "sessions": sessions}), flush=True)
     await app.stop()
 asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+"""
+
+WS_ECHO = r"""
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    s = await serve(echo, "127.0.0.1", 0, compression=None, ping_interval=None)
+    print(s.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Future()
+asyncio.run(main())
 """
 
 ACQUIRE = codec.encode_frame("ACQUIRE", 1, {"res": 3, "modes": 1, "session": 7, "lease_ms": 3000, "wait_ms": 0})
@@ -335,6 +349,31 @@ async def _actuation_run(world, url, count):
         repl.close()
 
 
+async def _ws_echo(count, echo, text):
+    """A bare WebSocket echo between two processes (the same library, frame and loopback as the
+    runtime API), beside the pty echo: the floor of the runtime-to-engine hop."""
+    from websockets.asyncio.client import connect
+
+    proc = subprocess.Popen([sys.executable, "-c", WS_ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        ws = await connect("ws://127.0.0.1:%d" % port, compression=None, ping_interval=None)
+        hop, raw = [], []
+        for i in range(count + 20):
+            e = echo.rtt(ACQUIRE)
+            t0 = time.perf_counter()
+            await ws.send(text)
+            await ws.recv()
+            if i >= 20:
+                hop.append(time.perf_counter() - t0)
+                raw.append(e)
+        await ws.close()
+        return hop, raw
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _us(s):
     return round(s * 1e6, 1)
 
@@ -354,6 +393,10 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
             ratios.append(median(a) / median(r))
         sdk, sdk_raw = asyncio.run(_sdk_latency(world, eng.url, count, echo))
         grouped, inline, disk_raw = asyncio.run(_disk(world, world.folder, count, echo))
+        from capwarden.engine import protocol
+
+        hop, hop_raw = asyncio.run(_ws_echo(count, echo, protocol.dumps(protocol.make("AuthRequest", _auth_body(world),
+                                                                                      "rt"))))
         guarded, unguarded, link = asyncio.run(_actuation_run(world, eng.url, count))
     results.add("AuthRequest->AuthResult p50 (engine process, bare pty)", _us(median(auth)), "us",
                 baseline=_us(median(raw)), target="ratio <= 5",
@@ -367,6 +410,9 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
                                                      "(the disk's share of an AuthRequest); baseline: the echo")
     results.add("audit append + fdatasync p50 through the page cache", _us(median(inline)), "us",
                 baseline=_us(median(grouped)), note="the engine's way before; baseline: the row above")
+    results.add("WebSocket echo p50 between two processes", _us(median(hop)), "us", baseline=_us(median(hop_raw)),
+                note="an AuthRequest-sized text frame, same library and loopback: the floor of the runtime hop; "
+                     "baseline: the pty echo")
     results.add("AuthRequest->AuthResult p50 through the SDK", _us(median(sdk)), "us", baseline=_us(median(sdk_raw)),
                 note="the SDK checks each request against the schema before sending it")
     with EchoLoop() as echo:
