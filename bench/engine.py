@@ -84,7 +84,8 @@ class EngineProcess:
     def __init__(self, store, tokens, line="bare", sync="group", grants=None):
         more = ["--grants", str(grants)] if grants else []
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.engine_proc", store, json.dumps(tokens), "--line",
-                                      line, "--sync", sync] + more, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      line, "--sync", sync] + more, cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
                                      text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
@@ -296,17 +297,18 @@ class ReplBoard:
             shutil.rmtree(self.staged, ignore_errors=True)
 
 
-async def _actuation(world, url, count, repl, direct):
+async def _actuation(world, url, count, repl, direct, echo):
     """Alternately: the raw-REPL exec, the ResourceCommand through the engine, and the same
     ACTUATE frame sent by the host's link API straight to a board with no engine in between."""
-    from capshared.limits import MODE_WRITE
+    from capshared.limits import MODE_READ, MODE_WRITE
 
     rt = await RawRuntime("rt").open(url, "bench-token-1")
     reply, _ = await rt.call("AuthRequest", _auth_body(world, "motor_left", "write"))
     sid = reply["body"]["session_id"]
     ml = direct.resource_index("motor_left")
+    gps = direct.resource_index("gps")
     grant = await direct.acquire(ml, MODE_WRITE, 7, 600000)
-    guarded, raw, link = [], [], []
+    guarded, raw, link, locks, lock_raw = [], [], [], [], []
     for i in range(count + 20):
         v = 100 + i % 500
         t0 = time.perf_counter()
@@ -320,19 +322,26 @@ async def _actuation(world, url, count, repl, direct):
         t0 = time.perf_counter()
         await direct.actuate(ml, 7, grant.epoch, 1, v.to_bytes(2, "little"))
         d = time.perf_counter() - t0
+        le = echo.rtt(ACQUIRE)
+        t0 = time.perf_counter()
+        g2 = await direct.acquire(gps, MODE_READ, 8, 3000)
+        lk = time.perf_counter() - t0
+        await direct.release(gps, 8, g2.epoch)
         if i % 50 == 0:
             await rt.call("Heartbeat", {"session_ids": [sid]})
         if i >= 20:
             guarded.append(g)
             raw.append(e)
             link.append(d)
+            locks.append(lk)
+            lock_raw.append(le)
     await rt.call("SessionRelease", {"session_id": sid})
     await rt.close()
     await direct.release(ml, 7, grant.epoch)
-    return guarded, raw, link
+    return guarded, raw, link, locks, lock_raw
 
 
-async def _actuation_run(world, url, count):
+async def _actuation_run(world, url, count, echo):
     from capwarden.link import Board, FdTransport
     from capwarden.sim import VirtualBoard
 
@@ -342,7 +351,7 @@ async def _actuation_run(world, url, count):
             direct = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
             await direct.open()
             try:
-                return await _actuation(world, url, count, repl, direct)
+                return await _actuation(world, url, count, repl, direct, echo)
             finally:
                 await direct.close()
     finally:
@@ -397,7 +406,7 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
 
         hop, hop_raw = asyncio.run(_ws_echo(count, echo, protocol.dumps(protocol.make("AuthRequest", _auth_body(world),
                                                                                       "rt"))))
-        guarded, unguarded, link = asyncio.run(_actuation_run(world, eng.url, count))
+        guarded, unguarded, link, locks, lock_raw = asyncio.run(_actuation_run(world, eng.url, count, echo))
     results.add("AuthRequest->AuthResult p50 (engine process, bare pty)", _us(median(auth)), "us",
                 baseline=_us(median(raw)), target="ratio <= 5",
                 note="granted, board lock and audit sync included; raw WebSocket runtime in its own process; "
@@ -420,6 +429,10 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
     results.add("AuthRequest->AuthResult p50, runtime in the engine's process, bare pty", _us(median(inp)), "us",
                 baseline=_us(median(inp_raw)),
                 note="no process hop between runtime and engine (as in the earlier figure), no cable")
+    results.add("board lock p50, link API straight to the agent (no engine)", _us(median(locks)), "us",
+                baseline=_us(median(lock_raw)),
+                note="the ACQUIRE of an AuthRequest alone (16-grant board), the board's share of it; baseline: the "
+                     "pty echo of the same frame, alternately")
     results.add("guarded actuation p50 (ResourceCommand through the engine)", _us(median(guarded)), "us",
                 baseline=_us(median(unguarded)), target="ratio <= 1",
                 note="session, epoch and mode checked on the board; baseline: mpremote raw-REPL exec of the same "

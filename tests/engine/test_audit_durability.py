@@ -46,7 +46,8 @@ def test_defect_8_torn_last_line_keeps_every_entry_before_it(tmp_path):
 def test_defect_8_a_chain_break_before_a_torn_line_is_what_is_reported(tmp_path):
     path = str(tmp_path / "audit.log")
     lines = _log(path).splitlines(True)
-    open(path, "wb").write(b"".join(lines[:2] + [lines[2].replace(b"granted", b"denied")] + lines[3:4] + [lines[4][:30]]))
+    edited = lines[2].replace(b"granted", b"denied")
+    open(path, "wb").write(b"".join(lines[:2] + [edited] + lines[3:4] + [lines[4][:30]]))
     c = verify(path)
     assert c.kind == audit_mod.BROKEN and c.line == 3 and [e["seq"] for e in c.entries] == [1, 2]
 

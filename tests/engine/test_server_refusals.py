@@ -13,7 +13,8 @@ from conftest import TOKENS
 
 def test_a_malformed_frame_is_answered_and_audited_under_its_runtime(world, served, run):
     async def scenario():
-        async with websockets.connect(served.url, additional_headers={"Authorization": "Bearer " + TOKENS["rtB"]}) as ws:
+        auth = {"Authorization": "Bearer " + TOKENS["rtB"]}
+        async with websockets.connect(served.url, additional_headers=auth) as ws:
             for frame in ("not json", "[" * 100000):
                 await ws.send(frame)
                 r = json.loads(await asyncio.wait_for(ws.recv(), 10))
