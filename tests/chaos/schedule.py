@@ -580,6 +580,11 @@ class Runner:
         for c in self.creds.items.values():
             if c["not_after"] <= self.wall():
                 self.invalid_since.setdefault(c["id"], now)
+        # A runtime that has not noticed drives on at once, before any timer of the engine ran.
+        for rt in self.rts.values():
+            for s in rt.live(self.gen):
+                if self.creds.items[s.cred]["id"] in self.invalid_since:
+                    await self._command(rt, s)
 
     async def do_silence(self, rt, disconnect):
         """The runtime stops heartbeating for longer than its timeout (the engine clock jumps);
