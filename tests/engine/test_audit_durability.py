@@ -186,6 +186,21 @@ def test_group_commit_shares_one_sync_among_concurrent_decisions(tmp_path, direc
     assert log.pending == 0 and read(path)[1] is None and len(read(path)[0]) == 21
 
 
+def test_group_commit_flushes_an_entry_nobody_waits_for_within_a_turn(tmp_path, direct):
+    """A session ended by liveness while its runtime is away: nothing is sent, the entry still
+    reaches the disk at the next turn of the loop."""
+    path = str(tmp_path / "audit.log")
+    log = AuditLog(path)
+    log.group_commit(True)
+
+    async def main():
+        log.record("terminate", "done", "heartbeat_timeout", session="s1")
+        await asyncio.sleep(0)
+        return log.pending, [e.get("session") for e in read(path)[0]]
+
+    assert asyncio.run(main()) == (0, ["s1"])
+
+
 def test_group_commit_preallocates_zeros_and_a_restart_gives_them_back(tmp_path, direct):
     path = str(tmp_path / "audit.log")
     log = AuditLog(path)

@@ -241,8 +241,9 @@ class AuditLog:
     # ---- appending ------------------------------------------------------------------------------
     def record(self, action, outcome, reason="", **fields):
         """Append one entry and return it. Durable when this returns, except in group-commit mode,
-        where it is written (a crash of this process does not lose it) and `durable()` syncs it.
-        Raises StoreError if it cannot be written; the chain then stays at the last entry written."""
+        where it goes to disk with the flush at the next turn of the event loop, and `durable()`
+        waits for that. Raises StoreError if it cannot be written; the chain then stays at the
+        last entry written."""
         with self._lock:
             entry = {"seq": self.seq + 1, "ts": int(time.time()), "action": action, "outcome": outcome,
                      "reason": reason}
@@ -264,7 +265,7 @@ class AuditLog:
             self.seq, self.last = entry["seq"], entry["hash"]
             if self.path and not self._grouped:
                 self._sync_locked()
-            elif self._direct is not None and not self._flush_soon:
+            elif self.path and not self._flush_soon:
                 self._schedule_flush()
             return entry
 
