@@ -150,7 +150,7 @@ class Control:
         elif mid == W.END_SESSION:
             self._end_session(rid, d.u32(W.END_SESSION_SESSION), now)
         elif mid == W.GRANTS:
-            self._list(rid, d.u8(W.GRANTS_RES), d.u8(W.GRANTS_START))
+            self._list(rid, d.u8(W.GRANTS_RES), d.u16(W.GRANTS_START))
         elif mid == W.CONFIG:
             self._config(rid, d.u8(W.CONFIG_KEY), d.u32(W.CONFIG_VALUE))
         elif mid == W.SIM_PLUG:
@@ -183,7 +183,7 @@ class Control:
         e = self.link.enc
         e.begin(W.HEARTBEAT_R, rid)
         e.u32(seq)
-        e.u8(self.g.count())
+        e.u16(self.g.count())
         e.u16(self.failsafes & 0xFFFF)
         self.link.send()
 
@@ -398,8 +398,8 @@ class Control:
         e = self.link.enc
         e.begin(W.GRANTS_R, rid)
         e.u8(res)
-        e.u8(total)
-        e.u8(start)
+        e.u16(total)
+        e.u16(start)
         k = 0
         sent = 0
         for i in range(g.n_slots):

@@ -43,7 +43,7 @@ TABLE = (
                         ("to_session", "I"), ("modes", "B"), ("lease_ms", "I"))),
     ("HANDOVER_R", 0x92, (("res", "B"), ("to_session", "I"), ("epoch", "I"))),
     ("HEARTBEAT", 0x13, (("hb_seq", "I"),)),
-    ("HEARTBEAT_R", 0x93, (("hb_seq", "I"), ("grants", "B"), ("failsafes", "H"))),
+    ("HEARTBEAT_R", 0x93, (("hb_seq", "I"), ("grants", "H"), ("failsafes", "H"))),
     ("SUSPEND", 0x14, (("session", "I"), ("suspended", "B"))),
     ("SUSPEND_R", 0x94, (("session", "I"), ("suspended", "B"), ("grants", "B"))),
     ("ACTUATE", 0x15, (("res", "B"), ("session", "I"), ("epoch", "I"), ("op", "B"),
@@ -51,9 +51,9 @@ TABLE = (
     ("ACTUATE_R", 0x95, (("res", "B"), ("op", "B"), ("data", "s"))),
     ("END_SESSION", 0x16, (("session", "I"),)),
     ("END_SESSION_R", 0x96, (("session", "I"), ("released", "B"))),
-    ("GRANTS", 0x17, (("res", "B"), ("start", "B"))),
+    ("GRANTS", 0x17, (("res", "B"), ("start", "H"))),
     # entries: (session u32, epoch u32, modes u8) * n, at most GRANTS_PER_PAGE
-    ("GRANTS_R", 0x97, (("res", "B"), ("total", "B"), ("start", "B"), ("entries", "s"))),
+    ("GRANTS_R", 0x97, (("res", "B"), ("total", "H"), ("start", "H"), ("entries", "s"))),
     # The board's audit ring (faults.md 70): entries numbered from 1; up to AUDIT_PER_PAGE of
     # them from `from_seq` on (or from the oldest still held). count: entries ever recorded;
     # first: the number of the first entry returned. Entry: kind u8, res u8, reason u8,
