@@ -93,3 +93,32 @@ def test_sim_command_prints_a_port_that_answers_and_stops_cleanly(tmp_path):
     assert rc == 0
     time.sleep(0.1)
     assert list(tmp_path.iterdir()) == []  # staged firmware and the board's flash folder removed
+
+
+def test_ping_ring_shows_what_the_board_did_and_the_link_counts():
+    """`ping --ring` reads the board's audit ring (faults.md 70): a grant and its failsafe made
+    by an earlier host are there, with the link counters of both sides (issue 9, defect 11)."""
+    import asyncio
+
+    from capshared.limits import mode_bits
+    from capwarden.link import open_board
+    from capwarden.sim import VirtualBoard
+
+    with VirtualBoard() as vb:
+        async def grant_then_go_silent():
+            b = await open_board(vb.port)
+            g = await b.acquire(b.resource_index("motor_left"), mode_bits(["write"]), 4242, 200)
+            await asyncio.sleep(0.6)                     # the lease runs out: the board's failsafe
+            await b.close()
+            return g
+
+        g = asyncio.run(grant_then_go_silent())
+        out = cap("ping", "--port", vb.port, "--count", "1", "--ring", "--json")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert set(report["link"]) == {"board", "host"} and "stale" in report["link"]["board"]
+        kinds = [(e["kind"], e["name"], e["session"], e["epoch"]) for e in report["ring"]]
+        assert ("grant", "motor_left", 4242, g.epoch) in kinds
+        assert [k for k in kinds if k[0].startswith("failsafe")][-1][1:] == ("motor_left", 4242, g.epoch)
+        human = cap("ping", "--port", vb.port, "--count", "1", "--ring")
+        assert "audit ring" in human.stdout and "motor_left" in human.stdout and "link, board side" in human.stdout

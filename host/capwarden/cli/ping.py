@@ -8,12 +8,15 @@ from capwarden.cli._common import board_port, err, run
 
 HELP = """\
 Ping the CAP agent on a board: prints its announcement (agent version, board, boot id), its
-resource table, free heap, and round-trip times.
+resource table, free heap, round-trip times, and the link's counters on both sides (frames
+dropped for a bad CRC or framing, late copies refused). --ring adds the board's own audit ring:
+its last grants, ends, handovers and failsafes, with epochs and the board's ms clock.
 
 examples:
   capwarden ping --port /dev/ttyACM0
   capwarden ping --port sim --count 50          # start a virtual board just for this
   capwarden ping --port socket://192.0.2.1:2217 --json
+  capwarden ping --port /dev/ttyACM0 --ring      # what the board did last (after a failsafe)
 """
 
 
@@ -23,18 +26,23 @@ def register(sub):
     p.add_argument("--port", required=True, help="device: a serial port, any pyserial URL, ble://ADDR, or 'sim'")
     p.add_argument("--count", type=int, default=10, help="pings to send (default 10)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer (default 1)")
+    p.add_argument("--ring", action="store_true", help="also print the board's audit ring (faults.md 70)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="print every frame sent and received (stderr)")
     p.set_defaults(func=main)
 
 
-async def _ping(port, count, timeout):
+async def _ping(port, count, timeout, ring):
     from capwarden.link import open_board
 
     board = await open_board(port, timeout=timeout)
     try:
         results = [await board.ping() for _ in range(max(1, count))]
-        return board.info, results
+        stats = await board.stats()
+        link = {"board": {k: stats[k] for k in ("bad_crc", "bad_frame", "overrun", "lost", "dup", "replayed", "stale")},
+                "host": board.host_counts()}
+        entries = (await board.audit_ring()).entries if ring else None
+        return board.info, results, link, entries
     finally:
         await board.close()
 
@@ -49,7 +57,7 @@ def main(args):
         err("--count must be at least 1")
         return 2
     with board_port(args.port, quiet=args.json) as port:
-        info, results = run(_ping(port, args.count, args.timeout))
+        info, results, link, ring = run(_ping(port, args.count, args.timeout, args.ring))
     rtts = [r["rtt_s"] * 1000 for r in results]
     last = results[-1]
     if args.json:
@@ -58,6 +66,7 @@ def main(args):
             "protocol": info.protocol, "resources": [vars(r) for r in info.resources],
             "mem_free": last["mem_free"], "mem_alloc": last["mem_alloc"], "uptime_ms": last["uptime_ms"],
             "rtt_ms": {"min": min(rtts), "median": statistics.median(rtts), "max": max(rtts)}, "count": len(rtts),
+            "link": link, **({"ring": [vars(e) for e in ring]} if ring is not None else {}),
         }))
         return 0
     print("board %s, agent %s, protocol %d, boot id %08x, up %.1f s" % (
@@ -68,4 +77,11 @@ def main(args):
         print("  %-2d %-14s %-8s %-8s modes: %s" % (r.index, r.name, r.cls, r.state, ",".join(r.modes)))
     print("%d pings: round trip min %.3f ms, median %.3f ms, max %.3f ms" % (
         len(rtts), min(rtts), statistics.median(rtts), max(rtts)))
+    for side, counts in (("board", link["board"]), ("host", link["host"])):
+        print("link, %s side: %s" % (side, ", ".join("%s %d" % (k.replace("_", " "), v) for k, v in counts.items())))
+    if ring is not None:
+        print("audit ring (%d entries, oldest first):" % len(ring))
+        for e in ring:
+            print("  #%-5d %9.3f s  %-14s %-12s session %-10d epoch %-6d %s" % (
+                e.seq, e.t_ms / 1000, e.kind, e.name, e.session, e.epoch, e.reason))
     return 0

@@ -362,6 +362,11 @@ class Board:
     async def stats(self):
         return await self.request("STATS")
 
+    def host_counts(self):
+        """What the host's own decoder dropped or heard: the other half of STATS."""
+        d = self._decoder
+        return {"bad_crc": d.bad_crc, "bad_frame": d.bad_frame, "overrun": d.overrun, "interrupts": d.interrupts}
+
     async def acquire(self, res, modes, session, lease_ms, wait_ms=0):
         r = await self.request("ACQUIRE", {"res": res, "modes": modes, "session": session,
                                            "lease_ms": lease_ms, "wait_ms": wait_ms},
