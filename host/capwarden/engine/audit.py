@@ -404,8 +404,9 @@ class AuditLog:
         """Entries written but not yet synced."""
         return self.seq - self._synced_seq
 
-    async def durable(self):
-        """Return once every entry recorded so far is on disk. Raises StoreError.
+    async def durable(self, upto=None):
+        """Return once every entry recorded so far (up to seq `upto` when given) is on disk.
+        Raises StoreError.
 
         It first lets the event loop run the other tasks that are ready (the answers of a batch
         of board replies read together, say), so every decision that gets here in that turn
@@ -413,9 +414,9 @@ class AuditLog:
         runs on the loop's thread: handing it to a worker thread costs more (about 50 us here)
         than it saves at one request at a time.
         """
-        if self._synced_seq >= self.seq or not self.path:
+        target = self.seq if upto is None else min(upto, self.seq)
+        if self._synced_seq >= target or not self.path:
             return
-        target = self.seq
         await asyncio.sleep(0)
         if self._synced_seq >= target:
             return

@@ -15,6 +15,7 @@ reconciliation, `sessions.py` holds the state machine.
 
 import asyncio
 import base64
+import contextvars
 import json
 import logging
 import time
@@ -38,6 +39,11 @@ REQUESTS = {
 # The board already ended these grants itself (or moved them): nothing to release there.
 BOARD_ENDED = ("resource_removed", "resource_fault", "board_reset", "lease_expired", "failsafe", "handover",
                "board_unreachable")
+
+# Set by a handler whose answer needs only the audit entries up to this seq on disk (the rest
+# are facts recorded after the decision, synced with the next flush): read by the server in
+# the request's own task, after handle() returns. Unset: every entry recorded so far.
+ANSWER_SEQ = contextvars.ContextVar("ANSWER_SEQ", default=None)
 
 
 def _fingerprint(msg):
@@ -171,7 +177,8 @@ class Engine:
         if s is None:
             return {"resource_id": b["resource_id"], "access_mode": b["access_mode"], "result": "denied",
                     "error_code": decision.error_code, "error_message": decision.message}
-        return await self.lock(s, b.get("wait_ms", 0))
+        wait_ms = b.get("wait_ms", 0)
+        return await self.lock(s, wait_ms, audit_first=not wait_ms)
 
     def new_session(self, runtime_id, fay_id, resource_id, mode, credential, origin=None, action="acquire"):
         """(session in `creating`, decision) when the credential grants it and the resource is
@@ -203,9 +210,22 @@ class Engine:
         self.registry.add(s)
         return s, decision
 
-    async def lock(self, s, wait_ms=0):
-        """Take a checked session's lock on its board: the AuthResult body."""
+    async def lock(self, s, wait_ms=0, audit_first=False):
+        """Take a checked session's lock on its board: the AuthResult body.
+
+        `audit_first` (an AuthRequest that does not wait): the grant's audit entry is written
+        before the board is asked, so that its sync runs while the board answers; the board's
+        epoch follows in a `lock` entry, and a board that refuses gets its `denied` entry after
+        it (docs/DECISIONS.md, "The grant's audit entry before the board's lock").
+        """
         result = {"resource_id": s.resource_id, "access_mode": s.access_mode}
+        early = None
+        if audit_first:
+            try:
+                early = self._granted_entry(s, None)   # no epoch before the board's
+            except StoreError:
+                await self.cancel(s)          # nothing asked of the board yet
+                raise
         try:
             grant = await s.board.board.acquire(s.res, mode_bits([s.access_mode]), s.token, self.lease_ms, wait_ms)
         except DeviceError as exc:
@@ -233,12 +253,22 @@ class Engine:
         s.epoch = grant.epoch
         s.last_hb_mono = self.clock()
         self.move(s, "active", "granted")
-        ref = s.credential_ref
-        self.audit.record("acquire", "granted", "", runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
-                          mode=s.access_mode, session=s.session_id, credential=ref["id"], credential_type=ref["type"],
-                          key_id=ref["key_id"], issuer=ref["issuer_id"], epoch=s.epoch)
+        if early is None:
+            self._granted_entry(s, s.epoch)
+        else:
+            # The answer's own entry is `early` (on disk by the time the answer goes); the epoch
+            # is the board's fact, synced with the next flush, before anything else is answered.
+            self.audit.record("lock", "done", "", session=s.session_id, epoch=s.epoch)
+            ANSWER_SEQ.set(early["seq"])
         result.update(result="granted", **self.auth_fields(s))
         return result
+
+    def _granted_entry(self, s, epoch):
+        ref = s.credential_ref
+        return self.audit.record("acquire", "granted", "", runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
+                                 mode=s.access_mode, session=s.session_id, credential=ref["id"],
+                                 credential_type=ref["type"], key_id=ref["key_id"], issuer=ref["issuer_id"],
+                                 epoch=epoch)
 
     def auth_fields(self, s):
         return {"session_id": s.session_id, "granted_modes": list(s.granted_modes),

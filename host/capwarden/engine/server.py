@@ -8,7 +8,10 @@ gets exactly one final response; malformed input gets `Error`, and the connectio
 
 Nothing leaves before the audit entries recorded ahead of it are on disk: every send first
 awaits the audit log's `durable()`, so the log runs in group-commit mode while the server
-serves (decisions made while one fdatasync runs share the next one).
+serves (decisions made while one fdatasync runs share the next one). An answer whose handler
+named its own entry (engine.ANSWER_SEQ: a grant whose entry was written before the board was
+asked) waits for the entries up to that one; the board's epoch recorded after it goes to disk
+with the next flush, before any later answer or push.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ from websockets.asyncio.server import serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
 from capwarden.engine import protocol
+from capwarden.engine.engine import ANSWER_SEQ
 from capwarden.errors import StoreError, UsageError
 
 log = logging.getLogger("capwarden.engine")
@@ -122,12 +126,12 @@ class Server:
         runtime_id = self._runtime_of(ws.request)
         send_lock = asyncio.Lock()
 
-        async def send(msg):
+        async def send(msg, upto=None):
             async with send_lock:
                 audit = self._audit
                 if audit is not None and audit.pending:
                     try:
-                        await audit.durable()
+                        await audit.durable(upto)
                     except StoreError as exc:
                         # Not on disk, so not acknowledged: a response becomes an Error, a push is dropped.
                         log.error("%s", exc)
@@ -166,4 +170,7 @@ class Server:
             self.engine.disconnected(runtime_id, send)
 
     async def _serve_one(self, runtime_id, msg, send):
-        await send(await self.engine.handle(runtime_id, msg, origin=send))
+        reply = await self.engine.handle(runtime_id, msg, origin=send)
+        # The entries up to the answer's own (engine.ANSWER_SEQ, set in this task) when the
+        # handler named it, else every entry recorded so far, are on disk before it goes.
+        await send(reply, ANSWER_SEQ.get())
