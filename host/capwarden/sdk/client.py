@@ -5,7 +5,7 @@ import base64
 import inspect
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect
@@ -15,6 +15,12 @@ from capwarden.engine import protocol
 from capwarden.errors import CapError, LinkClosed
 
 log = logging.getLogger("capwarden.sdk")
+
+# What a long-running client keeps for reading back: the newest pushes of the connection and
+# the newest changes of each session (older ones are dropped, oldest first). A session itself
+# is forgotten when it ends (terminated, released, or unknown to the engine).
+PUSHES_KEPT = 256
+CHANGES_KEPT = 64
 
 
 class Session:
@@ -32,7 +38,7 @@ class Session:
         self.timeout_ms = body["heartbeat_timeout_ms"]
         self.state = "active"
         self.suspended = False
-        self.changes = []
+        self.changes = deque(maxlen=CHANGES_KEPT)
         self._callbacks = []
         self._ended = asyncio.get_running_loop().create_future()
 
@@ -60,7 +66,10 @@ class Session:
         """One heartbeat, sent from the caller's own loop (so a hung loop stops it, faults.md 10).
         Returns True while the engine knows the session. Raises CapError, LinkClosed."""
         body = await self.client.request("Heartbeat", {"session_ids": [self.session_id]})
-        return self.session_id in body["alive"]
+        if self.session_id not in body["alive"]:
+            self.client._forget(self.session_id)
+            return False
+        return True
 
     async def busy(self, ms):
         """A heartbeat saying a long but healthy operation is under way (faults.md 18): the
@@ -75,6 +84,7 @@ class Session:
 
     async def release(self):
         await self.client.request("SessionRelease", {"session_id": self.session_id})
+        self.client._forget(self.session_id)
 
     async def command(self, op, args=b""):
         """Run driver operation `op` with `args` on the resource; returns the answer bytes.
@@ -92,14 +102,15 @@ class Client:
         self._opener = opener
         self.runtime_id = runtime_id
         self.ws = None
-        self.sessions = {}
-        self.pushes = []
+        self.sessions = {}                      # live sessions only: dropped when they end
+        self.pushes = deque(maxlen=PUSHES_KEPT)  # the newest pushes, for reading back
         self._pending = {}
         self._offer = None
         self._reader = None
         # Changes pushed for a session whose AuthResult has not been read yet (a push and the
         # answer travel separately, so either can come first); applied when it is.
         self._early = OrderedDict()
+        self._gone = OrderedDict()    # ids of sessions forgotten lately: their late pushes are not early ones
 
     async def _open(self):
         self.ws = await self._opener()
@@ -137,15 +148,20 @@ class Client:
             protocol.validate(msg)
         except protocol.BadMessage as exc:
             raise CapError("E_MALFORMED_REQUEST", str(exc)) from None
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[msg["message_id"]] = fut
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        mid = msg["message_id"]
+        self._pending[mid] = fut
+        # A timer on the future itself, not wait_for: no Task per request.
+        timer = loop.call_later(timeout, _expire, fut, message_type, timeout)
         try:
             await self.ws.send(protocol.dumps(msg))
-            reply = await asyncio.wait_for(fut, timeout)
+            reply = await fut
         except ConnectionClosed:
             raise LinkClosed("the engine closed the connection") from None
         finally:
-            self._pending.pop(msg["message_id"], None)
+            timer.cancel()
+            self._pending.pop(mid, None)
         if raw:
             return reply
         if reply["message_type"] == "Error":
@@ -171,7 +187,10 @@ class Client:
         body = {"session_ids": [s.session_id for s in sessions]}
         if busy_ms is not None:
             body["busy_ms"] = int(busy_ms)
-        return await self.request("Heartbeat", body)
+        ack = await self.request("Heartbeat", body)
+        for sid in ack.get("unknown", ()):
+            self._forget(sid)                       # ended while no push reached us
+        return ack
 
     async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000):
         """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed."""
@@ -186,7 +205,15 @@ class Client:
         self.sessions[s.session_id] = s
         for body in self._early.pop(s.session_id, ()):
             s._changed(body)
+        if s.state == "terminated":
+            self._forget(s.session_id)
         return s
+
+    def _forget(self, session_id):
+        self.sessions.pop(session_id, None)
+        self._gone[session_id] = None
+        while len(self._gone) > PUSHES_KEPT:
+            self._gone.popitem(last=False)
 
     async def _read(self, ws):
         try:
@@ -207,7 +234,9 @@ class Client:
                         s = self.sessions.get(msg["body"]["session_id"])
                         if s:
                             s._changed(msg["body"])
-                        else:
+                            if s.state == "terminated":
+                                self._forget(s.session_id)
+                        elif msg["body"]["session_id"] not in self._gone:
                             self._early.setdefault(msg["body"]["session_id"], []).append(msg["body"])
                             while len(self._early) > 256:
                                 self._early.popitem(last=False)
@@ -236,6 +265,11 @@ class Client:
             await self.request("HandoverResponse", {"handover_id": offer["handover_id"], "accept": bool(accept)})
         except (CapError, LinkClosed):
             pass  # answered too late (the engine already rolled back), or the connection is gone
+
+
+def _expire(fut, message_type, timeout):
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError("no answer to %s within %s s" % (message_type, timeout)))
 
 
 async def connect(url, runtime_id, token, ssl=None, unix_path=None):
