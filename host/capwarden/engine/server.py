@@ -79,6 +79,7 @@ class Server:
             self._audit = None
         for rid in self.tokens:
             engine.add_runtime(rid)
+        protocol.validator()                     # compiled now, not in the first request's time
         # No permessage-deflate: frames are small, and compressing credentials next to data a
         # peer chooses is how BREACH-style attacks read secrets through TLS.
         kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None,
