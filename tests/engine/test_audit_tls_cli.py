@@ -72,7 +72,10 @@ def test_engine_decisions_are_audited(world, client, run):
     assert ("acquire", "granted", "") in kinds and ("terminate", "done", "released") in kinds
     assert ("acquire", "denied", "E_DESCRIPTOR_MODE_NOT_GRANTED") in kinds
     granted = [e for e in entries if e["outcome"] == "granted"][0]
-    assert granted["credential"] == world.dA and granted["fay"] == world.A and "epoch" in granted
+    # The board's epoch is in the session's lock entry, recorded when the board granted (the
+    # granted entry is written before the ACQUIRE goes out: docs/DECISIONS.md).
+    lock = [e for e in entries if e["action"] == "lock" and e.get("session") == granted["session"]]
+    assert granted["credential"] == world.dA and granted["fay"] == world.A and lock and "epoch" in lock[0]
     assert granted["key_id"] == "acme-1" and granted["issuer"] == "issuer:acme"   # attacks.md J77
     text = open(os.path.join(world.store, "audit.log")).read()
     assert not any(tok in text for tok in TOKENS.values())                     # no bearer token, ever
