@@ -210,3 +210,38 @@ def test_a_board_of_another_protocol_version_is_refused_with_a_reason():
 
     with pytest.raises(LinkError, match="flash it again"):
         asyncio.run(go())
+
+
+def test_one_lost_request_on_a_board_that_goes_on_answering_is_no_link_loss():
+    """A request whose every try is lost fails (LinkTimeout), but while the board goes on
+    answering others the link is not down: no LinkDown, so the engine ends no session on it.
+    A board that answers nothing at all is down (the test above)."""
+    from capwarden.link import LinkDown
+
+    def answer(f):
+        if f.name == "HELLO":
+            return [_hello(f.rid)]
+        if f.name == "HEARTBEAT":
+            return [codec.encode_frame("HEARTBEAT_R", f.rid, {"hb_seq": f.fields["hb_seq"], "grants": 0,
+                                                              "failsafes": 0})]
+        return []                                         # this board never answers a PING
+
+    async def go():
+        b = Board(FakeBoardTransport(answer), timeout=0.05, retries=2)
+        events = []
+        b.subscribe(events.append)
+        await b.open()
+
+        async def beat():
+            for n in range(1, 40):
+                await b.heartbeat(n)
+                await asyncio.sleep(0.01)
+
+        beating = asyncio.ensure_future(beat())
+        with pytest.raises(LinkTimeout):
+            await b.ping()
+        beating.cancel()
+        return b, events
+
+    b, events = asyncio.run(go())
+    assert b.up and not [e for e in events if isinstance(e, LinkDown)]

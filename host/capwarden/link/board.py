@@ -83,6 +83,7 @@ class Board:
         self.max_inflight = 0  # the most request bytes ever unanswered (<= the board's rx_buf)
         self._credit_waiters = []
         self._closed = False
+        self._last_rx = float("-inf")   # when the last frame came from the board (self.clock)
         self._refresh = None
         self._hb_base = 0          # the board's heartbeat high-water mark when we said HELLO
         self._settled = collections.OrderedDict()
@@ -136,6 +137,7 @@ class Board:
         loop = asyncio.get_running_loop()
         p = _Pending(name, fields, loop.create_future())
         self._pending[rid] = p
+        started = self.clock()
         try:
             for attempt in range(retries + 1):
                 wire = codec.frame_bytes(mid, rid, payload, self._next_seq())
@@ -150,7 +152,11 @@ class Board:
                     return p.future.result()
                 # No answer in time: retry with the same request id. A board that queued the
                 # request (QUEUED) had wait_ms more; a retry then replays its final answer.
-            self._set_up(False, "no answer to %s after %d tries" % (name, retries + 1))
+            if self._last_rx < started:
+                # Nothing at all came from the board meanwhile: the link is down. A board that
+                # went on speaking (heartbeats answered, events) lost this one request only,
+                # which fails; its leases and sessions are not at risk.
+                self._set_up(False, "no answer to %s after %d tries" % (name, retries + 1))
             raise LinkTimeout("the board did not answer %s within %.1f s (%d tries)" % (name, timeout, retries + 1))
         finally:
             self._release_credit(p)
@@ -224,6 +230,7 @@ class Board:
                 p.future.set_exception(exc)
 
     def _on_frame(self, f):
+        self._last_rx = self.clock()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("<- %s rid=%d seq=%d %r", f.name, f.rid, f.seq, f.fields)
         if not self.up and self.info is not None:
