@@ -100,7 +100,7 @@ def test_kill_9_serve_and_start_it_again_in_front_of_the_running_board():
 
         loop.run_until_complete(asyncio.wait_for(after_the_restart(), 60))
         entries = inv.audit_entries(os.path.join(creds.store, "audit.log"))   # the chain verifies across the kill
-        assert any(e["action"] == "acquire" and e["outcome"] == "granted" for e in entries)
+        assert any(e["action"] == "lock" and e["outcome"] == "granted" for e in entries)
     finally:
         for s in served:
             s.stop()

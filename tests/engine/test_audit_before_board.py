@@ -46,15 +46,17 @@ def test_grant_entry_is_on_disk_before_the_answer_and_the_epoch_follows(world, i
     app, s = run(scenario())
     (sid, synced, mine), _denied = seen
     assert sid == s.session_id
-    granted = [e for e in mine if e["action"] == "acquire" and e["outcome"] == "granted"]
+    granted = [e for e in mine if e["action"] == "acquire" and e["outcome"] == "authorized"]
     assert len(granted) == 1 and synced >= granted[0]["seq"]
     entries, problem = read(app.engine.audit.path)
     assert problem is None
     lock = [e for e in entries if e["action"] == "lock" and e.get("session") == s.session_id]
     assert len(lock) == 1 and lock[0]["seq"] > granted[0]["seq"] and lock[0]["epoch"] >= 1
+    assert lock[0]["outcome"] == "granted" and lock[0]["resource"] == granted[0]["resource"]
     ended = [e for e in entries if e["action"] == "terminate" and e.get("session") == s.session_id]
     assert ended[0]["epoch"] == lock[0]["epoch"]
-    # B's request: checked and granted by the engine, refused by the board, audited in that order.
+    # B's request: authorized by the engine, refused by the board, audited in that order; never
+    # "granted" (the demo's log read "granted" then "denied" for one request).
     of_b = [e for e in entries if e.get("fay") == world.B and e["action"] == "acquire"]
-    assert [(e["outcome"], e["reason"]) for e in of_b] == [("granted", ""), ("denied", "E_RESOURCE_BUSY")]
+    assert [(e["outcome"], e["reason"]) for e in of_b] == [("authorized", ""), ("denied", "E_RESOURCE_BUSY")]
     assert of_b[0]["session"] != s.session_id

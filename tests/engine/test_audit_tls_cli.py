@@ -69,11 +69,12 @@ def test_engine_decisions_are_audited(world, client, run):
     entries, problem = read(os.path.join(world.store, "audit.log"))
     assert problem is None
     kinds = [(e["action"], e["outcome"], e.get("reason")) for e in entries]
-    assert ("acquire", "granted", "") in kinds and ("terminate", "done", "released") in kinds
+    assert ("acquire", "authorized", "") in kinds and ("lock", "granted", "") in kinds
+    assert ("terminate", "done", "released") in kinds
     assert ("acquire", "denied", "E_DESCRIPTOR_MODE_NOT_GRANTED") in kinds
-    granted = [e for e in entries if e["outcome"] == "granted"][0]
+    granted = [e for e in entries if e["action"] == "acquire" and e["outcome"] == "authorized"][0]
     # The board's epoch is in the session's lock entry, recorded when the board granted (the
-    # granted entry is written before the ACQUIRE goes out: docs/DECISIONS.md).
+    # authorized entry is written before the ACQUIRE goes out: docs/DECISIONS.md).
     lock = [e for e in entries if e["action"] == "lock" and e.get("session") == granted["session"]]
     assert granted["credential"] == world.dA and granted["fay"] == world.A and lock and "epoch" in lock[0]
     assert granted["key_id"] == "acme-1" and granted["issuer"] == "issuer:acme"   # attacks.md J77

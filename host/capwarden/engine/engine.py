@@ -222,7 +222,7 @@ class Engine:
         early = None
         if audit_first:
             try:
-                early = self._granted_entry(s, None)   # no epoch before the board's
+                early = self._granted_entry(s, None)   # "authorized": no epoch before the board's
             except StoreError:
                 await self.cancel(s)          # nothing asked of the board yet
                 raise
@@ -258,14 +258,19 @@ class Engine:
         else:
             # The answer's own entry is `early` (on disk by the time the answer goes); the epoch
             # is the board's fact, synced with the next flush, before anything else is answered.
-            self.audit.record("lock", "done", "", session=s.session_id, epoch=s.epoch)
+            self.audit.record("lock", "granted", "", runtime=s.runtime_id, resource=s.resource_id,
+                              session=s.session_id, epoch=s.epoch)
             ANSWER_SEQ.set(early["seq"])
         result.update(result="granted", **self.auth_fields(s))
         return result
 
     def _granted_entry(self, s, epoch):
         ref = s.credential_ref
-        return self.audit.record("acquire", "granted", "", runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
+        # Written before the board was asked (epoch None), the entry says what the engine
+        # decided, "authorized"; the board's answer follows (lock granted, or acquire denied).
+        # Written after, it says what happened, "granted". "granted" always means the board did.
+        return self.audit.record("acquire", "granted" if epoch is not None else "authorized", "",
+                                 runtime=s.runtime_id, fay=s.fay_id, resource=s.resource_id,
                                  mode=s.access_mode, session=s.session_id, credential=ref["id"],
                                  credential_type=ref["type"], key_id=ref["key_id"], issuer=ref["issuer_id"],
                                  epoch=epoch)
