@@ -80,3 +80,23 @@ def test_sdk_request_timeout_raises_and_leaves_nothing_pending(world, in_process
             await c.close()
 
     run(scenario())
+
+
+def test_a_session_reported_unknown_before_its_push_still_hears_it_ended(world, in_process, run):
+    """A heartbeat can report a session unknown before the engine's terminated push reaches the
+    client (the demo hung on it in a CI run: Session.ended() waited forever, the client having
+    forgotten the session and dropped its push). Forgetting keeps it reachable by late pushes."""
+    async def scenario():
+        app = await in_process()
+        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        try:
+            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            c._forget(s.session_id)                  # as a heartbeat answering "unknown" does
+            assert s.session_id not in c.sessions
+            await c.request("FayTerminated", {"fay_id": world.A})
+            assert await s.ended(timeout=10) == "fay_terminated"
+            assert c.sessions == {}
+        finally:
+            await c.close()
+
+    run(scenario())

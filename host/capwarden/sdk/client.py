@@ -110,7 +110,7 @@ class Client:
         # Changes pushed for a session whose AuthResult has not been read yet (a push and the
         # answer travel separately, so either can come first); applied when it is.
         self._early = OrderedDict()
-        self._gone = OrderedDict()    # ids of sessions forgotten lately: their late pushes are not early ones
+        self._gone = OrderedDict()    # sessions forgotten lately (bounded): their late pushes still reach them
 
     async def _open(self):
         self.ws = await self._opener()
@@ -210,8 +210,10 @@ class Client:
         return s
 
     def _forget(self, session_id):
-        self.sessions.pop(session_id, None)
-        self._gone[session_id] = None
+        # Kept among the gone (bounded) so that a push still on its way reaches it: a heartbeat
+        # can report a session unknown before the engine's terminated push arrives, and a caller
+        # waiting in Session.ended() must still hear it.
+        self._gone[session_id] = self.sessions.pop(session_id, None) or self._gone.get(session_id)
         while len(self._gone) > PUSHES_KEPT:
             self._gone.popitem(last=False)
 
@@ -231,7 +233,7 @@ class Client:
                 self.pushes.append(msg)
                 try:
                     if mtype == "SessionStateChanged":
-                        s = self.sessions.get(msg["body"]["session_id"])
+                        s = self.sessions.get(msg["body"]["session_id"]) or self._gone.get(msg["body"]["session_id"])
                         if s:
                             s._changed(msg["body"])
                             if s.state == "terminated":
