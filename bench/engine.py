@@ -81,8 +81,9 @@ def _world():
 class EngineProcess:
     """bench.engine_proc in its own process: `url`, `stats()`, `close()`."""
 
-    def __init__(self, store, tokens, line="bare", sync="group", grants=None):
+    def __init__(self, store, tokens, line="bare", sync="group", grants=None, baud=None):
         more = ["--grants", str(grants)] if grants else []
+        more += ["--baud", str(baud)] if baud else []
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.engine_proc", store, json.dumps(tokens), "--line",
                                       line, "--sync", sync] + more, cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
@@ -260,9 +261,12 @@ async def _throughput(world, url, tokens, seconds):
 
 class ReplBoard:
     """The unguarded baseline: the sim board's driver module on MicroPython without the agent, on
-    a bare pty, driven by mpremote's transport in one raw-REPL session (entered once)."""
+    a bare pty, driven by mpremote's transport in one raw-REPL session (entered once).
 
-    def __init__(self):
+    baud: the line paced at this rate by a virtual cable between mpremote's pty and the board's,
+    as the guarded side's board line is in the same measurement."""
+
+    def __init__(self, baud=None):
         from mpremote.transport_serial import SerialTransport
 
         from capwarden.sim import firmware
@@ -275,8 +279,21 @@ class ReplBoard:
         # MicroPython on the master side, so that mpremote opens the other end by its path.
         self.proc = subprocess.Popen([micropython_exe(), "-X", "heapsize=2M"], stdin=master, stdout=master,
                                      stderr=master, cwd=self.staged, close_fds=True)
-        self._fds = (master, slave)
-        self.t = SerialTransport(os.ttyname(slave), baudrate=115200)
+        self._fds = [master, slave]
+        self.cable = None
+        port = os.ttyname(slave)
+        if baud:
+            from capwarden.sim.cable import VirtualCable
+
+            # The board keeps the first pty (its master end); mpremote opens a second pty, and
+            # the cable joins the two masters at `baud`.
+            hm, hs = pty.openpty()
+            tty.setraw(hm)
+            tty.setraw(hs)
+            self._fds += [hm, hs]
+            self.cable = VirtualCable(hm, slave, baud=baud).start()
+            port = os.ttyname(hs)
+        self.t = SerialTransport(port, baudrate=115200)
         self.t.enter_raw_repl(soft_reset=False)
         self.t.exec("from board import SimMotor\nm = SimMotor('motor_left')\na = bytearray(2)\no = bytearray(8)")
 
@@ -290,6 +307,8 @@ class ReplBoard:
             self.t.exit_raw_repl()
             self.t.close()
         finally:
+            if self.cable:
+                self.cable.close()
             self.proc.kill()
             self.proc.wait()
             for fd in self._fds:
@@ -356,6 +375,37 @@ async def _actuation_run(world, url, count, echo):
                 await direct.close()
     finally:
         repl.close()
+
+
+async def _actuation_paced(world, url, count, baud):
+    """The guarded actuation against the raw-REPL exec with both boards' lines paced at `baud`
+    (a UART board's line, and mpremote's default rate): alternately, one open session each."""
+    rt = await RawRuntime("rt").open(url, "bench-token-1")
+    reply, _ = await rt.call("AuthRequest", _auth_body(world, "motor_left", "write"))
+    sid = reply["body"]["session_id"]
+    repl = ReplBoard(baud=baud)
+    guarded, raw = [], []
+    try:
+        for i in range(count + 5):
+            v = 100 + i % 500
+            t0 = time.perf_counter()
+            if repl.set_speed(v) != v:
+                raise RuntimeError("the raw REPL did not set the speed")
+            e = time.perf_counter() - t0
+            args = base64.urlsafe_b64encode(v.to_bytes(2, "little")).rstrip(b"=").decode()
+            reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": args})
+            if reply["message_type"] != "ResourceCommandResult":
+                raise RuntimeError("ResourceCommand refused: %r" % reply["body"])
+            if i % 20 == 0:
+                await rt.call("Heartbeat", {"session_ids": [sid]})
+            if i >= 5:
+                guarded.append(g)
+                raw.append(e)
+    finally:
+        repl.close()
+    await rt.call("SessionRelease", {"session_id": sid})
+    await rt.close()
+    return guarded, raw
 
 
 async def _ws_echo(count, echo, text):
@@ -442,6 +492,16 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
                 baseline=_us(median(unguarded)),
                 note="the same ACTUATE checked on the board (session, epoch, mode), sent by capwarden.link.Board with "
                      "no engine in between; baseline: the raw-REPL exec")
+
+    # ---- the same on a paced line, as a UART board's ----
+    baud = 115200
+    with EngineProcess(world.store, tokens, baud=baud) as eng:
+        paced, paced_raw = asyncio.run(_actuation_paced(world, eng.url, 60, baud))
+    results.add("guarded actuation p50 at %d baud (ResourceCommand through the engine)" % baud,
+                round(median(paced) * 1e3, 3), "ms", baseline=round(median(paced_raw) * 1e3, 3), target="ratio <= 1",
+                note="both boards' lines paced by the virtual cable at %d baud (10 bits a byte), alternately; "
+                     "baseline: the raw-REPL exec of the same driver call, its code text and REPL prompts on the "
+                     "line; the ACTUATE frame is shorter" % baud)
 
     # ---- many runtimes at once: group commit against one fdatasync per entry ----
     store2 = os.path.join(world.folder, "store-each")

@@ -1,6 +1,6 @@
 """An engine process for the benchmarks, as `capwarden serve` runs one, in front of a virtual board.
 
-    python -m bench.engine_proc STORE TOKENS_JSON [--line bare|cable] [--sync group|each]
+    python -m bench.engine_proc STORE TOKENS_JSON [--line bare|cable] [--sync group|each] [--baud N]
 
 `--line bare`: the host reads the board's pty directly (no cable relay thread), as it reads a USB
 serial port, like for like with the raw echo baseline; `cable`: through the virtual cable, as
@@ -19,8 +19,11 @@ import sys
 import time
 
 
-async def start(store, tokens, line="bare", sync="group", grants=None):
-    """Start a board, the engine and its server in this process. Returns (engine, server, stop)."""
+async def start(store, tokens, line="bare", sync="group", grants=None, baud=None):
+    """Start a board, the engine and its server in this process. Returns (engine, server, stop).
+
+    baud: the board's line paced at this rate by the virtual cable (as a UART board's is), the
+    host reading the cable's pty; None for the bare pty."""
     from capwarden.engine.liveness import LivenessPolicy
 
     liveness = LivenessPolicy(default=(1000, 5000))
@@ -39,9 +42,14 @@ async def start(store, tokens, line="bare", sync="group", grants=None):
         from capwarden.link import Board, FdTransport
         from capwarden.sim import VirtualBoard
 
-        vb = VirtualBoard(heapsize="2M" if grants else "64K", grants=grants)
+        from capwarden.link import open_transport
+
+        vb = VirtualBoard(heapsize="2M" if grants else "64K", grants=grants, baud=baud)
         vb.start()
-        board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
+        if baud:
+            board = Board(open_transport(vb.port), timeout=0.5, retries=3)
+        else:
+            board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
         await board.open()
         engine = Engine(StoreAuthorizer(store), {board.info.name: board}, AuditLog(os.path.join(store, "audit.log")),
                         liveness=liveness)
@@ -65,8 +73,9 @@ async def main(argv):
     p.add_argument("--line", choices=("bare", "cable"), default="bare")
     p.add_argument("--sync", choices=("group", "each"), default="group")
     p.add_argument("--grants", type=int, default=None, help="the board's grant table (default 16, a small board's)")
+    p.add_argument("--baud", type=int, default=None, help="pace the board's line (bare line only)")
     a = p.parse_args(argv)
-    engine, server, stop = await start(a.store, json.loads(a.tokens), a.line, a.sync, a.grants)
+    engine, server, stop = await start(a.store, json.loads(a.tokens), a.line, a.sync, a.grants, a.baud)
     print(server.url, flush=True)
     loop = asyncio.get_running_loop()
     while True:
