@@ -2,16 +2,19 @@
 
 Each subcommand lives in its own module under this package and exposes
 `register(subparsers)`, which adds its parser and sets `func` to a callable taking the parsed
-arguments and returning an exit code. Exit codes (S4): 0 done or granted, 1 denied or invalid
-input, 2 usage error.
+arguments and returning an exit code. Exit codes (S4, and docs/cli.md): 0 done or granted,
+1 denied or invalid input, 2 usage error, 130 interrupted; the full rule is in _common.
 """
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from capwarden import __version__
-from capwarden.errors import CapwardenError
+from capwarden.cli._common import (EXIT_DENIED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error_line, failure_object,
+                                   json_printed, json_reset, print_json)
+from capwarden.errors import CapwardenError, UsageError
 
 # Subcommand modules, in the order `--help` lists them. A fixed list: no plugin discovery.
 COMMANDS = (
@@ -29,6 +32,8 @@ COMMANDS = (
     "sim",
     "flash",
     "ping",
+    "ports",
+    "id",
     "demo",
 )
 
@@ -37,53 +42,98 @@ capwarden: who controls which piece of hardware right now, provably.
 
 Credentials: init, keys, issue, revoke, descriptors, revocations, verify, inspect.
 Engine:      serve (the runtime API), request (a runtime from the shell), audit.
-Boards:      sim (the virtual board), flash (deploy the agent), ping.
+Boards:      sim (the virtual board), flash (deploy the agent), ping, ports.
+Identity:    id new fay|terminal.
+"""
+
+EPILOG = """\
+Run 'capwarden COMMAND --help' for each command's options and examples.
+exit codes: 0 done or granted, 1 denied or invalid input, 2 usage error, 130 interrupted.
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises UsageError instead of exiting, so that
+    main() reports it like every other failure (exit 2, and one object with --json)."""
+
+    def error(self, message):
+        raise _ParseError(self, message)
+
+
+class _ParseError(UsageError):
+    def __init__(self, parser, message):
+        super().__init__(message)
+        self.parser = parser
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="capwarden",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'capwarden COMMAND --help' for each command's options and examples.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version="capwarden " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        # A module missing from the install is a broken install, said at once, not a command
+        # silently gone from --help.
         try:
             module = importlib.import_module("capwarden.cli." + name)
         except ModuleNotFoundError as exc:
             if exc.name != "capwarden.cli." + name:
                 raise
-            continue  # command not built yet in this checkout
+            raise CapwardenError("the command %r is missing from this installation (no module %s): "
+                                 "reinstall capwarden" % (name, exc.name)) from None
         module.register(sub)
     return parser
 
 
+def _command_of(argv):
+    return next((a for a in argv if a in COMMANDS), "")
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one command; returns its exit code (the table in _common and docs/cli.md)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    wants_json = "--json" in argv
+    json_reset()
+    command = _command_of(argv)
     try:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        except SystemExit as exc:       # --help and --version: argparse printed them
+            return exc.code if isinstance(exc.code, int) else 0
+        command = args.command or command
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return _fail(command, UsageError("give a command"), EXIT_USAGE, wants_json)
         return int(args.func(args) or 0)
+    except _ParseError as exc:
+        if not wants_json:
+            exc.parser.print_usage(sys.stderr)
+        return _fail(command, exc, EXIT_USAGE, wants_json)
     except CapwardenError as exc:
-        print("capwarden %s: %s" % (args.command, exc), file=sys.stderr)
-        return exc.exit_code
+        return _fail(command, exc, exc.exit_code, wants_json)
     except RecursionError:
         # Every parser of outside input refuses deep nesting with its own error (the credential
         # layer's strict JSON and CBOR): this is the last guard, so that no input ever ends in a
         # traceback. Input nested too deeply is invalid input (S4: exit 1).
-        print("capwarden %s: the input is nested too deeply to be read" % args.command, file=sys.stderr)
-        return 1
+        return _fail(command, CapwardenError("the input is nested too deeply to be read"), EXIT_DENIED, wants_json)
     except KeyboardInterrupt:
-        print("capwarden %s: interrupted" % args.command, file=sys.stderr)
-        return 130
+        return _fail(command, CapwardenError("interrupted"), EXIT_INTERRUPTED, wants_json)
     except BrokenPipeError:  # output piped into head(1) and the like: not an error
-        sys.stderr.close()
-        return 0
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        return EXIT_OK
+
+
+def _fail(command, exc, code, wants_json):
+    print(error_line(command, exc), file=sys.stderr, flush=True)
+    if wants_json and not json_printed():
+        print_json(failure_object(exc, code))
+    return code
 
 
 if __name__ == "__main__":

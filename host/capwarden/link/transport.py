@@ -203,3 +203,64 @@ class FdTransport(Transport):
     async def close(self):
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self.fd)
+
+
+# ---- finding a board: USB serial ports, the boards we support first ---------------------------
+
+# (VID, PID or None for any) -> what is likely behind it. From boards/*/README.md: pico_camera is
+# an RP2040 on USB CDC; esp32_drone's UART0 sits behind one of the usual USB-serial bridges, or
+# the ESP32-S2/S3/C3 native USB.
+SUPPORTED_USB = (
+    (0x2E8A, None, "Raspberry Pi RP2040/RP2350 (boards/pico_camera)"),
+    (0x303A, None, "Espressif native USB (ESP32-S2/S3/C3; boards/esp32_drone)"),
+    (0x10C4, 0xEA60, "Silicon Labs CP210x bridge (ESP32 dev boards; boards/esp32_drone)"),
+    (0x1A86, 0x7523, "WCH CH340 bridge (ESP32 dev boards; boards/esp32_drone)"),
+    (0x1A86, 0x55D4, "WCH CH9102 bridge (ESP32 dev boards; boards/esp32_drone)"),
+    (0x0403, 0x6001, "FTDI FT232R bridge (ESP32 dev boards; boards/esp32_drone)"),
+    (0x0403, 0x6015, "FTDI FT231X bridge (ESP32 dev boards; boards/esp32_drone)"),
+)
+
+AUTO = "auto"
+
+
+def supported_board(vid, pid):
+    """The description of a supported board behind USB VID:PID, or None."""
+    if vid is None:
+        return None
+    for v, p, what in SUPPORTED_USB:
+        if vid == v and (p is None or pid == p):
+            return what
+    return None
+
+
+def list_ports(comports=None):
+    """Serial ports as dicts (device, vid, pid, serial_number, description, supported), the
+    ones whose USB VID/PID belongs to a board we support first. `comports` is for tests (a
+    callable like serial.tools.list_ports.comports)."""
+    if comports is None:
+        from serial.tools.list_ports import comports
+    out = []
+    for p in comports():
+        vid, pid = getattr(p, "vid", None), getattr(p, "pid", None)
+        out.append({"device": p.device, "vid": vid, "pid": pid,
+                    "usb": "%04x:%04x" % (vid, pid) if vid is not None and pid is not None else None,
+                    "serial_number": getattr(p, "serial_number", None),
+                    "description": getattr(p, "description", None) or "",
+                    "supported": supported_board(vid, pid)})
+    out.sort(key=lambda r: (r["supported"] is None, r["device"]))
+    return out
+
+
+def resolve_port(port, comports=None):
+    """`port` itself, or for 'auto' the one serial port with a supported board's USB VID/PID.
+    Raises LinkError when there is none, or more than one (name it then)."""
+    if port != AUTO:
+        return port
+    found = [p for p in list_ports(comports) if p["supported"]]
+    if len(found) == 1:
+        return found[0]["device"]
+    if not found:
+        raise LinkError("--port auto: no serial port with the USB id of a supported board (RP2040 2e8a, "
+                        "ESP32 bridges 10c4/1a86/0403, Espressif 303a); run 'capwarden ports' to see every port")
+    raise LinkError("--port auto: %d supported boards are plugged in (%s); name one with --port"
+                    % (len(found), ", ".join(p["device"] for p in found)))
