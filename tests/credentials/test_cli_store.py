@@ -26,6 +26,7 @@ def flow(tmp_path, capsys, monkeypatch):
     code, out, _ = run(capsys, "init", "--store", "st", "--json")
     assert code == 0
     tid = json.loads(out)["terminal_id"]
+    os.mkdir("k")      # --out never creates a folder (issue 11 item 9)
     assert run(capsys, "keys", "generate", "--algorithm", "ed25519", "--key-id", "acme-1", "--issuer", "issuer:acme",
                "--valid-from", "0", "--out", "k/acme")[0] == 0
     assert run(capsys, "keys", "generate", "--algorithm", "ecdsa-p256-sha256", "--key-id", "tix-1", "--issuer",
@@ -78,7 +79,8 @@ def test_bad_input_is_a_clean_error(flow, capsys, tmp_path):
     assert code == 2 and "cannot read descriptor missing.cap" in err
     code, _, err = run(capsys, "issue", "descriptor", "--key", "k/acme.key", "--fay", "bob", "--terminal", flow["tid"],
                        "--grant", "sim/camera=read", "--out", "x.cap")
-    assert code == 1 and "subject_fay_id" in err and not os.path.exists("x.cap")
+    # A malformed argument is a usage error that names the format with an example (issue 11.3, 11.4).
+    assert code == 2 and "--fay must be a Fay_ID" in err and "e.g. fay:" in err and not os.path.exists("x.cap")
     code, _, err = run(capsys, "issue", "descriptor", "--key", "k/acme.key", "--fay", flow["fay"], "--terminal",
                        flow["tid"], "--grant", "no-equals-sign", "--out", "x.cap")
     assert code == 2 and "PATTERN=MODE" in err
@@ -88,7 +90,7 @@ def test_bad_input_is_a_clean_error(flow, capsys, tmp_path):
     assert code == 1 and json.loads(out)["error_code"] == "E_DESCRIPTOR_MALFORMED"
     code, _, err = run(capsys, "verify", "--store", "nowhere", "--fay", flow["fay"], "--resource", flow["res"],
                        "--mode", "read", "--descriptor-id", "x")
-    assert code == 1 and "capwarden init" in err
+    assert code == 2 and "capwarden init" in err        # a store folder that is not there: usage (docs/cli.md)
     assert run(capsys, "init", "--store", "st")[0] == 2   # never overwrites an identity
 
 

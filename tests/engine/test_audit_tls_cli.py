@@ -153,7 +153,9 @@ def test_request_command(world, served):
                                  "--descriptor-id", world.dB], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "E_DESCRIPTOR_MODE_NOT_GRANTED" in out.stdout
     out = subprocess.run(base + ["sessions"], capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 0 and json.loads(out.stdout) == {"sessions": []}
+    assert out.returncode == 0 and out.stdout.startswith("0 session(s)")      # human unless --json (issue 11.8)
+    out = subprocess.run(base + ["sessions", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"sessions": [], "error_code": None}
     out = subprocess.run(base + ["--json", "acquire", "--fay", world.A, "--resource", world.res("gps"), "--mode",
                                  "read", "--descriptor-id", world.dA, "--hold", "0"], capture_output=True, text=True,
                          env=env, timeout=60)
@@ -226,4 +228,5 @@ def test_serve_on_an_address_in_use_says_so_without_a_traceback(world):
         p = subprocess.run([EXE, "serve", "--store", world.store, "--listen", "127.0.0.1:%d" % port, "--board", "sim",
                             "--runtime-token", "rtA=%s" % TOKENS["rtA"]], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
-    assert "address already in use" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "the address is in use" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "deploying" not in p.stderr        # said before the slow work (issue 11.2)

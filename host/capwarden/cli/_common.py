@@ -288,8 +288,12 @@ def add_store(p):
                    help="the terminal's store folder (default: $CAPWARDEN_STORE, else %s)" % default_store())
 
 
-def add_json(p, text="print one JSON object (also on failure)"):
-    p.add_argument("--json", action="store_true", help=text)
+def add_json(p, text="print one JSON object (also on failure)", inherited=False):
+    """--json on a parser. `inherited`: a subcommand's copy of its parent's --json, which must
+    not reset the parent's to False (argparse copies a subparser's defaults over the parent's)."""
+    import argparse
+
+    p.add_argument("--json", action="store_true", help=text, **({"default": argparse.SUPPRESS} if inherited else {}))
 
 
 def store_path(args):
@@ -359,3 +363,51 @@ def import_and_report(args, what, do, done_json, done_text):
     else:
         print(done_text(result))
     return 0
+
+
+# ---- identifiers -----------------------------------------------------------------------------
+
+ID_FORMATS = {
+    "fay": ("a Fay_ID", "'fay:' and a lowercase UUIDv7", "fay:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "capwarden id new fay"),
+    "terminal": ("a Terminal_ID", "'terminal:' and a lowercase UUIDv7",
+                 "terminal:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "capwarden id new terminal"),
+    "uuid": ("an id", "a lowercase UUIDv7", "0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", None),
+}
+
+
+def id_format_error(kind, option, value):
+    """The message for an id in the wrong format: what it must be, an example, how to make one."""
+    name, form, example, make = ID_FORMATS[kind]
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return "%s must be %s: %s, e.g. %s%s (got %r)" % (option, name, form, example,
+                                                      "; make one with '%s'" % make if make else "", shown)
+
+
+def check_id(value, kind, option):
+    """Refuse (UsageError, exit 2) an id argument that is not in the spec's format (S1)."""
+    from capwarden.credentials.ids import FAY_RE, TERMINAL_RE, UUID_RE
+
+    pattern = {"fay": FAY_RE, "terminal": TERMINAL_RE, "uuid": UUID_RE}[kind]
+    if not isinstance(value, str) or not pattern.match(value):
+        raise UsageError(id_format_error(kind, option, str(value)))
+    return value
+
+
+def open_store(args, **kw):
+    """The Terminal of --store. A folder that does not exist or holds no store is a usage error
+    (exit 2, saying how to make one); a store that cannot be read is a StoreError (exit 1)."""
+    from capwarden.credentials import Terminal
+    from capwarden.credentials.terminal import TERMINAL
+
+    store = store_path(args)
+    if not os.path.isfile(os.path.join(store, TERMINAL)):
+        what = "no folder" if not os.path.exists(store) else "no store"
+        raise UsageError("%s at %s: create one with 'capwarden init --store %s' (or give --store, or set "
+                         "CAPWARDEN_STORE)" % (what, store, store))
+    try:
+        return Terminal.open(store, **kw)
+    except OSError as exc:
+        from capwarden.errors import StoreError
+
+        raise StoreError("cannot read the store %s: %s" % (store, exc.strerror or exc)) from None

@@ -1,15 +1,15 @@
 """`capwarden descriptors import|list`: store descriptors on the terminal."""
 
-from capwarden.cli._common import add_store, formatter, import_and_report, read_input, store_path
+from capwarden.cli._common import add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
 
 HELP = """\
 import: check a descriptor's structure, key and signature, then store it sealed (authenticated
 encryption) in the store. Validity, subject and resources are checked when it is used.
-list: the stored descriptor ids.
+list: the stored descriptors (id, Fay, validity, grants).
 
 examples:
   capwarden descriptors import --store ./store cam.cap
-  capwarden descriptors list --store ./store
+  capwarden descriptors list --store ./store --json
 """
 
 
@@ -20,27 +20,49 @@ def register(sub):
     i = s.add_parser("import", help="import a descriptor file", description=HELP, formatter_class=formatter())
     add_store(i)
     i.add_argument("file")
-    i.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(i)
     i.set_defaults(func=import_)
-    ls = s.add_parser("list", help="list stored descriptor ids", description=HELP, formatter_class=formatter())
+    ls = s.add_parser("list", help="list stored descriptors", description=HELP, formatter_class=formatter())
     add_store(ls)
+    add_json(ls)
     ls.set_defaults(func=list_)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def import_(args):
-    from capwarden.credentials import Terminal
     from capwarden.credentials.model import MAX_DESCRIPTOR
 
-    t = Terminal.open(store_path(args))
+    t = open_store(args)
     return import_and_report(args, "descriptor", lambda: t.import_descriptor(
                                  read_input(args.file, "descriptor", MAX_DESCRIPTOR, "E_DESCRIPTOR_MALFORMED")),
                              lambda did: {"descriptor_id": did}, lambda did: "imported descriptor %s" % did)
 
 
 def list_(args):
-    from capwarden.credentials import Terminal
+    from capwarden.cli._common import human_time
+    from capwarden.errors import CapError
 
-    for did in Terminal.open(store_path(args)).stored_ids():
-        print(did)
+    t = open_store(args)
+    rows = []
+    for did in t.stored_ids():
+        try:
+            d = t.load_descriptor(did)
+        except CapError as exc:     # tampered or unreadable: listed, and said
+            rows.append({"descriptor_id": did, "readable": False, "error_code": exc.code})
+            continue
+        rows.append({"descriptor_id": did, "readable": True, "subject": d.subject, "issuer_id": d.issuer_id,
+                     "not_before": d.not_before, "not_after": d.not_after, "grants": [g.to_obj() for g in d.grants]})
+    if args.json:
+        print_json({"descriptors": rows})
+        return 0
+    if not rows:
+        print("no descriptors stored in %s (add one with 'capwarden descriptors import')" % t.folder)
+    for r in rows:
+        if not r["readable"]:
+            print("%s  UNREADABLE (%s)" % (r["descriptor_id"], r["error_code"]))
+            continue
+        print("%s  %s  issuer %s  until %s" % (r["descriptor_id"], r["subject"], r["issuer_id"],
+                                              human_time(r["not_after"])))
+        for g in r["grants"]:
+            print("    %s = %s" % (g["resource_pattern"], ",".join(g["modes"])))
     return 0

@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import add_store, formatter, import_and_report, print_json, read_input, store_path
+from capwarden.cli._common import add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
 
 HELP = """\
 import: verify a RevocationStatement against its issuer's keys and add it to the store's
@@ -22,20 +22,19 @@ def register(sub):
     i = s.add_parser("import", help="import a revocation statement", description=HELP, formatter_class=formatter())
     add_store(i)
     i.add_argument("file")
-    i.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(i)
     i.set_defaults(func=import_)
     ls = s.add_parser("list", help="list revoked credentials", description=HELP, formatter_class=formatter())
     add_store(ls)
-    ls.add_argument("--json", action="store_true")
+    add_json(ls, "print one JSON object: {\"revocations\": [...]}")
     ls.set_defaults(func=list_)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def import_(args):
-    from capwarden.credentials import Terminal
     from capwarden.credentials.revocation import MAX_STATEMENT
 
-    t = Terminal.open(store_path(args))
+    t = open_store(args)
     return import_and_report(
         args, "revocation", lambda: t.import_revocation(
             read_input(args.file, "revocation statement", MAX_STATEMENT, "E_MALFORMED_REQUEST"), int(time.time())),
@@ -44,12 +43,16 @@ def import_(args):
 
 
 def list_(args):
-    from capwarden.credentials import Terminal
+    from capwarden.cli._common import human_time
 
-    entries = list(Terminal.open(store_path(args)).revocations.entries.values())
+    entries = list(open_store(args).revocations.entries.values())
     if args.json:
-        print_json([{k: e[k] for k in ("target", "issuer_id", "revoked_at", "reason", "revocation_id")} for e in entries])
+        print_json({"revocations": [{k: e[k] for k in ("target", "issuer_id", "revoked_at", "reason",
+                                                       "revocation_id")} for e in entries]})
     else:
+        if not entries:
+            print("nothing revoked")
         for e in entries:
-            print("%s  issuer %s  at %d  %s" % (e["target"], e["issuer_id"], e["revoked_at"], e["reason"]))
+            print("%s  issuer %s  revoked %s  reason %s" % (e["target"], e["issuer_id"], human_time(e["revoked_at"]),
+                                                           e["reason"]))
     return 0

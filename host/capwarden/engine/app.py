@@ -4,6 +4,7 @@ Used by `capwarden serve`, the demo and the end-to-end tests, so they run the sa
 """
 
 import fcntl
+import logging
 import os
 
 from capwarden.engine.audit import AuditLog
@@ -13,6 +14,9 @@ from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
 from capwarden.engine.server import Server
 from capwarden.errors import StoreError, UsageError
 from capwarden.link import open_board
+from capwarden.logfmt import kv
+
+log = logging.getLogger("capwarden.engine")
 
 # Held (flock) by the one engine writing a store, and next to the audit log it appends to, for
 # the engine's whole life. Not STORE/.lock: that one is taken briefly by every store write.
@@ -78,7 +82,8 @@ class EngineApp:
 
     async def start(self):
         """Open the store, the boards, the engine and the server. Raises CapwardenError (store,
-        usage, link) or OSError (address in use); whatever was started is stopped again."""
+        usage: an address in use or a TLS file that cannot be read is said before any board is
+        started; link); whatever was started is stopped again."""
         try:
             return await self._start()
         except BaseException:
@@ -90,7 +95,8 @@ class EngineApp:
         if os.path.isdir(self.store):
             self._locks.append(hold_writer_lock(os.path.join(self.store, ENGINE_LOCK), "the store %s" % self.store))
         self._locks.append(hold_writer_lock(self.audit_path + ".lock", "the audit log %s" % self.audit_path))
-        server = Server(self.tokens, self.listen, *self.tls)     # a bad address fails before the boards start
+        server = Server(self.tokens, self.listen, *self.tls)     # a bad address or TLS file fails before the boards
+        server.check_address()                                   # start, and so does an address in use
         authorizer = StoreAuthorizer(self.store, leeway=self.leeway)
         audit = AuditLog(self.audit_path)
         addresses = list(self.ports)
@@ -109,6 +115,8 @@ class EngineApp:
                 name = "%s-%d" % (b.info.name, n)
                 n += 1
             self.boards[name] = b
+            log.info("%s", kv(event="board_up", board=name, address=addr, agent=b.info.agent_version,
+                              resources=",".join(r.name for r in b.info.resources)))
         self.engine = Engine(authorizer, self.boards, audit, liveness=self.liveness,
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
                              fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms,
@@ -135,3 +143,7 @@ class EngineApp:
 
     def resource_id(self, board, resource):
         return "%s/%s/%s" % (self.engine.terminal_id, board, resource)
+
+    def resource_ids(self):
+        """Every Resource_ID served, board by board: [(board, resource id, ResourceInfo)]."""
+        return [(name, self.resource_id(name, r.name), r) for name, b in self.boards.items() for r in b.info.resources]

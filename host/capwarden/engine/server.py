@@ -18,6 +18,8 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
+import socket
 import ssl
 
 from websockets.asyncio.server import serve, unix_serve
@@ -25,7 +27,8 @@ from websockets.exceptions import ConnectionClosed
 
 from capwarden.engine import protocol
 from capwarden.engine.engine import ANSWER_SEQ
-from capwarden.errors import StoreError, UsageError
+from capwarden.errors import CapwardenError, StoreError, UsageError
+from capwarden.logfmt import kv
 
 log = logging.getLogger("capwarden.engine")
 PATH = "/cap/v1"
@@ -46,14 +49,49 @@ def parse_listen(text):
     if text.startswith("unix:"):
         return "unix", text[5:], None
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError("--listen takes HOST:PORT or unix:PATH (got %r)" % text)
+    if not sep or not port.isdigit() or not host or not 0 <= int(port) <= 65535:
+        raise UsageError("--listen takes HOST:PORT with a port 0..65535, or unix:PATH, e.g. 127.0.0.1:8765 "
+                         "(got %r)" % text)
     return "tcp", host.strip("[]"), int(port)
+
+
+def load_tls(cert, key):
+    """A TLS server context from PEM files. Raises UsageError for a file that cannot be read
+    (exit 2), CapwardenError for one that is not a usable certificate or key (exit 1)."""
+    for path, flag in ((cert, "--tls-cert"), (key, "--tls-key")):
+        if os.path.isdir(path):
+            raise UsageError("%s %s is a folder, not a PEM file" % (flag, path))
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError("%s %s: cannot read it: %s" % (flag, path, exc.strerror or exc)) from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise CapwardenError("--tls-cert %s / --tls-key %s: not a PEM certificate chain and its private key (%s)"
+                             % (cert, key, exc.reason or exc.__class__.__name__)) from None
+    except OSError as exc:
+        raise UsageError("--tls-cert %s / --tls-key %s: %s" % (cert, key, exc.strerror or exc)) from None
+    return ctx
+
+
+def peer_of(connection):
+    try:
+        peer = connection.remote_address
+    except Exception:
+        return "-"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return "%s:%s" % (peer[0], peer[1])
+    return "unix" if not peer else str(peer)
 
 
 class Server:
     def __init__(self, tokens, listen, tls_cert=None, tls_key=None):
-        """Check the address and TLS settings. Raises UsageError, or OSError for unreadable TLS files."""
+        """Check the address and TLS settings. Raises UsageError (CapwardenError for a TLS file
+        that does not hold a certificate and key)."""
         self.engine = None
         self.tokens = dict(tokens)          # runtime_id -> token
         self.kind, self.host, self.port = parse_listen(listen)
@@ -61,14 +99,41 @@ class Server:
         if tls_cert or tls_key:
             if not (tls_cert and tls_key):
                 raise UsageError("--tls-cert and --tls-key go together")
-            self.ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-            self.ssl.load_cert_chain(tls_cert, tls_key)
+            self.ssl = load_tls(tls_cert, tls_key)
         elif self.kind == "tcp" and not is_loopback(self.host):
             raise UsageError("plain ws:// is only allowed on loopback or a Unix socket: give --tls-cert and "
                              "--tls-key to listen on %s" % self.host)
         self._server = None
         self._audit = None
+
+    def check_address(self):
+        """Bind the address once and let it go, so that one in use is said before anything slow
+        (deploying a board). Raises UsageError. start() binds it for real (and can still fail,
+        should another process take it meanwhile)."""
+        if self.kind == "unix":
+            folder = os.path.dirname(os.path.abspath(self.host))
+            if not os.path.isdir(folder):
+                raise UsageError("--listen unix:%s: the folder %s does not exist" % (self.host, folder))
+            if os.path.exists(self.host) and not _is_socket(self.host):
+                raise UsageError("--listen unix:%s: that path exists and is not a socket" % self.host)
+            return
+        if self.port == 0:
+            return
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise UsageError("--listen %s: unknown host (%s)" % (self.host, exc.strerror)) from None
+        for family, kind, proto, _, addr in infos:
+            s = socket.socket(family, kind, proto)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as asyncio's server does
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind(addr)
+            except OSError as exc:
+                raise UsageError(bind_error(self.host, self.port, exc)) from None
+            finally:
+                s.close()
 
     async def start(self, engine):
         self.engine = engine
@@ -84,11 +149,15 @@ class Server:
         # peer chooses is how BREACH-style attacks read secrets through TLS.
         kw = dict(process_request=self._authenticate, max_size=protocol.MAX_FRAME, ping_interval=None,
                   compression=None)
-        if self.kind == "unix":
-            self._server = await unix_serve(self._connection, self.host, **kw)
-        else:
-            self._server = await serve(self._connection, self.host, self.port, ssl=self.ssl, **kw)
-            self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            if self.kind == "unix":
+                self._server = await unix_serve(self._connection, self.host, **kw)
+            else:
+                self._server = await serve(self._connection, self.host, self.port, ssl=self.ssl, **kw)
+                self.port = self._server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            raise UsageError(bind_error(self.host, self.port, exc)) from None
+        log.info("%s", kv(event="listening", url=self.url, runtimes=",".join(sorted(self.tokens))))
         return self
 
     async def close(self):
@@ -118,8 +187,13 @@ class Server:
 
     def _authenticate(self, connection, request):
         if request.path != PATH:
+            log.info("%s", kv(event="refused", reason="wrong_path", path=request.path[:80], peer=peer_of(connection)))
             return connection.respond(404, "the CAP runtime API is at %s\n" % PATH)
         if self._runtime_of(request) is None:
+            # Never the token, nor any part of the header: only whether there was one.
+            bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+            log.warning("%s", kv(event="refused", reason="unknown_token" if bearer else "no_bearer_token",
+                                 peer=peer_of(connection)))
             return connection.respond(401, "a valid 'Authorization: Bearer TOKEN' is required\n")
         return None
 
@@ -146,6 +220,8 @@ class Server:
                     pass
 
         self.engine.connected(runtime_id, send)
+        peer = peer_of(ws)
+        log.info("%s", kv(event="connected", runtime=runtime_id, peer=peer))
         # At most MAX_IN_FLIGHT requests of one connection run at once; beyond that the server
         # stops reading, and TCP pushes back on the runtime (no unbounded queue of tasks).
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -159,6 +235,7 @@ class Server:
                 try:
                     msg = protocol.parse(frame)
                 except protocol.BadMessage as exc:
+                    log.warning("%s", kv(event="malformed_frame", runtime=runtime_id, error_code=exc.code))
                     await send(self.engine.refuse_frame(runtime_id, exc))     # answered and audited
                     continue
                 await slots.acquire()
@@ -169,9 +246,38 @@ class Server:
             pass
         finally:
             self.engine.disconnected(runtime_id, send)
+            log.info("%s", kv(event="disconnected", runtime=runtime_id, peer=peer,
+                              code=ws.close_code if ws.close_code is not None else "-"))
 
     async def _serve_one(self, runtime_id, msg, send):
         reply = await self.engine.handle(runtime_id, msg, origin=send)
+        if log.isEnabledFor(logging.DEBUG):
+            body = reply.get("body") if isinstance(reply.get("body"), dict) else {}
+            log.debug("%s", kv(event="request", runtime=runtime_id, type=msg.get("message_type"),
+                               answer=reply.get("message_type"), error_code=body.get("error_code") or "-"))
         # The entries up to the answer's own (engine.ANSWER_SEQ, set in this task) when the
         # handler named it, else every entry recorded so far, are on disk before it goes.
         await send(reply, ANSWER_SEQ.get())
+
+
+def _is_socket(path):
+    import stat
+
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def bind_error(host, port, exc):
+    import errno
+
+    where = "unix:%s" % host if port is None else "%s:%s" % (host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return ("--listen %s: the address is in use (another capwarden serve?); stop that process or give "
+                "another port" % where)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "--listen %s: permission denied (ports below 1024 need privileges; pick a higher one)" % where
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "--listen %s: this machine has no such address" % where
+    return "--listen %s: cannot listen there: %s" % (where, exc.strerror or exc)
