@@ -83,3 +83,68 @@ def test_deployed_agent_loads_no_constant_modules(tmp_path):
     code = ("import sys, board, capagent.agent; print(sorted(m for m in sys.modules if m.startswith('capshared')))")
     out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, cwd=staged, timeout=30)
     assert out.stdout.strip() == "['capshared', 'capshared.framing']", out.stdout + out.stderr
+
+
+def test_flash_without_resume_on_the_virtual_board_restarts_the_agent(tmp_path):
+    """`flash --port` of the virtual board failed with an I/O error (mpremote's soft reset ends
+    the unix port's process); it now copies without a reset, says why, and restarts the agent
+    from the new files, which then answers a ping."""
+    import json
+
+    from capwarden.sim import VirtualBoard
+
+    vb = VirtualBoard(fs_dir=str(tmp_path / "flash"))
+    os.makedirs(vb.fs_dir)
+    vb.start()
+    try:
+        os.remove(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))
+        out = subprocess.run([EXE, "flash", "--port", vb.port, "--board", "sim", "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["ok"] and report["platform"] == "linux" and report["agent_restarted"] is True
+        assert report["files"] == len(firmware.files("sim"))
+        assert "no soft reset" in out.stderr
+        assert vb.alive() and os.path.exists(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))
+        ping = subprocess.run([EXE, "ping", "--port", vb.port, "--count", "1", "--json"], capture_output=True,
+                              text=True, timeout=60)
+        assert ping.returncode == 0 and json.loads(ping.stdout)["board"] == "sim", ping.stderr
+    finally:
+        vb.stop()
+
+
+def test_a_failed_staging_leaves_no_folder(tmp_path, monkeypatch):
+    """stage() removes its temporary folder when a compile fails (or a Ctrl-C comes) halfway."""
+    import pytest
+
+    from capwarden.errors import SimError
+
+    tool = tmp_path / "bin" / "mpy-cross"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho 'no such thing' >&2\nexit 3\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(firmware, "mpy_cross", lambda: str(tool))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(firmware.tempfile, "tempdir", str(tmp))
+    with pytest.raises(SimError, match="mpy-cross on capshared/__init__.py failed: no such thing"):
+        firmware.stage("sim")
+    assert os.listdir(tmp) == []
+
+
+def test_a_tool_killed_by_the_users_ctrl_c_is_an_interrupt_not_a_failure():
+    import pytest
+
+    from capwarden.errors import SimError
+
+    def done(rc, stderr=""):
+        return subprocess.CompletedProcess([], rc, "", stderr)
+
+    for proc in (done(-2), done(130), done(1, "Traceback (most recent call last):\n  ...\nKeyboardInterrupt\n")):
+        with pytest.raises(KeyboardInterrupt):
+            firmware.check_child(proc, "mpy-cross")
+    with pytest.raises(SimError, match=r"^mpremote failed: exit status 1$"):   # was an empty reason
+        firmware.check_child(done(1), "mpremote")
+    with pytest.raises(SimError, match="killed by signal 9"):
+        firmware.check_child(done(-9), "mpremote")
+    firmware.check_child(done(0), "mpremote")

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 import time
 
+from capwarden.cli._common import heap_size
+
 HELP = """\
 Run the demonstration on the virtual board, end to end: real MicroPython on a pseudo-terminal
 with the agent deployed by mpremote, the Protocol_Engine in front of it, and two agent
@@ -20,7 +22,8 @@ state. Everything runs in a temporary folder that is removed afterwards (--keep 
 def register(sub):
     p = sub.add_parser("demo", help="run the demonstration on the virtual board", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--heapsize", default=None, help="virtual board heap (default: the smallest board's, 64K)")
+    p.add_argument("--heapsize", type=heap_size, default=None,
+                   help="virtual board heap, e.g. 64K, 256K (default: the smallest board's, 64K)")
     p.add_argument("--keep", action="store_true", help="keep the demo's store and audit log")
     p.set_defaults(func=main)
 
@@ -177,9 +180,15 @@ async def scenario(folder, heapsize):
 
 
 def main(args):
+    """Exit 0 when the whole story ran; 1 when a step failed (said in one line, never a
+    traceback); 130 on Ctrl-C. The temporary folder goes in every case (unless --keep)."""
+    from capwarden.errors import CapwardenError
+
     folder = tempfile.mkdtemp(prefix="capwarden-demo-")
     try:
         asyncio.run(scenario(folder, args.heapsize))
+    except (OSError, asyncio.TimeoutError, ValueError) as exc:   # a step that did not go as told
+        raise CapwardenError("the demo stopped: %s" % (str(exc) or exc.__class__.__name__)) from None
     finally:
         if args.keep:
             print("\nkept %s" % folder)

@@ -1,9 +1,9 @@
-"""`capwarden flash`: deploy the agent to a real board with mpremote."""
+"""`capwarden flash`: deploy the agent to a board with mpremote."""
 
 import argparse
 import time
 
-from capwarden.cli._common import err
+from capwarden.cli._common import add_json, err, print_json
 
 HELP = """\
 Deploy the CAP agent to a board with mpremote: the shared protocol code, the agent and the
@@ -12,26 +12,44 @@ the board's MicroPython is not the version mpy-cross targets). A running agent i
 (a bare Ctrl-C: it drives every resource to its safe state and returns to the REPL), and the
 board is reset at the end so that main.py starts the new agent.
 
+The virtual board (`capwarden sim`, the MicroPython unix port) has no soft reset: a reset ends
+its process. flash sees which board it talks to and, on the virtual board, copies without a
+reset and restarts the agent from the new files instead.
+
 examples:
   capwarden flash --port /dev/ttyACM0 --board pico_camera
   capwarden flash --port /dev/ttyUSB0 --board esp32_drone --source
+  capwarden flash --port auto --board pico_camera --json
+  capwarden flash --port /dev/pts/3 --board sim     # the device path 'capwarden sim' printed
 """
+
+# Run on the board's REPL: which MicroPython port it is ("linux" or "darwin": the unix port).
+PLATFORM = "import sys; print(sys.platform)"
+UNIX_PORT = ("linux", "darwin")
+
+# Start the new agent on the unix port without a reset: forget the modules of the old one (so the
+# copied files are imported, not the cached ones), then run main.py as a boot would.
+RESTART = ("import sys\nfor m in [m for m in sys.modules if m.split('.')[0] in ('capagent', 'capshared', "
+           "'board', 'main')]:\n    del sys.modules[m]\nexec(open('main.py').read())")
 
 
 def register(sub):
     p = sub.add_parser("flash", help="deploy the agent to a board with mpremote", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyACM0")
+    p.add_argument("--port", required=True,
+                   help="the board's serial port, e.g. /dev/ttyACM0, any pyserial URL, or 'auto' (see 'capwarden ports')")
     p.add_argument("--board", required=True, help="board description under boards/ (e.g. pico_camera)")
     p.add_argument("--source", action="store_true", help="copy .py sources instead of precompiled .mpy")
-    p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    p.add_argument("--no-reset", action="store_true", help="do not reset the board (or restart the agent) afterwards")
     p.add_argument("--resume", action="store_true",
                    help="no soft reset before copying (mpremote 'resume'); the agent is not restarted")
+    add_json(p, "print one JSON object: board, port, files, whether the agent was restarted (also on failure)")
     p.set_defaults(func=main)
 
 
 def stop_agent(port):
-    """Send a bare Ctrl-C so a running agent goes safe and yields the REPL to mpremote."""
+    """Send a bare Ctrl-C so a running agent goes safe and yields the REPL to mpremote.
+    Raises LinkError when the port cannot be opened."""
     import serial
 
     try:
@@ -45,23 +63,47 @@ def stop_agent(port):
         raise LinkError("cannot open %s: %s" % (port, exc)) from None
 
 
-def main(args):
-    import shutil
-    import subprocess
-
+def board_platform(port):
+    """sys.platform of the MicroPython at `port`, asked without a reset. Raises SimError."""
     from capwarden.sim import firmware
 
-    staged, written = firmware.stage(args.board, compile=not args.source)
+    lines = firmware.mpremote_exec(port, PLATFORM, timeout=30).strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def main(args):
+    import shutil
+
+    from capwarden.link.transport import resolve_port
+    from capwarden.sim import firmware
+
+    port = resolve_port(args.port)   # 'auto': the one supported board plugged in, else LinkError
+    staged, written = firmware.stage(args.board, compile=not args.source)   # unknown board: exit 2, nothing left
+    restarted = False
     try:
-        err("stopping any running agent on %s" % args.port)
-        stop_agent(args.port)
+        err("stopping any running agent on %s" % port)
+        stop_agent(port)
+        platform = board_platform(port)
+        unix = platform in UNIX_PORT
+        if unix:
+            err("%s is the MicroPython unix port (the virtual board): it has no soft reset, so the files "
+                "are copied without one and the agent is restarted from them" % port)
         err("copying %d files with mpremote" % len(written))
-        firmware.deploy(args.port, staged, written, resume=args.resume,
+        firmware.deploy(port, staged, written, resume=args.resume or unix,
                         progress=lambda i, n, rel: err("  [%d/%d] %s" % (i, n, rel)))
-        if not (args.no_reset or args.resume):
+        if unix and not (args.no_reset or args.resume):
+            err("restarting the agent from the new main.py")
+            firmware.mpremote_exec(port, RESTART, follow=False, timeout=30)
+            restarted = True
+        elif not (args.no_reset or args.resume):
             err("resetting the board: main.py starts the agent")
-            subprocess.run([firmware.mpremote(), "connect", args.port, "reset"], capture_output=True, timeout=30)
+            firmware.reset(port)
+            restarted = True
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    print("flashed %s to %s" % (args.board, args.port))
+    if args.json:
+        print_json({"ok": True, "board": args.board, "port": port, "platform": platform,
+                    "files": len(written), "compiled": not args.source, "agent_restarted": restarted})
+    else:
+        print("flashed %s to %s%s" % (args.board, port, "" if restarted else " (agent not restarted)"))
     return 0

@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import tty
 
-from capwarden.errors import SimError
 from capwarden.sim import firmware
 from capwarden.sim.cable import VirtualCable
 
@@ -99,13 +98,7 @@ class VirtualBoard:
         self._say("agent started on %s (heap %s)" % (self.port, self.heapsize))
 
     def _exec(self, code, follow=True, timeout=30):
-        cmd = [firmware.mpremote(), "connect", self.port, "resume", "exec"]
-        if not follow:
-            cmd.append("--no-follow")
-        proc = subprocess.run(cmd + [code], capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise SimError("mpremote exec failed: %s" % (proc.stderr or proc.stdout).strip())
-        return proc.stdout
+        return firmware.mpremote_exec(self.port, code, follow=follow, timeout=timeout)
 
     def detach_cable(self):
         """Remove the cable and return the board pty's master fd, for a host that talks to the

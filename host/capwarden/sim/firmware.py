@@ -6,17 +6,14 @@ flash`), so the virtual board runs exactly the files a real board gets.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 
+from capwarden import resources
 from capwarden.errors import SimError, UsageError
 from capwarden.sim.inline import inline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-DEVICE_DIR = os.path.join(ROOT, "device")
-SHARED_DIR = os.path.join(ROOT, "shared", "capshared")
-BOARDS_DIR = os.path.join(ROOT, "boards")
 
 # The modules that define the shared constants are deployed as they are (any code that still
 # imports them at run time gets them); every other module has them folded in (sim/inline.py).
@@ -27,29 +24,31 @@ HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "names.py", "wiregen.py"}
 
 
 def boards():
-    """Names of the board descriptions under boards/."""
-    if not os.path.isdir(BOARDS_DIR):
+    """Names of the board descriptions shipped with capwarden (resources.boards_dir())."""
+    bdir = resources.boards_dir()
+    if not os.path.isdir(bdir):
         return []
-    return sorted(n for n in os.listdir(BOARDS_DIR) if os.path.isfile(os.path.join(BOARDS_DIR, n, "board.py")))
+    return sorted(n for n in os.listdir(bdir) if os.path.isfile(os.path.join(bdir, n, "board.py")))
 
 
 def files(board):
     """[(source path, path on the board)] for `board`. Raises UsageError for an unknown board."""
-    bdir = os.path.join(BOARDS_DIR, board)
+    bdir = os.path.join(resources.boards_dir(), board)
     if not os.path.isfile(os.path.join(bdir, "board.py")):
         raise UsageError("unknown board %r; known boards: %s" % (board, ", ".join(boards()) or "none"))
+    shared, device = resources.shared_dir(), resources.device_dir()
     out = []
-    for name in sorted(os.listdir(SHARED_DIR)):
+    for name in sorted(os.listdir(shared)):
         if name.endswith(".py") and name not in HOST_ONLY:
-            out.append((os.path.join(SHARED_DIR, name), "capshared/" + name))
-    adir = os.path.join(DEVICE_DIR, "capagent")
+            out.append((os.path.join(shared, name), "capshared/" + name))
+    adir = os.path.join(device, "capagent")
     for name in sorted(os.listdir(adir)):
         if name.endswith(".py"):
             out.append((os.path.join(adir, name), "capagent/" + name))
     for name in sorted(os.listdir(bdir)):
         if name.endswith(".py"):
             out.append((os.path.join(bdir, name), name))
-    out.append((os.path.join(DEVICE_DIR, "main.py"), "main.py"))
+    out.append((os.path.join(device, "main.py"), "main.py"))
     return out
 
 
@@ -74,7 +73,17 @@ def stage(board, compile=True, dest=None):
     main.py stays source: MicroPython runs main.py by name at boot. Returns (folder, [paths]).
     """
     listing = files(board)  # raises for an unknown board before anything is created
-    dest = dest or tempfile.mkdtemp(prefix="capwarden-fw-")
+    if dest is not None:
+        return dest, _stage_into(listing, dest, compile)
+    dest = tempfile.mkdtemp(prefix="capwarden-fw-")
+    try:
+        return dest, _stage_into(listing, dest, compile)
+    except BaseException:   # an error or a Ctrl-C halfway: the caller never sees the folder
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _stage_into(listing, dest, compile):
     written = []
     for src, target in listing:
         out = os.path.join(dest, target)
@@ -90,13 +99,39 @@ def stage(board, compile=True, dest=None):
             # board; tracebacks then name functions, not lines). Device code has no asserts.
             proc = subprocess.run([mpy_cross(), "-O3", "-o", out, "-s", target, folded], capture_output=True, text=True)
             os.remove(folded)
-            if proc.returncode != 0:
-                raise SimError("mpy-cross failed on %s: %s" % (target, proc.stderr.strip()))
+            check_child(proc, "mpy-cross on " + target, whole=True)
         else:
             with open(out, "w") as f:
                 f.write(text)
         written.append(os.path.relpath(out, dest))
-    return dest, written
+    return written
+
+
+def interrupted(proc):
+    """Whether a child ended by the user's Ctrl-C: the terminal sends SIGINT to the whole
+    foreground group, so the child may die of it (killed, or a Python tool's KeyboardInterrupt)
+    before this process sees its own."""
+    if proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT):
+        return True
+    lines = (proc.stderr or "").strip().splitlines()
+    return proc.returncode != 0 and bool(lines) and lines[-1].strip() == "KeyboardInterrupt"
+
+
+def check_child(proc, what, whole=False):
+    """Raise for a child that failed: KeyboardInterrupt when the user interrupted it (the
+    interrupt is ours, not the tool's failure: no empty reason, no child's traceback), else
+    SimError with the tool's last line of output (all of it: `whole`), or its exit status when
+    it said nothing."""
+    if proc.returncode == 0:
+        return
+    if interrupted(proc):
+        raise KeyboardInterrupt
+    err = (proc.stderr or proc.stdout or "").strip()
+    if proc.returncode < 0:
+        reason = "killed by signal %d" % -proc.returncode
+    else:
+        reason = (err if whole else err.splitlines()[-1]) if err else "exit status %d" % proc.returncode
+    raise SimError("%s failed: %s" % (what, reason))
 
 
 def mpremote():
@@ -122,14 +157,27 @@ def deploy(port, staged, written, resume=True, progress=None, timeout=60):
     _run(cmd[:-1], timeout)
 
 
-def _run(cmd, timeout, allow_exists=False):
+def mpremote_exec(port, code, follow=True, timeout=30):
+    """Run `code` on the REPL of the board at `port` (mpremote resume exec: no reset); its output.
+    Raises SimError, or KeyboardInterrupt when the user interrupted mpremote."""
+    cmd = [mpremote(), "connect", port, "resume", "exec"] + ([] if follow else ["--no-follow"])
+    return _run(cmd + [code], timeout, what="mpremote exec")
+
+
+def reset(port, timeout=30):
+    """Reset the board at `port` (mpremote reset): a real board restarts main.py. Raises SimError."""
+    _run([mpremote(), "connect", port, "reset"], timeout)
+
+
+def _run(cmd, timeout, allow_exists=False, what="mpremote"):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise SimError("mpremote did not finish in %d s: is the agent running? stop it with Ctrl-C "
-                       "(capwarden flash does this) or power-cycle the board" % timeout)
-    if proc.returncode != 0:
+        raise SimError("%s did not finish in %d s: is the agent running? stop it with Ctrl-C "
+                       "(capwarden flash does this) or power-cycle the board" % (what, timeout)) from None
+    if proc.returncode != 0 and allow_exists and not interrupted(proc):
         err = (proc.stderr or proc.stdout).strip()
-        if allow_exists and ("EEXIST" in err or "exists" in err):
-            return
-        raise SimError("mpremote failed: %s" % (err.splitlines()[-1] if err else "exit %d" % proc.returncode))
+        if "EEXIST" in err or "exists" in err:
+            return proc.stdout
+    check_child(proc, what, whole=what != "mpremote")
+    return proc.stdout
