@@ -132,7 +132,7 @@ def main(argv=None):
 def _fail(command, exc, code, wants_json):
     print(error_line(command, exc), file=sys.stderr, flush=True)
     if wants_json and not json_printed():
-        print_json(failure_object(exc, code))
+        print_json(failure_object(exc, code, command))
     return code
 
 

@@ -67,10 +67,17 @@ def json_printed():
     return _JsonState.printed
 
 
-def failure_object(exc, exit_code):
+# Commands whose --json object is a decision: their failure object says granted false too.
+DECISION_COMMANDS = ("verify", "request")
+
+
+def failure_object(exc, exit_code, command=None):
     """The one object a --json command prints when it fails before printing its own."""
-    return {"ok": False, "exit_code": exit_code, "error_code": getattr(exc, "code", None),
-            "error": " ".join((str(exc) or exc.__class__.__name__).splitlines())}
+    obj = {"ok": False, "exit_code": exit_code, "error_code": getattr(exc, "code", None),
+           "error": " ".join((str(exc) or exc.__class__.__name__).splitlines())}
+    if command in DECISION_COMMANDS:
+        obj["granted"] = False
+    return obj
 
 
 # ---- input files ---------------------------------------------------------------------------
@@ -152,8 +159,17 @@ def check_output(path, what="output", option="--out"):
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UsageError("%s %s: the folder %s does not exist; create it first" % (option, path, parent))
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UsageError("%s %s: cannot write %s there: permission denied" % (option, path, what))
+    # Try it: access() says yes to root on a read-only or virtual file system (/proc).
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".capwarden-probe-", dir=parent)
+    except OSError as exc:
+        raise UsageError("%s %s: cannot write %s in %s: %s" % (option, path, what, parent, _os_reason(exc))) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_output(path, data, mode=0o644, what="output", option="--out"):
@@ -273,7 +289,7 @@ def relative(delta):
     a = abs(delta)
     for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
         if a >= size:
-            n = int(a // size)
+            n = int(a / size + 0.5)
             text = "%d %s%s" % (n, unit, "" if n == 1 else "s")
             return "in " + text if delta > 0 else text + " ago"
     return "now"
@@ -394,20 +410,35 @@ def check_id(value, kind, option):
     return value
 
 
-def open_store(args, **kw):
-    """The Terminal of --store. A folder that does not exist or holds no store is a usage error
-    (exit 2, saying how to make one); a store that cannot be read is a StoreError (exit 1)."""
-    from capwarden.credentials import Terminal
+def check_store(store):
+    """`store` if it is a store folder; else UsageError (exit 2) saying how to make one."""
     from capwarden.credentials.terminal import TERMINAL
 
-    store = store_path(args)
     if not os.path.isfile(os.path.join(store, TERMINAL)):
         what = "no folder" if not os.path.exists(store) else "no store"
         raise UsageError("%s at %s: create one with 'capwarden init --store %s' (or give --store, or set "
                          "CAPWARDEN_STORE)" % (what, store, store))
+    return store
+
+
+def open_store(args, **kw):
+    """The Terminal of --store. A folder that does not exist or holds no store is a usage error
+    (exit 2, saying how to make one); a store that cannot be read is a StoreError (exit 1)."""
+    from capwarden.credentials import Terminal
+
+    store = check_store(store_path(args))
     try:
         return Terminal.open(store, **kw)
     except OSError as exc:
         from capwarden.errors import StoreError
 
         raise StoreError("cannot read the store %s: %s" % (store, exc.strerror or exc)) from None
+
+
+def needs_action(parser):
+    """The `func` of a command with actions (keys, issue, ...) run without one: its help on
+    stderr, and a usage error (exit 2; one object with --json)."""
+    def missing(args):
+        parser.print_help(sys.stderr)
+        raise UsageError("give an action (see 'capwarden %s --help')" % parser.prog.split()[-1])
+    return missing

@@ -1,6 +1,6 @@
 """`capwarden descriptors import|list`: store descriptors on the terminal."""
 
-from capwarden.cli._common import add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
+from capwarden.cli._common import needs_action, add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
 
 HELP = """\
 import: check a descriptor's structure, key and signature, then store it sealed (authenticated
@@ -26,7 +26,7 @@ def register(sub):
     add_store(ls)
     add_json(ls)
     ls.set_defaults(func=list_)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def import_(args):

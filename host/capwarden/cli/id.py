@@ -1,6 +1,6 @@
 """`capwarden id new fay|terminal`: make a Fay_ID or a Terminal_ID."""
 
-from capwarden.cli._common import add_json, formatter, print_json
+from capwarden.cli._common import needs_action, add_json, formatter, print_json
 
 HELP = """\
 Make a fresh identifier in the format the spec fixes (supplement S1): a Fay_ID is 'fay:' and a
@@ -22,7 +22,7 @@ def register(sub):
     n.add_argument("kind", choices=["fay", "terminal"], help="fay or terminal")
     add_json(n)
     n.set_defaults(func=main)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def main(args):

@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import add_json, formatter, int_range, positive_float
+from capwarden.cli._common import needs_action, add_json, formatter, int_range, positive_float
 from capwarden.credentials.validate import DESCRIPTOR_MAX_DAYS, TICKET_MAX_DAYS
 
 HELP = """\
@@ -44,7 +44,7 @@ def register(sub):
         q.add_argument("--out", required=True, metavar="FILE", help="the file to write (its folder must exist)")
         add_json(q)
         q.set_defaults(func=main, kind=kind)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def main(args):

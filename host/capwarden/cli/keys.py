@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import (add_json, add_store, formatter, import_and_report, int_range, print_json,
+from capwarden.cli._common import (needs_action, add_json, add_store, formatter, import_and_report, int_range, print_json,
                                    read_input)
 
 HELP = """\
@@ -40,7 +40,7 @@ def register(sub):
                    help="override the key's source")
     add_json(i)
     i.set_defaults(func=import_)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def generate(args):

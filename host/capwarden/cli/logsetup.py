@@ -30,7 +30,6 @@ def configure(verbosity=0, stream=None):
     handler._capwarden_cli = True
     root.addHandler(handler)
     root.setLevel(LEVELS[max(-1, min(1, verbosity))])
-    root.propagate = False
     # The websockets library logs a failed handshake with the request's text: not ours to print.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
     return handler

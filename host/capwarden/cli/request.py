@@ -4,7 +4,7 @@ import asyncio
 import os
 import signal
 
-from capwarden.cli._common import (EXIT_DENIED, EXIT_INTERRUPTED, EXIT_OK, add_json, err, formatter, int_range,
+from capwarden.cli._common import (needs_action, EXIT_DENIED, EXIT_INTERRUPTED, EXIT_OK, add_json, err, formatter, int_range,
                                    nonneg_float, print_json)
 
 HELP = """\
@@ -60,7 +60,7 @@ def register(sub):
                      formatter_class=formatter())
     add_json(q, "print one JSON object (also on failure)", inherited=True)
     q.set_defaults(func=main)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def main(args):

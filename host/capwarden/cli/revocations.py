@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
+from capwarden.cli._common import needs_action, add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
 
 HELP = """\
 import: verify a RevocationStatement against its issuer's keys and add it to the store's
@@ -28,7 +28,7 @@ def register(sub):
     add_store(ls)
     add_json(ls, "print one JSON object: {\"revocations\": [...]}")
     ls.set_defaults(func=list_)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_action(p))
 
 
 def import_(args):

@@ -132,7 +132,9 @@ def main(args):
 
     configure(args.verbosity)
     # Every argument is checked here, before the slow work (a board's deployment).
-    store = store_path(args)
+    from capwarden.cli._common import check_store
+
+    store = check_store(store_path(args))
     path = args.config or os.path.join(store, "engine.json")
     tokens, bindings, live, leeway, board = (config.load(path) if args.config or os.path.exists(path)
                                              else ({}, {}, [], None, {}))
@@ -152,6 +154,10 @@ def main(args):
         raise UsageError("--heapsize is for the virtual board (--board sim)")
     if len(set(args.port or ())) != len(args.port or ()):
         raise UsageError("--port: the same port is given twice")
+    if args.audit:
+        from capwarden.cli._common import check_output
+
+        check_output(args.audit, "the audit log", "--audit")
     ports = [resolve_port(p) for p in args.port or ()]
     app = EngineApp(store, args.listen, tokens, sim=args.board == "sim",
                     fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),

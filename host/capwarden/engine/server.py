@@ -72,7 +72,7 @@ def load_tls(cert, key):
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
         raise CapwardenError("--tls-cert %s / --tls-key %s: not a PEM certificate chain and its private key (%s)"
-                             % (cert, key, exc.reason or exc.__class__.__name__)) from None
+                             % (cert, key, exc.reason or exc.strerror or exc.__class__.__name__)) from None
     except OSError as exc:
         raise UsageError("--tls-cert %s / --tls-key %s: %s" % (cert, key, exc.strerror or exc)) from None
     return ctx
