@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # The install compiles host/capwarden/credentials/cborscan.py (setup.py), so it is redone when
-# that file changes too.
+# that file changes too. It is editable: host/ is one plain path entry (pyproject.toml says why),
+# so an edit in the checkout is live and setuptools has no import hook to warn about.
 BUILT  := pyproject.toml setup.py host/capwarden/credentials/cborscan.py
 STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | cksum | cut -d' ' -f1)
 
@@ -34,4 +35,4 @@ chaos: $(STAMP)
 	CAPWARDEN_CHAOS=1 $(BIN)/python -m pytest -q -o timeout=1800
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache bench-results.json host/capwarden/credentials/*.so
+	rm -rf $(VENV) build dist *.egg-info host/*.egg-info .pytest_cache bench-results.json host/capwarden/credentials/*.so

@@ -16,3 +16,10 @@ def test_demo_runs_the_whole_scenario(tmp_path):
                      "on camera: terminated (revoked)", "motor_left speed is now 0", "chain intact", "Done."):
         assert expected in text, expected
     assert os.listdir(tmp_path) == []   # the temporary store and the board's files are gone
+
+
+def test_demo_bad_heapsize_is_a_usage_error_at_once(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    out = subprocess.run([EXE, "demo", "--heapsize", "banana"], capture_output=True, text=True, timeout=50, env=env)
+    assert out.returncode == 2 and "heap" in out.stderr and "Traceback" not in out.stderr
+    assert os.listdir(tmp_path) == []

@@ -135,8 +135,9 @@ async def scenario(folder, heapsize):
         await asyncio.sleep(0.2)
         say("handover %s: the coFay now holds the camera (session %s); the iFay's camera session is %s" % (
             r["result"], r["session"].session_id[:13], cam.state))
+        held = await board.grants(board.resource_index("camera"))
         say("on the board the grant moved in one operation, under a new epoch: %s" % (
-            await board.grants(board.resource_index("camera")),))
+            "; ".join("board session %d, epoch %d" % (sid, epoch) for sid, epoch, _modes in held) or "none",))
 
         step(7, "The issuer revokes the coFay's descriptor: its sessions end")
         rev = sign_revocation(issuer, d_cofay, int(time.time()), "no_longer_needed")
@@ -171,10 +172,10 @@ async def scenario(folder, heapsize):
     from capwarden.engine.audit import read
 
     entries, problem = read(app.audit_path)
-    say("seq action    outcome   runtime   resource     reason or code")
+    say("seq action     outcome    runtime   resource     reason or code")
     for e in entries:
-        say("%3d %-9s %-9s %-9s %-12s %s" % (e["seq"], e["action"], e["outcome"], e.get("runtime", "-"),
-                                           e.get("resource", "-").rsplit("/", 1)[-1], e.get("reason", "")))
+        say("%3d %-10s %-10s %-9s %-12s %s" % (e["seq"], e["action"], e["outcome"], e.get("runtime", "-"),
+                                             e.get("resource", "-").rsplit("/", 1)[-1], e.get("reason", "")))
     say("%d entries, chain %s (run with --keep, then: capwarden audit --store %s)" % (
         len(entries), "intact" if problem is None else problem, store))
 
