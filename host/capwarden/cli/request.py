@@ -86,28 +86,30 @@ def main(args):
     return asyncio.run(_run(args, token))
 
 
-def connect_error(url, runtime, exc):
+def connect_error(url, runtime, exc, token):
     """What went wrong connecting, in words that never include the token (exit 1)."""
     from capwarden.errors import CapwardenError
 
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 401:
-        why = "the engine refused the token for this runtime (HTTP 401)"
+        why = "the engine refused the token for this runtime (HTTP 401): check --token or CAPWARDEN_TOKEN"
     elif status is not None:
         why = "the engine answered HTTP %d (is the path /cap/v1?)" % status
-    elif isinstance(exc, ConnectionRefusedError):
+    elif isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
         why = "nothing listens there (is 'capwarden serve' running?)"
-    elif isinstance(exc, FileNotFoundError):
+    elif isinstance(exc, FileNotFoundError) or "no such file" in str(exc).lower():
         why = "no such socket (is 'capwarden serve' running?)"
-    elif isinstance(exc, OSError):
-        why = exc.strerror or exc.__class__.__name__
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         why = "the engine did not answer in time"
     elif isinstance(exc, CapwardenError):
-        why = str(exc)
+        why = str(exc)          # the SDK's own words (EngineUnreachable): they never hold the token
+    elif isinstance(exc, OSError):
+        why = exc.strerror or exc.__class__.__name__
     else:
         why = exc.__class__.__name__     # its text may quote our own request headers
-    return CapwardenError("cannot connect to %s as %s: %s" % (url[:120], runtime, why))
+    return CapwardenError("cannot connect to %s as %s: %s" % (url[:120], runtime, why.replace(token, "***")))
 
 
 async def _run(args, token):
@@ -127,7 +129,7 @@ async def _run(args, token):
         client = await asyncio.wait_for(connect(None if unix else args.url, args.runtime, token, ssl=ctx,
                                                 unix_path=unix), 30)
     except Exception as exc:   # never echo the token: only the URL and the reason
-        raise connect_error(args.url, args.runtime, exc) from None
+        raise connect_error(args.url, args.runtime, exc, token) from None
 
     def show(obj, text):
         if args.json:

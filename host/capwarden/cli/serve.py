@@ -213,6 +213,7 @@ def report_start(args, app):
     print("serving %s for terminal %s" % (app.server.url, app.engine.terminal_id), flush=True)
     for n, b in app.boards.items():
         print("board %s (agent %s), %d resources:" % (n, b.info.agent_version, len(b.info.resources)))
+        width = max([len(rid) for _, rid, _ in resources] + [10])
         for _, rid, r in [x for x in resources if x[0] == n]:
-            print("  %-60s %-8s %s" % (rid, r.cls, ",".join(r.modes)))
+            print("  %-*s  %-8s %s" % (width, rid, r.cls, ",".join(r.modes)))
     print("runtimes: %s; Ctrl-C to stop" % ", ".join(sorted(app.tokens)), flush=True)
