@@ -170,3 +170,25 @@ def test_serve_refuses_a_missing_tls_certificate_before_the_board(own):
     r = cap("serve", "--store", "st", "--listen", "0.0.0.0:0", "--board", "sim", "--runtime-token", "rt1=" + TOKEN,
             "--tls-cert", "nope.pem", "--tls-key", "nope.pem", timeout=60)
     assert r.code == 2 and "--tls-cert nope.pem" in r.err and "deploying" not in r.err and "Traceback" not in r.err, r
+
+
+def test_request_hold_revoked_partway_is_exit_1(own):
+    inputs = own
+    s = Serve(inputs)
+    try:
+        proc = subprocess.Popen([EXE, "request", "--url", s.url, "--runtime", "rt1", "--token", TOKEN, "--json",
+                                 "acquire", "--fay", inputs.fay, "--resource", "sim/gps", "--mode", "read",
+                                 "--descriptor-id", inputs.did, "--hold", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        granted = json.loads(proc.stdout.readline())
+        assert granted["granted"] is True
+        assert cli("revoke", "--key", "k/acme.key", "--descriptor-id", inputs.did, "--reason", "compromised",
+                   "--out", "rev.cbor").code == 0
+        assert cli("revocations", "import", "--store", "st", "rev.cbor").code == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        s.stop()
+    assert proc.returncode == 1 and "ended while held" in err and "Traceback" not in err, (proc.returncode, err)
+    assert out == ""            # --json: the one object was the grant
