@@ -85,14 +85,15 @@ def test_sim_ctrl_c_is_130_and_leaves_nothing(tmp_path):
     no_leftovers(tmp_path)
 
 
-def interrupt_while_staging(args, tmp_path):
-    """Ctrl-C while the firmware is being compiled: the moment its staging folder appears."""
+def interrupt_while_staging(args, tmp_path, after=0.05):
+    """Ctrl-C `after` seconds from the moment the firmware's staging folder appears: while it is
+    compiled (mpy-cross), or later while mpremote copies it."""
     proc = start(args, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(n.startswith("capwarden-fw-") for n in os.listdir(tmp_path)):
             time.sleep(0.005)
-        time.sleep(0.05)
+        time.sleep(after)
         ctrl_c(proc)
         return finish(proc)
     finally:
@@ -133,3 +134,21 @@ def test_flash_unknown_board_json_is_a_usage_error(tmp_path):
     report = json.loads(out.stdout)
     assert report["exit_code"] == 2 and "unknown board 'nope'" in report["error"]
     no_leftovers(tmp_path)
+
+
+def test_ctrl_c_at_any_moment_of_the_deploy_under_the_engine(tmp_path):
+    """serve and demo start the virtual board inside the event loop: a tool killed by the Ctrl-C
+    raised a KeyboardInterrupt there, which escaped its task ('Task exception was never
+    retrieved' and a traceback); now it is an error the command turns into exit 130."""
+    store = tmp_path / "store"
+    assert subprocess.run([EXE, "init", "--store", str(store)], capture_output=True, timeout=60).returncode == 0
+    serve = ["serve", "--store", str(store), "--listen", "127.0.0.1:0", "--board", "sim",
+             "--runtime-token", "rt1=s3cret-token"]
+    for n, after in enumerate((0.3, 0.7, 1.1)):
+        for args in (serve, ["demo"]):
+            tmp = tmp_path / ("t%d-%s" % (n, args[0]))
+            tmp.mkdir()
+            rc, out, err = interrupt_while_staging(args, tmp, after)
+            assert rc == 130, (args[0], after, err)
+            assert "Traceback" not in err and "never retrieved" not in err, (args[0], after, err)
+            no_leftovers(tmp)

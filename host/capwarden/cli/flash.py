@@ -29,8 +29,8 @@ UNIX_PORT = ("linux", "darwin")
 
 # Start the new agent on the unix port without a reset: forget the modules of the old one (so the
 # copied files are imported, not the cached ones), then run main.py as a boot would.
-RESTART = ("import sys\nfor m in [m for m in sys.modules if m.split('.')[0] in ('capagent', 'capshared', "
-           "'board', 'main')]:\n    del sys.modules[m]\nexec(open('main.py').read())")
+RESTART = ("import gc, sys\nfor m in [m for m in sys.modules if m.split('.')[0] in ('capagent', 'capshared', "
+           "'board', 'main')]:\n    del sys.modules[m]\ngc.collect()\nexec(open('main.py').read())")
 
 
 def register(sub):

@@ -107,6 +107,15 @@ def _stage_into(listing, dest, compile):
     return written
 
 
+class Interrupted(SimError):
+    """The user's Ctrl-C ended a tool this module ran (mpy-cross, mpremote) before this process
+    saw its own. An error, not a KeyboardInterrupt: it is raised inside the engine's event loop
+    too (the virtual board starts there), where a KeyboardInterrupt would escape the task that
+    owns the clean-up. The command line exits 130, as for any interrupt."""
+
+    exit_code = 128 + signal.SIGINT
+
+
 def interrupted(proc):
     """Whether a child ended by the user's Ctrl-C: the terminal sends SIGINT to the whole
     foreground group, so the child may die of it (killed, or a Python tool's KeyboardInterrupt)
@@ -118,14 +127,14 @@ def interrupted(proc):
 
 
 def check_child(proc, what, whole=False):
-    """Raise for a child that failed: KeyboardInterrupt when the user interrupted it (the
-    interrupt is ours, not the tool's failure: no empty reason, no child's traceback), else
+    """Raise for a child that failed: Interrupted when the user interrupted it (the interrupt
+    is ours, not the tool's failure: no empty reason, no child's traceback), else
     SimError with the tool's last line of output (all of it: `whole`), or its exit status when
     it said nothing."""
     if proc.returncode == 0:
         return
     if interrupted(proc):
-        raise KeyboardInterrupt
+        raise Interrupted("interrupted while %s ran" % what)
     err = (proc.stderr or proc.stdout or "").strip()
     if proc.returncode < 0:
         reason = "killed by signal %d" % -proc.returncode
@@ -159,7 +168,7 @@ def deploy(port, staged, written, resume=True, progress=None, timeout=60):
 
 def mpremote_exec(port, code, follow=True, timeout=30):
     """Run `code` on the REPL of the board at `port` (mpremote resume exec: no reset); its output.
-    Raises SimError, or KeyboardInterrupt when the user interrupted mpremote."""
+    Raises SimError (Interrupted when the user interrupted mpremote)."""
     cmd = [mpremote(), "connect", port, "resume", "exec"] + ([] if follow else ["--no-follow"])
     return _run(cmd + [code], timeout, what="mpremote exec")
 
