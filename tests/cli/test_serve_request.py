@@ -192,3 +192,20 @@ def test_request_hold_revoked_partway_is_exit_1(own):
         s.stop()
     assert proc.returncode == 1 and "ended while held" in err and "Traceback" not in err, (proc.returncode, err)
     assert out == ""            # --json: the one object was the grant
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.2])
+def test_serve_ctrl_c_while_the_board_is_deployed_is_130_without_a_traceback(own, delay):
+    # A terminal's Ctrl-C reaches the whole process group: mpy-cross and mpremote die of it too.
+    proc = subprocess.Popen([EXE, "serve", "--store", "st", "--listen", "127.0.0.1:0", "--board", "sim",
+                             "--runtime-token", "rt1=" + TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, (proc.returncode, err)
+    assert "failed" not in err, err

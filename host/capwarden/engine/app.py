@@ -12,7 +12,7 @@ from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.engine.engine import Engine
 from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
 from capwarden.engine.server import Server
-from capwarden.errors import StoreError, UsageError
+from capwarden.errors import LinkError, LinkTimeout, StoreError, UsageError
 from capwarden.link import open_board
 from capwarden.logfmt import kv
 
@@ -108,7 +108,13 @@ class EngineApp:
             self.vboard.start()
             addresses.insert(0, self.vboard.port)
         for addr in addresses:
-            b = await open_board(addr, timeout=0.5, retries=3)
+            try:
+                b = await open_board(addr, timeout=0.5, retries=3)
+            except LinkTimeout as exc:
+                if self.vboard is not None and addr == self.vboard.port:
+                    raise
+                raise LinkError("%s. Nothing answered on %s: is the CAP agent on that board? Deploy it with "
+                                "'capwarden flash --port %s --board NAME'" % (exc, addr, addr)) from None
             name = b.info.name
             n = 2
             while name in self.boards:

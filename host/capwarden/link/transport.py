@@ -75,7 +75,8 @@ class SerialTransport(Transport):
         try:
             self.serial = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2)
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise LinkError("cannot open %s: %s" % (self.url, exc)) from None
+            hint = "; 'capwarden ports' lists the serial ports" if "://" not in self.url else ""
+            raise LinkError("cannot open %s: %s%s" % (self.url, exc, hint)) from None
         fd = self._fileno()
         if fd is not None:
             # A real file descriptor (tty, pty): the event loop reads it directly, which saves
