@@ -1,9 +1,5 @@
-"""The audit log: an append-only, hash-chained record of every decision.
-
-Each line is one JSON object: seq, ts, who (runtime, fay), what (action, resource), which
-credential and grant (epoch), outcome and reason, prev (the previous line's hash) and hash =
-SHA-256 of the line without `hash`, in canonical JSON. Editing, removing or reordering any line
-breaks the chain at that point; `verify()` says where, and returns every entry before it.
+"""The audit log's writer: an append-only, hash-chained record of every decision (the file's
+format, its check and its repair are auditfile.py's, re-exported here).
 
 Durability: every line is on disk (fdatasync) before the decision it records is acknowledged.
 By default `record()` writes the whole line with one write() and syncs before it returns. In
@@ -21,175 +17,23 @@ chain goes on, with an `audit_repair` entry saying what was moved where.
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import threading
 import time
 
 from capwarden.engine import directlog
+from capwarden.engine.auditfile import (BROKEN, GENESIS, TORN, Check, advice, canonical, read, repair_torn_tail,
+                                        sync_dir, truncate, verify, write_all)
 from capwarden.errors import StoreError
 
-GENESIS = "0" * 64
-TORN = "torn"        # Check.kind of a log whose only problem is its last line
-BROKEN = "broken"    # Check.kind of a chain broken before its end
+__all__ = ["AuditLog", "Check", "verify", "read", "repair_torn_tail", "GENESIS", "TORN", "BROKEN"]
+
 PREALLOCATE = 1 << 20  # bytes of zeros written ahead of the log in group-commit mode
 DIRECT = True          # group commit writes through O_DIRECT where the file system takes it
 
 log = logging.getLogger("capwarden.audit")
 _fdatasync = getattr(os, "fdatasync", os.fsync)
-
-
-def _canonical(body):
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
-
-
-def _digest(entry):
-    return hashlib.sha256(_canonical({k: v for k, v in entry.items() if k != "hash"}).encode()).hexdigest()
-
-
-class Check:
-    """What `verify()` found. `entries`: every entry of the verified prefix, in order; `problem`:
-    None when the whole log verifies, else what is wrong and where; `kind`: None, TORN (only the
-    last line is incomplete) or BROKEN; `line`: the first line that does not verify; `good_bytes`:
-    the length of the verified prefix."""
-
-    __slots__ = ("entries", "problem", "kind", "line", "good_bytes", "size")
-
-    def __init__(self, entries, problem, kind, line, good_bytes, size):
-        self.entries, self.problem, self.kind, self.line = entries, problem, kind, line
-        self.good_bytes, self.size = good_bytes, size
-
-
-def verify(path):
-    """Check the log at `path`. Returns a Check. Raises OSError when it cannot be read.
-
-    Zero bytes after the last whole line are space a group-commit writer preallocated and did
-    not give back (it stopped without closing): not a problem. A partial line before them is
-    torn; zero bytes followed by anything else are not a crash's doing (BROKEN).
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    entries = []
-    prev = GENESIS
-    pos = 0
-    n = 0
-    size = len(data)
-    while pos < size:
-        n += 1
-        if data[pos] == 0:
-            if len(data.rstrip(b"\0")) <= pos:
-                break                                   # preallocated space: the end of the log
-            return Check(entries, "line %d starts with zero bytes followed by data" % n, BROKEN, n, pos, size)
-        end = data.find(b"\n", pos)
-        nul = data.find(b"\0", pos, size if end < 0 else end)
-        if end < 0 or nul >= 0:
-            cut = nul if nul >= 0 else size
-            if len(data.rstrip(b"\0")) <= cut:
-                return Check(entries, "line %d is torn (%d bytes, no newline): a crash during a write, so it was "
-                             "never acknowledged; the %d entries before it verify" % (n, cut - pos, len(entries)),
-                             TORN, n, pos, size)
-            return Check(entries, "line %d is not JSON" % n, BROKEN, n, pos, size)
-        try:
-            e = json.loads(data[pos:end])
-        except (ValueError, RecursionError):
-            return Check(entries, "line %d is not JSON" % n, BROKEN, n, pos, size)
-        if not isinstance(e, dict) or e.get("prev") != prev or e.get("seq") != n or e.get("hash") != _digest(e):
-            return Check(entries, "the hash chain breaks at line %d (edited, removed or reordered)" % n, BROKEN, n,
-                         pos, size)
-        prev = e["hash"]
-        entries.append(e)
-        pos = end + 1
-    return Check(entries, None, None, None, pos, size)
-
-
-def read(path):
-    """(entries, problem): every entry up to the first line that does not verify; problem None
-    when the log is intact. Raises OSError when it cannot be read."""
-    c = verify(path)
-    return c.entries, c.problem
-
-
-def repair_torn_tail(path):
-    """Move a torn last line aside and cut the log back to its verified prefix.
-
-    Returns (aside_path, torn_bytes), or None when there is nothing to repair. Raises StoreError
-    when the chain is broken before its end (that is not a crash: nothing is cut) or the files
-    cannot be written. The torn bytes are on disk in the aside file before the log is cut.
-    """
-    try:
-        c = verify(path)
-    except OSError as exc:
-        raise StoreError("cannot read the audit log %s: %s" % (path, exc.strerror or exc)) from None
-    if c.kind is None:
-        return None
-    if c.kind != TORN:
-        raise StoreError("audit log %s: %s. %s" % (path, c.problem, _fix(c, path)))
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    try:
-        with open(path, "rb") as f:
-            f.seek(c.good_bytes)
-            tail = f.read().rstrip(b"\0")     # without the preallocated zeros after it
-        aside, k = "%s.torn-%s" % (path, stamp), 1
-        while True:
-            try:
-                fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-                break
-            except FileExistsError:
-                k += 1
-                aside = "%s.torn-%s-%d" % (path, stamp, k)
-        try:
-            _write_all(fd, tail)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, c.good_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _sync_dir(path)
-    except OSError as exc:
-        raise StoreError("cannot repair the audit log %s: %s" % (path, exc.strerror or exc)) from None
-    return aside, len(tail)
-
-
-def _fix(c, path):
-    if c.kind == TORN:
-        return ("Run 'capwarden audit --file %s --repair' to move the torn line aside (it was never acknowledged) "
-                "and go on" % path)
-    return ("That is not a torn write and is not repaired: keep the file as evidence (check it with 'capwarden "
-            "audit --file %s'), and move it aside to start a new log" % path)
-
-
-def _truncate(path, size):
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise StoreError("cannot cut the audit log %s back to %d bytes: %s" % (path, size, exc.strerror or exc)) \
-            from None
-
-
-def _write_all(fd, data, offset=None):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset = None if offset is None else offset + n
-
-
-def _sync_dir(path):
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AuditLog:
@@ -225,9 +69,9 @@ class AuditLog:
                 self.last_repair = repaired = repair_torn_tail(path)
                 c = verify(path)
             if c.problem:
-                raise StoreError("audit log %s: %s. %s" % (path, c.problem, _fix(c, path)))
+                raise StoreError("audit log %s: %s. %s" % (path, c.problem, advice(c, path)))
             if c.size > c.good_bytes:          # zeros preallocated by a writer that did not close
-                _truncate(path, c.good_bytes)
+                truncate(path, c.good_bytes)
             if c.entries:
                 self.seq = c.entries[-1]["seq"]
                 self.last = c.entries[-1]["hash"]
@@ -249,7 +93,7 @@ class AuditLog:
                      "reason": reason}
             entry.update({k: v for k, v in fields.items() if v is not None})
             entry["prev"] = self.last
-            body = _canonical(entry)
+            body = canonical(entry)
             entry["hash"] = hashlib.sha256(body.encode()).hexdigest()
             if self.path:
                 # The same canonical text, hash appended: one encoding per entry. verify() parses
@@ -295,7 +139,7 @@ class AuditLog:
             self._open()
             if self._alloc is not None and self._size + len(data) > self._alloc:
                 self._preallocate(len(data))
-            _write_all(self._file.fileno(), data, self._size)
+            write_all(self._file.fileno(), data, self._size)
         except OSError as exc:
             # A partial line (disk full) is cut off again, or the next entry would follow garbage.
             if self._file is not None:
@@ -315,7 +159,7 @@ class AuditLog:
             self._file = open(self.path, "r+b" if not created else "w+b", buffering=0,
                               opener=lambda p, fl: os.open(p, fl | getattr(os, "O_CLOEXEC", 0), 0o600))
             if created:
-                _sync_dir(self.path)
+                sync_dir(self.path)
 
     def _preallocate(self, need=0):
         """Write zeros ahead of the log and sync them once, so that the fdatasync of each later
@@ -325,7 +169,7 @@ class AuditLog:
         start = self._size if self._alloc is None else self._alloc
         end = self._size + max(need, 0) + PREALLOCATE
         try:
-            _write_all(fd, bytes(end - start), start)
+            write_all(fd, bytes(end - start), start)
             _fdatasync(fd)
         except OSError:
             try:
