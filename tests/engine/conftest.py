@@ -52,6 +52,16 @@ class World:
     def cred(did):
         return {"type": "descriptor_ref", "descriptor_id": did}
 
+    async def take(self, client, name, mode, who="A", **kw):
+        """`client` acquires resource `name` for Fay `who` (A, B or C) with its descriptor."""
+        return await client.acquire(getattr(self, who), self.res(name), mode, self.cred(getattr(self, "d" + who)),
+                                    **kw)
+
+    def auth_body(self, name, mode, who="A", **kw):
+        """The body of an AuthRequest for resource `name` by Fay `who`, with its descriptor."""
+        return dict({"fay_id": getattr(self, who), "resource_id": self.res(name), "access_mode": mode,
+                     "credential": self.cred(getattr(self, "d" + who))}, **kw)
+
 
 class Served:
     """A `capwarden serve` process on the virtual board."""
@@ -112,6 +122,33 @@ def client(served, run):
             run(c.close())
         except Exception:
             pass
+
+
+async def runtime(engine, rid="rtA"):
+    """An SDK client of runtime `rid`, connected to a Served engine or an in_process app."""
+    url = engine.url if isinstance(engine, Served) else engine.server.url
+    return await connect(url, rid, TOKENS[rid])
+
+
+async def refusal(awaitable):
+    """The S2 code of the CapError that `awaitable` raises; fails the test when it raises none."""
+    from capwarden.errors import CapError
+
+    with pytest.raises(CapError) as exc:
+        await awaitable
+    return exc.value.code
+
+
+def never_answer(client):
+    """Offers to `client` are recorded and never answered (the holder stays silent): the list."""
+    offers = []
+    client.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+    return offers
+
+
+def answer(client, offer, accept=True):
+    """`client`'s HandoverResponse to `offer` (a HandoverOffered body), as a coroutine."""
+    return client.request("HandoverResponse", {"handover_id": offer["handover_id"], "accept": accept})
 
 
 async def wait_until(pred, seconds=5.0):

@@ -43,6 +43,11 @@ class TableBoard:
     def held(self, res=None):
         return [(r, t, e) for r, t, e in self.table if res is None or r == res]
 
+    def _new_grant(self, res, session, modes, lease_ms):
+        self.epoch += 1
+        self.table.append((res, session, self.epoch))
+        return Grant(res, modes, session, self.epoch, lease_ms)
+
     # ---- the Board interface ----------------------------------------------------------------
     def subscribe(self, cb):
         self._subscribers.append(cb)
@@ -51,9 +56,7 @@ class TableBoard:
         self.calls.append(("acquire", session))
         if self.wait_gate is not None:
             await self.wait_gate
-        self.epoch += 1
-        self.table.append((res, session, self.epoch))
-        grant = Grant(res, modes, session, self.epoch, lease_ms)
+        grant = self._new_grant(res, session, modes, lease_ms)
         if self.gate is not None:
             await self.gate
         return grant
@@ -95,9 +98,7 @@ class TableBoard:
     async def handover(self, res, from_session, from_epoch, to_session, modes, lease_ms):
         self.calls.append(("handover", res, from_session, to_session))
         self.table.remove((res, from_session, from_epoch))
-        self.epoch += 1
-        self.table.append((res, to_session, self.epoch))
-        grant = Grant(res, modes, to_session, self.epoch, lease_ms)
+        grant = self._new_grant(res, to_session, modes, lease_ms)
         if self.handover_gate is not None:
             await self.handover_gate
         return grant
@@ -164,6 +165,14 @@ class Rig:
         if wait_ms:
             body["wait_ms"] = wait_ms
         return await self.request(rid, "AuthRequest", body)
+
+    async def queued(self, res="motor_left", mode="write", wait_ms=5000, **kw):
+        """An AuthRequest (acquire's arguments) the board holds queued until `board.wait_gate`
+        is set: the task of its reply, started and settled."""
+        self.board.wait_gate = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(self.acquire(res, mode, wait_ms=wait_ms, **kw))
+        await settle()
+        return waiting
 
     def session(self, reply):
         assert reply["body"]["result"] in ("granted", "completed"), reply

@@ -12,7 +12,7 @@ import pytest
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from conftest import EXE, exchange
+from conftest import EXE, exchange, refusal
 
 
 def test_I69_descriptor_expiring_mid_session_ends_it(world, client, run):
@@ -27,9 +27,7 @@ def test_I69_descriptor_expiring_mid_session_ends_it(world, client, run):
             await s.heartbeat()
             await asyncio.sleep(0.2)
         assert s.state == "terminated" and s.changes[-1]["reason"] == "credential_expired"
-        with pytest.raises(CapError) as exc:                      # and its commands stop with an error
-            await s.command(1, b"\x01")
-        assert exc.value.code == "E_SESSION_NOT_FOUND"
+        assert await refusal(s.command(1, b"\x01")) == "E_SESSION_NOT_FOUND"
 
     run(scenario())
 
@@ -38,7 +36,7 @@ def test_I70_revocation_imported_mid_session_ends_it(world, client, run, tmp_pat
     a = client()
 
     async def scenario():
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        s = await world.take(a, "gps", "read")
         rev = str(tmp_path / "rev.cbor")
         for cmd in (["revoke", "--key", world.keyfile, "--descriptor-id", world.dA, "--out", rev],
                     ["revocations", "import", "--store", world.store, rev]):
@@ -60,7 +58,7 @@ def test_I72_a_replayed_command_is_not_executed_again(world, client, run):
     a = client()
 
     async def scenario():
-        cam = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        cam = await world.take(a, "camera", "execute")
         capture = protocol.make("ResourceCommand", {"session_id": cam.session_id, "op": 1}, "rtA")
         first = await exchange(a, capture)
         replay = await exchange(a, capture)                     # the same message, again
@@ -79,7 +77,7 @@ def _frames(reply):
 
 def test_I73_no_resumption_without_the_credential(world, client, run):
     a, b = client("rtA"), client("rtB")
-    s = run(a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA)))
+    s = run(world.take(a, "motor_left", "write"))
     # Another runtime knowing the session id gets nothing from it.
     assert run(b.request("Heartbeat", {"session_ids": [s.session_id]}))["alive"] == []
     with pytest.raises(CapError):

@@ -6,8 +6,7 @@ refusal is audited after the `granted` entry."""
 from capwarden.engine import server as server_mod
 from capwarden.errors import CapError
 from capwarden.engine.audit import read
-from capwarden.sdk import connect
-from conftest import TOKENS
+from conftest import runtime
 
 
 def test_grant_entry_is_on_disk_before_the_answer_and_the_epoch_follows(world, in_process, run, monkeypatch):
@@ -28,12 +27,12 @@ def test_grant_entry_is_on_disk_before_the_answer_and_the_epoch_follows(world, i
             return real_dumps(msg)
 
         monkeypatch.setattr(server_mod.protocol, "dumps", dumps)
-        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
+        c = await runtime(app, "rtA")
+        b = await runtime(app, "rtB")
         try:
-            s = await c.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+            s = await world.take(c, "motor_left", "write")
             try:
-                await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB))
+                await world.take(b, "motor_left", "write", who="B")
                 raise AssertionError("the held motor was granted twice")
             except CapError as exc:
                 assert exc.code == "E_RESOURCE_BUSY"

@@ -417,7 +417,7 @@ def test_kill_9_of_serve_mid_traffic_loses_no_acknowledged_decision(world):
                 async def loop(c):
                     try:
                         while True:
-                            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+                            s = await world.take(c, "gps", "read")
                             granted.add(s.session_id)
                             await s.release()
                             released.add(s.session_id)

@@ -18,7 +18,7 @@ from capwarden.errors import UsageError
 from capwarden.link import Reset
 from capwarden.link.types import BoardInfo, ResourceInfo
 from capshared import wire as W
-from conftest import EXE, TOKENS, World, speed, wait_until
+from conftest import EXE, TOKENS, World, runtime, speed, wait_until
 
 
 # ---- parsing: every bad setting is a usage error, said at once ------------------------------
@@ -119,15 +119,14 @@ def test_fault_69_70_link_loss_hold_given_by_the_engine_and_the_ring_audited(wor
     """The engine gives the board its hold mask; the cable is cut longer than a lease; when it
     is back, the board's ring says what its failsafe did (the motor driven safe, the held LED
     left as it was) and those entries are in the engine's audit log, chain intact."""
-    from capwarden.sdk import connect
-
+    
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150,
                                board_settings={"link_loss_hold": ["led"], "failsafe_delay_ms": 0})
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        c = await connect(app.server.url, "rtC", TOKENS["rtC"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
-        led = await c.acquire(world.C, world.res("led"), "write", world.cred(world.dC))
+        a = await runtime(app, "rtA")
+        c = await runtime(app, "rtC")
+        m = await world.take(a, "motor_left", "write")
+        led = await world.take(c, "led", "write", who="C")
         await m.command(1, speed(40))
         app.vboard.cable.disconnect()
         await asyncio.sleep(1.5)                                   # > the lease: the board's failsafe runs

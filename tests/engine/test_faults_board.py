@@ -8,8 +8,7 @@ import pytest
 
 from capshared import codec
 from capwarden.errors import DeviceError
-from capwarden.sdk import connect
-from conftest import TOKENS, speed, wait_until
+from conftest import runtime, speed, wait_until
 
 
 def test_fault_16_what_the_engine_ended_the_board_refuses(world, run, in_process):
@@ -18,8 +17,8 @@ def test_fault_16_what_the_engine_ended_the_board_refuses(world, run, in_process
     async def scenario():
         app = await in_process(liveness=LivenessPolicy(default=(100, 400)))
         board = app.boards["sim"]
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        m = await world.take(a, "motor_left", "write")
         s = app.engine.sessions[m.session_id]
         token, epoch, res = s.token, s.epoch, s.res
         assert await wait_until(lambda: m.suspended, 5)           # the engine suspended it...
@@ -40,8 +39,8 @@ def test_fault_21_board_reset_ends_the_sessions_on_it(world, run, in_process):
 
     async def scenario():
         app = await in_process()
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        s = await world.take(a, "gps", "read")
         from capshared import messages
 
         fields = {f: 0 for f, _t in messages.FIELDS[messages.ID["ANNOUNCE"]]}     # whatever fields it has now
@@ -58,11 +57,11 @@ def test_fault_21_board_reset_ends_the_sessions_on_it(world, run, in_process):
 def test_fault_60_62_unplug_ends_that_resources_sessions_only(world, run, in_process):
     async def scenario():
         app = await in_process()
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
-        g1 = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
-        g2 = await b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB))
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        b = await runtime(app, "rtB")
+        g1 = await world.take(a, "gps", "read")
+        g2 = await world.take(b, "gps", "read", who="B")
+        m = await world.take(a, "motor_left", "write")
         board = app.boards["sim"]
         await board.sim_plug(board.resource_index("gps"), False)
         assert await wait_until(lambda: g1.state == g2.state == "terminated", 5)   # every session on it (60)
@@ -82,8 +81,8 @@ def test_fault_60_62_unplug_ends_that_resources_sessions_only(world, run, in_pro
 def test_fault_61_replug_resumes_nothing(world, run, in_process):
     async def scenario():
         app = await in_process()
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        cam = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        cam = await world.take(a, "camera", "execute")
         board = app.boards["sim"]
         idx = board.resource_index("camera")
         await board.sim_plug(idx, False)
@@ -94,7 +93,7 @@ def test_fault_61_replug_resumes_nothing(world, run, in_process):
         assert cam.state == "terminated"                          # no auto-resume
         assert (await a.request("SessionQuery", {}))["sessions"] == []
         assert await board.grants(idx) == []                      # and nothing stale on the board
-        fresh = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA), wait_ms=3000)
+        fresh = await world.take(a, "camera", "execute", wait_ms=3000)
         assert fresh.session_id != cam.session_id                 # a new request, a new session
         await a.close()
 

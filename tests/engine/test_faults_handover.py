@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from capwarden.errors import CapError
-from conftest import wait_until
+from conftest import answer, never_answer, refusal, wait_until
 
 
 def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, client, run):
@@ -18,7 +18,7 @@ def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, c
     a.on_offer(lambda o: True)
 
     async def scenario():
-        old = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        old = await world.take(a, "camera", "execute")
         r = await a.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000)
         assert r["result"] == "completed"
         new = r["session"]
@@ -45,7 +45,7 @@ def test_fault_38_handover_never_answered_rolls_back(world, client, run):
     a.on_offer(hold)
 
     async def scenario():
-        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        sa = await world.take(a, "camera", "execute")
         r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 500)
         assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_TIMEOUT"
         assert await wait_until(lambda: sa.changes[-1]["state"] == "active")
@@ -58,16 +58,13 @@ def test_fault_38_handover_never_answered_rolls_back(world, client, run):
 
 def test_fault_39_late_consent_does_not_grant_a_stale_request(world, client, run):
     a, b = client("rtA"), client("rtB")
-    offers = []
-    a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+    offers = never_answer(a)
 
     async def scenario():
-        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        sa = await world.take(a, "camera", "execute")
         r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 300)
         assert r["error_code"] == "E_HANDOVER_TIMEOUT"
-        with pytest.raises(CapError) as exc:
-            await a.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
-        assert exc.value.code == "E_HANDOVER_TIMEOUT"
+        assert await refusal(answer(a, offers[0])) == "E_HANDOVER_TIMEOUT"
         assert (await b.request("SessionQuery", {}))["sessions"] == []
         assert await wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active")
         assert sa.changes[-1]["reason"] == "handover_timeout"
@@ -85,7 +82,7 @@ def test_fault_40_a_requester_that_lost_the_result_finds_its_session_by_query(wo
     a.on_offer(slow_yes)
 
     async def scenario():
-        await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        await world.take(a, "camera", "execute")
         with pytest.raises(asyncio.TimeoutError):     # the requester stops waiting: its answer is lost
             await b.request("HandoverRequest", {"resource_id": world.res("camera"), "to_fay_id": world.B,
                                                 "access_mode": "execute", "credential": world.cred(world.dB),
@@ -109,7 +106,7 @@ def test_fault_42_two_requesters_one_offer(world, client, run):
     a.on_offer(slow_yes)
 
     async def scenario():
-        await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        await world.take(a, "camera", "execute")
         first = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
         assert await wait_until(lambda: offers)
         second = await c.handover(world.res("camera"), world.C, "execute", world.cred(world.dC), 5000)
@@ -126,11 +123,9 @@ def test_fault_43_a_plain_request_never_takes_over(world, client, run):
     a.on_offer(lambda o: offers.append(o) or False)
 
     async def scenario():
-        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        sa = await world.take(a, "camera", "execute")
         for wait_ms in (0, 300):                       # at once, and queued
-            with pytest.raises(CapError) as exc:
-                await b.acquire(world.B, world.res("camera"), "execute", world.cred(world.dB), wait_ms=wait_ms)
-            assert exc.value.code == "E_RESOURCE_BUSY"
+            assert await refusal(world.take(b, "camera", "execute", who="B", wait_ms=wait_ms)) == "E_RESOURCE_BUSY"
         assert offers == [] and sa.state == "active"   # only a HandoverRequest asks the holder
         r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 2000)
         assert r["error_code"] == "E_HANDOVER_REJECTED" and len(offers) == 1
@@ -140,7 +135,7 @@ def test_fault_43_a_plain_request_never_takes_over(world, client, run):
 
 def test_fault_44_only_the_holder_releases(world, client, run):
     a, b = client("rtA"), client("rtB")
-    s = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    s = run(world.take(a, "camera", "execute"))
     with pytest.raises(CapError) as exc:
         run(b.request("SessionRelease", {"session_id": s.session_id}))
     assert exc.value.code == "E_PERMISSION_DENIED"
@@ -152,21 +147,16 @@ def test_fault_44_only_the_holder_releases(world, client, run):
 
 def test_fault_45_only_the_holder_answers_and_offers_are_cleared(world, client, run):
     a, b = client("rtA"), client("rtB")
-    offers = []
-    a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+    offers = never_answer(a)
 
     async def scenario():
-        sa = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        sa = await world.take(a, "camera", "execute")
         pending = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
         assert await wait_until(lambda: offers)
-        with pytest.raises(CapError) as exc:    # the requester cannot consent on the holder's behalf
-            await b.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
-        assert exc.value.code == "E_PERMISSION_DENIED"
+        assert await refusal(answer(b, offers[0])) == "E_PERMISSION_DENIED"
         await b.close()                         # the requester goes away: the offer is withdrawn at once
         assert await wait_until(lambda: sa.changes and sa.changes[-1]["reason"] == "handover_rejected", 3)
-        with pytest.raises(CapError) as exc:
-            await a.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
-        assert exc.value.code == "E_HANDOVER_TIMEOUT"
+        assert await refusal(answer(a, offers[0])) == "E_HANDOVER_TIMEOUT"
         assert sa.state == "active"
         pending.cancel()
 
@@ -179,8 +169,8 @@ def test_handover_of_a_shared_resource_is_refused(world, client, run):
     b.on_offer(lambda o: True)
 
     async def scenario():
-        await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
-        await b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB))
+        await world.take(a, "gps", "read")
+        await world.take(b, "gps", "read", who="B")
         gps = world.descriptor(world.C, [world.grant("gps", "read")])
         r = await c.handover(world.res("gps"), world.C, "read", world.cred(gps), 2000)
         assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED" and "shared" in r["error_message"]
@@ -199,7 +189,7 @@ def test_handover_needs_the_receiving_fays_credential(world, client, run):
     a, b = client("rtA"), client("rtB")
     offers = []
     a.on_offer(lambda o: offers.append(o) or True)
-    run(a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA)))
+    run(world.take(a, "motor_right", "write"))
     r = run(b.handover(world.res("motor_right"), world.B, "write", world.cred(world.dB), 1000))
     assert r["result"] == "rejected" and r["error_code"] == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
     assert offers == []                          # checked before the holder is bothered
@@ -209,7 +199,7 @@ def test_fault_46_a_read_session_cannot_actuate(world, client, run):
     from conftest import speed
 
     a = client()
-    s = run(a.acquire(world.A, world.res("motor_left"), "read", world.cred(world.dA)))
+    s = run(world.take(a, "motor_left", "read"))
     assert run(s.command(2)) == speed(0)                 # reading the speed is a read
     with pytest.raises(CapError) as exc:
         run(s.command(1, speed(300)))                    # setting it actuates: gated by the mode

@@ -9,22 +9,18 @@ import asyncio
 import pytest
 
 from capwarden.engine import protocol
-from capwarden.errors import CapError
-from capwarden.sdk import connect
-from conftest import TOKENS, exchange, speed, wait_until
+from conftest import exchange, refusal, runtime, speed, wait_until
 
 
 def test_fault_11_connection_up_heartbeats_stop_suspends_and_holds_safe(world, client, run):
     a = client()
 
     async def scenario():
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        m = await world.take(a, "motor_left", "write")
         await m.command(1, speed(500))
         assert await wait_until(lambda: m.suspended, 5)          # no heartbeats, connection up
         assert m.state == "active"                               # AND rule: not expired
-        with pytest.raises(CapError) as exc:
-            await m.command(1, speed(500))                       # write refused by the board
-        assert exc.value.code == "E_PERMISSION_DENIED"
+        assert await refusal(m.command(1, speed(500))) == "E_PERMISSION_DENIED"   # write refused by the board
         await m.heartbeat()                                      # heartbeats return
         assert await wait_until(lambda: not m.suspended, 5)
         await m.command(1, speed(100))
@@ -34,12 +30,12 @@ def test_fault_11_connection_up_heartbeats_stop_suspends_and_holds_safe(world, c
 
 def test_fault_13_connection_down_and_timeout_expires(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        s = await world.take(a, "gps", "read")
         await s.heartbeat()
         await a.close()                                          # down first, then the timeout
         await asyncio.sleep(2.0)
-        a2 = await connect(served.url, "rtA", TOKENS["rtA"])
+        a2 = await runtime(served, "rtA")
         try:
             assert (await a2.request("SessionQuery", {}))["sessions"] == []
             assert (await a2.request("Heartbeat", {"session_ids": [s.session_id]}))["unknown"] == [s.session_id]
@@ -53,13 +49,13 @@ def test_fault_14_session_never_heartbeating_still_expires(world, served, client
     a = client()
 
     async def scenario():
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        s = await world.take(a, "gps", "read")
         # Not one heartbeat. With the connection up the AND rule suspends, never expires...
         assert await wait_until(lambda: s.suspended, 5)
         assert s.state == "active"
         await a.close()                                          # ...and once it drops, it ends
         await asyncio.sleep(0.5)                                 # (already late: at the next sweep)
-        b = await connect(served.url, "rtA", TOKENS["rtA"])
+        b = await runtime(served, "rtA")
         try:
             assert (await b.request("SessionQuery", {}))["sessions"] == []
         finally:
@@ -70,8 +66,8 @@ def test_fault_14_session_never_heartbeating_still_expires(world, served, client
 
 def test_fault_15_reconnect_in_time_keeps_sessions_after_expiry_does_not_resurrect(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        s = await world.take(a, "gps", "read")
         a.ws.transport.abort()                                   # the network drops
         await asyncio.sleep(0.3)                                 # well inside the 1 s timeout
         await a.reconnect()
@@ -82,9 +78,7 @@ def test_fault_15_reconnect_in_time_keeps_sessions_after_expiry_does_not_resurre
         await a.reconnect()
         ack = await a.request("Heartbeat", {"session_ids": [s.session_id]})
         assert ack["unknown"] == [s.session_id]                  # expired stays expired
-        with pytest.raises(CapError) as exc:
-            await s.command(1)
-        assert exc.value.code == "E_SESSION_NOT_FOUND"
+        assert await refusal(s.command(1)) == "E_SESSION_NOT_FOUND"
         await a.close()
 
     run(scenario())
@@ -92,15 +86,15 @@ def test_fault_15_reconnect_in_time_keeps_sessions_after_expiry_does_not_resurre
 
 def test_fault_17_another_runtimes_heartbeat_does_not_keep_a_session_alive(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        s = await world.take(a, "gps", "read")
         await a.close()
-        b = await connect(served.url, "rtB", TOKENS["rtB"])
+        b = await runtime(served, "rtB")
         for _ in range(12):                                      # 2.4 s of foreign heartbeats
             ack = await b.request("Heartbeat", {"session_ids": [s.session_id]})
             assert ack["alive"] == []
             await asyncio.sleep(0.2)
-        a2 = await connect(served.url, "rtA", TOKENS["rtA"])
+        a2 = await runtime(served, "rtA")
         assert (await a2.request("SessionQuery", {}))["sessions"] == []
         await b.close()
         await a2.close()
@@ -113,7 +107,7 @@ def test_fault_22_a_dead_keep_alive_loop_is_surfaced_to_the_runtime(world, clien
     seen = []
 
     async def scenario():
-        s = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        s = await world.take(a, "camera", "execute")
         s.on_change(seen.append)
 
         async def keep_alive():
@@ -134,13 +128,13 @@ def test_fault_22_a_dead_keep_alive_loop_is_surfaced_to_the_runtime(world, clien
 
 def test_fault_23_runtime_crash_ends_sessions_and_motors_go_safe(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        m = await world.take(a, "motor_left", "write")
         await m.command(1, speed(800))
         a.ws.transport.abort()                                   # the runtime process dies
-        c = await connect(served.url, "rtC", TOKENS["rtC"])
+        c = await runtime(served, "rtC")
         # Busy until the timeout ends A's session, then (after the board's lock-delay) free.
-        r = await c.acquire(world.A, world.res("motor_left"), "read", world.cred(world.dA), wait_ms=5000)
+        r = await world.take(c, "motor_left", "read", wait_ms=5000)
         assert await r.command(2) == speed(0)                    # the motor is idle
         await c.close()
 
@@ -151,8 +145,8 @@ def test_fault_24_per_class_timeouts_are_honoured(world, client, run):
     a = client()
 
     async def scenario():
-        m = await a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA))
-        g = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        m = await world.take(a, "motor_right", "write")
+        g = await world.take(a, "gps", "read")
         assert (m.timeout_ms, g.timeout_ms) == (700, 1000)
         order = []
         m.on_change(lambda c: c["suspended"] and order.append("motor"))
@@ -168,7 +162,7 @@ def test_fault_26_a_frozen_heartbeat_counts_as_missed(world, client, run):
     a = client()
 
     async def scenario():
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        s = await world.take(a, "gps", "read")
         frozen = protocol.make("Heartbeat", {"session_ids": [s.session_id]}, "rtA")
         acks = []
         for _ in range(15):                                      # 1.5 s of the same message

@@ -11,27 +11,26 @@ import pytest
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from capwarden.sdk import connect
-from conftest import EXE, TOKENS, exchange, speed, wait_until
+from conftest import EXE, answer, exchange, never_answer, refusal, runtime, speed, wait_until
 
 
 def test_fault_28_a_request_withdrawn_while_waiting_never_gets_the_grant(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        b = await connect(served.url, "rtB", TOKENS["rtB"])
-        held = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        b = await runtime(served, "rtB")
+        held = await world.take(a, "motor_left", "write")
         # B's runtime queues for the motor, then goes away before it is granted.
-        waiting = asyncio.ensure_future(b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB),
+        waiting = asyncio.ensure_future(world.take(b, "motor_left", "write", who="B",
                                                   wait_ms=5000))
         await asyncio.sleep(0.3)
         await b.close()
         with pytest.raises(Exception):
             await waiting
         await held.release()                                      # the grant would now go to B...
-        c = await connect(served.url, "rtC", TOKENS["rtC"])
-        mine = await c.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        c = await runtime(served, "rtC")
+        mine = await world.take(c, "motor_left", "write")
         await mine.command(1, speed(5))                            # ...but the motor is free for C
-        b2 = await connect(served.url, "rtB", TOKENS["rtB"])
+        b2 = await runtime(served, "rtB")
         assert (await b2.request("SessionQuery", {}))["sessions"] == []
         # FayTerminated while the Fay's own request waits: the request is answered, not granted.
         waiting = asyncio.ensure_future(b2.request("AuthRequest", {
@@ -81,14 +80,12 @@ def test_fault_32_a_new_session_does_not_inherit_the_old_grant(world, client, ru
     a = client()
 
     async def scenario():
-        old = await a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA))
+        old = await world.take(a, "motor_right", "write")
         await old.command(1, speed(200))
         await old.release()
-        new = await a.acquire(world.A, world.res("motor_right"), "write", world.cred(world.dA))
+        new = await world.take(a, "motor_right", "write")
         assert new.session_id != old.session_id
-        with pytest.raises(CapError) as exc:
-            await old.command(1, speed(300))                      # the old id acts on nothing
-        assert exc.value.code == "E_SESSION_NOT_FOUND"
+        assert await refusal(old.command(1, speed(300))) == "E_SESSION_NOT_FOUND"   # the old id acts on nothing
         assert (await a.request("Heartbeat", {"session_ids": [old.session_id]}))["unknown"] == [old.session_id]
         await new.command(1, speed(300))
 
@@ -99,26 +96,24 @@ def test_fault_52_a_holder_that_never_releases_means_a_bounded_wait(world, clien
     a, b = client("rtA"), client("rtB")
 
     async def scenario():
-        await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        await world.take(a, "motor_left", "write")
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         with pytest.raises(CapError) as exc:
-            await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB), wait_ms=400)
+            await world.take(b, "motor_left", "write", who="B", wait_ms=400)
         assert exc.value.code == "E_RESOURCE_BUSY" and loop.time() - t0 >= 0.35   # it waited, then was told
-        with pytest.raises(CapError) as exc:                      # the schema bounds the wait itself
-            await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB), wait_ms=10 ** 7)
-        assert exc.value.code == "E_MALFORMED_REQUEST"
+        huge_wait = world.take(b, "motor_left", "write", who="B", wait_ms=10 ** 7)
+        assert await refusal(huge_wait) == "E_MALFORMED_REQUEST"
 
     run(scenario())
 
 
 def test_fault_65_every_path_applies_the_same_ownership_check(world, client, run):
     a, b = client("rtA"), client("rtB")
-    offers = []
-    a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+    offers = never_answer(a)
 
     async def scenario():
-        s = await a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA))
+        s = await world.take(a, "camera", "execute")
         sid = {"session_id": s.session_id}
         for mtype, body in (("SessionRelease", sid), ("ResourceCommand", dict(sid, op=1)), ("SessionQuery", sid)):
             with pytest.raises(CapError) as exc:
@@ -130,9 +125,7 @@ def test_fault_65_every_path_applies_the_same_ownership_check(world, client, run
         pending = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 3000))
         while not offers:
             await asyncio.sleep(0.02)
-        with pytest.raises(CapError) as exc:
-            await b.request("HandoverResponse", {"handover_id": offers[0]["handover_id"], "accept": True})
-        assert exc.value.code == "E_PERMISSION_DENIED"
+        assert await refusal(answer(b, offers[0])) == "E_PERMISSION_DENIED"
         assert s.state in ("active", "handover_pending")
         await s.release()                                         # once it has ended, every path says so
         assert (await pending)["result"] == "rejected"
@@ -146,8 +139,8 @@ def test_fault_65_every_path_applies_the_same_ownership_check(world, client, run
 
 def test_fault_70_the_last_decision_survives_a_crash(world, served, run):
     async def scenario():
-        a = await connect(served.url, "rtA", TOKENS["rtA"])
-        s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(served, "rtA")
+        s = await world.take(a, "gps", "read")
         served.proc.kill()                                        # SIGKILL right after the answer
         served.proc.wait(timeout=20)
         return s

@@ -13,8 +13,7 @@ import os
 import signal
 
 from capwarden.engine import invariants
-from capwarden.sdk import connect
-from conftest import TOKENS, speed, wait_until
+from conftest import runtime, speed, wait_until
 
 
 def _warned(caplog, text):
@@ -27,9 +26,9 @@ def test_issue9_10_killing_the_board_process_ends_its_sessions(world, run, in_pr
 
     async def scenario():
         app = await in_process()
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
-        g = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        m = await world.take(a, "motor_left", "write")
+        g = await world.take(a, "gps", "read")
         os.killpg(app.vboard.proc.pid, signal.SIGKILL)          # the board process dies; the line stays
         app.vboard.proc.wait(timeout=10)
         beating = asyncio.ensure_future(_beat(m, g))            # the runtime itself is healthy
@@ -64,8 +63,8 @@ def test_issue9_10_a_closed_port_is_noticed_at_once(world, run, in_process, capl
 
     async def scenario():
         app = await in_process()
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        m = await world.take(a, "motor_left", "write")
         app.vboard.crash()                                       # process, cable and ptys gone: a USB unplug
         assert await wait_until(lambda: m.state == "terminated", 15)
         assert m.changes[-1]["reason"] == "board_unreachable"
@@ -82,8 +81,8 @@ def test_fault_30_issue9_10_a_cut_cable_ends_the_sessions_and_recovers(world, ru
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
         board = app.boards["sim"]
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        m = await world.take(a, "motor_left", "write")
         res = board.resource_index("motor_left")
         beating = asyncio.ensure_future(_beat(m))               # the runtime stays healthy throughout
         app.vboard.cable.disconnect()
@@ -96,7 +95,7 @@ def test_fault_30_issue9_10_a_cut_cable_ends_the_sessions_and_recovers(world, ru
         beating.cancel()
         assert _warned(caplog, "answers again")
         assert await board.grants(res) == []                    # neither side holds it
-        again = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA), wait_ms=3000)
+        again = await world.take(a, "motor_left", "write", wait_ms=3000)
         await again.command(1, speed(10))
         assert invariants.check(app.engine, app.audit_path) == []
         assert await invariants.check_boards(app.engine) == []
@@ -111,8 +110,8 @@ def test_issue9_10_replies_lost_on_the_way_back_leave_no_grant(world, run, in_pr
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
         board = app.boards["sim"]
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        m = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        m = await world.take(a, "motor_left", "write")
         res = board.resource_index("motor_left")
         app.vboard.cable.inject(TO_HOST, "drop", count=12)    # the board hears us, we do not hear it
         assert await wait_until(lambda: m.state == "terminated", 15)
@@ -132,9 +131,9 @@ def test_issue9_10_a_request_queued_on_a_board_that_dies_is_answered_at_once(wor
 
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
-        await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
+        a = await runtime(app, "rtA")
+        b = await runtime(app, "rtB")
+        await world.take(a, "motor_left", "write")
         waiting = asyncio.ensure_future(b.request("AuthRequest", {
             "fay_id": world.B, "resource_id": world.res("motor_left"), "access_mode": "write",
             "credential": world.cred(world.dB), "wait_ms": 45000}))

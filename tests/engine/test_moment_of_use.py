@@ -27,9 +27,7 @@ def _denied_in_audit(rig, action, code):
 
 def test_issue9_4_revoked_while_queued_is_denied_when_granted(rig):
     async def scenario():
-        rig.board.wait_gate = asyncio.get_running_loop().create_future()
-        waiting = asyncio.ensure_future(rig.acquire("motor_left", "write", wait_ms=5000))
-        await settle()
+        waiting = await rig.queued("motor_left", "write")
         assert [s.state for s in rig.e.sessions.values()] == ["creating"]   # queued on the board
         rig.revoke(rig.w.dA)                               # revoked while the request waits
         rig.board.wait_gate.set_result(None)               # the holder releases: the board grants
@@ -48,9 +46,7 @@ def test_issue9_4_revoked_by_another_process_while_queued(rig):
     from capwarden.credentials.issue import sign_revocation
 
     async def scenario():
-        rig.board.wait_gate = asyncio.get_running_loop().create_future()
-        waiting = asyncio.ensure_future(rig.acquire("motor_left", "write", wait_ms=5000))
-        await settle()
+        waiting = await rig.queued("motor_left", "write")
         now = int(rig.clocks.wall)                         # `capwarden revocations import` meanwhile
         Terminal.open(rig.w.store).import_revocation(sign_revocation(rig.w.key, rig.w.dA, now), now)
         rig.board.wait_gate.set_result(None)               # granted before any sweep ran
@@ -68,10 +64,7 @@ def test_issue9_4_ticket_expiring_while_queued_is_denied_when_granted(rig):
                                               now - 10, now + 30))
 
     async def scenario():
-        rig.board.wait_gate = asyncio.get_running_loop().create_future()
-        waiting = asyncio.ensure_future(rig.acquire("motor_left", "write", wait_ms=60000,
-                                                    cred={"type": "ticket", "ticket": ticket}))
-        await settle()
+        waiting = await rig.queued("motor_left", "write", wait_ms=60000, cred={"type": "ticket", "ticket": ticket})
         rig.clocks.wall += 31                              # the ticket's exp passes while it waits
         rig.clocks.mono += 31
         rig.board.wait_gate.set_result(None)
@@ -165,9 +158,7 @@ def test_issue9_4_heartbeat_after_expiry_does_not_renew(rig):
 
 def test_issue9_4_a_valid_credential_still_passes_every_check(rig):
     async def scenario():
-        rig.board.wait_gate = asyncio.get_running_loop().create_future()
-        waiting = asyncio.ensure_future(rig.acquire("motor_left", "write", wait_ms=5000))
-        await settle()
+        waiting = await rig.queued("motor_left", "write")
         rig.board.wait_gate.set_result(None)
         s = rig.session(await waiting)
         r = await rig.request("rtA", "ResourceCommand", {"session_id": s.session_id, "op": 1, "args": "AQA"})

@@ -9,7 +9,7 @@ import os
 import subprocess
 
 from capwarden.engine import audit
-from conftest import EXE, TOKENS, World, Served
+from conftest import EXE, TOKENS, Served, World
 
 
 def _second(store, *extra):
@@ -24,10 +24,10 @@ async def _decide(world, url):
     from capwarden.sdk import connect
 
     a = await connect(url, "rtA", TOKENS["rtA"])
-    s = await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+    s = await world.take(a, "gps", "read")
     await s.release()
     try:
-        await a.acquire(world.C, world.res("gps"), "read", world.cred(world.dC))
+        await world.take(a, "gps", "read", who="C")
     except CapError:
         pass
     await a.close()

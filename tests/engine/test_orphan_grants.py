@@ -140,8 +140,7 @@ def test_issue9_3_reconcile_never_runs_twice_at_once(rig):
 
 def test_issue9_3_a_grant_planted_on_the_board_is_released_within_a_heartbeat(world, run, in_process):
     from capshared.limits import MODE_WRITE
-    from capwarden.sdk import connect
-    from conftest import TOKENS, wait_until
+    from conftest import runtime, wait_until
 
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
@@ -162,8 +161,8 @@ def test_issue9_3_a_grant_planted_on_the_board_is_released_within_a_heartbeat(wo
 
         await asyncio.wait_for(poll(), 10)                         # the heartbeat no longer keeps it alive
         assert gone
-        b = await connect(app.server.url, "rtB", TOKENS["rtB"])
-        m = await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB))   # not busy
+        b = await runtime(app, "rtB")
+        m = await world.take(b, "motor_left", "write", who="B")   # not busy
         assert await wait_until(lambda: m.state == "active", 1)
         assert invariants.check(app.engine, app.audit_path) == []
         assert await invariants.check_boards(app.engine) == []

@@ -8,7 +8,7 @@ import websockets
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from conftest import TOKENS, wait_until
+from conftest import TOKENS, refusal, wait_until
 
 
 def test_authrequest_granted_has_every_s3_field(world, client, run):
@@ -38,11 +38,9 @@ def test_authrequest_wait_ms_queues_until_the_holder_releases(world, client, run
     a, b = client("rtA"), client("rtB")
 
     async def scenario():
-        sa = await a.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
-        with pytest.raises(CapError) as exc:
-            await b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB))
-        assert exc.value.code == "E_RESOURCE_BUSY"
-        waiting = asyncio.ensure_future(b.acquire(world.B, world.res("motor_left"), "write", world.cred(world.dB),
+        sa = await world.take(a, "motor_left", "write")
+        assert await refusal(world.take(b, "motor_left", "write", who="B")) == "E_RESOURCE_BUSY"
+        waiting = asyncio.ensure_future(world.take(b, "motor_left", "write", who="B",
                                                   wait_ms=5000))
         await asyncio.sleep(0.3)
         assert not waiting.done()
@@ -55,8 +53,8 @@ def test_authrequest_wait_ms_queues_until_the_holder_releases(world, client, run
 
 def test_heartbeat_ack_alive_and_unknown(world, client, run):
     a, b = client("rtA"), client("rtB")
-    sa = run(a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)))
-    sb = run(b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB)))
+    sa = run(world.take(a, "gps", "read"))
+    sb = run(world.take(b, "gps", "read", who="B"))
     r = run(a.request("Heartbeat", {"session_ids": [sa.session_id, sb.session_id, "01927b34-7e21-7c4d-a89f-1234567890ab"]}))
     assert r["alive"] == [sa.session_id]
     assert set(r["unknown"]) == {sb.session_id, "01927b34-7e21-7c4d-a89f-1234567890ab"}  # not B's business
@@ -64,7 +62,7 @@ def test_heartbeat_ack_alive_and_unknown(world, client, run):
 
 def test_session_release_and_state_pushes(world, client, run):
     a = client()
-    s = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    s = run(world.take(a, "camera", "execute"))
     r = run(a.request("SessionRelease", {"session_id": s.session_id}))
     assert r == {"session_id": s.session_id}
     run(wait_until(lambda: s.state == "terminated"))
@@ -84,8 +82,8 @@ def test_fay_terminated_releases_all_of_that_fays_sessions(world, client, run):
 
 def test_session_query_lists_only_own_sessions(world, client, run):
     a, b = client("rtA"), client("rtB")
-    sa = run(a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)))
-    sb = run(b.acquire(world.B, world.res("gps"), "read", world.cred(world.dB)))
+    sa = run(world.take(a, "gps", "read"))
+    sb = run(world.take(b, "gps", "read", who="B"))
     mine = run(a.request("SessionQuery", {}))["sessions"]
     assert [s["session_id"] for s in mine] == [sa.session_id]
     assert mine[0]["state"] == "active" and mine[0]["suspended"] is False
@@ -98,7 +96,7 @@ def test_handover_with_consent(world, client, run):
     a, b = client("rtA"), client("rtB")
     offers = []
     a.on_offer(lambda o: offers.append(o) or True)
-    sa = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    sa = run(world.take(a, "camera", "execute"))
     r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
     assert r["result"] == "completed" and r["session"].state == "active"
     assert offers and offers[0]["session_id"] == sa.session_id and offers[0]["to_fay_id"] == world.B
@@ -110,7 +108,7 @@ def test_handover_with_consent(world, client, run):
 def test_handover_refused(world, client, run):
     a, b = client("rtA"), client("rtB")
     a.on_offer(lambda o: False)
-    sa = run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    sa = run(world.take(a, "camera", "execute"))
     r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
     assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED"
     run(wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active"))
@@ -188,7 +186,7 @@ def test_every_request_gets_exactly_one_final_response(world, client, run):
 def test_responses_and_pushes_validate_against_the_shipped_schema(world, client, run):
     a, b = client("rtA"), client("rtB")
     a.on_offer(lambda o: True)
-    run(a.acquire(world.A, world.res("camera"), "execute", world.cred(world.dA)))
+    run(world.take(a, "camera", "execute"))
     run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
     for p in a.pushes + b.pushes:
         protocol.parse(json.dumps(p))   # raises if the engine sends what the schema forbids

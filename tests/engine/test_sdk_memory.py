@@ -7,8 +7,7 @@ import asyncio
 import pytest
 
 from capwarden.sdk import client as sdk_client
-from capwarden.sdk import connect
-from conftest import TOKENS
+from conftest import runtime
 
 KEPT = getattr(sdk_client, "PUSHES_KEPT", 256)      # (so that the test runs, and fails, on the old client)
 
@@ -16,16 +15,16 @@ KEPT = getattr(sdk_client, "PUSHES_KEPT", 256)      # (so that the test runs, an
 def test_sdk_forgets_ended_sessions_and_keeps_only_the_newest_pushes(world, in_process, run):
     async def scenario():
         app = await in_process()
-        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        c = await runtime(app, "rtA")
         try:
             rounds = KEPT + 40        # each round pushes active, terminating, terminated
             for _ in range(rounds):
-                s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+                s = await world.take(c, "gps", "read")
                 assert c.sessions[s.session_id] is s
                 await s.release()
                 assert s.session_id not in c.sessions
             # Ended by the engine, not released: forgotten when its terminated push arrives.
-            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            s = await world.take(c, "gps", "read")
             await c.request("FayTerminated", {"fay_id": world.A})
             assert await s.ended(timeout=10) == "fay_terminated"
             assert c.sessions == {}
@@ -43,11 +42,11 @@ def test_sdk_forgets_ended_sessions_and_keeps_only_the_newest_pushes(world, in_p
 def test_sdk_forgets_a_session_the_engine_reports_unknown(world, in_process, run):
     async def scenario():
         app = await in_process()
-        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        c = await runtime(app, "rtA")
         try:
-            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            s = await world.take(c, "gps", "read")
             await c.close()                  # ended while this client is away: no push reaches it
-            other = await connect(app.server.url, "rtA", TOKENS["rtA"])
+            other = await runtime(app, "rtA")
             await other.request("SessionRelease", {"session_id": s.session_id})
             await other.close()
             await c.reconnect()
@@ -64,11 +63,11 @@ def test_sdk_forgets_a_session_the_engine_reports_unknown(world, in_process, run
 def test_sdk_request_timeout_raises_and_leaves_nothing_pending(world, in_process, run):
     async def scenario():
         app = await in_process()
-        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        c = await runtime(app, "rtA")
         try:
             # A request the board queues (the motor is held) and never grants within the timeout.
-            held = await c.acquire(world.A, world.res("motor_left"), "write", world.cred(world.dA))
-            b = await connect(app.server.url, "rtB", TOKENS["rtB"])
+            held = await world.take(c, "motor_left", "write")
+            b = await runtime(app, "rtB")
             with pytest.raises(asyncio.TimeoutError):
                 await b.request("AuthRequest", {"fay_id": world.B, "resource_id": world.res("motor_left"),
                                                 "access_mode": "write", "credential": world.cred(world.dB),
@@ -88,9 +87,9 @@ def test_a_session_reported_unknown_before_its_push_still_hears_it_ended(world, 
     forgotten the session and dropped its push). Forgetting keeps it reachable by late pushes."""
     async def scenario():
         app = await in_process()
-        c = await connect(app.server.url, "rtA", TOKENS["rtA"])
+        c = await runtime(app, "rtA")
         try:
-            s = await c.acquire(world.A, world.res("gps"), "read", world.cred(world.dA))
+            s = await world.take(c, "gps", "read")
             c._forget(s.session_id)                  # as a heartbeat answering "unknown" does
             assert s.session_id not in c.sessions
             await c.request("FayTerminated", {"fay_id": world.A})

@@ -8,8 +8,7 @@ issue 9: "a table that overflows silently")."""
 import asyncio
 
 from capwarden.engine import invariants
-from capwarden.sdk import connect
-from conftest import TOKENS
+from conftest import runtime
 
 N = 300
 
@@ -18,8 +17,8 @@ def test_more_than_255_grants_keep_their_sessions(world, run, in_process):
     async def scenario():
         app = await in_process(heapsize="2M", sim_grants=N + 8, board_heartbeat_ms=200)
         board = app.boards["sim"]
-        a = await connect(app.server.url, "rtA", TOKENS["rtA"])
-        sessions = [await a.acquire(world.A, world.res("gps"), "read", world.cred(world.dA)) for _ in range(N)]
+        a = await runtime(app, "rtA")
+        sessions = [await world.take(a, "gps", "read") for _ in range(N)]
         res = board.resource_index("gps")
         assert len(await board.grants(res)) == N                  # every page of the listing
         r = await board.heartbeat(10 ** 6)
