@@ -18,13 +18,12 @@ from hypothesis import strategies as st
 
 from capshared.errors import CODE
 from capwarden.engine import invariants, protocol
+from capwarden.engine.routes import ROUTES
 from tableboard import Rig
 
 S2_CODES = {n for n in CODE if not n.startswith("E_DEV_")} - {"E_INTERNAL"}
 U = "01927b34-7e21-7c4d-a89f-1234567890ab"
-FINAL = {"AuthRequest": "AuthResult", "Heartbeat": "HeartbeatAck", "SessionRelease": "SessionReleased",
-         "FayTerminated": "SessionsReleased", "SessionQuery": "SessionList", "HandoverRequest": "HandoverResult",
-         "HandoverResponse": "HandoverResponseAck", "ResourceCommand": "ResourceCommandResult"}
+FINAL = {t: route.response for t, route in ROUTES.items()}
 
 _LOOP = asyncio.new_event_loop()
 _RIG = []
@@ -52,6 +51,12 @@ def samples(r):
         {"session_id": sid, "op": 1, "args": "AAE"},
     ], ["AuthRequest", "Heartbeat", "SessionRelease", "FayTerminated", "SessionQuery", "HandoverRequest",
         "HandoverResponse", "ResourceCommand"]
+
+
+def sample_frame(which):
+    """The frame of valid request number `which` (0 to 7) of samples()."""
+    bodies, types = samples(rig())
+    return protocol.dumps(protocol.make(types[which], bodies[which], "rtA"))
 
 
 def check_frame(text):
@@ -83,8 +88,7 @@ def test_issue9_6_random_text_is_refused_or_served(text):
 @settings(deadline=None)
 @given(st.integers(0, 7), st.data())
 def test_issue9_6_byte_mutations_of_valid_requests(which, data):
-    bodies, types = samples(rig())
-    text = protocol.dumps(protocol.make(types[which], bodies[which], "rtA"))
+    text = sample_frame(which)
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(text)))
         op = data.draw(st.sampled_from(["insert", "delete", "replace", "nest"]))
@@ -103,8 +107,7 @@ def test_issue9_6_byte_mutations_of_valid_requests(which, data):
 @settings(deadline=None)
 @given(st.integers(0, 7), st.data())
 def test_issue9_6_nesting_at_a_value_position(which, data):
-    bodies, types = samples(rig())
-    text = protocol.dumps(protocol.make(types[which], bodies[which], "rtA"))
+    text = sample_frame(which)
     at = [i + 1 for i, ch in enumerate(text) if ch in ":,["]          # where a value starts (or inside a string)
     i = data.draw(st.sampled_from(at))
     depth = data.draw(st.sampled_from([2, 500, 990, 1010, 5000, 100000]))

@@ -18,7 +18,7 @@ import asyncio
 
 from capshared.limits import mode_bits
 from capwarden.credentials.ids import new_uuid7, uuid_text
-from capwarden.engine import protocol
+from capwarden.engine import admission, protocol
 from capwarden.errors import DeviceError, LinkError
 
 
@@ -41,15 +41,15 @@ class Handover:
 async def request_handover(engine, runtime_id, b, origin=None):
     """The HandoverResult body for a HandoverRequest the enforcement point allowed."""
     result = {"resource_id": b["resource_id"]}
-    new, decision = engine.new_session(runtime_id, b["to_fay_id"], b["resource_id"], b["access_mode"],
-                                       b["credential"], origin=origin, action="handover")
+    new, decision = admission.new_session(engine, runtime_id, b["to_fay_id"], b["resource_id"], b["access_mode"],
+                                          b["credential"], origin=origin, action="handover")
     if new is None:
         result.update(result="rejected", error_code=decision.error_code, error_message=decision.message)
         return result
     holders = engine.registry.holders(b["resource_id"])
     if not holders:
         # Nobody holds it: the handover is a plain acquisition.
-        body = await engine.lock(new)
+        body = await admission.lock(engine, new)
         if body["result"] == "granted":
             result.update(result="completed", **_session_fields(body))
         else:
@@ -88,7 +88,7 @@ async def request_handover(engine, runtime_id, b, origin=None):
                                      "the holder did not answer in time" if why == "timeout" else "the holder refused")
     # The requester's credential was checked before the holder was asked, which may have been
     # long ago: checked again at the moment of use (a revoked Fay gets nothing).
-    why = engine.recheck(new, refresh=True)
+    why = admission.recheck(engine, new, refresh=True)
     if why is not None:
         return await _rollback(engine, holder, new, result, protocol.refusal_code(new.credential_ref["type"], why),
                                "the requester's credential is no longer valid (%s)" % why.replace("_", " "))
@@ -110,7 +110,7 @@ async def _commit(engine, runtime_id, holder, new, epoch, result):
     if new.state != "creating":
         # The requester went away during the move; its withdrawal ended the moved grant too.
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the requester went away")
-    why = engine.recheck(new)    # revoked during the move itself: the moved grant is ended, not activated
+    why = admission.recheck(engine, new)    # revoked during the move itself: the moved grant is ended, not activated
     if why is not None:
         return await _rollback(engine, None, new, result, protocol.refusal_code(new.credential_ref["type"], why),
                                "the requester's credential is no longer valid (%s)" % why.replace("_", " "),
@@ -122,7 +122,7 @@ async def _commit(engine, runtime_id, holder, new, epoch, result):
                         resource=new.resource_id, mode=new.access_mode, session=new.session_id,
                         from_session=holder.session_id, from_fay=holder.fay_id, credential=new.credential_ref["id"],
                         key_id=new.credential_ref["key_id"], issuer=new.credential_ref["issuer_id"], epoch=epoch)
-    result.update(result="completed", **_session_fields(engine.auth_fields(new)))
+    result.update(result="completed", **admission.auth_fields(new))
     return result
 
 

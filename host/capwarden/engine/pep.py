@@ -4,8 +4,8 @@ Reference architecture (hyperty-runtime-architecture.txt): one enforcement point
 bus, default deny, no exemption list. A message is allowed only when
 
 1. it comes from a runtime the server authenticated, and names that runtime as its sender;
-2. its type has a rule in `RULES` (anything else, responses and pushes included, is refused);
-3. its rule allows it: a runtime acts only on its own sessions and on the handover offers made
+2. its type has a route (routes.ROUTES: anything else, responses and pushes included, is refused);
+3. the route's rule (a method below) allows it: a runtime acts only on its own sessions and on the handover offers made
    to it, and, when bound with `--runtime-fays`, only for its own Fays.
 
 `check()` returns what the rule resolved from the registry (the session, the offer, the owned
@@ -28,18 +28,18 @@ class PolicyEnforcementPoint:
         # one without (S4 defines none) is limited only by the credentials it presents.
         self.fay_bindings = {rid: frozenset(fays) for rid, fays in (fay_bindings or {}).items()}
 
-    def check(self, runtime_id, msg):
-        """What the message may act on (see RULES). Raises CapError when it is denied."""
+    def check(self, runtime_id, msg, route):
+        """What the message may act on, as its `route` (routes.ROUTES, None when it has none)
+        resolves it. Raises CapError when it is denied."""
         if self.registry.runtime(runtime_id) is None:
             raise deny("E_PERMISSION_DENIED", "unknown runtime")
         if msg.get("sender_id") != runtime_id:
             raise deny("E_PERMISSION_DENIED", "sender_id %r is not this connection's runtime" % msg.get("sender_id"))
-        rule = RULES.get(msg["message_type"])
-        if rule is None:
+        if route is None:
             raise deny("E_PERMISSION_DENIED", "%s is not a request a runtime may send" % msg["message_type"])
-        return rule(self, runtime_id, msg["body"])
+        return route.rule(self, runtime_id, msg["body"])
 
-    # ---- rules --------------------------------------------------------------------------------
+    # ---- rules (named by routes.ROUTES) --------------------------------------------------------------------------------
     def _acts_for(self, runtime_id, fay_id):
         bound = self.fay_bindings.get(runtime_id)
         if bound is not None and fay_id not in bound:
@@ -91,15 +91,3 @@ class PolicyEnforcementPoint:
             raise deny("E_PERMISSION_DENIED", "only the holder answers a handover offer")
         return h
 
-
-# message_type -> rule. Not listed: denied.
-RULES = {
-    "AuthRequest": PolicyEnforcementPoint.auth_request,
-    "HandoverRequest": PolicyEnforcementPoint.handover_request,
-    "FayTerminated": PolicyEnforcementPoint.fay_terminated,
-    "Heartbeat": PolicyEnforcementPoint.heartbeat,
-    "SessionRelease": PolicyEnforcementPoint.own_session,
-    "ResourceCommand": PolicyEnforcementPoint.own_session,
-    "SessionQuery": PolicyEnforcementPoint.session_query,
-    "HandoverResponse": PolicyEnforcementPoint.handover_response,
-}

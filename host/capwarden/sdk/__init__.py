@@ -10,13 +10,23 @@
     await session.release()
     await client.close()
 
+`client.query_sessions()` lists the runtime's sessions, `client.fay_terminated(fay_id)` ends
+every session held for a Fay.
+
 Handover offers reach `client.on_offer(callback)`; the callback returns (or awaits) True to
 consent. After a dropped connection, `await client.reconnect()` and heartbeat within the
-sessions' timeout: they belong to the runtime, not to the connection. Errors come back as
-capwarden.errors.CapError with the S2 code; requests that do not match the shipped schema
-(shared/schema/v1/schema.json) are refused before they are sent.
+sessions' timeout: they belong to the runtime, not to the connection.
+
+Everything the SDK raises is a capwarden error (catch capwarden.errors.CapwardenError for all):
+CapError with the S2 code for a refusal (E_MALFORMED_REQUEST, before sending, for a request
+that does not match the shipped schema, shared/schema/v1/schema.json); LinkClosed when the
+connection drops; EngineTimeout (also a TimeoutError) when no answer comes in time;
+EngineUnreachable (also a ConnectionError) when connect() or reconnect() cannot open one.
+The SDK needs the schema and capwarden.runtimeapi, nothing of the engine.
 """
 
+from capwarden.errors import CapError, LinkClosed
 from capwarden.sdk.client import Client, Session, connect
+from capwarden.sdk.errors import EngineTimeout, EngineUnreachable
 
-__all__ = ["Client", "Session", "connect"]
+__all__ = ["Client", "Session", "connect", "CapError", "LinkClosed", "EngineTimeout", "EngineUnreachable"]

@@ -1,7 +1,6 @@
 """The runtime SDK's client and session objects."""
 
 import asyncio
-import base64
 import inspect
 import json
 import logging
@@ -9,10 +8,12 @@ from collections import OrderedDict, deque
 
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from capwarden.engine import protocol
+from capwarden import runtimeapi
+from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.errors import CapError, LinkClosed
+from capwarden.sdk.errors import EngineTimeout, EngineUnreachable
 
 log = logging.getLogger("capwarden.sdk")
 
@@ -21,6 +22,15 @@ log = logging.getLogger("capwarden.sdk")
 # is forgotten when it ends (terminated, released, or unknown to the engine).
 PUSHES_KEPT = 256
 CHANGES_KEPT = 64
+
+
+def sends(*message_types):
+    """Marks a method as the SDK's way to send these runtime requests (tests/test_routes.py
+    checks that every route has one)."""
+    def mark(method):
+        method.sends = message_types
+        return method
+    return mark
 
 
 class Session:
@@ -59,40 +69,52 @@ class Session:
                 log.exception("on_change callback failed")
 
     async def ended(self, timeout=None):
-        """Wait until the session is terminated; returns the reason."""
-        return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        """Wait until the session is terminated; returns the reason. Raises EngineTimeout after
+        `timeout` seconds (None: no limit)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        except TimeoutError:
+            raise EngineTimeout("session %s did not end within %s s" % (self.session_id, timeout)) from None
 
+    @sends("Heartbeat")
     async def heartbeat(self):
         """One heartbeat, sent from the caller's own loop (so a hung loop stops it, faults.md 10).
-        Returns True while the engine knows the session. Raises CapError, LinkClosed."""
+        Returns True while the engine knows the session. Raises what Client.request raises."""
         body = await self.client.request("Heartbeat", {"session_ids": [self.session_id]})
         if self.session_id not in body["alive"]:
             self.client._forget(self.session_id)
             return False
         return True
 
+    @sends("Heartbeat")
     async def busy(self, ms):
         """A heartbeat saying a long but healthy operation is under way (faults.md 18): the
         session is not suspended or expired for `ms` milliseconds, within the engine's maximum;
         the next plain heartbeat ends it (busy(0) too). Returns the milliseconds granted, which
         may be less than asked. Raises CapError (E_SESSION_NOT_FOUND when the engine no longer
-        knows the session), LinkClosed."""
+        knows the session), and what Client.request raises."""
         body = await self.client.request("Heartbeat", {"session_ids": [self.session_id], "busy_ms": int(ms)})
         if self.session_id not in body["alive"]:
             raise CapError("E_SESSION_NOT_FOUND", "the engine no longer knows session %s" % self.session_id)
         return body["busy_ms"]
 
+    @sends("SessionRelease")
     async def release(self):
+        """End the session (SessionRelease). Raises what Client.request raises."""
         await self.client.request("SessionRelease", {"session_id": self.session_id})
         self.client._forget(self.session_id)
 
+    @sends("ResourceCommand")
     async def command(self, op, args=b""):
         """Run driver operation `op` with `args` on the resource; returns the answer bytes.
-        Raises CapError (E_PERMISSION_DENIED when suspended or not allowed by the mode)."""
+        Raises CapError (E_PERMISSION_DENIED when suspended or not allowed by the mode; E_INTERNAL
+        for answer data that is not base64url), and what Client.request raises."""
         body = await self.client.request("ResourceCommand", {
-            "session_id": self.session_id, "op": op, "args": base64.urlsafe_b64encode(args).rstrip(b"=").decode()})
-        d = body["data"]
-        return base64.urlsafe_b64decode(d + "=" * (-len(d) % 4))
+            "session_id": self.session_id, "op": op, "args": b64u_encode(args)})
+        try:
+            return b64u_decode(body["data"])
+        except ValueError:
+            raise CapError("E_INTERNAL", "the engine answered data that is not base64url") from None
 
 
 class Client:
@@ -117,14 +139,19 @@ class Client:
         self._reader = asyncio.ensure_future(self._read(self.ws))
 
     async def close(self):
+        """Close the connection. Sessions stay the runtime's until their heartbeats stop."""
         if self.ws is not None:
-            await self.ws.close()
+            try:
+                await self.ws.close()
+            except (OSError, WebSocketException):
+                pass              # already gone: closed is what was asked for
         if self._reader is not None:
             self._reader.cancel()
 
     async def reconnect(self):
         """Open a new connection for the same runtime. Sessions belong to the runtime, so the
-        engine keeps them if the runtime heartbeats within their timeout (faults.md 15)."""
+        engine keeps them if the runtime heartbeats within their timeout (faults.md 15).
+        Raises EngineUnreachable."""
         await self.close()
         await self._open()
 
@@ -134,19 +161,23 @@ class Client:
         self._offer = callback
 
     async def send_raw(self, text):
-        await self.ws.send(text)
+        """Send one frame as it is (tests of the engine's refusals). Raises LinkClosed."""
+        try:
+            await self.ws.send(text)
+        except (ConnectionClosed, OSError):
+            raise LinkClosed("the engine closed the connection") from None
 
     async def request(self, message_type, body, timeout=60, raw=False):
         """Send one request; returns the response body (the whole message with raw=True).
 
         Raises CapError for an Error answer, or E_MALFORMED_REQUEST before sending when the
         request does not match the shipped schema; LinkClosed when the connection drops;
-        asyncio.TimeoutError after `timeout` seconds.
+        EngineTimeout (a TimeoutError) after `timeout` seconds.
         """
-        msg = protocol.make(message_type, body, self.runtime_id)
+        msg = runtimeapi.make(message_type, body, self.runtime_id)
         try:
-            protocol.validate(msg)
-        except protocol.BadMessage as exc:
+            runtimeapi.validate(msg)
+        except runtimeapi.BadMessage as exc:
             raise CapError("E_MALFORMED_REQUEST", str(exc)) from None
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -155,10 +186,11 @@ class Client:
         # A timer on the future itself, not wait_for: no Task per request.
         timer = loop.call_later(timeout, _expire, fut, message_type, timeout)
         try:
-            await self.ws.send(protocol.dumps(msg))
-            reply = await fut
-        except ConnectionClosed:
-            raise LinkClosed("the engine closed the connection") from None
+            try:
+                await self.ws.send(runtimeapi.dumps(msg))
+            except (ConnectionClosed, OSError):
+                raise LinkClosed("the engine closed the connection") from None
+            reply = await fut              # EngineTimeout, or LinkClosed set by the reader
         finally:
             timer.cancel()
             self._pending.pop(mid, None)
@@ -168,6 +200,7 @@ class Client:
             raise CapError(reply["body"]["error_code"], reply["body"]["error_message"])
         return reply["body"]
 
+    @sends("AuthRequest")
     async def acquire(self, fay_id, resource_id, mode, credential, wait_ms=0):
         """AuthRequest; returns a Session. Raises CapError with the S2 code when denied."""
         body = {"fay_id": fay_id, "resource_id": resource_id, "access_mode": mode, "credential": credential}
@@ -178,6 +211,7 @@ class Client:
             raise CapError(r["error_code"], r["error_message"])
         return self._track(Session(self, r, fay_id, resource_id, mode))
 
+    @sends("Heartbeat")
     async def heartbeat(self, sessions=None, busy_ms=None):
         """One Heartbeat for many sessions (default: every session still active or offered),
         with the busy marker when `busy_ms` is given (see Session.busy). Returns the
@@ -192,6 +226,23 @@ class Client:
             self._forget(sid)                       # ended while no push reached us
         return ack
 
+    @sends("SessionQuery")
+    async def query_sessions(self, session_id=None):
+        """SessionQuery: the runtime's sessions as the engine lists them (one, when
+        `session_id` is given). Raises what request raises."""
+        body = {} if session_id is None else {"session_id": session_id}
+        return (await self.request("SessionQuery", body))["sessions"]
+
+    @sends("FayTerminated")
+    async def fay_terminated(self, fay_id):
+        """FayTerminated: end every session this runtime holds for `fay_id`; returns the ids of
+        the sessions ended. Raises what request raises."""
+        ids = (await self.request("FayTerminated", {"fay_id": fay_id}))["session_ids"]
+        for sid in ids:
+            self._forget(sid)
+        return ids
+
+    @sends("HandoverRequest")
     async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000):
         """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed."""
         r = await self.request("HandoverRequest", {"resource_id": resource_id, "to_fay_id": to_fay_id,
@@ -253,6 +304,7 @@ class Client:
                 if not fut.done():
                     fut.set_exception(LinkClosed("the engine closed the connection"))
 
+    @sends("HandoverResponse")
     async def _answer(self, offer):
         accept = False
         if self._offer is not None:
@@ -271,23 +323,34 @@ class Client:
 
 def _expire(fut, message_type, timeout):
     if not fut.done():
-        fut.set_exception(asyncio.TimeoutError("no answer to %s within %s s" % (message_type, timeout)))
+        fut.set_exception(EngineTimeout("no answer to %s within %s s" % (message_type, timeout)))
 
 
 async def connect(url, runtime_id, token, ssl=None, unix_path=None):
     """Open a runtime connection to `url` (ws:// or wss://, path /cap/v1) or a Unix socket.
 
-    Raises OSError when nothing listens, websockets.exceptions.InvalidStatus (401) for a bad
-    token. The token is sent once, in the handshake, and never logged.
+    Raises EngineUnreachable (a ConnectionError) when nothing listens or the handshake is
+    refused (`status` 401 for a bad token). The token is sent once, in the handshake, and never
+    logged.
     """
     headers = {"Authorization": "Bearer " + token}
 
+    where = unix_path or url
+
     async def opener():
-        if unix_path:
-            return await unix_connect(unix_path, "ws://localhost/cap/v1", additional_headers=headers, max_size=None,
-                                      ping_interval=None, compression=None)
-        return await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None,
-                                compression=None)
+        try:
+            if unix_path:
+                return await unix_connect(unix_path, "ws://localhost/cap/v1", additional_headers=headers,
+                                          max_size=None, ping_interval=None, compression=None)
+            return await ws_connect(url, additional_headers=headers, ssl=ssl, max_size=None, ping_interval=None,
+                                    compression=None)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            why = {401: "the token is not valid for this runtime", 404: "the path is not /cap/v1"}.get(status, "")
+            raise EngineUnreachable("the engine at %s refused the connection (HTTP %d%s)" % (
+                where, status, ": " + why if why else ""), status) from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise EngineUnreachable("cannot connect to the engine at %s: %s" % (where, exc)) from None
 
     client = Client(opener, runtime_id)
     await client._open()

@@ -1,37 +1,55 @@
-"""schemacheck's generated predicate against its error-reporting closures: the same verdict on
-every value, for every part of the shipped schema. (The closures are held to jsonschema by
-test_schema.py; a predicate that wrongly said yes would let a bad message through unnamed.)"""
+"""Every part of the shipped schema (the envelope and each message body), compiled by
+jsonschema-rs as capwarden.runtimeapi compiles the whole, against the jsonschema package on the
+same part: the same verdict on random values, on mutated messages and at every bound of every
+node. The reference here reads `pattern` as ECMA-262 does (`$` is the end of the input), as
+jsonschema-rs does; test_schema.py shows the one place where plain jsonschema differs."""
 
 import json
 import math
+import re
 
+import jsonschema
+import jsonschema_rs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capwarden.engine import protocol, schemacheck
+from capwarden import resources
+from capwarden.engine import protocol
+from capwarden.runtimeapi import schema
 
 U = "01927b34-7e21-7c4d-a89f-1234567890ab"
 
 
-def _schema():
-    with open(protocol.schema_path()) as f:
-        schema = json.load(f)
-    defs = schema["$defs"]
-    envelope = {k: v for k, v in schema.items() if k not in ("allOf", "$defs")}
+def _ecma_pattern(validator, pattern, instance, _schema):
+    ecma = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+    if validator.is_type(instance, "string") and not re.search(ecma, instance):
+        yield jsonschema.ValidationError("%r does not match %r" % (instance, pattern))
+
+
+Reference = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
+def _parts():
+    s = schema()
+    defs = s["$defs"]
+    envelope = {k: v for k, v in s.items() if k not in ("allOf", "$defs")}
     return dict(defs, _envelope=envelope), defs
 
 
-PARTS, DEFS = _schema()
-CHECKS = {name: (schemacheck.compile_predicate(node, DEFS), schemacheck._compile(node, DEFS))
-          for name, node in PARTS.items()}
+PARTS, DEFS = _parts()
 
 
-def _slow_verdict(slow, v):
-    try:
-        slow(v, "")
-        return True
-    except schemacheck.Invalid:
-        return False
+def _pair(node):
+    whole = dict(node, **{"$defs": DEFS})
+    return jsonschema_rs.Draft202012Validator(whole), Reference(whole)
+
+
+CHECKS = {name: _pair(node) for name, node in PARTS.items()}
+
+
+def _agree(pair, value):
+    compiled, reference = pair
+    return compiled.is_valid(value) == reference.is_valid(value)
 
 
 scalars = st.one_of(
@@ -49,9 +67,8 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
 
 @settings(max_examples=1500, deadline=None)
 @given(st.sampled_from(sorted(PARTS)), values)
-def test_predicate_and_closures_agree_on_random_values(part, value):
-    fast, slow = CHECKS[part]
-    assert fast(value) == _slow_verdict(slow, value), (part, value)
+def test_compiled_and_reference_agree_on_random_values(part, value):
+    assert _agree(CHECKS[part], value), (part, value)
 
 
 SAMPLE = {"fay_id": "fay:" + U, "resource_id": "terminal:%s/sim/gps" % U, "access_mode": "read",
@@ -60,7 +77,7 @@ SAMPLE = {"fay_id": "fay:" + U, "resource_id": "terminal:%s/sim/gps" % U, "acces
 
 @settings(max_examples=800, deadline=None)
 @given(st.data())
-def test_predicate_and_closures_agree_on_mutated_messages(data):
+def test_compiled_and_reference_agree_on_mutated_messages(data):
     msg = protocol.make(data.draw(st.sampled_from(["AuthRequest", "Heartbeat", "ResourceCommand"])), {}, "rtA", U)
     msg["body"] = {"AuthRequest": dict(SAMPLE, credential=dict(SAMPLE["credential"])),
                    "Heartbeat": {"session_ids": [U, U]},
@@ -76,29 +93,16 @@ def test_predicate_and_closures_agree_on_mutated_messages(data):
         else:
             target[key] = data.draw(values)
     for part, value in (("_envelope", msg), (mtype, msg.get("body"))):
-        fast, slow = CHECKS[part]
-        assert fast(value) == _slow_verdict(slow, value), (part, value)
+        assert _agree(CHECKS[part], value), (part, value)
 
 
 def test_edges_the_random_values_may_miss():
-    fast, slow = CHECKS["AuthRequest"]
     for wait in (0, 600000, 600001, -1, 1.0, 2.5, math.nan, math.inf, True, "1"):
-        v = dict(SAMPLE, wait_ms=wait)
-        assert fast(v) == _slow_verdict(slow, v), wait
-    fast, slow = CHECKS["_envelope"]
+        assert _agree(CHECKS["AuthRequest"], dict(SAMPLE, wait_ms=wait)), wait
     for version in (1, 1.0, True, 2, "1"):
         v = protocol.make("SessionQuery", {}, "rtA")
         v["version"] = version
-        assert fast(v) == _slow_verdict(slow, v), version
-
-
-def test_a_recursive_reference_compiles_and_checks_at_every_depth():
-    defs = {"T": {"type": "object", "additionalProperties": False,
-                  "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/T"}},
-                                 "n": {"type": "integer", "minimum": 0}}}}
-    valid = schemacheck.compile_predicate({"$ref": "#/$defs/T"}, defs)
-    assert valid({"kids": [{"kids": [{"n": 3}]}]})
-    assert not valid({"kids": [{"kids": [{"n": -3}]}]}) and not valid({"kids": [{"kids": [{"x": 1}]}]})
+        assert _agree(CHECKS["_envelope"], v), version
 
 
 def _nodes(node):
@@ -128,12 +132,19 @@ def _boundaries(node):
     return out
 
 
-def test_predicate_and_closures_agree_at_every_bound_of_every_node():
+def test_compiled_and_reference_agree_at_every_bound_of_every_node():
     checked = 0
     for part in PARTS.values():
         for node in _nodes(part):
-            fast, slow = schemacheck.compile_predicate(node, DEFS), schemacheck._compile(node, DEFS)
+            pair = _pair(node)
             for v in _boundaries(node):
-                assert fast(v) == _slow_verdict(slow, v), (node, v)
+                assert _agree(pair, v), (node, v)
                 checked += 1
     assert checked > 500
+
+
+def test_the_validator_is_the_whole_schema_compiled_once():
+    # What the engine and the SDK run is the shipped file itself, not a copy of parts of it.
+    assert protocol.validator() is protocol.validator()
+    with open(resources.schema_path()) as f:
+        assert json.load(f) == schema()
