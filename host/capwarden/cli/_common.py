@@ -1,5 +1,6 @@
-"""What every `capwarden` command shares: the exit-code rule, error and `--json` output, input
-and output files, argument types. docs/cli.md is the user's copy of the exit-code table.
+"""What every `capwarden` command shares: the exit-code rule, error and `--json` output, human
+times, the store; input and output files (files.py) and argument types (argtypes.py) are
+re-exported here. docs/cli.md is the user's copy of the exit-code table.
 
 Exit codes (cap-supplement S4, plus 130 for an interrupt as shells expect):
 
@@ -20,19 +21,16 @@ import contextlib
 import os
 import sys
 
-from capwarden.errors import CapwardenError, UsageError
+from capwarden.cli.argtypes import (ID_FORMATS, baud_rate, check_id, heap_size, id_format_error,  # noqa: F401
+                                    int_range, listen_address, nonneg_float, positive_float)
+from capwarden.cli.files import (InputError, check_input, check_output, load_signing_key,  # noqa: F401
+                                 read_input, write_output)
+from capwarden.errors import CapwardenError, UsageError  # noqa: F401
 
 EXIT_OK = 0
 EXIT_DENIED = 1           # denied, or invalid input
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130    # 128 + SIGINT
-
-
-class InputError(CapwardenError):
-    """A file or value that was read is not what it must be (exit 1). Examples: a key file that
-    is not JSON, a TLS certificate that does not parse."""
-
-    exit_code = EXIT_DENIED
 
 
 def err(text):
@@ -78,193 +76,6 @@ def failure_object(exc, exit_code, command=None):
     if command in DECISION_COMMANDS:
         obj["granted"] = False
     return obj
-
-
-# ---- input files ---------------------------------------------------------------------------
-
-def _os_reason(exc):
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, IsADirectoryError):
-        return "it is a folder, not a file"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return exc.strerror or str(exc)
-
-
-def check_input(path, what, option=None):
-    """Refuse at once (UsageError, exit 2) an input file that is missing, a folder or unreadable,
-    before any slow work (a board, a connection). `option` names the flag in the message."""
-    flag = "%s " % option if option else ""
-    if not path:
-        raise UsageError("%sneeds a file name" % flag)
-    if os.path.isdir(path):
-        raise UsageError("%s%s: %s is a folder, not a file" % (flag, what, path))
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise UsageError("cannot read %s %s%s: %s" % (what, flag, path, _os_reason(exc))) from None
-
-
-def read_input(path, what, limit, code):
-    """Bytes of an input file of at most `limit` bytes (the credential's own size limit).
-
-    A file that cannot be read at all (missing, a folder, no permission) is a usage error
-    (UsageError, exit 2). A larger file is invalid input: CapError(code) (exit 1), decided
-    from its size before it is read where the size is known, and never read past limit + 1
-    bytes (a pipe or a file that grows). What it holds is the caller's to judge (exit 1).
-    """
-    from capwarden.errors import CapError
-
-    def too_large(size):
-        return CapError(code, "%s is %s, more than the %d bytes a %s may have" % (path, size, limit, what), None)
-
-    if os.path.isdir(path):
-        raise UsageError("cannot read %s %s: it is a folder, not a file" % (what, path))
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise too_large("%d bytes" % size)
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise UsageError("cannot read %s %s: %s" % (what, path, _os_reason(exc))) from None
-    if len(data) > limit:
-        raise too_large("longer than its size said")
-    return data
-
-
-def load_signing_key(path):
-    """The issuer's SigningKey from `--key PATH`. Missing or unreadable: UsageError (2); not a
-    key file: InputError (1)."""
-    from capwarden.credentials.issue import SigningKey
-
-    check_input(path, "signing key", "--key")
-    try:
-        return SigningKey.load(path)
-    except UsageError as exc:   # the credential layer calls a bad key file a usage error
-        raise InputError("%s (expected PREFIX.key as written by 'capwarden keys generate')" % exc) from None
-
-
-# ---- output files --------------------------------------------------------------------------
-
-def check_output(path, what="output", option="--out"):
-    """Refuse at once (UsageError, exit 2) an output path that cannot be written: an existing
-    folder, a parent folder that does not exist (never created silently) or is not writable."""
-    if not path:
-        raise UsageError("%s needs a file name" % option)
-    if os.path.isdir(path):
-        raise UsageError("%s %s is a folder; give a file name inside it" % (option, path))
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UsageError("%s %s: the folder %s does not exist; create it first" % (option, path, parent))
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise UsageError("%s %s: cannot write %s there: permission denied" % (option, path, what))
-    # Try it: access() says yes to root on a read-only or virtual file system (/proc).
-    import tempfile
-
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".capwarden-probe-", dir=parent)
-    except OSError as exc:
-        raise UsageError("%s %s: cannot write %s in %s: %s" % (option, path, what, parent, _os_reason(exc))) from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-def write_output(path, data, mode=0o644, what="output", option="--out"):
-    """Write `data` atomically to `path` (checked by check_output first). Raises UsageError."""
-    from capwarden.credentials.store import write_atomic
-
-    check_output(path, what, option)
-    try:
-        write_atomic(path, data, mode)
-    except OSError as exc:
-        raise UsageError("%s %s: cannot write %s: %s" % (option, path, what, _os_reason(exc))) from None
-
-
-# ---- argument types (argparse: a bad value is a usage error, exit 2, at once) ----------------
-
-def _int_in(lo, hi, what):
-    import argparse
-
-    def parse(text):
-        try:
-            v = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%s must be a whole number (got %r)" % (what, text)) from None
-        if not lo <= v <= (hi if hi is not None else v):
-            raise argparse.ArgumentTypeError("%s must be %s (got %d)" % (
-                what, ("%d..%d" % (lo, hi)) if hi is not None else "at least %d" % lo, v))
-        return v
-    parse.__name__ = what
-    return parse
-
-
-def int_range(lo, hi=None, what="a number"):
-    """An argparse type: an int in lo..hi (hi None: no upper bound)."""
-    return _int_in(lo, hi, what)
-
-
-def nonneg_float(what="a number of seconds"):
-    import argparse
-    import math
-
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%s must be a number (got %r)" % (what, text)) from None
-        if not math.isfinite(v) or v < 0:
-            raise argparse.ArgumentTypeError("%s must be 0 or more (got %r)" % (what, text))
-        return v
-    parse.__name__ = what
-    return parse
-
-
-def positive_float(what="a number"):
-    import argparse
-
-    base = nonneg_float(what)
-
-    def parse(text):
-        v = base(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError("%s must be more than 0 (got %r)" % (what, text))
-        return v
-    parse.__name__ = what
-    return parse
-
-
-baud_rate = int_range(1, 10_000_000, "a baud rate")
-
-
-def heap_size(text):
-    """An argparse type for a MicroPython heap size: bytes, or a number with K or M (64K, 2M)."""
-    import argparse
-
-    t = text.strip().upper()
-    mult = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
-    digits = t[:-1] if t[-1:] in ("K", "M") else t
-    if not digits.isdigit() or not 8 * 1024 <= int(digits) * mult <= 64 * 1024 * 1024:
-        raise argparse.ArgumentTypeError("a heap size is bytes or a number with K or M, 8K..64M, e.g. 64K "
-                                         "(got %r)" % text)
-    return text.strip()
-
-
-def listen_address(text):
-    """An argparse type: HOST:PORT (port 0..65535; 0 picks a free one) or unix:PATH."""
-    import argparse
-
-    if text.startswith("unix:"):
-        if len(text) == 5:
-            raise argparse.ArgumentTypeError("unix:PATH needs a path, e.g. unix:/run/capwarden.sock")
-        return text
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError("HOST:PORT with a port 0..65535, or unix:PATH, e.g. 127.0.0.1:8765 "
-                                         "(got %r)" % text)
-    return text
 
 
 # ---- times ---------------------------------------------------------------------------------
@@ -379,35 +190,6 @@ def import_and_report(args, what, do, done_json, done_text):
     else:
         print(done_text(result))
     return 0
-
-
-# ---- identifiers -----------------------------------------------------------------------------
-
-ID_FORMATS = {
-    "fay": ("a Fay_ID", "'fay:' and a lowercase UUIDv7", "fay:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-            "capwarden id new fay"),
-    "terminal": ("a Terminal_ID", "'terminal:' and a lowercase UUIDv7",
-                 "terminal:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "capwarden id new terminal"),
-    "uuid": ("an id", "a lowercase UUIDv7", "0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", None),
-}
-
-
-def id_format_error(kind, option, value):
-    """The message for an id in the wrong format: what it must be, an example, how to make one."""
-    name, form, example, make = ID_FORMATS[kind]
-    shown = value if len(value) <= 60 else value[:57] + "..."
-    return "%s must be %s: %s, e.g. %s%s (got %r)" % (option, name, form, example,
-                                                      "; make one with '%s'" % make if make else "", shown)
-
-
-def check_id(value, kind, option):
-    """Refuse (UsageError, exit 2) an id argument that is not in the spec's format (S1)."""
-    from capwarden.credentials.ids import FAY_RE, TERMINAL_RE, UUID_RE
-
-    pattern = {"fay": FAY_RE, "terminal": TERMINAL_RE, "uuid": UUID_RE}[kind]
-    if not isinstance(value, str) or not pattern.match(value):
-        raise UsageError(id_format_error(kind, option, str(value)))
-    return value
 
 
 def check_store(store):

@@ -3,7 +3,7 @@
 import argparse
 import statistics
 
-from capwarden.cli._common import add_json, board_port, err, int_range, positive_float, print_json, run
+from capwarden.cli._common import add_json, board_port, int_range, positive_float, print_json, run
 
 HELP = """\
 Ping the CAP agent on a board: prints its announcement (agent version, board, boot id), its
