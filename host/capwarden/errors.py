@@ -62,3 +62,19 @@ class DeviceError(CapError):
 
 class SimError(CapwardenError):
     """The virtual board could not be started, deployed to, or controlled."""
+
+
+class BadRequest(CapwardenError, ValueError):
+    """A request the host will not send: nothing went to the board. A caller's mistake.
+
+    Examples: a lease over MAX_LEASE_MS, an integer field of 2**30 or more, arguments that make
+    the payload longer than a frame. Also a ValueError, as the codec's own error was.
+    """
+
+
+class BadReply(LinkError):
+    """The board answered a request with a frame that is not its answer.
+
+    Examples: PING answered with RELEASE_R, a GRANTS page that is not a whole number of
+    entries; a board flashed by another version, or a bug on it. Flash the board again.
+    """

@@ -1,6 +1,7 @@
 """Transports chosen by URL, and the Board client over pyserial's loop:// (no board needed)."""
 
 import asyncio
+import sys
 
 import pytest
 
@@ -11,15 +12,22 @@ from capwarden.link import Board, SerialTransport, open_transport
 
 
 def test_url_selects_backend():
+    from capwarden.link.ble import BleTransport
+
     assert isinstance(open_transport("loop://"), SerialTransport)
     assert isinstance(open_transport("/dev/ttyACM0"), SerialTransport)
-    try:
-        import bleak  # noqa: F401
-    except ImportError:
-        with pytest.raises(LinkError, match="bleak"):
-            asyncio.run(open_transport("ble://AA:BB:CC:DD:EE:FF").open())
+    ble = open_transport("ble://AA:BB:CC:DD:EE:FF")
+    assert isinstance(ble, BleTransport) and ble.address == "AA:BB:CC:DD:EE:FF"
     with pytest.raises(LinkError):
         open_transport("")
+
+
+def test_ble_without_bleak_is_a_clear_error_whether_or_not_bleak_is_installed(monkeypatch):
+    # sys.modules[name] = None makes `import bleak` raise ImportError, so the check runs on
+    # every machine instead of passing silently where bleak is installed.
+    monkeypatch.setitem(sys.modules, "bleak", None)
+    with pytest.raises(LinkError, match="bleak"):
+        asyncio.run(open_transport("ble://AA:BB:CC:DD:EE:FF").open())
 
 
 class FakeBoardTransport:
