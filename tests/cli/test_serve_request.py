@@ -209,3 +209,19 @@ def test_serve_ctrl_c_while_the_board_is_deployed_is_130_without_a_traceback(own
             proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, (proc.returncode, err)
     assert "failed" not in err, err
+
+
+def test_serve_logs_the_loss_of_its_board(own):
+    s = Serve(own)
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(s.proc.pid)], capture_output=True, text=True).stdout.split()
+        board = [k for k in kids if open("/proc/%s/comm" % k).read().startswith("micropython")]
+        assert board, kids
+        os.kill(int(board[0]), signal.SIGKILL)          # the board's process dies: the link goes silent
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "unreachable" not in s.stderr():
+            time.sleep(0.2)
+    finally:
+        s.stop()
+    lines = [x for x in s.stderr().splitlines() if "board sim unreachable" in x]
+    assert len(lines) == 1 and " WARNING capwarden.engine " in lines[0], s.stderr()
