@@ -246,3 +246,16 @@ def test_parse_listen_refuses_ports_out_of_range():
 def test_main_reads_sys_argv_when_given_none(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["capwarden", "id", "new", "fay"])
     assert main() == 0 and FAY_RE.match(capsys.readouterr().out.strip())
+
+
+def test_a_system_failure_under_a_command_is_a_message_not_a_traceback(monkeypatch):
+    import errno
+
+    import capwarden.cli.id as idcmd
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "st/keys.json")
+
+    monkeypatch.setattr(idcmd, "main", disk_full)
+    r = cli("id", "new", "fay", "--json")
+    assert r.code == 1 and "No space left on device (st/keys.json)" in r.err and r.json()["exit_code"] == 1

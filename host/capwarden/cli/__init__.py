@@ -123,10 +123,16 @@ def main(argv=None):
         return _fail(command, CapwardenError("the input is nested too deeply to be read"), EXIT_DENIED, wants_json)
     except KeyboardInterrupt:
         return _fail(command, CapwardenError("interrupted"), EXIT_INTERRUPTED, wants_json)
-    except BrokenPipeError:  # output piped into head(1) and the like: not an error
+    except BrokenPipeError:  # output piped into head(1) and the like: not an error (an OSError: first)
         with contextlib.suppress(OSError):
             sys.stderr.close()
         return EXIT_OK
+    except OSError as exc:
+        # The files a command line names are checked before use (usage errors); an OSError
+        # here is the system failing under it (a full disk, a store made read-only meanwhile).
+        where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
+        return _fail(command, CapwardenError("%s%s" % (exc.strerror or exc.__class__.__name__, where)),
+                     EXIT_DENIED, wants_json)
 
 
 def _fail(command, exc, code, wants_json):
