@@ -152,3 +152,25 @@ def test_ctrl_c_at_any_moment_of_the_deploy_under_the_engine(tmp_path):
             assert rc == 130, (args[0], after, err)
             assert "Traceback" not in err and "never retrieved" not in err, (args[0], after, err)
             no_leftovers(tmp)
+
+
+def test_flash_to_a_port_where_nothing_answers_says_so_before_compiling(tmp_path):
+    """A port with no MicroPython behind it: one line saying what to check (exit 1, one JSON
+    object), and nothing compiled or left behind."""
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    try:
+        out = subprocess.run([EXE, "flash", "--port", os.ttyname(slave), "--board", "sim", "--json"],
+                             capture_output=True, text=True, timeout=120, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert report["exit_code"] == 1 and "no MicroPython REPL" in report["error"]
+    assert "Traceback" not in out.stderr and "copying" not in out.stderr
+    no_leftovers(tmp_path)

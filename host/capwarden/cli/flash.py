@@ -26,6 +26,7 @@ examples:
 # Run on the board's REPL: which MicroPython port it is ("linux" or "darwin": the unix port).
 PLATFORM = "import sys; print(sys.platform)"
 UNIX_PORT = ("linux", "darwin")
+REPL_TIMEOUT = 15    # seconds for a board's REPL to answer (a slow USB board answers in well under 1)
 
 # Start the new agent on the unix port without a reset: forget the modules of the old one (so the
 # copied files are imported, not the cached ones), then run main.py as a boot would.
@@ -65,9 +66,17 @@ def stop_agent(port):
 
 def board_platform(port):
     """sys.platform of the MicroPython at `port`, asked without a reset. Raises SimError."""
+    from capwarden.errors import SimError
     from capwarden.sim import firmware
 
-    lines = firmware.mpremote_exec(port, PLATFORM, timeout=30).strip().splitlines()
+    try:
+        lines = firmware.mpremote_exec(port, PLATFORM, timeout=REPL_TIMEOUT).strip().splitlines()
+    except firmware.Interrupted:
+        raise
+    except SimError as exc:
+        why = "no answer in %d s" % REPL_TIMEOUT if isinstance(exc, firmware.ToolTimeout) else str(exc)
+        raise SimError("no MicroPython REPL on %s (%s): is MicroPython installed on the board (boards/NAME/"
+                       "README.md says how), and is no other program using the port?" % (port, why)) from None
     return lines[-1].strip() if lines else ""
 
 
@@ -77,17 +86,20 @@ def main(args):
     from capwarden.link.transport import resolve_port
     from capwarden.sim import firmware
 
+    # The arguments first, the slow work after: an unknown board is a usage error (2) and a port
+    # that cannot be opened or gives no REPL a failure (1), before anything is compiled.
     port = resolve_port(args.port)   # 'auto': the one supported board plugged in, else LinkError
-    staged, written = firmware.stage(args.board, compile=not args.source)   # unknown board: exit 2, nothing left
+    firmware.files(args.board)
+    err("stopping any running agent on %s" % port)
+    stop_agent(port)
+    platform = board_platform(port)
+    unix = platform in UNIX_PORT
+    if unix:
+        err("%s is the MicroPython unix port (the virtual board): it has no soft reset, so the files "
+            "are copied without one and the agent is restarted from them" % port)
+    staged, written = firmware.stage(args.board, compile=not args.source)
     restarted = False
     try:
-        err("stopping any running agent on %s" % port)
-        stop_agent(port)
-        platform = board_platform(port)
-        unix = platform in UNIX_PORT
-        if unix:
-            err("%s is the MicroPython unix port (the virtual board): it has no soft reset, so the files "
-                "are copied without one and the agent is restarted from them" % port)
         err("copying %d files with mpremote" % len(written))
         firmware.deploy(port, staged, written, resume=args.resume or unix,
                         progress=lambda i, n, rel: err("  [%d/%d] %s" % (i, n, rel)))

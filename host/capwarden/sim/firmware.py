@@ -116,6 +116,10 @@ class Interrupted(SimError):
     exit_code = 128 + signal.SIGINT
 
 
+class ToolTimeout(SimError):
+    """mpremote did not finish in its time: nothing answered on the port, or the agent holds it."""
+
+
 def interrupted(proc):
     """Whether a child ended by the user's Ctrl-C: the terminal sends SIGINT to the whole
     foreground group, so the child may die of it (killed, or a Python tool's KeyboardInterrupt)
@@ -182,7 +186,7 @@ def _run(cmd, timeout, allow_exists=False, what="mpremote"):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise SimError("%s did not finish in %d s: is the agent running? stop it with Ctrl-C "
+        raise ToolTimeout("%s did not finish in %d s: is the agent running? stop it with Ctrl-C "
                        "(capwarden flash does this) or power-cycle the board" % (what, timeout)) from None
     if proc.returncode != 0 and allow_exists and not interrupted(proc):
         err = (proc.stderr or proc.stdout).strip()
