@@ -149,3 +149,18 @@ def test_a_tool_killed_by_the_users_ctrl_c_is_an_interrupt_not_a_failure():
     with pytest.raises(SimError, match="killed by signal 9"):
         firmware.check_child(done(-9), "mpremote")
     firmware.check_child(done(0), "mpremote")
+
+
+def test_a_heap_micropython_refuses_is_a_usage_error_before_the_deploy(tmp_path, monkeypatch):
+    """VirtualBoard (as serve, demo and the tests start it) refuses a heap MicroPython will not
+    start with at once: the board's process ended and the deploy waited 60 s for it."""
+    import pytest
+
+    from capwarden.errors import UsageError
+    from capwarden.sim import VirtualBoard
+
+    monkeypatch.setattr(firmware.tempfile, "tempdir", str(tmp_path))
+    for heap in ("banana", "1K"):
+        with pytest.raises(UsageError, match="heap size '%s' is refused by MicroPython" % heap):
+            VirtualBoard(heapsize=heap).start()
+    assert os.listdir(tmp_path) == []

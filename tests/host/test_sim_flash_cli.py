@@ -37,11 +37,10 @@ def no_leftovers(tmp_path):
 
 
 def test_sim_heapsize_banana_is_a_usage_error_at_once(tmp_path):
-    t0 = time.monotonic()
+    # (It waited 60 s for the board, then failed with exit 1.)
     out = subprocess.run([EXE, "sim", "--heapsize", "banana", "--json"], capture_output=True, text=True,
                          timeout=50, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert out.returncode == 2, out.stderr
-    assert time.monotonic() - t0 < 45          # it waited 60 s for the board before failing
     report = json.loads(out.stdout)
     assert report["ok"] is False and report["exit_code"] == 2 and "heap" in report["error"]
     assert "Traceback" not in out.stderr

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import tty
 
+from capwarden.errors import UsageError
 from capwarden.sim import firmware
 from capwarden.sim.cable import VirtualCable
 
@@ -66,6 +67,7 @@ class VirtualBoard:
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self):
         """Start micropython, deploy the agent with mpremote, start it. Returns the host port."""
+        self._check_heapsize()
         try:
             self._staged = firmware.stage(self.board)
             self._boot()
@@ -73,6 +75,20 @@ class VirtualBoard:
         except BaseException:
             self.stop()
             raise
+
+    def _check_heapsize(self):
+        """Ask MicroPython itself whether it starts with this heap, before the slow work: a heap
+        it refuses ('banana', 1K) ended its process at once and the deploy then waited 60 s for
+        it. Raises UsageError."""
+        try:
+            proc = subprocess.run([micropython_exe(), "-X", "heapsize=" + str(self.heapsize), "-c", "pass"],
+                                  capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return      # a slow machine: the deploy says what went wrong, if anything does
+        if proc.returncode != 0:
+            said = (proc.stderr or proc.stdout).strip().splitlines()
+            raise UsageError("the virtual board's heap size %r is refused by MicroPython (%s); give a size such "
+                             "as 64K or 256K" % (self.heapsize, said[-1] if said else "exit %d" % proc.returncode))
 
     def _boot(self):
         if self._own_fs and self.fs_dir is None:
