@@ -4,8 +4,8 @@ import asyncio
 import os
 import signal
 
-from capwarden.cli._common import (EXIT_INTERRUPTED, EXIT_OK, add_json, add_store, err, formatter, heap_size,
-                                   int_range, listen_address, print_json, store_path)
+from capwarden.cli._common import (EXIT_INTERRUPTED, EXIT_OK, add_json, add_store, check_output, check_store, err,
+                                   formatter, heap_size, int_range, listen_address, print_json, store_path)
 from capwarden.cli.logsetup import add_verbosity
 
 HELP = """\
@@ -132,8 +132,6 @@ def main(args):
 
     configure(args.verbosity)
     # Every argument is checked here, before the slow work (a board's deployment).
-    from capwarden.cli._common import check_store
-
     store = check_store(store_path(args))
     path = args.config or os.path.join(store, "engine.json")
     tokens, bindings, live, leeway, board = (config.load(path) if args.config or os.path.exists(path)
@@ -155,8 +153,6 @@ def main(args):
     if len(set(args.port or ())) != len(args.port or ()):
         raise UsageError("--port: the same port is given twice")
     if args.audit:
-        from capwarden.cli._common import check_output
-
         check_output(args.audit, "the audit log", "--audit")
     ports = [resolve_port(p) for p in args.port or ()]
     app = EngineApp(store, args.listen, tokens, sim=args.board == "sim",
