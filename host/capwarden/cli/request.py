@@ -205,9 +205,13 @@ async def _acquire(args, client, show):
          "granted: session %s on %s (heartbeat every %d ms, credential ends %s)" % (
              s.session_id, resource, s.interval_ms, human_time(s.expires_at)))
     ended = []
-    s.on_change(lambda c: (ended.append(c) if c.get("state") not in ("active", "handover_pending") else None,
-                           None if args.json else err("session %s: %s (%s)" % (c["session_id"], c["state"],
-                                                                              c["reason"]))))
+
+    def changed(c):
+        if c.get("state") not in ("active", "handover_pending"):
+            ended.append(c)
+        err("session %s: %s (%s)" % (c.get("session_id"), c.get("state"), c.get("reason")))
+
+    s.on_change(changed)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
@@ -216,15 +220,16 @@ async def _acquire(args, client, show):
         while loop.time() < end and s.state == "active" and not interrupted.is_set():
             try:
                 await s.heartbeat()
-            except CapError:
-                break               # the engine no longer knows it: said below
+            except CapError as exc:
+                ended.append({"reason": exc.code})     # the engine no longer knows it: said below
+                break
             try:
                 await asyncio.wait_for(interrupted.wait(), min(s.interval_ms / 1000.0, max(0.0, end - loop.time())))
             except asyncio.TimeoutError:
                 pass
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-    if s.state == "active":
+    if s.state == "active" and not ended:
         try:
             await s.release()
         except CapError as exc:
