@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import serial
 
 EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
@@ -135,6 +136,7 @@ def test_flash_unknown_board_json_is_a_usage_error(tmp_path):
     no_leftovers(tmp_path)
 
 
+@pytest.mark.timeout(600)
 def test_ctrl_c_at_any_moment_of_the_deploy_under_the_engine(tmp_path):
     """serve and demo start the virtual board inside the event loop: a tool killed by the Ctrl-C
     raised a KeyboardInterrupt there, which escaped its task ('Task exception was never
