@@ -83,6 +83,7 @@ def board_platform(port):
 def main(args):
     import shutil
 
+    from capwarden.errors import SimError
     from capwarden.link.transport import resolve_port
     from capwarden.sim import firmware
 
@@ -109,8 +110,13 @@ def main(args):
             restarted = True
         elif not (args.no_reset or args.resume):
             err("resetting the board: main.py starts the agent")
-            firmware.reset(port)
-            restarted = True
+            try:
+                firmware.reset(port)
+                restarted = True
+            except firmware.Interrupted:
+                raise
+            except SimError as exc:   # the files are on the board; a board that drops off as it resets
+                err("the board did not confirm its reset (%s); if the agent does not start, power-cycle it" % exc)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     if args.json:

@@ -187,7 +187,7 @@ def _run(cmd, timeout, allow_exists=False, what="mpremote"):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ToolTimeout("%s did not finish in %d s: is the agent running? stop it with Ctrl-C "
-                       "(capwarden flash does this) or power-cycle the board" % (what, timeout)) from None
+                          "(capwarden flash does this) or power-cycle the board" % (what, timeout)) from None
     if proc.returncode != 0 and allow_exists and not interrupted(proc):
         err = (proc.stderr or proc.stdout).strip()
         if "EEXIST" in err or "exists" in err:
