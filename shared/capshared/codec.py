@@ -8,7 +8,14 @@ Both derive from the same table, and the shared vectors check that they agree.
 import binascii
 
 from capshared import messages
-from capshared.limits import HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MAX_WIRE, MIN_RAW, U32_LIMIT
+from capshared.limits import CTRL_C, DELIMITER, ESC, ESC_XOR, HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MAX_WIRE, MIN_RAW, U32_LIMIT
+
+# The escape bytes as bytes, for bytes.replace and find (limits defines them once).
+_ESC = bytes([ESC])
+_CTRL_C = bytes([CTRL_C])
+_DELIMITER = bytes([DELIMITER])
+_ESCAPED_ESC = bytes([ESC, ESC ^ ESC_XOR])
+_ESCAPED_CTRL_C = bytes([ESC, CTRL_C ^ ESC_XOR])
 
 
 class CodecError(ValueError):
@@ -83,7 +90,7 @@ def frame_bytes(mid, rid, payload, seq=0):
     """
     raw = bytes((seq & 0xFF, mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload
     crc = binascii.crc_hqx(raw, 0xFFFF)
-    return _escape(_cobs(raw + bytes((crc >> 8, crc & 0xFF)))) + b"\x00"
+    return _escape(_cobs(raw + bytes((crc >> 8, crc & 0xFF)))) + _DELIMITER
 
 
 def _unknown(name):
@@ -108,10 +115,10 @@ def _cobs(data):
 
 
 def _escape(data):
-    if b"\x1b" in data:
-        data = data.replace(b"\x1b", b"\x1b\x3b")
-    if b"\x03" in data:
-        data = data.replace(b"\x03", b"\x1b\x23")
+    if _ESC in data:
+        data = data.replace(_ESC, _ESCAPED_ESC)
+    if _CTRL_C in data:
+        data = data.replace(_CTRL_C, _ESCAPED_CTRL_C)
     return data
 
 
@@ -149,11 +156,11 @@ class StreamDecoder:
 
     def feed(self, data):
         """Feed bytes; returns a list of Frame."""
-        if b"\x03" in data:
+        if _CTRL_C in data:
             # A bare Ctrl-C is never inside a frame: it ends any partial frame (as on the device,
             # which also hears it while discarding a bad frame).
             out = []
-            parts = data.split(b"\x03")
+            parts = data.split(_CTRL_C)
             self.interrupts += len(parts) - 1
             for i, part in enumerate(parts):
                 if i:
@@ -168,12 +175,12 @@ class StreamDecoder:
         out = []
         if self._dropping:
             # The rest of a frame already counted as bad: discarded up to its delimiter.
-            k = data.find(b"\x00")
+            k = data.find(_DELIMITER)
             if k < 0:
                 return out
             data = data[k + 1:]
             self._dropping = False
-        chunks = (self._partial + data).split(b"\x00")
+        chunks = (self._partial + data).split(_DELIMITER)
         partial = chunks.pop()
         # The complete frames first: an over-long partial after them must not cost them.
         for chunk in chunks:
@@ -238,7 +245,7 @@ def _unescape(chunk, final):
     """(kind, unescaped bytes) of one frame's bytes between delimiters, deciding as the device
     does: whichever of a bad escape or the (MAX_COBS + 1)th byte comes first. `final`: the
     delimiter followed (else an escape at the end is still open)."""
-    if b"\x1b" not in chunk:
+    if _ESC not in chunk:
         if len(chunk) > MAX_COBS:
             return _OVER, None
         return (_OK if final else _PENDING), chunk
@@ -246,7 +253,7 @@ def _unescape(chunk, final):
     i = 0
     n = len(chunk)
     while True:
-        j = chunk.find(b"\x1b", i)
+        j = chunk.find(_ESC, i)
         if j < 0:
             out += chunk[i:]
             break
@@ -255,8 +262,8 @@ def _unescape(chunk, final):
             return _OVER, None
         if j + 1 >= n:
             return (_BAD if final else _PENDING), None
-        b = chunk[j + 1] ^ 0x20
-        if b != 0x03 and b != 0x1B:
+        b = chunk[j + 1] ^ ESC_XOR
+        if b != CTRL_C and b != ESC:
             return _BAD, None
         out.append(b)
         i = j + 2

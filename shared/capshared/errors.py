@@ -8,7 +8,9 @@ text and the audit log.
 The number is the wire form (one byte). Numbers are never reused or reordered. Each number is
 defined once: the codes a board can send are here (every global costs board RAM); the codes
 only the host uses (credentials, the runtime API) are in capshared.errtext, which also builds
-CODE, NAME, TABLE, text() and DEVICE_TO_API, all re-exported here on the host.
+CODE, NAME, TABLE, text() and DEVICE_TO_API; on the host they can be read from here too.
+73 was E_DEV_QUEUED, never sent (a queued request is answered by the QUEUED message): retired,
+not to be reused.
 """
 
 try:
@@ -30,12 +32,19 @@ E_DEV_NO_SPACE = const(69)
 E_DEV_BAD_OPERATION = const(70)
 E_DEV_DRIVER_FAULT = const(71)
 E_DEV_UPGRADE_REFUSED = const(72)
-E_DEV_QUEUED = const(73)
 E_DEV_STALE_REQUEST = const(74)
 E_DEV_FAILSAFE_PENDING = const(75)
 
 import sys  # noqa: E402
 
 if sys.implementation.name != "micropython":
-    from capshared.errtext import *  # noqa: E402,F401,F403  (host-only codes and tables)
-    from capshared.errtext import CODE, DEVICE_TO_API, NAME, TABLE, text  # noqa: E402,F401
+    def __getattr__(name):
+        # The host-only codes and tables (CODE, NAME, TABLE, text, DEVICE_TO_API) live in
+        # capshared.errtext, which imports this module; read from here they are looked up there
+        # on first use, so neither module needs the other to load first.
+        from capshared import errtext
+
+        try:
+            return getattr(errtext, name)
+        except AttributeError:
+            raise AttributeError("module 'capshared.errors' has no attribute %r" % (name,)) from None

@@ -3,8 +3,6 @@
 The numbers themselves live in capshared.errors (the one source); this module reads them.
 """
 
-import sys
-
 # Codes only the host uses (credentials, the runtime API); the codes a board sends are in
 # capshared.errors. Numbers are never reused or reordered.
 E_DESCRIPTOR_MALFORMED = 1
@@ -83,13 +81,12 @@ TEXT = {
     "E_DEV_BAD_OPERATION": "the resource's driver does not know that operation or its arguments",
     "E_DEV_DRIVER_FAULT": "the resource's driver failed",
     "E_DEV_UPGRADE_REFUSED": "read to write upgrade is refused: release and acquire again",
-    "E_DEV_QUEUED": "the request waits in the resource's queue",
     "E_DEV_STALE_REQUEST": "the board already answered that request id and no longer holds the answer: "
                            "a late copy is refused, not executed again",
     "E_DEV_FAILSAFE_PENDING": "the lease ran out: the board waits for a heartbeat before the failsafe",
 }
 
-CODE = {n: v for n, v in list(vars(_errors).items()) + list(vars(sys.modules[__name__]).items())
+CODE = {n: v for n, v in list(vars(_errors).items()) + list(globals().items())
         if n.startswith("E_") and isinstance(v, int)}
 NAME = {v: n for n, v in CODE.items()}
 TABLE = tuple(sorted((v, n, TEXT[n]) for n, v in CODE.items()))
@@ -115,7 +112,6 @@ DEVICE_TO_API = {
     "E_DEV_BAD_OPERATION": "E_MALFORMED_REQUEST",
     "E_DEV_DRIVER_FAULT": "E_RESOURCE_UNAVAILABLE",
     "E_DEV_UPGRADE_REFUSED": "E_RESOURCE_BUSY",
-    "E_DEV_QUEUED": "E_RESOURCE_BUSY",
     "E_DEV_STALE_REQUEST": "E_DEVICE_UNREACHABLE",
     "E_DEV_FAILSAFE_PENDING": "E_PERMISSION_DENIED",
 }

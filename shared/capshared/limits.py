@@ -34,6 +34,7 @@ RID_MAX = 0xFFFF
 # u32 fields carry values below 2**30 so that they stay MicroPython small ints on 32-bit
 # boards (no heap allocation when the device reads them). Hosts check before sending.
 U32_LIMIT = 1 << 30
+U32_MASK = U32_LIMIT - 1   # a counter or clock sent as a u32 is taken modulo U32_LIMIT
 
 # Access modes, as a bit set. Modes never imply each other (S2).
 MODE_READ = 0x01
@@ -48,9 +49,44 @@ RES_ABSENT = 0
 RES_PRESENT = 1
 RES_FAULT = 2
 
+# Resource classes (RES_INFO_R.cls): a board description gives each resource one. capshared.names
+# derives CLASSES (the host's names) from these, so a new class is one line here.
+CLS_OTHER = 0
+CLS_CAMERA = 1
+CLS_MOTOR = 2
+CLS_GPS = 3
+CLS_STORAGE = 4
+CLS_SENSOR = 5
+CLS_LED = 6
+
+# Why a grant ended or a resource changed (the reason byte of EV_GRANT_ENDED, EV_RESOURCE and
+# EV_FAILSAFE, and of audit ring entries). capshared.names derives REASONS from these.
+R_NONE = 0
+R_RELEASED = 1          # the holder released it
+R_LEASE_EXPIRED = 2     # the host went silent past the lease
+R_REMOVED = 3           # the resource was unplugged
+R_FAULT = 4             # the driver reported a fault
+R_HANDOVER = 5          # moved to another session
+R_FAILSAFE = 6          # failsafe drove the resource to its safe state
+R_SESSION_ENDED = 7     # the host ended the session
+R_REBOOT = 8            # the agent restarted
+R_REPLUGGED = 9         # the resource came back
+R_WATCHDOG = 10         # the supervisor found the agent unhealthy
+
+# The longest lease a board grants (ACQUIRE, HANDOVER lease_ms); a longer one is refused. The
+# host checks it before sending.
+MAX_LEASE_MS = 3600000
+
 import sys  # noqa: E402
 
-if sys.implementation.name != "micropython":  # names and helpers: host only (capshared.names)
-    from capshared.names import (  # noqa: E402,F401
-        CLASSES, MODE_NAMES, REASONS, RES_STATE_NAMES, mode_bits, mode_names, reason_code,
-    )
+if sys.implementation.name != "micropython":
+    def __getattr__(name):
+        # The host-only names (CLASSES, REASONS, mode_bits, ...) live in capshared.names, which
+        # imports this module; read from here they are looked up there on first use, so neither
+        # module needs the other to load first. Code should import them from capshared.names.
+        from capshared import names
+
+        try:
+            return getattr(names, name)
+        except AttributeError:
+            raise AttributeError("module 'capshared.limits' has no attribute %r" % (name,)) from None

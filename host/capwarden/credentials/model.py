@@ -14,10 +14,11 @@ from capwarden.credentials.keys import ALGORITHMS
 from capwarden.errors import CapError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MODES = ("read", "write", "execute", "configure")
-# Modes as bits, so that a check ORs the grants that cover a resource and tests one bit; no mode
-# implies another (S2). MASK_MODES gives the modes of a mask in MODES order.
-MODE_BIT = {m: 1 << i for i, m in enumerate(MODES)}
+from capshared.names import MODE_NAMES  # noqa: E402  (the one table of access modes, the board's too)
+MODES = tuple(name for name, _bit in MODE_NAMES)
+# Modes as bits (capshared.limits.MODE_*), so that a check ORs the grants that cover a resource
+# and tests one bit; no mode implies another (S2). MASK_MODES gives the modes of a mask in MODES order.
+MODE_BIT = dict(MODE_NAMES)
 MASK_MODES = tuple(tuple(m for m in MODES if mask & MODE_BIT[m]) for mask in range(1 << len(MODES)))
 REASONS = ("unspecified", "compromised", "superseded", "no_longer_needed")
 MAX_TS = (1 << 53) - 1     # integers beyond 2**53 are refused (attacks.md A12)
