@@ -1,7 +1,7 @@
 """Run test functions under the MicroPython unix port, one process per test.
 
 Device tests import exactly what a board gets (firmware_path); shared-code tests pass
-paths=SHARED_PATH.
+paths=SHARED_PATH. A test may import its folder's helper modules (helpers(): a shared rig).
 
 A MicroPython test module is a plain Python file with `def test_...():` functions that use
 `assert`. `collect(path)` lists them (parsed with ast on CPython, never imported here), and
@@ -40,19 +40,36 @@ def firmware_path(board="sim"):
     return _firmware[board]
 
 
+def helpers(folder):
+    """The helper modules of a test folder that a test may import (a shared rig): every .py file
+    that is neither a test module (mp_*, test_*) nor conftest."""
+    return sorted(n for n in os.listdir(folder) if n.endswith(".py") and not n.startswith(("mp_", "test_", "conftest")))
+
+
 def _compiled_test(path):
-    """The test module precompiled to .mpy in a temporary folder (so that compiling the test
-    does not spend the heap a test measures). Returns that folder."""
+    """The test module and its folder's helper modules, built as the firmware is: the shared
+    constants folded in (capwarden.sim.inline) and precompiled to .mpy, in a temporary folder.
+    So a heap-budget test spends the heap a board spends: neither compiling the test nor the
+    constant modules (capshared.wire, .limits, .errors, which a board never loads) count.
+    Returns that folder."""
     import atexit
     import shutil
     import tempfile
 
     from capwarden.sim import firmware
+    from capwarden.sim.inline import inline
 
     folder = tempfile.mkdtemp(prefix="capwarden-mptest-")
     atexit.register(shutil.rmtree, folder, True)
-    out = os.path.join(folder, os.path.basename(path)[:-3] + ".mpy")
-    subprocess.run([firmware.mpy_cross(), "-o", out, path], check=True, capture_output=True)
+    here = os.path.dirname(os.path.abspath(path))
+    for name in [os.path.basename(path)] + helpers(here):
+        with open(os.path.join(here, name)) as f:
+            folded = os.path.join(folder, name)
+            with open(folded, "w") as out:
+                out.write(inline(f.read()))
+        subprocess.run([firmware.mpy_cross(), "-o", folded[:-3] + ".mpy", "-s", name, folded], check=True,
+                       capture_output=True)
+        os.remove(folded)
     return folder
 
 
@@ -79,7 +96,8 @@ def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None, comp
     """Run test `name` of file `path` under MicroPython. Returns None on success, else output.
 
     The import path is the test's folder, `extra_path`, then `paths` (default: the sim board's
-    deployed firmware, see firmware_path()).
+    deployed firmware, see firmware_path()). `compiled`: the test and its folder's helpers are
+    built as the firmware is (_compiled_test).
     """
     folder, fname = os.path.split(os.path.abspath(path))
     paths = firmware_path() if paths is None else paths

@@ -6,7 +6,10 @@
 # logic is tested under the MicroPython unix port with fakes (tests/device/mp_boards.py).
 from capagent.driver import OpError, Resource
 from capagent.gpio import Led  # noqa: F401  (part of this board's description)
-from capshared.limits import MODE_CONFIGURE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_FAULT, RES_PRESENT
+from capshared.errors import E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT
+from capshared.limits import (
+    CLS_GPS, CLS_MOTOR, CLS_SENSOR, MODE_CONFIGURE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_FAULT, RES_PRESENT,
+)
 
 NAME = "esp32_drone"
 SIM = False
@@ -16,7 +19,7 @@ MAX_US = 2000
 
 
 class Esc(Resource):
-    cls = 2
+    cls = CLS_MOTOR
     modes = MODE_READ | MODE_WRITE | MODE_CONFIGURE
     # 1 throttle (u16 microseconds, 1000..max), 2 read it, 3 set the max pulse (calibration)
     OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}
@@ -40,16 +43,16 @@ class Esc(Resource):
     def op(self, op, args, start, end, out):
         if op == 1 or op == 3:
             if end - start != 2:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             v = args[start] | (args[start + 1] << 8)
             if op == 1:
                 if v < IDLE_US or v > self.max_us:
-                    raise OpError(70)
+                    raise OpError(E_DEV_BAD_OPERATION)
                 self.us = v
                 self._apply()
             else:
                 if v < 1500 or v > 2500:
-                    raise OpError(70)
+                    raise OpError(E_DEV_BAD_OPERATION)
                 self.max_us = v
                 if self.us > v:
                     self.safe()
@@ -59,7 +62,7 @@ class Esc(Resource):
 
 
 class NmeaGps(Resource):
-    cls = 3
+    cls = CLS_GPS
     modes = MODE_READ
     OPS = {1: MODE_READ}   # 1 position: lat, lon as i32 in 1e-7 degrees, fix quality u8
     STALE_MS = 3000        # no sentence for this long: the receiver is unplugged
@@ -167,7 +170,7 @@ def _coord(b, i, deg_digits):
 
 
 class Mpu6050(Resource):
-    cls = 5
+    cls = CLS_SENSOR
     modes = MODE_READ
     OPS = {1: MODE_READ}   # 1 acceleration: x, y, z as i16 (raw, 16384 = 1 g)
     ADDR = 0x68
@@ -195,7 +198,7 @@ class Mpu6050(Resource):
         try:
             self.i2c.readfrom_mem_into(self.ADDR, 0x3B, self.buf)
         except OSError:
-            raise OpError(71)
+            raise OpError(E_DEV_DRIVER_FAULT)
         for i in range(3):  # big-endian on the chip, little-endian on the wire
             out[2 * i] = self.buf[2 * i + 1]
             out[2 * i + 1] = self.buf[2 * i]

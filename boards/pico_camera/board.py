@@ -7,7 +7,10 @@
 # CS 5; I2C0: SDA 8, SCL 9).
 from capagent.driver import OpError, Resource
 from capagent.gpio import Led  # noqa: F401  (part of this board's description)
-from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_FAULT, RES_PRESENT
+from capshared.errors import E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT
+from capshared.limits import (
+    CLS_CAMERA, CLS_MOTOR, MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_FAULT, RES_PRESENT,
+)
 
 NAME = "pico_camera"
 SIM = False
@@ -23,7 +26,7 @@ _OV2640_ADDR = 0x30
 
 
 class ArduCam(Resource):
-    cls = 1
+    cls = CLS_CAMERA
     modes = MODE_READ | MODE_EXECUTE | MODE_CONFIGURE
     # 1 capture: returns the frame size (u32); 2 stream on/off (u8); 3 resolution (u8 0..3);
     # 4 status: present flag, streaming, resolution
@@ -79,18 +82,18 @@ class ArduCam(Resource):
                 if self._read(_ARDUCHIP_TRIG) & _CAP_DONE:
                     break
             else:
-                raise OpError(71)  # E_DEV_DRIVER_FAULT: no frame
+                raise OpError(E_DEV_DRIVER_FAULT)  # no frame
             size = self._read(_FIFO_SIZE1) | (self._read(_FIFO_SIZE1 + 1) << 8) | ((self._read(_FIFO_SIZE1 + 2) & 0x7F) << 16)
             for i in range(4):
                 out[i] = (size >> (8 * i)) & 0xFF
             return 4
         if op == 2:
             if end - start != 1:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.streaming = args[start] & 1
         elif op == 3:
             if end - start != 1 or args[start] > 3:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.resolution = args[start]
             self.reg[0] = 0xFF
             self.reg[1] = 0x00
@@ -102,7 +105,7 @@ class ArduCam(Resource):
 
 
 class Servo(Resource):
-    cls = 2
+    cls = CLS_MOTOR
     modes = MODE_READ | MODE_WRITE
     OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set angle (u8, 0..180), 2 read it
     SAFE_ANGLE = 90                       # centred: the camera looks ahead
@@ -126,7 +129,7 @@ class Servo(Resource):
     def op(self, op, args, start, end, out):
         if op == 1:
             if end - start != 1 or args[start] > 180:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.angle = args[start]
             self._apply()
         out[0] = self.angle

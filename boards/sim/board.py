@@ -4,7 +4,10 @@ import os
 import time
 
 from capagent.driver import OpError, Resource
-from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_PRESENT
+from capshared.errors import E_DEV_BAD_OPERATION
+from capshared.limits import (
+    CLS_CAMERA, CLS_GPS, CLS_LED, CLS_MOTOR, CLS_SENSOR, CLS_STORAGE, MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_PRESENT,
+)
 
 NAME = "sim"
 SIM = True
@@ -20,7 +23,7 @@ class SimResource(Resource):
 
 
 class SimMotor(SimResource):
-    cls = 2
+    cls = CLS_MOTOR
     modes = MODE_READ | MODE_WRITE | MODE_CONFIGURE
     # 1 set speed (i16, -1000..1000), 2 read speed, 3 calibrate: blocks for u16 ms (a long
     # operation that stalls the agent's loop, as a real calibration or flash write does)
@@ -37,16 +40,16 @@ class SimMotor(SimResource):
     def op(self, op, args, start, end, out):
         if op == 1:
             if end - start != 2:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             v = args[start] | (args[start + 1] << 8)
             if v >= 0x8000:
                 v -= 0x10000
             if v < -1000 or v > 1000:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.speed = v
         elif op == 3:
             if end - start != 2:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             time.sleep_ms(args[start] | (args[start + 1] << 8))
         v = self.speed & 0xFFFF
         out[0] = v & 0xFF
@@ -55,7 +58,7 @@ class SimMotor(SimResource):
 
 
 class SimCamera(SimResource):
-    cls = 1
+    cls = CLS_CAMERA
     modes = MODE_READ | MODE_EXECUTE | MODE_CONFIGURE
     OPS = {1: MODE_EXECUTE, 2: MODE_EXECUTE, 3: MODE_CONFIGURE, 4: MODE_READ}
 
@@ -74,11 +77,11 @@ class SimCamera(SimResource):
             self.frames += 1
         elif op == 2:    # stream on/off
             if end - start != 1:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.streaming = args[start] & 1
         elif op == 3:    # set resolution index 0..3
             if end - start != 1 or args[start] > 3:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.resolution = args[start]
         out[0] = self.frames & 0xFF
         out[1] = self.streaming
@@ -87,7 +90,7 @@ class SimCamera(SimResource):
 
 
 class SimGps(SimResource):
-    cls = 3
+    cls = CLS_GPS
     modes = MODE_READ
     OPS = {1: MODE_READ}
 
@@ -108,7 +111,7 @@ class SimGps(SimResource):
 
 
 class SimStorage(SimResource):
-    cls = 4
+    cls = CLS_STORAGE
     modes = MODE_READ | MODE_WRITE | MODE_CONFIGURE
     OPS = {1: MODE_WRITE, 2: MODE_READ, 3: MODE_CONFIGURE}   # write, read, format
 
@@ -122,7 +125,7 @@ class SimStorage(SimResource):
         if op == 1:
             n = end - start
             if self.used + n > len(self.data):
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             for i in range(n):
                 self.data[self.used + i] = args[start + i]
             self.used += n
@@ -136,7 +139,7 @@ class SimStorage(SimResource):
 
 
 class SimImu(SimResource):
-    cls = 5
+    cls = CLS_SENSOR
     modes = MODE_READ
     OPS = {1: MODE_READ}   # read accelerometer: three i16
 
@@ -157,7 +160,7 @@ class SimImu(SimResource):
 
 
 class SimLed(SimResource):
-    cls = 6
+    cls = CLS_LED
     modes = MODE_READ | MODE_WRITE
     OPS = {1: MODE_WRITE, 2: MODE_READ}   # 1 set brightness (u8), 2 read it
 
@@ -172,7 +175,7 @@ class SimLed(SimResource):
     def op(self, op, args, start, end, out):
         if op == 1:
             if end - start != 1:
-                raise OpError(70)
+                raise OpError(E_DEV_BAD_OPERATION)
             self.level = args[start]
         out[0] = self.level
         return 1

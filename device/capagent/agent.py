@@ -7,6 +7,7 @@ import sys
 import time
 
 import micropython
+from micropython import const
 
 from capagent import VERSION
 from capagent.link import EOF, Link
@@ -15,7 +16,7 @@ from capshared.framing import FRAME, INTERRUPT
 from capshared.limits import HEADER_SIZE, MAX_RAW, PROTOCOL_VERSION
 from capshared.errors import E_DEV_BAD_MESSAGE as E_BAD, E_INTERNAL, E_RESOURCE_UNAVAILABLE as E_RES
 
-TICK_MS = 20            # longest sleep between control ticks
+_TICK_MS = const(20)    # longest sleep between control ticks
 
 
 def _boot_id():
@@ -164,7 +165,7 @@ class Agent:
         gc.collect()
         try:
             while self.running:
-                self.step(self.control.sleep_ms(TICK_MS))
+                self.step(self.control.g.sleep_ms(_TICK_MS, self.clock.ticks_ms()))
         finally:
             # Leaving the agent (Ctrl-C, REPL request, or a crash) leaves the hardware safe.
             self.control.stop()

@@ -2,36 +2,38 @@
 # suspension and actuation decision is made here, on the board, so a crashed or misbehaving
 # host cannot make two parties drive one motor, and a silent host cannot leave one running.
 #
-# Message glue over capagent.grants (the table and lock rules) and capagent.supervisor (the
-# watchdog). Responses are built in the link's preallocated encoder; nothing here allocates
-# in steady state (tests/device checks the heap over 10,000 cycles).
+# The messages, the failsafe and the events around capagent.grants (the lock policy) and
+# capagent.supervisor (the watchdog). Responses are built in the link's preallocated encoder;
+# nothing here allocates in steady state (tests/device checks the heap over 10,000 cycles).
+#
+# The failsafe: one HEARTBEAT renews every lease; a lease that runs out ends its grant and
+# drives the hardware to its safe state (Grants.end: a lost holder, faults.md 33 and 69),
+# unless the failsafe delay (CFG_FAILSAFE_DELAY_MS, faults.md 68) first gives the host that
+# long to come back. When the host speaks again it hears what the failsafe did (EV_FAILSAFE),
+# and can read what happened meanwhile in the audit ring (AUDIT, faults.md 70).
+#
+# Over 300 lines on purpose: on a 64 KB board every module costs about five interned names and a
+# module object, every class and function object its bytes (docs/DECISIONS.md "Device modules").
 from capagent.driver import OpError
-from capagent.grants import FREE, MAX_GRANTS, MAX_WAITERS, PEND, QUEUED, SUSP, Grants, _u32s
+from capagent.grants import FREE, MAX_GRANTS, PEND, QUEUED, Grants, u32s
 from capagent.supervisor import Supervisor
 from capshared import wire as W
 from capshared.errors import (
     E_DEV_BAD_MESSAGE, E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT, E_DEV_FAILSAFE_PENDING, E_DEV_NOT_HOLDER,
     E_DEV_STALE_EPOCH, E_DEV_STALE_REQUEST, E_DEV_SUSPENDED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
 )
-from capshared.limits import MODES_EXCLUSIVE, RES_ABSENT, RES_FAULT, RES_PRESENT, U32_LIMIT
-from capshared.wire import (
-    AUD_DELAY, AUD_END, AUD_GRANT, AUD_HANDOVER, AUD_HOLD, AUD_RESUMED, AUD_SAFE, AUDIT_PER_PAGE,
-    CFG_FAILSAFE_DELAY_MS, CFG_FAILSAFE_MS, CFG_LINK_LOSS_HOLD, CFG_LOCK_DELAY_MS, CFG_WATCHDOG_MS,
-    FAILSAFE_DELAY_MAX_MS, GRANTS_PER_PAGE,
+from capshared.limits import (
+    MODES_EXCLUSIVE, R_FAILSAFE, R_FAULT, R_LEASE_EXPIRED, R_RELEASED, R_REMOVED, R_REPLUGGED, R_SESSION_ENDED,
+    RES_ABSENT, RES_FAULT, RES_PRESENT, U32_MASK,
 )
+from capshared.wire import (
+    AUD_DELAY, AUDIT_PER_PAGE, CFG_FAILSAFE_DELAY_MS, CFG_FAILSAFE_MS, CFG_LINK_LOSS_HOLD, CFG_LOCK_DELAY_MS,
+    CFG_WATCHDOG_MS, FAILSAFE_DELAY_MAX_MS, GRANTS_PER_PAGE,
+)
+from micropython import const
 
-# Reason codes (capshared.limits.REASONS).
-R_RELEASED = 1
-R_LEASE = 2
-R_REMOVED = 3
-R_FAULT = 4
-R_FAILSAFE = 6
-R_SESSION_ENDED = 7
-R_REPLUGGED = 9
-
-MAX_LEASE_MS = 3600000
-AUDIT_SLOTS = 32   # the audit ring's entries (faults.md 70)
-OUT_SIZE = 100   # the largest driver answer (fits ACTUATE_R's tail)
+_OUT_SIZE = const(100)     # the largest driver answer (fits ACTUATE_R's tail)
+_AUDIT_SLOTS = const(32)   # the audit ring's entries (faults.md 70)
 
 
 class Control:
@@ -39,7 +41,6 @@ class Control:
         self.link = link
         self.resources = resources
         self.clock = clock
-        self.board = board
         self.sim = getattr(board, "SIM", False)
         # Each resource's state as the agent last saw it (poll(), or a plug on the virtual
         # board): the one view that locks, actuation and reports use, so that a driver whose
@@ -47,25 +48,24 @@ class Control:
         self.r_state = bytearray(len(resources))
         for k in range(len(resources)):
             self.r_state[k] = resources[k].state
-        self.g = Grants(self.r_state, clock, getattr(board, "MAX_GRANTS", MAX_GRANTS))
+        self.g = Grants(resources, self.r_state, clock, self, getattr(board, "MAX_GRANTS", MAX_GRANTS))
         self.sup = Supervisor(clock, board)
-        self.out = bytearray(OUT_SIZE)
-        self.hb_seq = 0
-        self.frozen = 0
+        self.out = bytearray(_OUT_SIZE)
+        self.hb_seq = 0           # the heartbeat high-water mark (HELLO_R tells a new host)
+        self.frozen = 0           # heartbeats that did not move on
         self.failsafes = 0
-        self.pending_failsafe = 0
+        self.pending_failsafe = 0  # failsafes the host has not heard of yet
         self.last_hb = clock.ticks_ms()
-        self.delay_ms = 0         # CFG_FAILSAFE_DELAY_MS (faults.md 68)
-        self.hold_mask = 0        # CFG_LINK_LOSS_HOLD: bit k, resource k keeps its state (69)
-        # The audit ring (faults.md 70): the last AUDIT_SLOTS grant, end, handover and failsafe
-        # events with their epochs, for the host to read after it was away (AUDIT). Entry k
-        # (from 1) is in slot (k - 1) % AUDIT_SLOTS: kind, res, reason in a_b; session, epoch
+        self.delay_ms = 0         # CFG_FAILSAFE_DELAY_MS
+        # The audit ring: the last _AUDIT_SLOTS grant, end, handover and failsafe events with
+        # their epochs (Grants notes them), for the host to read after it was away. Entry k
+        # (from 1) is in slot (k - 1) % _AUDIT_SLOTS: kind, res, reason in a_b; session, epoch
         # and the board's ms clock in a_s, a_e, a_t. When full the oldest gives way, so the
         # last entry (what happened last) is never lost; the host counts the lost ones.
-        self.a_b = bytearray(3 * AUDIT_SLOTS)
-        self.a_s = _u32s(AUDIT_SLOTS)
-        self.a_e = _u32s(AUDIT_SLOTS)
-        self.a_t = _u32s(AUDIT_SLOTS)
+        self.a_b = bytearray(3 * _AUDIT_SLOTS)
+        self.a_s = u32s(_AUDIT_SLOTS)
+        self.a_e = u32s(_AUDIT_SLOTS)
+        self.a_t = u32s(_AUDIT_SLOTS)
         self.a_count = 0
 
     # ---- called by the agent ---------------------------------------------------------------
@@ -76,79 +76,53 @@ class Control:
             e.begin(W.EV_FAILSAFE, 0)
             e.u8(R_FAILSAFE)
             e.u8(self.pending_failsafe)
-            e.u32(self.clock.ticks_diff(now, self.last_hb) & 0x3FFFFFFF)
+            e.u32(self.clock.ticks_diff(now, self.last_hb) & U32_MASK)
             self.link.send(False)
             self.pending_failsafe = 0
 
-    def sleep_ms(self, longest):
-        now = self.clock.ticks_ms()
-        g = self.g
-        best = longest
-        for i in range(g.n_slots):
-            if g.res[i] != FREE:
-                d = self.clock.ticks_diff(g.deadline[i], now)
-                if d < best:
-                    best = d
-        for j in range(MAX_WAITERS):
-            if g.w_used[j]:
-                d = self.clock.ticks_diff(g.w_until[j], now)
-                if d < best:
-                    best = d
-        return best if best > 0 else 0
-
     def tick(self, now):
+        # Leases: a grant whose lease ran out without a heartbeat lapses (the failsafe); the
+        # host hears of it when it speaks again.
         g = self.g
-        # Leases: a grant whose lease ran out without a heartbeat ends, and its hardware goes
-        # to its safe state (the failsafe); the host hears of it when it speaks again.
         for i in range(g.n_slots):
             if g.res[i] != FREE and g.expired(i, now):
-                self._lapse(i, now)
+                self.lapse(i, now)
         # Resource events: unplug or fault ends every grant on the resource.
         for k in range(len(self.resources)):
             st = self._poll(k)
             if st != self.r_state[k]:
                 self._resource_changed(k, st, now)
-        # Waiters: grant whoever the lock now allows, time out the rest.
-        for k in range(len(self.resources)):
-            self._serve(k, now)
-        for j in range(MAX_WAITERS):
-            if g.w_used[j] and self.clock.ticks_diff(now, g.w_until[j]) >= 0:
-                g.drop_waiter(j)
-                self.link.remember_for(g.w_rid[j], g.w_key[j])
-                self.link.error(g.w_rid[j], E_RESOURCE_BUSY, g.conflicts(g.w_res[j], g.w_modes[j], g.w_session[j]))
+        self.g.tick(now)
         self.sup.tick(now)
 
     def stop(self):
-        for r in self.resources:
-            try:
-                r.safe()
-            except Exception:
-                pass
+        for k in range(len(self.resources)):
+            self.g.safe(k)
 
     # ---- messages ----------------------------------------------------------------------------
     def handle(self, mid, rid):
         d = self.link.dec
         now = self.clock.ticks_ms()
         if mid == W.HEARTBEAT:
-            self._heartbeat(rid, d.u32(W.HEARTBEAT_HB_SEQ), now)
+            self.heartbeat(rid, d.u32(W.HEARTBEAT_HB_SEQ), now)
         elif mid == W.AUDIT:
-            self._audit_page(rid, d.u32(W.AUDIT_FROM_SEQ))
+            self.audit(rid, d.u32(W.AUDIT_FROM_SEQ))
         elif mid == W.ACQUIRE:
-            self._acquire(rid, d.u8(W.ACQUIRE_RES), d.u8(W.ACQUIRE_MODES), d.u32(W.ACQUIRE_SESSION),
+            self.acquire(rid, d.u8(W.ACQUIRE_RES), d.u8(W.ACQUIRE_MODES), d.u32(W.ACQUIRE_SESSION),
                           d.u32(W.ACQUIRE_LEASE_MS), d.u32(W.ACQUIRE_WAIT_MS), now)
         elif mid == W.ACTUATE:
             self._actuate(rid, d.u8(W.ACTUATE_RES), d.u32(W.ACTUATE_SESSION), d.u32(W.ACTUATE_EPOCH),
                           d.u8(W.ACTUATE_OP), now)
         elif mid == W.RELEASE:
-            self._release(rid, d.u8(W.RELEASE_RES), d.u32(W.RELEASE_SESSION), d.u32(W.RELEASE_EPOCH), now)
+            self.release(rid, d.u8(W.RELEASE_RES), d.u32(W.RELEASE_SESSION), d.u32(W.RELEASE_EPOCH), now)
         elif mid == W.HANDOVER:
-            self._handover(rid, d.u8(W.HANDOVER_RES), d.u32(W.HANDOVER_FROM_SESSION),
+            self.handover(rid, d.u8(W.HANDOVER_RES), d.u32(W.HANDOVER_FROM_SESSION),
                            d.u32(W.HANDOVER_FROM_EPOCH), d.u32(W.HANDOVER_TO_SESSION), d.u8(W.HANDOVER_MODES),
                            d.u32(W.HANDOVER_LEASE_MS), now)
         elif mid == W.SUSPEND:
-            self._suspend(rid, d.u32(W.SUSPEND_SESSION), d.u8(W.SUSPEND_SUSPENDED))
+            self.suspend(rid, d.u32(W.SUSPEND_SESSION), d.u8(W.SUSPEND_SUSPENDED))
         elif mid == W.END_SESSION:
-            self._end_session(rid, d.u32(W.END_SESSION_SESSION), now)
+            self.end_session(rid, d.u32(W.END_SESSION_SESSION), now)
         elif mid == W.GRANTS:
             self._list(rid, d.u8(W.GRANTS_RES), d.u16(W.GRANTS_START))
         elif mid == W.CONFIG:
@@ -165,19 +139,15 @@ class Control:
             return True
         return False
 
-    def _heartbeat(self, rid, seq, now):
-        # One frame renews every lease. The payload must move on: a repeated (frozen) sequence
-        # number is a missed heartbeat (faults.md 26), so a stuck sender cannot keep leases.
-        # The board tells every new host its high-water mark (HELLO_R.hb_seq), so a restarted
-        # engine's heartbeats start above it rather than at 0 (issue 9, defect 1).
+    def heartbeat(self, rid, seq, now):
+        # The payload must move on: a repeated (frozen) sequence number is a missed heartbeat
+        # (faults.md 26), so a stuck sender cannot keep leases. The board tells every new host
+        # its high-water mark (HELLO_R.hb_seq), so a restarted engine's heartbeats start above
+        # it rather than at 0 (issue 9, defect 1).
         if seq > self.hb_seq:
             self.hb_seq = seq
             self.last_hb = now
-            g = self.g
-            for i in range(g.n_slots):
-                if g.flag[i] & PEND and g.res[i] != FREE:
-                    self._note(AUD_RESUMED, i, 0)  # back within the failsafe delay window
-            g.renew_all(now)
+            self.g.renew_all(now)
         else:
             self.frozen += 1
         e = self.link.enc
@@ -187,18 +157,19 @@ class Control:
         e.u16(self.failsafes & 0xFFFF)
         self.link.send()
 
-    def _acquire(self, rid, res, modes, session, lease, wait_ms, now):
+    def _holder(self, rid, res, session, epoch):
+        # The slot of session's grant on res under `epoch`, or -1 after answering the error.
+        i = self.g.holder(res, session, epoch)
+        if i < 0:
+            self.link.error(rid, -i, self.g.r_epoch[res] if i == -E_DEV_STALE_EPOCH else 0)
+        return i
+
+    def acquire(self, rid, res, modes, session, lease, wait_ms, now):
         if self._bad_res(rid, res):
-            return
-        if modes == 0 or modes & ~self.resources[res].modes or session == 0 or lease == 0 or lease > MAX_LEASE_MS:
-            self.link.error(rid, E_DEV_BAD_MESSAGE, 0)
             return
         g = self.g
         key = self.link.request_key()
-        e0 = g.r_epoch[res]
         i = g.acquire(res, modes, session, lease, wait_ms, rid, key, now)
-        if i >= 0 and g.r_epoch[res] != e0:
-            self._note(AUD_GRANT, i, 0)  # a new epoch: a grant or an upgrade
         if i == QUEUED:
             e = self.link.enc
             e.begin(W.QUEUED, rid)
@@ -207,7 +178,7 @@ class Control:
             self.link.send(False)  # provisional: the final answer comes later, and is the one replayed
         elif i < 0:
             # A busy answer names the holder's session (faults.md 64) in the detail field.
-            self.link.error(rid, -i, g.last_busy_holder if -i == E_RESOURCE_BUSY else 0)
+            self.link.error(rid, -i, g.conflicts(res, modes, session) if i == -E_RESOURCE_BUSY else 0)
         else:
             self._granted(rid, i)
 
@@ -222,75 +193,31 @@ class Control:
         e.u32(g.lease[i])
         self.link.send()
 
-    def _serve(self, res, now):
-        g = self.g
-        while True:
-            i = g.grant_head(res, now)
-            if i < 0:
-                return
-            j = g.served
-            g.drop_waiter(j)
-            self._note(AUD_GRANT, i, 0)
-            self.link.remember_for(g.w_rid[j], g.w_key[j])
-            self._granted(g.w_rid[j], i)
-
-    def _holder(self, rid, res, session, epoch):
-        # The slot of session's grant on res under `epoch`, or -1 after answering the error.
-        # An epoch older than the resource's newest is stale: a deposed holder (faults.md 27).
-        g = self.g
-        i = g.find(res, session)
-        if i >= 0 and g.epoch[i] == epoch:
-            return i
-        if 0 < epoch <= g.r_epoch[res]:  # issued once, no longer current
-            self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
-        else:
-            self.link.error(rid, E_DEV_NOT_HOLDER, 0)
-        return -1
-
-    def _release(self, rid, res, session, epoch, now):
+    def release(self, rid, res, session, epoch, now):
         if self._bad_res(rid, res):
             return
         i = self._holder(rid, res, session, epoch)
         if i < 0:
             return
-        self._end(i, R_RELEASED, now, False)
+        self.g.end(i, R_RELEASED, now)
         e = self.link.enc
         e.begin(W.RELEASE_R, rid)
         e.u8(res)
         e.u32(session)
         e.u32(epoch)
         self.link.send()
-        self._serve(res, now)  # a clean release re-grants at once: no lock-delay
+        self.g.serve(res, now)   # a clean release re-grants at once: no lock-delay
 
-    def _handover(self, rid, res, frm, frm_epoch, to, modes, lease, now):
-        # Atomic: the slot changes owner in one step, so no frame sees both or neither holding.
-        # Any failed check leaves the original holder untouched.
+    def handover(self, rid, res, frm, frm_epoch, to, modes, lease, now):
         if self._bad_res(rid, res):
             return
         g = self.g
-        if to == 0 or modes == 0 or modes & ~self.resources[res].modes or lease == 0 or lease > MAX_LEASE_MS:
-            self.link.error(rid, E_DEV_BAD_MESSAGE, 0)
-            return
-        i = self._holder(rid, res, frm, frm_epoch)
+        i = g.handover(res, frm, frm_epoch, to, modes, lease, now)
         if i < 0:
+            c = -i
+            self.link.error(rid, c, g.r_epoch[res] if c == E_DEV_STALE_EPOCH else res if c == E_RESOURCE_UNAVAILABLE
+                            else g.conflicts(res, modes, frm) if c == E_RESOURCE_BUSY else 0)
             return
-        if self.r_state[res] != RES_PRESENT:
-            self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
-            return
-        if g.find(res, to) >= 0 or g.conflicts(res, modes, frm):
-            self.link.error(rid, E_RESOURCE_BUSY, g.conflicts(res, modes, frm))
-            return
-        if g.modes[i] & MODES_EXCLUSIVE and not modes & MODES_EXCLUSIVE:
-            self.resources[res].safe()  # the new holder only reads: nobody drives it any more
-        # The slot takes on its new holder's suspension; a handover in the failsafe delay
-        # window is an override: the new holder's lease starts afresh.
-        g.flag[i] = SUSP if g.suspended(to) else 0
-        g.session[i] = to
-        g.modes[i] = modes
-        g.lease[i] = lease
-        g.deadline[i] = self.clock.ticks_add(now, g.span(lease))
-        g.epoch[i] = g.next_epoch(res)
-        self._note(AUD_HANDOVER, i, 0)
         e = self.link.enc
         e.begin(W.HANDOVER_R, rid)
         e.u8(res)
@@ -298,18 +225,8 @@ class Control:
         e.u32(g.epoch[i])
         self.link.send()
 
-    def _suspend(self, rid, session, on):
-        # S3: a suspended session keeps its locks but may not write, execute or configure, and
-        # its actuators are put in safe hold at once (faults.md 11).
-        # Recorded on each grant the session holds (it cannot be lost, and a session with no
-        # grant here has nothing to hold back: grants = 0 says so); what it acquires while
-        # suspended is suspended too.
-        g = self.g
-        held = g.set_suspended(session, on)
-        if on:
-            for i in range(g.n_slots):
-                if g.res[i] != FREE and g.session[i] == session and g.modes[i] & MODES_EXCLUSIVE:
-                    self.resources[g.res[i]].safe()
+    def suspend(self, rid, session, on):
+        held = self.g.suspend(session, on)
         e = self.link.enc
         e.begin(W.SUSPEND_R, rid)
         e.u32(session)
@@ -328,7 +245,7 @@ class Control:
         if g.expired(i, now):
             # The lease ran out (perhaps between ticks): never act on it. With a failsafe delay
             # the grant waits for a heartbeat; otherwise (or after the delay) it ends now.
-            if self._lapse(i, now):
+            if self.lapse(i, now):
                 self.link.error(rid, E_DEV_FAILSAFE_PENDING, res)
             else:
                 self.link.error(rid, E_DEV_STALE_EPOCH, g.r_epoch[res])
@@ -350,9 +267,8 @@ class Control:
             self.link.error(rid, E_RESOURCE_UNAVAILABLE, res)
             return
         d = self.link.dec
-        start = 4 + W.ACTUATE_ARGS
         try:
-            n = r.op(op, d.buf, start, d.n, self.out)
+            n = r.op(op, d.buf, 4 + W.ACTUATE_ARGS, d.n, self.out)
         except OpError as exc:
             self.link.error(rid, exc.args[0] if exc.args else E_DEV_BAD_OPERATION, op)
             return
@@ -366,26 +282,14 @@ class Control:
         e.tail(self.out, 0, n)
         self.link.send()
 
-    def _end_session(self, rid, session, now):
-        g = self.g
-        n = 0
-        for i in range(g.n_slots):
-            if g.res[i] != FREE and g.session[i] == session:
-                res = g.res[i]
-                self._end(i, R_SESSION_ENDED, now, False)
-                n += 1
-        for j in range(MAX_WAITERS):
-            if g.w_used[j] and g.w_session[j] == session:
-                g.drop_waiter(j)
-                self.link.remember_for(g.w_rid[j], g.w_key[j])
-                self.link.error(g.w_rid[j], E_RESOURCE_BUSY, 0)
+    def end_session(self, rid, session, now):
+        n = self.g.end_all(FREE, session, R_SESSION_ENDED, now)
         e = self.link.enc
         e.begin(W.END_SESSION_R, rid)
         e.u32(session)
         e.u8(n)
         self.link.send()
-        for k in range(len(self.resources)):
-            self._serve(k, now)
+        self.g.serve(FREE, now)
 
     def _list(self, rid, res, start):
         if self._bad_res(rid, res):
@@ -435,7 +339,7 @@ class Control:
             if value >> len(self.resources):
                 self.link.error(rid, E_DEV_BAD_OPERATION, key)
                 return
-            self.hold_mask = value
+            self.g.hold_mask = value
         else:
             self.link.error(rid, E_DEV_BAD_MESSAGE, key)
             return
@@ -474,10 +378,12 @@ class Control:
                 return
         self.link.error(rid, E_DEV_STALE_REQUEST, mid)
 
-    def _audit_page(self, rid, first):
+    def audit(self, rid, first):
+        # AUDIT_R: the count, then up to AUDIT_PER_PAGE entries from entry `first` on (from the
+        # oldest still held if that one is gone).
         c = self.a_count
-        if first <= c - AUDIT_SLOTS:
-            first = c - AUDIT_SLOTS + 1   # the oldest entry still held
+        if first <= c - _AUDIT_SLOTS:
+            first = c - _AUDIT_SLOTS + 1
         if first < 1:
             first = 1
         e = self.link.enc
@@ -486,7 +392,7 @@ class Control:
         e.u32(first)
         k = first
         while k <= c and k < first + AUDIT_PER_PAGE:
-            j = (k - 1) % AUDIT_SLOTS
+            j = (k - 1) % _AUDIT_SLOTS
             e.u8(self.a_b[3 * j])
             e.u8(self.a_b[3 * j + 1])
             e.u8(self.a_b[3 * j + 2])
@@ -496,37 +402,59 @@ class Control:
             k += 1
         self.link.send()
 
-    # ---- internals ---------------------------------------------------------------------------
-    def _note(self, kind, i, reason):
+    # ---- the failsafe ------------------------------------------------------------------------
+    def lapse(self, i, now):
+        # Grant i's lease ran out. With a failsafe delay it first waits that long for a
+        # heartbeat, refusing actuation meanwhile; a heartbeat in the window renews it, a
+        # release or handover still works (the host's override). Returns True while waiting.
+        g = self.g
+        if self.delay_ms and not g.flag[i] & PEND:
+            g.flag[i] |= PEND
+            g.deadline[i] = self.clock.ticks_add(now, self.delay_ms)
+            self.note(AUD_DELAY, i, R_LEASE_EXPIRED)
+            return True
+        g.end(i, R_LEASE_EXPIRED, now)
+        self.failsafes += 1
+        self.pending_failsafe += 1
+        return False
+
+    # ---- what the grant table tells (capagent.grants) ---------------------------------------
+    def note(self, kind, i, reason):
         # One audit ring entry about grant slot i. Allocates nothing.
         g = self.g
-        if self.a_count >= U32_LIMIT - 1:
+        if self.a_count >= U32_MASK:
             self.a_count = 0   # after 2**30 events: documented wrap, numbering starts again
-        j = self.a_count % AUDIT_SLOTS
+        j = self.a_count % _AUDIT_SLOTS
         b = self.a_b
         b[3 * j] = kind
         b[3 * j + 1] = g.res[i]
         b[3 * j + 2] = reason
         self.a_s[j] = g.session[i]
         self.a_e[j] = g.epoch[i]
-        self.a_t[j] = self.clock.ticks_ms() & 0x3FFFFFFF
+        self.a_t[j] = self.clock.ticks_ms() & U32_MASK
         self.a_count += 1
 
-    def _lapse(self, i, now):
-        # Grant i's lease ran out. With a failsafe delay (faults.md 68) it first waits that long
-        # for a heartbeat, refusing actuation meanwhile; a heartbeat in the window renews it,
-        # a release or handover still works (the host's override). Returns True while waiting.
-        g = self.g
-        if self.delay_ms and not g.flag[i] & PEND:
-            g.flag[i] |= PEND
-            g.deadline[i] = self.clock.ticks_add(now, self.delay_ms)
-            self._note(AUD_DELAY, i, R_LEASE)
-            return True
-        self._end(i, R_LEASE, now, True)
-        self.failsafes += 1
-        self.pending_failsafe += 1
-        return False
+    def answer(self, rid, key, i, detail):
+        # The final answer (the one replayed) to a queued ACQUIRE (rid, key): slot i granted,
+        # or refused with error -i.
+        self.link.remember_for(rid, key)
+        if i < 0:
+            self.link.error(rid, -i, detail)
+        else:
+            self._granted(rid, i)
 
+    def ended(self, res, session, epoch, reason):
+        # The host hears of every end it did not ask for.
+        if reason != R_RELEASED and reason != R_SESSION_ENDED:
+            e = self.link.enc
+            e.begin(W.EV_GRANT_ENDED, 0)
+            e.u8(res)
+            e.u32(session)
+            e.u32(epoch)
+            e.u8(reason)
+            self.link.send(False)
+
+    # ---- resource events ---------------------------------------------------------------------
     def _poll(self, k):
         # A driver whose poll() raises, or answers anything but present or absent, is at fault:
         # its resource counts as faulted (its grants end, nothing new is granted) and the loop
@@ -539,48 +467,11 @@ class Control:
             return st
         return RES_FAULT
 
-    def _end(self, i, reason, now, lost):
-        # End grant i. `lost`: not a clean release, so the hardware goes safe and the resource
-        # stays in safe hold for the lock-delay before it is granted again (faults.md 33).
-        g = self.g
-        res = g.res[i]
-        session = g.session[i]
-        epoch = g.epoch[i]
-        excl = g.modes[i] & MODES_EXCLUSIVE
-        # A lost lease: the link-loss action (faults.md 69), safe unless this resource's bit
-        # in CFG_LINK_LOSS_HOLD says it keeps its state. The ring's last word is the action.
-        keep = reason == R_LEASE and (self.hold_mask >> res) & 1
-        self._note(AUD_END if reason != R_LEASE else (AUD_HOLD if keep else AUD_SAFE), i, reason)
-        g.end(i)
-        if (excl or lost) and not keep:
-            try:
-                self.resources[res].safe()
-            except Exception:
-                pass
-        if lost:
-            g.hold(res, now)
-        if reason != R_RELEASED and reason != R_SESSION_ENDED:
-            e = self.link.enc
-            e.begin(W.EV_GRANT_ENDED, 0)
-            e.u8(res)
-            e.u32(session)
-            e.u32(epoch)
-            e.u8(reason)
-            self.link.send(False)
-
     def _resource_changed(self, k, st, now):
-        g = self.g
         self.r_state[k] = st
         if st != RES_PRESENT:
             reason = R_REMOVED if st == RES_ABSENT else R_FAULT
-            for i in range(g.n_slots):
-                if g.res[i] == k:
-                    self._end(i, reason, now, False)
-            for j in range(MAX_WAITERS):
-                if g.w_used[j] and g.w_res[j] == k:
-                    g.drop_waiter(j)
-                    self.link.remember_for(g.w_rid[j], g.w_key[j])
-                    self.link.error(g.w_rid[j], E_RESOURCE_UNAVAILABLE, k)
+            self.g.end_all(k, 0, reason, now)
         else:
             reason = R_REPLUGGED  # available again; no session resumes (faults.md 61)
         e = self.link.enc

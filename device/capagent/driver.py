@@ -1,6 +1,7 @@
 # The driver interface every board resource implements. Board descriptions (boards/NAME/board.py)
 # list instances; the agent never touches hardware except through these methods.
-from capshared.limits import MODES_ALL, RES_PRESENT
+from capshared.errors import E_DEV_BAD_OPERATION
+from capshared.limits import CLS_OTHER, MODES_ALL, RES_PRESENT
 
 
 class OpError(Exception):
@@ -10,7 +11,7 @@ class OpError(Exception):
 
 class Resource:
     name = "resource"
-    cls = 0              # index into capshared.limits.CLASSES
+    cls = CLS_OTHER      # capshared.limits.CLS_*
     modes = MODES_ALL    # modes the resource can be granted in
     # op number -> the mode bit a session must hold to run it. Every op is classified, even
     # "harmless" ones (faults.md 46): an op missing here is refused.
@@ -31,8 +32,8 @@ class Resource:
     def op(self, op, args, start, end, out):
         # Run operation `op` with args[start:end]; write the result into `out` (a bytearray) and
         # return its length. Raise OpError(code) for bad arguments or driver faults.
-        raise OpError(70)
+        raise OpError(E_DEV_BAD_OPERATION)
 
     def plug(self, present):
         # The virtual board's unplug/replug. Real drivers detect this themselves.
-        raise OpError(70)
+        raise OpError(E_DEV_BAD_OPERATION)

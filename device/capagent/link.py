@@ -1,11 +1,11 @@
 # The device end of the host link: reads bytes with select.poll, decodes frames in place,
 # sends responses and events, and replays the response to a retried request.
 #
-# Late copies (issue 9, defect 3): the replay cache holds the last REPLAY_SLOTS answers only,
+# Late copies (issue 9, defect 3): the replay cache holds the last _REPLAY_SLOTS answers only,
 # so a copy of a request delayed past the host's retry could otherwise be executed again after
 # the cache moved on (a second grant nobody owns, a motor command replayed). The link keeps a
 # window of the request ids it accepted: host ids grow by one per request, so an id already
-# seen, or one more than RID_WINDOW behind the newest, is marked stale and never executed
+# seen, or one more than _RID_WINDOW behind the newest, is marked stale and never executed
 # again (Control.stale answers it). HELLO is outside the window (idempotent, and how a new host
 # learns the newest id, rid_hw, to number its requests on from there).
 #
@@ -13,12 +13,14 @@
 # stream writes use write(buf, n), and reads use readinto(buf, 1) while poll says ready.
 import select
 
-from capshared.framing import BAD, FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
+from micropython import const
+
+from capshared.framing import FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
 from capshared.limits import MAX_RAW, RID_MAX
 from capshared.wire import ERROR as _ERROR, HELLO as _HELLO
 
-REPLAY_SLOTS = 4
-RID_WINDOW = 256   # request ids remembered behind the newest (a power of two)
+_REPLAY_SLOTS = const(4)
+_RID_WINDOW = const(256)   # request ids remembered behind the newest (a power of two)
 EOF = 9  # read() result: the input stream ended
 
 
@@ -40,18 +42,18 @@ class Link:
         self._last_key = -1
         # Replay cache: request key (crc of mid, rid and payload) -> the frame answered, kept
         # raw (header and payload, MAX_RAW bytes a slot) and sealed again when replayed.
-        self._keys = [-1] * REPLAY_SLOTS
-        self._rids = [-1] * REPLAY_SLOTS
-        self._lens = [0] * REPLAY_SLOTS
-        self._bufs = [bytearray(MAX_RAW) for _ in range(REPLAY_SLOTS)]
+        self._keys = [-1] * _REPLAY_SLOTS
+        self._rids = [-1] * _REPLAY_SLOTS
+        self._lens = [0] * _REPLAY_SLOTS
+        self._bufs = [bytearray(MAX_RAW) for _ in range(_REPLAY_SLOTS)]
         self._next_slot = 0
         self._req_key = -1
         self._req_rid = -1
         self.rid_hw = 0                       # the newest request id accepted (0: none yet)
-        # Answered request ids, rid % RID_WINDOW -> rid, as low and high bytes (small blocks:
+        # Answered request ids, rid % _RID_WINDOW -> rid, as low and high bytes (small blocks:
         # a board's heap is fragmented by the time the agent starts).
-        self._seen_lo = bytearray(RID_WINDOW)
-        self._seen_hi = bytearray(RID_WINDOW)
+        self._seen_lo = bytearray(_RID_WINDOW)
+        self._seen_hi = bytearray(_RID_WINDOW)
         self.stale = False                    # the frame just read is a late copy
         self.stale_n = 0
 
@@ -96,7 +98,7 @@ class Link:
         self._req_key = key
         self._req_rid = rid
         # A retried request (same rid and content) gets the answer already sent: idempotent.
-        for i in range(REPLAY_SLOTS):
+        for i in range(_REPLAY_SLOTS):
             if self._rids[i] == rid and self._keys[i] == key:
                 self.replayed += 1
                 e = self.enc
@@ -121,9 +123,9 @@ class Link:
         if h == 0 or 0 < (rid - h) % RID_MAX < RID_MAX // 2:
             self.rid_hw = rid
             return True
-        if (h - rid) % RID_MAX >= RID_WINDOW:
+        if (h - rid) % RID_MAX >= _RID_WINDOW:
             return False          # older than the window: whether it was answered is unknown
-        k = rid % RID_WINDOW
+        k = rid % _RID_WINDOW
         return self._seen_lo[k] != rid & 0xFF or self._seen_hi[k] != rid >> 8
 
     def send(self, remember=True):
@@ -136,7 +138,7 @@ class Link:
         rid = self._req_rid
         if remember and rid > 0:
             i = self._next_slot
-            self._next_slot = (i + 1) % REPLAY_SLOTS
+            self._next_slot = (i + 1) % _REPLAY_SLOTS
             b = self._bufs[i]
             r = e.raw
             for j in range(n):
@@ -144,8 +146,8 @@ class Link:
             self._lens[i] = n
             self._rids[i] = rid
             self._keys[i] = self._req_key
-            if (self.rid_hw - rid) % RID_MAX < RID_WINDOW:
-                k = rid % RID_WINDOW                 # answered: a later copy is stale
+            if (self.rid_hw - rid) % RID_MAX < _RID_WINDOW:
+                k = rid % _RID_WINDOW                 # answered: a later copy is stale
                 self._seen_lo[k] = rid & 0xFF
                 self._seen_hi[k] = rid >> 8
 

@@ -5,8 +5,10 @@
 # nothing is granted and the host learns of it from the new boot id (faults.md 67).
 import gc
 
-MIN_TIMEOUT_MS = 100
-MIN_FREE_HEAP = 1024
+from micropython import const
+
+_MIN_TIMEOUT_MS = const(100)
+_MIN_FREE_HEAP = const(1024)
 
 
 class Supervisor:
@@ -22,7 +24,7 @@ class Supervisor:
         # True when armed (or already armed with this timeout); False when it cannot be.
         if self.wdt is not None:
             return timeout_ms == self.timeout
-        if timeout_ms < MIN_TIMEOUT_MS:
+        if timeout_ms < _MIN_TIMEOUT_MS:
             return False
         try:
             make = getattr(self.board, "watchdog", None)
@@ -45,6 +47,6 @@ class Supervisor:
         self.last = now
         if gap > self.timeout // 2:
             self.slow_ticks += 1  # the loop came round late: worth reporting, not yet fatal
-        if gc.mem_free() < MIN_FREE_HEAP:
+        if gc.mem_free() < _MIN_FREE_HEAP:
             return  # unhealthy: stop feeding and let the watchdog reset the board
         self.wdt.feed()

@@ -1,8 +1,16 @@
-# Lock, lease and queue rules of capagent.grants, under MicroPython with an injected clock.
-# Each test_ runs in its own micropython process (tests/device/test_device.py).
-from capagent.grants import MAX_GRANTS, MAX_WAITERS, QUEUED, Grants
-from capshared.errors import E_DEV_LOCK_DELAY, E_DEV_NO_SPACE, E_DEV_UPGRADE_REFUSED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE
-from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, RES_ABSENT, RES_PRESENT
+# The lock policy of capagent.grants (acquire, release, upgrade, handover, suspension, lock-delay,
+# waiters), under MicroPython with an injected clock. Each test_ runs in its own micropython
+# process (tests/device/test_device.py).
+from capagent.grants import MAX_GRANTS, QUEUED, Grants
+from capshared.errors import (
+    E_DEV_BAD_MESSAGE, E_DEV_LOCK_DELAY, E_DEV_NO_SPACE, E_DEV_NOT_HOLDER, E_DEV_STALE_EPOCH, E_DEV_UPGRADE_REFUSED,
+    E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
+)
+from capshared.limits import (
+    MAX_LEASE_MS, MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE, MODES_ALL, R_LEASE_EXPIRED, R_RELEASED,
+    R_REMOVED, R_SESSION_ENDED, RES_ABSENT, RES_PRESENT,
+)
+from capshared.wire import AUD_GRANT, AUD_HANDOVER, AUD_SAFE
 
 R, W, X, C = MODE_READ, MODE_WRITE, MODE_EXECUTE, MODE_CONFIGURE
 
@@ -21,10 +29,53 @@ class Clock:
         return a + d
 
 
-def make(n=2):
+class Res:
+    # A resource as the table sees it: the modes it can be granted in, and its safe state.
+    def __init__(self, modes=MODES_ALL):
+        self.modes = modes
+        self.safed = 0
+
+    def safe(self):
+        self.safed += 1
+
+
+class Out:
+    # What the table tells the control layer, recorded.
+    def __init__(self):
+        self.got = []      # (rid, key, slot) of queued requests granted
+        self.no = []       # (rid, key, code, detail) of queued requests refused
+        self.gone = []     # (res, session, epoch, reason) of grants ended
+        self.notes = []    # (kind, slot, reason) for the audit ring
+
+    def answer(self, rid, key, i, detail):
+        if i < 0:
+            self.no.append((rid, key, -i, detail))
+        else:
+            self.got.append((rid, key, i))
+
+    def ended(self, res, session, epoch, reason):
+        self.gone.append((res, session, epoch, reason))
+
+    def note(self, kind, i, reason):
+        self.notes.append((kind, i, reason))
+
+
+def make(n=2, clock=None):
     # Grants reads the agent's view of each resource's state (Control.r_state).
-    c = Clock()
-    return Grants(bytearray([RES_PRESENT] * n), c), c
+    c = clock or Clock()
+    return Grants([Res() for _ in range(n)], bytearray([RES_PRESENT] * n), c, Out()), c
+
+
+def release(g, i, now):
+    # What a RELEASE does (Control.release): a clean end, then the lock passes on at once.
+    res = g.res[i]
+    g.end(i, R_RELEASED, now)
+    g.serve(res, now)
+
+
+def served(g):
+    # The slot the last queued request was granted.
+    return g.out.got[-1][2]
 
 
 _rid = [0]
@@ -42,9 +93,10 @@ def test_lock_01_writer_not_starved_by_overlapping_readers():
     # A stream of new readers arrives while the writer waits: they queue behind it.
     for s in range(2, 7):
         assert acq(g, c, 0, R, s, wait=5000) == QUEUED
-    g.end(g.find(0, 1))
-    i = g.grant_head(0, c.t)
-    assert i >= 0 and g.session[i] == 9 and g.modes[i] == W
+    release(g, g.find(0, 1), c.t)
+    assert len(g.out.got) == 1                      # the writer, and nobody behind it
+    i = served(g)
+    assert g.session[i] == 9 and g.modes[i] == W
 
 
 def test_lock_02_same_session_rereading_does_not_deadlock():
@@ -72,10 +124,10 @@ def test_lock_04_writer_waits_for_every_reader():
     acq(g, c, 0, R, 1)
     acq(g, c, 0, R, 2)
     assert acq(g, c, 0, W, 3, wait=1000) == QUEUED
-    g.end(g.find(0, 1))
-    assert g.grant_head(0, c.t) < 0  # reader 2 still holds it
-    g.end(g.find(0, 2))
-    assert g.grant_head(0, c.t) >= 0
+    release(g, g.find(0, 1), c.t)
+    assert g.out.got == []  # reader 2 still holds it
+    release(g, g.find(0, 2), c.t)
+    assert g.session[served(g)] == 3
 
 
 def test_lock_05_exclusive_modes_exclude_each_other_and_read():
@@ -83,7 +135,7 @@ def test_lock_05_exclusive_modes_exclude_each_other_and_read():
         g, c = make()
         assert acq(g, c, 0, first, 1) >= 0
         assert acq(g, c, 0, second, 2) == -E_RESOURCE_BUSY
-        assert g.last_busy_holder == 1  # the refusal can name the holder (faults.md 64)
+        assert g.conflicts(0, second, 2) == 1  # the refusal can name the holder (faults.md 64)
 
 
 def test_lock_05b_reads_share():
@@ -99,13 +151,12 @@ def test_lock_06_same_millisecond_requests_served_in_arrival_order():
     for s in (5, 3, 8, 2):  # all at the same tick
         assert acq(g, c, 0, W, s, wait=1000) == QUEUED
     order = []
-    g.end(g.find(0, 1))
+    release(g, g.find(0, 1), c.t)
     for _ in range(4):
-        i = g.grant_head(0, c.t)
+        i = served(g)
         order.append(g.session[i])
-        g.drop_waiter(g.served)
-        g.end(i)
-    assert order == [5, 3, 8, 2]
+        release(g, i, c.t)
+    assert order == [5, 3, 8, 2] and len(g.out.got) == 4
 
 
 def test_lock_07_cancelled_waiter_passes_the_lock_on():
@@ -113,10 +164,11 @@ def test_lock_07_cancelled_waiter_passes_the_lock_on():
     acq(g, c, 0, W, 1)
     acq(g, c, 0, W, 2, wait=1000)
     acq(g, c, 0, W, 3, wait=1000)
-    g.end(g.find(0, 1))
-    g.drop_waiter(g.head(0))  # session 2 is cancelled just as the lock frees
-    i = g.grant_head(0, c.t)
-    assert g.session[i] == 3
+    g.end(g.find(0, 1), R_RELEASED, c.t)
+    assert g.end_all(0xFF, 2, R_SESSION_ENDED, c.t) == 0  # session 2 is cancelled just as the lock frees
+    assert [x[2] for x in g.out.no] == [E_RESOURCE_BUSY]
+    g.serve(0, c.t)
+    assert g.session[served(g)] == 3
 
 
 def test_lock_09_configure_while_executing_rejected():
@@ -131,7 +183,7 @@ def test_epochs_increase_with_every_grant_of_a_resource():
     for s in range(1, 6):
         i = acq(g, c, 0, W, s)
         seen.append(g.epoch[i])
-        g.end(i)
+        release(g, i, c.t)
     assert seen == sorted(seen) and len(set(seen)) == 5
     assert g.epoch[acq(g, c, 1, W, 1)] == 1  # per resource
 
@@ -159,14 +211,28 @@ def test_lease_expiry_with_injected_clock():
 def test_lock_delay_after_a_lost_holder():
     g, c = make()
     g.lock_delay_ms = 300
-    i = acq(g, c, 0, W, 1)
-    g.end(i)
-    g.hold(0, c.t)
+    i = acq(g, c, 0, R, 1)
+    g.end(i, R_LEASE_EXPIRED, c.t)                  # lost, not released: safe, and held
+    assert g.resources[0].safed == 1                # even a reader's resource goes safe
+    assert g.out.gone == [(0, 1, 1, R_LEASE_EXPIRED)] and g.out.notes == [(AUD_GRANT, i, 0), (AUD_SAFE, i, R_LEASE_EXPIRED)]
     assert acq(g, c, 0, W, 2) == -E_DEV_LOCK_DELAY
     assert acq(g, c, 0, W, 2, wait=1000) == QUEUED
-    assert g.grant_head(0, c.t) < 0
+    g.serve(0, c.t)
+    assert g.out.got == []
     c.t += 300
-    assert g.grant_head(0, c.t) >= 0
+    g.serve(0, c.t)
+    assert g.session[served(g)] == 2
+
+
+def test_clean_release_regrants_at_once_and_keeps_a_reader_running():
+    g, c = make()
+    g.lock_delay_ms = 300
+    acq(g, c, 0, R, 1)
+    assert acq(g, c, 0, W, 2, wait=1000) == QUEUED
+    release(g, g.find(0, 1), c.t)
+    assert g.session[served(g)] == 2 and g.resources[0].safed == 0
+    release(g, g.find(0, 2), c.t)                    # an exclusive holder leaves: safe
+    assert g.resources[0].safed == 1 and g.out.gone[-1][3] == R_RELEASED
 
 
 def test_absent_resource_is_unavailable():
@@ -180,7 +246,7 @@ def test_tables_are_bounded():
     for k in range(MAX_GRANTS):
         assert acq(g, c, k, W, 1) >= 0
     assert acq(g, c, MAX_GRANTS, W, 1) == -E_DEV_NO_SPACE
-    for s in range(MAX_WAITERS):
+    for s in range(len(g.w_used)):
         assert acq(g, c, 0, W, 100 + s, wait=1000) == QUEUED
     assert acq(g, c, 0, W, 999, wait=1000) == -E_DEV_NO_SPACE
 
@@ -198,9 +264,70 @@ def test_ticks_wrap_does_not_break_leases():
 
     c = Wrapping()
     c.t = time.ticks_add(0, -200)  # 200 ms before the wrap
-    g = Grants(bytearray([RES_PRESENT]), c)
+    g, c = make(1, c)
     i = g.acquire(0, W, 1, 500, 0, 1, 1, c.t)
     c.t = time.ticks_add(c.t, 400)  # past the wrap
     assert not g.expired(i, c.t)
     c.t = time.ticks_add(c.t, 100)
     assert g.expired(i, c.t)
+
+
+def test_one_request_check_for_acquire_and_handover():
+    g, c = make()
+    g.resources[1].modes = R
+    holder = acq(g, c, 0, W, 1)
+    e = g.epoch[holder]
+    for res, modes, session, lease in ((0, 0, 5, 1000), (1, W, 5, 1000), (0, W, 0, 1000), (0, W, 5, 0),
+                                       (0, W, 5, MAX_LEASE_MS + 1)):
+        assert g.acquire(res, modes, session, lease, 0, 1, 1, c.t) == -E_DEV_BAD_MESSAGE
+        if res == 0:
+            assert g.handover(0, 1, e, session, modes, lease, c.t) == -E_DEV_BAD_MESSAGE
+    assert acq(g, c, 1, R, 5, lease=MAX_LEASE_MS) >= 0
+    assert g.session[holder] == 1 and g.epoch[holder] == e   # every refusal left the holder alone
+
+
+def test_handover_is_one_step_and_fenced():
+    g, c = make()
+    i = acq(g, c, 0, W, 1)
+    e = g.epoch[i]
+    assert g.handover(0, 1, e + 1, 2, W, 1000, c.t) == -E_DEV_NOT_HOLDER
+    assert g.handover(0, 3, e, 2, W, 1000, c.t) == -E_DEV_STALE_EPOCH  # not its epoch
+    assert g.handover(0, 1, e, 2, W, 1000, c.t) == i
+    assert g.session[i] == 2 and g.epoch[i] == e + 1 and g.count() == 1
+    assert g.out.notes[-1] == (AUD_HANDOVER, i, 0)
+    assert g.holder(0, 1, e) == -E_DEV_STALE_EPOCH            # the old holder is deposed
+    assert g.resources[0].safed == 0                          # still driven: no safe state
+    assert g.handover(0, 2, e + 1, 3, R, 1000, c.t) == i      # to a reader: nobody drives it
+    assert g.resources[0].safed == 1
+    acq(g, c, 0, R, 4)
+    assert g.handover(0, 3, e + 2, 5, W, 1000, c.t) == -E_RESOURCE_BUSY   # reader 4 is there
+    g.state[0] = RES_ABSENT
+    assert g.handover(0, 3, e + 2, 5, R, 1000, c.t) == -E_RESOURCE_UNAVAILABLE
+
+
+def test_suspension_holds_exclusive_hardware_and_follows_the_session():
+    g, c = make()
+    acq(g, c, 0, W, 1)
+    acq(g, c, 1, R, 1)
+    assert g.suspend(1, True) == 2 and g.suspended(1)
+    assert g.resources[0].safed == 1 and g.resources[1].safed == 0    # only what it drives
+    i = g.handover(0, 1, g.epoch[g.find(0, 1)], 2, W, 1000, c.t)
+    assert not g.suspended(2) and g.suspended(1)              # the mark stays with session 1
+    assert g.suspend(1, False) == 1 and not g.suspended(1) and i >= 0
+
+
+def test_waiters_time_out_and_are_refused_when_their_resource_or_session_goes():
+    g, c = make()
+    acq(g, c, 0, W, 1)
+    g.acquire(0, W, 2, 1000, 100, 21, 210, c.t)
+    g.acquire(0, W, 3, 1000, 5000, 31, 310, c.t)
+    g.acquire(1, W, 4, 1000, 0, 41, 410, c.t)
+    g.acquire(0, W, 4, 1000, 5000, 42, 420, c.t)
+    assert g.sleep_ms(10000, c.t) == 100
+    c.t += 100
+    g.tick(c.t)
+    assert g.out.no == [(21, 210, E_RESOURCE_BUSY, 1)]       # timed out, naming the holder
+    assert g.end_all(0, 0, R_REMOVED, c.t) == 1
+    assert g.out.gone == [(0, 1, 1, R_REMOVED)] and g.resources[0].safed == 1
+    assert g.out.no[1:] == [(31, 310, E_RESOURCE_UNAVAILABLE, 0), (42, 420, E_RESOURCE_UNAVAILABLE, 0)]
+    assert sum(g.w_used) == 0 and g.count() == 1 and g.out.got == []

@@ -6,49 +6,18 @@
 import gc
 
 import micropython
-from mp_agent import Line, Rig
+from agent_rig import Rig, after, config, new_paths, resend, suspend, tick
 from capshared import wire as W
 from capshared.errors import (
     E_DEV_BAD_MESSAGE, E_DEV_BAD_OPERATION, E_DEV_FAILSAFE_PENDING, E_DEV_NO_SPACE, E_DEV_STALE_REQUEST, E_DEV_SUSPENDED,
 )
-from capshared.framing import FRAME, FrameEncoder
 from capshared.limits import MODE_READ, MODE_WRITE
 
 LONG = 600000
 
 
-class Seen(Line):
-    # Keeps the last frame the agent wrote (header and payload) for the test to read.
-    def __init__(self):
-        Line.__init__(self)
-        self.last = bytearray(128)
-        self.last_n = 0
-
-    def write(self, buf, n):
-        d = self.dec
-        for k in range(n):
-            if d.feed(buf[k]) == FRAME:
-                self.frames += 1
-                self.last_mid = d.mid()
-                if d.mid() == W.ERROR:
-                    self.errors += 1
-                    self.last_error = d.u8(0)
-                for j in range(d.n):
-                    self.last[j] = d.buf[j]
-                self.last_n = d.n
-        return n
-
-    def u8(self, off):
-        return self.last[4 + off]
-
-    def u32(self, off):
-        b = self.last
-        o = 4 + off
-        return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
-
-
 def rig():
-    return Rig(Seen())
+    return Rig()
 
 
 def idx(r, name):
@@ -61,20 +30,6 @@ def idx(r, name):
 def epoch_of(r, res, session):
     g = r.agent.control.g
     return g.epoch[g.find(res, session)]
-
-
-def suspend(r, session, on):
-    e = r.begin(W.SUSPEND)
-    e.u32(session)
-    e.u8(1 if on else 0)
-    return r.send()
-
-
-def config(r, key, value):
-    e = r.begin(W.CONFIG)
-    e.u8(key)
-    e.u32(value)
-    return r.send()
 
 
 def set_speed(r, res, session, v):
@@ -110,24 +65,6 @@ def plug(r, res, present):
     e.u8(res)
     e.u8(1 if present else 0)
     return r.send()
-
-
-def tick(r, ms):
-    r.clock.t += ms
-    r.agent.step(0)
-
-
-def resend(r, rid):
-    # The next request goes out with request id `rid` again, as a late copy or a retry would:
-    # same id and content, a new link sequence number. Returns the newest id used so far, for
-    # after(): later requests must take new ids, as a host's do.
-    top = r.rid
-    r.rid = rid - 1
-    return top
-
-
-def after(r, top):
-    r.rid = top
 
 
 def audit(r, first):
@@ -395,7 +332,7 @@ def test_fault_69_link_loss_hold_mask_bit_k_is_resource_k():
     assert res[ml].speed == 0 and res[mr].speed == 0  # the rest go safe (the default)
     # A bit for a resource the board has not: refused whole, the mask unchanged.
     assert config(r, W.CFG_LINK_LOSS_HOLD, (1 << len(res)) | (1 << ml)) == W.ERROR
-    assert r.line.last_error == E_DEV_BAD_OPERATION and r.agent.control.hold_mask == 1 << led
+    assert r.line.last_error == E_DEV_BAD_OPERATION and r.agent.control.g.hold_mask == 1 << led
 
 
 def test_fault_70_audit_ring_ends_with_the_failsafe_and_drops_the_oldest():
@@ -423,38 +360,17 @@ def test_fault_70_audit_ring_ends_with_the_failsafe_and_drops_the_oldest():
 
 # ---- memory: the new paths allocate nothing, the heap stays flat -------------------------------
 
-def _new_paths(r, ml, s, k):
-    r.acquire(ml, MODE_WRITE, s, lease=100)
-    suspend(r, s, True)
-    suspend(r, s, False)
-    tick(r, 150)                                    # failsafe delay opens
-    r.heartbeat(2 * k)                              # and a heartbeat closes it
-    tick(r, 150)
-    tick(r, 150)                                    # then it lapses for good
-    e = r.begin(W.AUDIT)                            # the ring, read (not parsed: no allocation)
-    e.u32(1)
-    r.send()
-    r.acquire(ml, MODE_WRITE, s, lease=100)
-    rid = r.rid
-    r.release(ml, s)
-    for j in range(5):
-        r.heartbeat(2 * k + 1 + 0 * j) if j == 0 else config(r, W.CFG_LOCK_DELAY_MS, 0)
-    top = resend(r, rid)
-    r.acquire(ml, MODE_WRITE, s, lease=100)         # a late copy: refused
-    after(r, top)
-
-
 def test_issue9_paths_allocate_nothing():
     r = rig()
     ml = idx(r, "motor_left")
     config(r, W.CFG_FAILSAFE_DELAY_MS, 100)
     for k in range(1, 10):
-        _new_paths(r, ml, 5, k)
+        new_paths(r, ml, 5, k)
     errors = r.line.errors
     micropython.heap_lock()
     try:
         for k in range(10, 60):
-            _new_paths(r, ml, 5, k)
+            new_paths(r, ml, 5, k)
     finally:
         micropython.heap_unlock()
     assert r.agent.errors == 0

@@ -1,0 +1,224 @@
+# The whole agent on an in-memory line, for the device tests under MicroPython (mp_agent.py,
+# mp_issue9.py). A helper module: mpharness builds it beside a test as it builds the test.
+import gc
+import sys
+
+import board
+from capagent.agent import Agent
+from capagent.link import Link
+from capshared import wire as W
+from capshared.framing import FRAME, FrameDecoder, FrameEncoder
+from capshared.limits import MODE_READ, MODE_WRITE
+
+
+class Clock:
+    def __init__(self):
+        self.t = 5000
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, d):
+        return a + d
+
+
+class Line:
+    # Both ends of the cable in preallocated buffers: the test writes requests into `buf`,
+    # the agent's answers are decoded as they are written, and the last one is kept (header and
+    # payload) for the test to read.
+    def __init__(self):
+        self.buf = bytearray(512)
+        self.n = 0
+        self.i = 0
+        self.dec = FrameDecoder()
+        self.frames = 0
+        self.errors = 0
+        self.last_mid = 0
+        self.last_error = 0
+        self.last = bytearray(128)
+        self.last_n = 0
+
+    def readinto(self, b, n):
+        b[0] = self.buf[self.i]
+        self.i += 1
+        return 1
+
+    def write(self, buf, n):
+        d = self.dec
+        for k in range(n):
+            if d.feed(buf[k]) == FRAME:
+                self.frames += 1
+                self.last_mid = d.mid()
+                if d.mid() == W.ERROR:
+                    self.errors += 1
+                    self.last_error = d.u8(0)   # the error code, before its u32 detail
+                for j in range(d.n):
+                    self.last[j] = d.buf[j]
+                self.last_n = d.n
+        return n
+
+    def u8(self, off):
+        # A payload byte of the last frame.
+        return self.last[4 + off]
+
+    def u32(self, off):
+        b = self.last
+        o = 4 + off
+        return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
+
+
+class MemLink(Link):
+    def __init__(self, line):
+        Link.__init__(self, line, line, sys.stdin)
+        self.line = line
+
+    def wait(self, timeout_ms):
+        return self.line.i < self.line.n
+
+
+class Rig:
+    def __init__(self, line=None):
+        self.line = line or Line()
+        self.clock = Clock()
+        self.agent = Agent(board, MemLink(self.line), self.clock)
+        self.enc = FrameEncoder()
+        self.rid = 0
+
+    def begin(self, mid):
+        self.rid = self.rid % 60000 + 1
+        self.enc.begin(mid, self.rid)
+        return self.enc
+
+    def send(self):
+        line = self.line
+        n = self.enc.finish()
+        w = self.enc.wire
+        line.i = 0
+        for k in range(n):
+            line.buf[k] = w[k]
+        line.n = n
+        self.clock.t += 1
+        self.agent.step(0)
+        return line.last_mid
+
+    def acquire(self, res, modes, session, lease=60000, wait=0):
+        e = self.begin(W.ACQUIRE)
+        e.u8(res)
+        e.u8(modes)
+        e.u32(session)
+        e.u32(lease)
+        e.u32(wait)
+        return self.send()
+
+    def release(self, res, session):
+        g = self.agent.control.g
+        e = self.begin(W.RELEASE)
+        e.u8(res)
+        e.u32(session)
+        e.u32(g.epoch[g.find(res, session)])
+        return self.send()
+
+    def heartbeat(self, seq):
+        e = self.begin(W.HEARTBEAT)
+        e.u32(seq)
+        return self.send()
+
+    def actuate(self, res, session, op, a0, a1):
+        g = self.agent.control.g
+        e = self.begin(W.ACTUATE)
+        e.u8(res)
+        e.u32(session)
+        e.u32(g.epoch[g.find(res, session)])
+        e.u8(op)
+        e.u8(a0)
+        e.u8(a1)
+        return self.send()
+
+
+# Grants held per resource name, and the mode: constants in the .mpy, so building them costs
+# the heap nothing (the 64 KB tests run in a heap already fragmented by the agent's tables,
+# where the test's own lists and tuples once failed for want of 72 bytes).
+_HOLD = (("gps", 4), ("imu", 4), ("camera", 3), ("sdcard", 2), ("led", 0), ("motor_left", 1), ("motor_right", 1))
+
+
+def hold_fifteen(rig):
+    # 15 grants spread over 7 resources; the 16th (on the gimbal, returned) is the test's own.
+    gc.collect()
+    resources = rig.agent.resources
+    assert len(resources) == 8
+    s = 100
+    gimbal = -1
+    for k in range(8):
+        name = resources[k].name
+        if name == "gimbal":
+            gimbal = k
+        for want, count in _HOLD:
+            if want == name:
+                mode = MODE_WRITE if name[:5] == "motor" else MODE_READ
+                for _ in range(count):
+                    s += 1
+                    assert rig.acquire(k, mode, s) == W.ACQUIRE_R
+    assert rig.agent.control.g.count() == 15 and gimbal >= 0
+    return gimbal
+
+
+# ---- requests the issue 9 tests send (mp_issue9.py, and mp_agent.py's 64 KB test) ---------
+
+def suspend(r, session, on):
+    e = r.begin(W.SUSPEND)
+    e.u32(session)
+    e.u8(1 if on else 0)
+    return r.send()
+
+
+def config(r, key, value):
+    e = r.begin(W.CONFIG)
+    e.u8(key)
+    e.u32(value)
+    return r.send()
+
+
+def tick(r, ms):
+    r.clock.t += ms
+    r.agent.step(0)
+
+
+def resend(r, rid):
+    # The next request goes out with request id `rid` again, as a late copy or a retry would:
+    # same id and content, a new link sequence number. Returns the newest id used so far, for
+    # after(): later requests must take new ids, as a host's do.
+    top = r.rid
+    r.rid = rid - 1
+    return top
+
+
+def after(r, top):
+    r.rid = top
+
+
+def new_paths(r, ml, s, k):
+    # Once each, the paths issue 9 added: suspend and resume, a lease lost into the failsafe
+    # delay window and a heartbeat that closes it, a lease lost for good (failsafe, audit ring),
+    # reading the audit ring, and a late copy of an ACQUIRE refused (the request-id window).
+    r.acquire(ml, MODE_WRITE, s, lease=100)
+    suspend(r, s, True)
+    suspend(r, s, False)
+    tick(r, 150)                                    # failsafe delay opens
+    r.heartbeat(2 * k)                              # and a heartbeat closes it
+    tick(r, 150)
+    tick(r, 150)                                    # then it lapses for good
+    e = r.begin(W.AUDIT)                            # the ring, read (not parsed: no allocation)
+    e.u32(1)
+    r.send()
+    r.acquire(ml, MODE_WRITE, s, lease=100)
+    rid = r.rid
+    r.release(ml, s)
+    r.heartbeat(2 * k + 1)
+    for _ in range(4):                              # four more answers: the replay cache moves on
+        config(r, W.CFG_LOCK_DELAY_MS, 0)
+    top = resend(r, rid)
+    r.acquire(ml, MODE_WRITE, s, lease=100)         # a late copy: refused
+    after(r, top)
