@@ -8,13 +8,15 @@ Fixtures:
   vboard      the VirtualBoard object; tests that need the virtual cable or unplug/reset use
               it and are skipped, with the reason, on a real board
   board       an opened capwarden.link.Board (async), closed after the test
+  events      the list of events `board` reported, from the test's start
+  run         run(coro) on the test's event loop (the board's)
+Helpers (modes, speeds, refusal codes, waiting): hil/helpers.py.
 """
-
-import asyncio
 
 import pytest
 
 from capwarden.link import open_board
+from hil.helpers import loop_runner
 
 
 def pytest_addoption(parser):
@@ -44,12 +46,8 @@ def board_port(request):
     yield vb.port
 
 
-@pytest.fixture
-def run():
-    """Run a coroutine to completion on a fresh loop (tests stay plain functions)."""
-    loop = asyncio.new_event_loop()
-    yield lambda coro: loop.run_until_complete(asyncio.wait_for(coro, 60))
-    loop.close()
+# run(coro): a coroutine to completion on the test's loop (tests stay plain functions).
+run = pytest.fixture(loop_runner, name="run")
 
 
 @pytest.fixture
@@ -57,3 +55,11 @@ def board(board_port, run):
     b = run(open_board(board_port, timeout=0.5, retries=3))
     yield b
     run(b.close())
+
+
+@pytest.fixture
+def events(board):
+    """Every event `board` reports during the test, in order."""
+    seen = []
+    board.subscribe(seen.append)
+    return seen

@@ -11,33 +11,11 @@ import time
 
 import pytest
 
-from capshared.limits import MODE_CONFIGURE, MODE_EXECUTE, MODE_READ, MODE_WRITE
 from capshared.messages import CFG_LOCK_DELAY_MS, CFG_WATCHDOG_MS
 from capwarden.errors import DeviceError, LinkTimeout
 from capwarden.link import Failsafe, GrantEnded, ResourceEvent, open_board
 from capwarden.sim import TO_HOST
-
-R, W, X, C = MODE_READ, MODE_WRITE, MODE_EXECUTE, MODE_CONFIGURE
-LONG = 60000
-
-
-def code_of(run, coro):
-    with pytest.raises(DeviceError) as exc:
-        run(coro)
-    return exc.value.code
-
-
-def speed(v):
-    return int(v).to_bytes(2, "little", signed=True)
-
-
-async def wait_for(pred, seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
+from hil.helpers import LONG, C, R, W, X, code_of, speed, wait_until
 
 
 @pytest.fixture
@@ -137,7 +115,7 @@ def test_fault_06_same_instant_requests_granted_in_arrival_order(board, run, res
         holder = 1
         for _ in range(4):
             await board.release(led, holder, epoch)
-            await wait_for(lambda: len(order) > 0 and order[-1] != holder, 5)
+            assert await wait_until(lambda: len(order) > 0 and order[-1] != holder, 5)
             holder = order[-1]
             epoch = [e for s, e, _m in await board.grants(led) if s == holder][0]
         assert order == [7, 4, 9, 2]
@@ -154,8 +132,9 @@ def test_fault_07_cancelled_waiter_passes_the_lock_on(board, run, res):
         b = asyncio.ensure_future(board.acquire(led, W, 3, LONG, wait_ms=5000))
         await asyncio.sleep(0.1)
         await board.end_session(2)                  # the first waiter goes away
-        with pytest.raises(DeviceError):
+        with pytest.raises(DeviceError) as exc:
             await a
+        assert exc.value.code == "E_RESOURCE_BUSY"  # its session ended: refused, never granted
         await board.release(led, 1, g.epoch)
         assert (await b).session == 3
 
@@ -169,7 +148,7 @@ def test_fault_08_grant_bound_to_session_not_to_the_serial_handle(vboard, board,
     b2 = run(open_board(vboard.port, timeout=0.5, retries=3))  # a new handle, same board
     try:
         assert run(b2.grants(ml)) == [(5, g.epoch, W)]
-        run(b2.actuate(ml, 5, g.epoch, 1, speed(100)))
+        run(b2.actuate(ml, 5, g.epoch, 1, speed(100)))   # a DeviceError if the grant died with its handle
     finally:
         run(b2.close())
 
@@ -222,8 +201,9 @@ def test_fault_28_waiter_whose_session_ends_is_never_granted(board, run, res):
         await asyncio.sleep(0.1)
         await board.end_session(2)
         await board.release(led, 1, g.epoch)
-        with pytest.raises(DeviceError):
+        with pytest.raises(DeviceError) as exc:
             await w
+        assert exc.value.code == "E_RESOURCE_BUSY"
         assert await board.grants(led) == []
 
     run(scenario())
@@ -337,10 +317,8 @@ def test_fault_26_frozen_heartbeat_does_not_renew(board, run, res):
     run(scenario())
 
 
-def test_silent_host_failsafe_drives_safe_state_and_reports_on_return(vboard, board, run, res):
+def test_silent_host_failsafe_drives_safe_state_and_reports_on_return(vboard, board, run, res, events):
     ml = res["motor_left"]
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         g = await board.acquire(ml, W, 1, 800)
@@ -349,7 +327,7 @@ def test_silent_host_failsafe_drives_safe_state_and_reports_on_return(vboard, bo
         await asyncio.sleep(1.5)
         vboard.cable.reconnect()
         await board.ping()                             # the host speaks again
-        assert await wait_for(lambda: any(isinstance(e, Failsafe) for e in events))
+        assert await wait_until(lambda: any(isinstance(e, Failsafe) for e in events))
         g2 = await board.acquire(ml, R, 2, LONG)
         assert await board.actuate(ml, 2, g2.epoch, 2) == speed(0)   # motor idled
 
@@ -366,6 +344,7 @@ def test_suspended_session_keeps_lock_but_may_not_actuate(board, run, res):
     assert code_of(run, board.acquire(ml, W, 2, LONG)) == "E_RESOURCE_BUSY"  # lock kept
     run(board.suspend(1, False))
     run(board.actuate(ml, 1, g.epoch, 1, speed(50)))
+    assert run(board.actuate(ml, 1, g.epoch, 2)) == speed(50)    # resumed: writes take effect again
 
 
 def test_fault_21_reboot_clears_every_grant(vboard, run):
@@ -385,17 +364,15 @@ def test_fault_21_reboot_clears_every_grant(vboard, run):
 
 # ---- Resource and device events ----------------------------------------------------------------
 
-def test_fault_60_unplug_ends_every_grant_with_reason_removed(board, run, res):
+def test_fault_60_unplug_ends_every_grant_with_reason_removed(board, run, res, events):
     gps = res["gps"]
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         await board.acquire(gps, R, 1, LONG)
         await board.acquire(gps, R, 2, LONG)
         await board.sim_plug(gps, False)
         # Two grant-ended events, then the resource event: frames that may still be in flight.
-        assert await wait_for(lambda: sum(isinstance(e, GrantEnded) for e in events) == 2 and
+        assert await wait_until(lambda: sum(isinstance(e, GrantEnded) for e in events) == 2 and
                               any(isinstance(e, ResourceEvent) and e.state == "absent" for e in events))
         assert all(e.reason == "removed" for e in events if isinstance(e, GrantEnded))
         with pytest.raises(DeviceError) as exc:
@@ -423,13 +400,11 @@ def test_fault_62_unrelated_failure_does_not_cascade(board, run, res):
     assert run(board.grants(ml)) == [(1, g.epoch, W)]
 
 
-def test_fault_63_resource_appearing_later_is_announced(board, run, res):
-    events = []
-    board.subscribe(events.append)
+def test_fault_63_resource_appearing_later_is_announced(board, run, res, events):
     imu = res["imu"]
     run(board.sim_plug(imu, False))
     run(board.sim_plug(imu, True))
-    run(wait_for(lambda: any(isinstance(e, ResourceEvent) and e.state == "present" for e in events)))
+    assert run(wait_until(lambda: any(isinstance(e, ResourceEvent) and e.state == "present" for e in events)))
     assert board.info.resources[imu].state == "present"
     assert run(board.acquire(imu, R, 1, LONG)).session == 1
 
@@ -480,6 +455,9 @@ def test_watchdog_cannot_be_rearmed_with_another_timeout(board, run):
     run(board.configure(CFG_WATCHDOG_MS, 2000))
     run(board.configure(CFG_WATCHDOG_MS, 2000))
     assert code_of(run, board.configure(CFG_WATCHDOG_MS, 5000)) == "E_DEV_BAD_OPERATION"
-    for _ in range(5):   # fed while healthy: the board stays up
+    up = run(board.ping())["uptime_ms"]
+    for _ in range(5):   # fed while healthy: the board stays up (its uptime never restarts)
         time.sleep(0.5)
-        run(board.ping())
+        now = run(board.ping())["uptime_ms"]
+        assert now > up
+        up = now

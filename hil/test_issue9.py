@@ -8,18 +8,11 @@ Leases of a second or so and generous waits: a loaded machine only slows these t
 
 import asyncio
 
-from capshared.limits import MODE_READ, MODE_WRITE
 from capshared.messages import CFG_FAILSAFE_DELAY_MS, CFG_FAILSAFE_MS, CFG_LINK_LOSS_HOLD
 from capwarden.errors import DeviceError, LinkTimeout
 from capwarden.link import Failsafe, OrphanGrant, open_board
 from capwarden.sim import TO_BOARD, TO_HOST
-
-R, W = MODE_READ, MODE_WRITE
-LONG = 60000
-
-
-def speed(v):
-    return int(v).to_bytes(2, "little", signed=True)
+from hil.helpers import LONG, R, W, of_type, speed, wait_until
 
 
 def test_defect_1_restarted_engine_renews_the_leases_of_a_running_board(vboard, run):
@@ -53,10 +46,8 @@ def test_defect_1_restarted_engine_renews_the_leases_of_a_running_board(vboard, 
     run(scenario())
 
 
-def test_defect_3_late_copy_of_acquire_after_release_makes_no_grant(vboard, board, run):
+def test_defect_3_late_copy_of_acquire_after_release_makes_no_grant(vboard, board, run, events):
     ml = board.resource_index("motor_left")
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         before = await board.stats()
@@ -69,15 +60,13 @@ def test_defect_3_late_copy_of_acquire_after_release_makes_no_grant(vboard, boar
         assert await board.grants(ml) == []                # and made no grant
         after = await board.stats()
         assert after["stale"] == before["stale"] + 1
-        assert not [e for e in events if isinstance(e, OrphanGrant)]
+        assert not of_type(events, OrphanGrant)
 
     run(scenario())
 
 
-def test_defect_3_grant_answered_after_the_host_gave_up_is_reported_as_orphan(vboard, board, run):
+def test_defect_3_grant_answered_after_the_host_gave_up_is_reported_as_orphan(vboard, board, run, events):
     ml = board.resource_index("motor_left")
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         vboard.cable.inject(TO_HOST, "delay", arg=1.0)
@@ -87,11 +76,8 @@ def test_defect_3_grant_answered_after_the_host_gave_up_is_reported_as_orphan(vb
             raise AssertionError("the answer was delayed past the only try")
         except LinkTimeout:
             pass
-        for _ in range(50):
-            if any(isinstance(e, OrphanGrant) for e in events):
-                break
-            await asyncio.sleep(0.05)
-        orphans = [e for e in events if isinstance(e, OrphanGrant)]
+        assert await wait_until(lambda: of_type(events, OrphanGrant), 2.5)
+        orphans = of_type(events, OrphanGrant)
         held = await board.grants(ml)
         assert [(e.res, e.name, e.session, e.epoch) for e in orphans] == [(ml, "motor_left", 8, held[0][1])]
 
@@ -117,10 +103,8 @@ def test_defect_11_cfg_failsafe_ms_bounds_a_long_lease(vboard, board, run):
     run(scenario())
 
 
-def test_fault_68_heartbeat_within_the_failsafe_delay_keeps_the_motor(vboard, board, run):
+def test_fault_68_heartbeat_within_the_failsafe_delay_keeps_the_motor(vboard, board, run, events):
     ml = board.resource_index("motor_left")
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         await board.configure(CFG_FAILSAFE_DELAY_MS, 2500)
@@ -139,7 +123,7 @@ def test_fault_68_heartbeat_within_the_failsafe_delay_keeps_the_motor(vboard, bo
         assert await board.grants(ml) == [(1, g.epoch, R | W)]
         ring = await board.audit_ring()
         assert [e.kind for e in ring.entries][-2:] == ["failsafe_delay", "resumed"]
-        assert not any(isinstance(e, Failsafe) for e in events)
+        assert not of_type(events, Failsafe)
         # Without a heartbeat the window closes and the motor goes safe.
         await asyncio.sleep(0.8 + 2.5 + 1.0)
         assert await board.grants(ml) == []
@@ -203,16 +187,14 @@ def test_fault_70_audit_ring_read_after_a_failsafe_ends_with_it(vboard, board, r
     run(scenario())
 
 
-def test_defect_3_duplicated_answer_of_a_grant_taken_is_no_orphan(vboard, board, run):
+def test_defect_3_duplicated_answer_of_a_grant_taken_is_no_orphan(vboard, board, run, events):
     ml = board.resource_index("motor_left")
-    events = []
-    board.subscribe(events.append)
 
     async def scenario():
         vboard.cable.inject(TO_HOST, "duplicate")           # the ACQUIRE_R arrives twice
         g = await board.acquire(ml, W, 3, LONG)
         await board.ping()
         assert await board.grants(ml) == [(3, g.epoch, W)]
-        assert not [e for e in events if isinstance(e, OrphanGrant)]
+        assert not of_type(events, OrphanGrant)
 
     run(scenario())
