@@ -144,9 +144,3 @@ def check_replies(replies, audit_path=None, requests=()):
                 out.append("%d answer(s) refused with %s, only %d audited" % (n, code, audited[code]))
     return out
 
-
-def assert_ok(engine, audit_path, requests=(), replies=()):
-    """check(), raising AssertionError listing every violation."""
-    bad = check(engine, audit_path, requests, replies)
-    if bad:
-        raise AssertionError("invariants violated:\n  " + "\n  ".join(bad))
