@@ -57,6 +57,17 @@ class World:
         return await client.acquire(getattr(self, who), self.res(name), mode, self.cred(getattr(self, "d" + who)),
                                     **kw)
 
+    async def holding(self, engine, name, mode, who="A"):
+        """(client, session): runtime rt`who` connects to `engine` (runtime()) and its Fay `who`
+        acquires resource `name`."""
+        client = await runtime(engine, "rt" + who)
+        return client, await self.take(client, name, mode, who)
+
+    async def hand_over(self, client, name, mode, timeout_ms, who="B"):
+        """`client` asks for resource `name` to be handed over to Fay `who`, with its descriptor."""
+        return await client.handover(self.res(name), getattr(self, who), mode, self.cred(getattr(self, "d" + who)),
+                                     timeout_ms)
+
     def auth_body(self, name, mode, who="A", **kw):
         """The body of an AuthRequest for resource `name` by Fay `who`, with its descriptor."""
         return dict({"fay_id": getattr(self, who), "resource_id": self.res(name), "access_mode": mode,

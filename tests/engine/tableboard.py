@@ -174,6 +174,16 @@ class Rig:
         await settle()
         return waiting
 
+    async def offered(self, res="motor_left", mode="write"):
+        """rtB's HandoverRequest of `res` for Fay B, started and settled (the holder is being
+        asked): the task of its reply."""
+        w = self.w
+        task = asyncio.ensure_future(self.request("rtB", "HandoverRequest", {
+            "resource_id": w.res(res), "to_fay_id": w.B, "access_mode": mode, "credential": w.cred(w.dB),
+            "timeout_ms": 5000}))
+        await settle()
+        return task
+
     def session(self, reply):
         assert reply["body"]["result"] in ("granted", "completed"), reply
         return self.e.sessions[reply["body"]["session_id"]]

@@ -69,10 +69,9 @@ def test_I72_a_replayed_command_is_not_executed_again(world, client, run):
 
 
 def _frames(reply):
-    import base64
+    from capwarden.credentials.b64 import b64u_decode
 
-    d = reply["body"]["data"]
-    return base64.urlsafe_b64decode(d + "=" * (-len(d) % 4))[0]
+    return b64u_decode(reply["body"]["data"])[0]
 
 
 def test_I73_no_resumption_without_the_credential(world, client, run):

@@ -17,8 +17,7 @@ def test_fault_16_what_the_engine_ended_the_board_refuses(world, run, in_process
     async def scenario():
         app = await in_process(liveness=LivenessPolicy(default=(100, 400)))
         board = app.boards["sim"]
-        a = await runtime(app, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(app, "motor_left", "write")
         s = app.engine.sessions[m.session_id]
         token, epoch, res = s.token, s.epoch, s.res
         assert await wait_until(lambda: m.suspended, 5)           # the engine suspended it...
@@ -39,8 +38,7 @@ def test_fault_21_board_reset_ends_the_sessions_on_it(world, run, in_process):
 
     async def scenario():
         app = await in_process()
-        a = await runtime(app, "rtA")
-        s = await world.take(a, "gps", "read")
+        a, s = await world.holding(app, "gps", "read")
         from capshared import messages
 
         fields = {f: 0 for f, _t in messages.FIELDS[messages.ID["ANNOUNCE"]]}     # whatever fields it has now
@@ -81,8 +79,7 @@ def test_fault_60_62_unplug_ends_that_resources_sessions_only(world, run, in_pro
 def test_fault_61_replug_resumes_nothing(world, run, in_process):
     async def scenario():
         app = await in_process()
-        a = await runtime(app, "rtA")
-        cam = await world.take(a, "camera", "execute")
+        a, cam = await world.holding(app, "camera", "execute")
         board = app.boards["sim"]
         idx = board.resource_index("camera")
         await board.sim_plug(idx, False)

@@ -19,7 +19,7 @@ def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, c
 
     async def scenario():
         old = await world.take(a, "camera", "execute")
-        r = await a.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000)
+        r = await world.hand_over(a, "camera", "execute", 5000)
         assert r["result"] == "completed"
         new = r["session"]
         def events():
@@ -46,7 +46,7 @@ def test_fault_38_handover_never_answered_rolls_back(world, client, run):
 
     async def scenario():
         sa = await world.take(a, "camera", "execute")
-        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 500)
+        r = await world.hand_over(b, "camera", "execute", 500)
         assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_TIMEOUT"
         assert await wait_until(lambda: sa.changes[-1]["state"] == "active")
         assert sa.changes[-1]["reason"] == "handover_timeout"   # both parties are told
@@ -62,7 +62,7 @@ def test_fault_39_late_consent_does_not_grant_a_stale_request(world, client, run
 
     async def scenario():
         sa = await world.take(a, "camera", "execute")
-        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 300)
+        r = await world.hand_over(b, "camera", "execute", 300)
         assert r["error_code"] == "E_HANDOVER_TIMEOUT"
         assert await refusal(answer(a, offers[0])) == "E_HANDOVER_TIMEOUT"
         assert (await b.request("SessionQuery", {}))["sessions"] == []
@@ -107,9 +107,9 @@ def test_fault_42_two_requesters_one_offer(world, client, run):
 
     async def scenario():
         await world.take(a, "camera", "execute")
-        first = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+        first = asyncio.ensure_future(world.hand_over(b, "camera", "execute", 5000))
         assert await wait_until(lambda: offers)
-        second = await c.handover(world.res("camera"), world.C, "execute", world.cred(world.dC), 5000)
+        second = await world.hand_over(c, "camera", "execute", 5000, who="C")
         assert second["result"] == "rejected" and second["error_code"] == "E_HANDOVER_REJECTED"
         assert (await first)["result"] == "completed"
         assert len(offers) == 1
@@ -127,7 +127,7 @@ def test_fault_43_a_plain_request_never_takes_over(world, client, run):
         for wait_ms in (0, 300):                       # at once, and queued
             assert await refusal(world.take(b, "camera", "execute", who="B", wait_ms=wait_ms)) == "E_RESOURCE_BUSY"
         assert offers == [] and sa.state == "active"   # only a HandoverRequest asks the holder
-        r = await b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 2000)
+        r = await world.hand_over(b, "camera", "execute", 2000)
         assert r["error_code"] == "E_HANDOVER_REJECTED" and len(offers) == 1
 
     run(scenario())
@@ -151,7 +151,7 @@ def test_fault_45_only_the_holder_answers_and_offers_are_cleared(world, client, 
 
     async def scenario():
         sa = await world.take(a, "camera", "execute")
-        pending = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+        pending = asyncio.ensure_future(world.hand_over(b, "camera", "execute", 5000))
         assert await wait_until(lambda: offers)
         assert await refusal(answer(b, offers[0])) == "E_PERMISSION_DENIED"
         await b.close()                         # the requester goes away: the offer is withdrawn at once
@@ -180,7 +180,7 @@ def test_handover_of_a_shared_resource_is_refused(world, client, run):
 
 def test_handover_with_no_holder_is_an_acquisition(world, client, run):
     b = client("rtB")
-    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 1000))
+    r = run(world.hand_over(b, "camera", "execute", 1000))
     assert r["result"] == "completed" and r["session"].state == "active"
     assert r["heartbeat_timeout_ms"] == 1000
 
@@ -190,7 +190,7 @@ def test_handover_needs_the_receiving_fays_credential(world, client, run):
     offers = []
     a.on_offer(lambda o: offers.append(o) or True)
     run(world.take(a, "motor_right", "write"))
-    r = run(b.handover(world.res("motor_right"), world.B, "write", world.cred(world.dB), 1000))
+    r = run(world.hand_over(b, "motor_right", "write", 1000))
     assert r["result"] == "rejected" and r["error_code"] == "E_DESCRIPTOR_RESOURCE_NOT_GRANTED"
     assert offers == []                          # checked before the holder is bothered
 

@@ -30,8 +30,7 @@ def test_fault_11_connection_up_heartbeats_stop_suspends_and_holds_safe(world, c
 
 def test_fault_13_connection_down_and_timeout_expires(world, served, run):
     async def scenario():
-        a = await runtime(served, "rtA")
-        s = await world.take(a, "gps", "read")
+        a, s = await world.holding(served, "gps", "read")
         await s.heartbeat()
         await a.close()                                          # down first, then the timeout
         await asyncio.sleep(2.0)
@@ -66,8 +65,7 @@ def test_fault_14_session_never_heartbeating_still_expires(world, served, client
 
 def test_fault_15_reconnect_in_time_keeps_sessions_after_expiry_does_not_resurrect(world, served, run):
     async def scenario():
-        a = await runtime(served, "rtA")
-        s = await world.take(a, "gps", "read")
+        a, s = await world.holding(served, "gps", "read")
         a.ws.transport.abort()                                   # the network drops
         await asyncio.sleep(0.3)                                 # well inside the 1 s timeout
         await a.reconnect()
@@ -86,8 +84,7 @@ def test_fault_15_reconnect_in_time_keeps_sessions_after_expiry_does_not_resurre
 
 def test_fault_17_another_runtimes_heartbeat_does_not_keep_a_session_alive(world, served, run):
     async def scenario():
-        a = await runtime(served, "rtA")
-        s = await world.take(a, "gps", "read")
+        a, s = await world.holding(served, "gps", "read")
         await a.close()
         b = await runtime(served, "rtB")
         for _ in range(12):                                      # 2.4 s of foreign heartbeats
@@ -128,8 +125,7 @@ def test_fault_22_a_dead_keep_alive_loop_is_surfaced_to_the_runtime(world, clien
 
 def test_fault_23_runtime_crash_ends_sessions_and_motors_go_safe(world, served, run):
     async def scenario():
-        a = await runtime(served, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(served, "motor_left", "write")
         await m.command(1, speed(800))
         a.ws.transport.abort()                                   # the runtime process dies
         c = await runtime(served, "rtC")

@@ -122,7 +122,7 @@ def test_fault_65_every_path_applies_the_same_ownership_check(world, client, run
         assert (await b.request("Heartbeat", {"session_ids": [s.session_id]}))["alive"] == []
         assert (await b.request("SessionQuery", {}))["sessions"] == []
         assert (await b.request("FayTerminated", {"fay_id": world.A}))["session_ids"] == []
-        pending = asyncio.ensure_future(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 3000))
+        pending = asyncio.ensure_future(world.hand_over(b, "camera", "execute", 3000))
         while not offers:
             await asyncio.sleep(0.02)
         assert await refusal(answer(b, offers[0])) == "E_PERMISSION_DENIED"
@@ -139,8 +139,7 @@ def test_fault_65_every_path_applies_the_same_ownership_check(world, client, run
 
 def test_fault_70_the_last_decision_survives_a_crash(world, served, run):
     async def scenario():
-        a = await runtime(served, "rtA")
-        s = await world.take(a, "gps", "read")
+        a, s = await world.holding(served, "gps", "read")
         served.proc.kill()                                        # SIGKILL right after the answer
         served.proc.wait(timeout=20)
         return s

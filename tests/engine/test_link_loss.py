@@ -26,8 +26,7 @@ def test_issue9_10_killing_the_board_process_ends_its_sessions(world, run, in_pr
 
     async def scenario():
         app = await in_process()
-        a = await runtime(app, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(app, "motor_left", "write")
         g = await world.take(a, "gps", "read")
         os.killpg(app.vboard.proc.pid, signal.SIGKILL)          # the board process dies; the line stays
         app.vboard.proc.wait(timeout=10)
@@ -63,8 +62,7 @@ def test_issue9_10_a_closed_port_is_noticed_at_once(world, run, in_process, capl
 
     async def scenario():
         app = await in_process()
-        a = await runtime(app, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(app, "motor_left", "write")
         app.vboard.crash()                                       # process, cable and ptys gone: a USB unplug
         assert await wait_until(lambda: m.state == "terminated", 15)
         assert m.changes[-1]["reason"] == "board_unreachable"
@@ -81,8 +79,7 @@ def test_fault_30_issue9_10_a_cut_cable_ends_the_sessions_and_recovers(world, ru
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
         board = app.boards["sim"]
-        a = await runtime(app, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(app, "motor_left", "write")
         res = board.resource_index("motor_left")
         beating = asyncio.ensure_future(_beat(m))               # the runtime stays healthy throughout
         app.vboard.cable.disconnect()
@@ -110,8 +107,7 @@ def test_issue9_10_replies_lost_on_the_way_back_leave_no_grant(world, run, in_pr
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)
         board = app.boards["sim"]
-        a = await runtime(app, "rtA")
-        m = await world.take(a, "motor_left", "write")
+        a, m = await world.holding(app, "motor_left", "write")
         res = board.resource_index("motor_left")
         app.vboard.cable.inject(TO_HOST, "drop", count=12)    # the board hears us, we do not hear it
         assert await wait_until(lambda: m.state == "terminated", 15)

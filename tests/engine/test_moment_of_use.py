@@ -81,10 +81,7 @@ def test_issue9_4_handover_accepted_after_the_requester_was_revoked(rig):
 
     async def scenario():
         holder = rig.session(await rig.acquire("motor_left", "write"))
-        offered = asyncio.ensure_future(rig.request("rtB", "HandoverRequest", {
-            "resource_id": w.res("motor_left"), "to_fay_id": w.B, "access_mode": "write",
-            "credential": w.cred(w.dB), "timeout_ms": 5000}))
-        await settle()
+        offered = await rig.offered("motor_left", "write")
         assert holder.state == "handover_pending"
         rig.revoke(w.dB)                                   # the requester is revoked while the holder is asked
         hid = next(iter(rig.e.registry.handovers))
@@ -106,10 +103,7 @@ def test_issue9_4_revoked_during_the_handover_move_is_not_activated(rig):
     async def scenario():
         holder = rig.session(await rig.acquire("motor_left", "write"))
         rig.board.handover_gate = asyncio.get_running_loop().create_future()
-        offered = asyncio.ensure_future(rig.request("rtB", "HandoverRequest", {
-            "resource_id": w.res("motor_left"), "to_fay_id": w.B, "access_mode": "write",
-            "credential": w.cred(w.dB), "timeout_ms": 5000}))
-        await settle()
+        offered = await rig.offered("motor_left", "write")
         hid = next(iter(rig.e.registry.handovers))
         await rig.request("rtA", "HandoverResponse", {"handover_id": hid, "accept": True})
         await settle()

@@ -97,7 +97,7 @@ def test_handover_with_consent(world, client, run):
     offers = []
     a.on_offer(lambda o: offers.append(o) or True)
     sa = run(world.take(a, "camera", "execute"))
-    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    r = run(world.hand_over(b, "camera", "execute", 5000))
     assert r["result"] == "completed" and r["session"].state == "active"
     assert offers and offers[0]["session_id"] == sa.session_id and offers[0]["to_fay_id"] == world.B
     run(wait_until(lambda: sa.state == "terminated"))
@@ -109,7 +109,7 @@ def test_handover_refused(world, client, run):
     a, b = client("rtA"), client("rtB")
     a.on_offer(lambda o: False)
     sa = run(world.take(a, "camera", "execute"))
-    r = run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    r = run(world.hand_over(b, "camera", "execute", 5000))
     assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED"
     run(wait_until(lambda: sa.changes and sa.changes[-1]["state"] == "active"))
     assert sa.state == "active" and sa.changes[-1]["reason"] == "handover_rejected"
@@ -187,7 +187,7 @@ def test_responses_and_pushes_validate_against_the_shipped_schema(world, client,
     a, b = client("rtA"), client("rtB")
     a.on_offer(lambda o: True)
     run(world.take(a, "camera", "execute"))
-    run(b.handover(world.res("camera"), world.B, "execute", world.cred(world.dB), 5000))
+    run(world.hand_over(b, "camera", "execute", 5000))
     for p in a.pushes + b.pushes:
         protocol.parse(json.dumps(p))   # raises if the engine sends what the schema forbids
 
