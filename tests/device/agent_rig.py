@@ -9,20 +9,7 @@ from capagent.link import Link
 from capshared import wire as W
 from capshared.framing import FRAME, FrameDecoder, FrameEncoder
 from capshared.limits import MODE_READ, MODE_WRITE
-
-
-class Clock:
-    def __init__(self):
-        self.t = 5000
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, d):
-        return a + d
+from fakeclock import Clock
 
 
 class Line:

@@ -3,6 +3,7 @@ from board import IDLE_US, Esc, Mpu6050, NmeaGps
 from capagent.driver import OpError
 from capshared.limits import RES_ABSENT, RES_PRESENT
 import board
+from fakeclock import Clock
 
 
 class Pwm:
@@ -27,17 +28,6 @@ class Uart:
         b[0] = self.data[0]
         self.data = self.data[1:]
         return 1
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
 
 
 class I2c:
@@ -89,7 +79,7 @@ def test_esc_refuses_throttle_outside_its_calibration():
 
 def test_gps_parses_gga_and_goes_absent_when_silent():
     u = Uart()
-    c = Clock()
+    c = Clock(0)
     gps = NmeaGps(u, c)
     u.data += b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n"
     assert gps.poll() == RES_PRESENT
@@ -106,7 +96,7 @@ def test_gps_parses_gga_and_goes_absent_when_silent():
 
 def test_gps_southern_western_hemisphere():
     u = Uart()
-    gps = NmeaGps(u, Clock())
+    gps = NmeaGps(u, Clock(0))
     u.data += b"$GNGGA,0,3351.000,S,15112.000,W,2,,,,,,,,*00\n"
     gps.poll()
     assert gps.lat == -338500000 and gps.lon == -1512000000 and gps.fix == 2

@@ -11,22 +11,9 @@ from capshared.limits import (
     R_REMOVED, R_SESSION_ENDED, RES_ABSENT, RES_PRESENT,
 )
 from capshared.wire import AUD_GRANT, AUD_HANDOVER, AUD_SAFE
+from fakeclock import Clock
 
 R, W, X, C = MODE_READ, MODE_WRITE, MODE_EXECUTE, MODE_CONFIGURE
-
-
-class Clock:
-    def __init__(self):
-        self.t = 1000
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, d):
-        return a + d
 
 
 class Res:
@@ -62,7 +49,7 @@ class Out:
 
 def make(n=2, clock=None):
     # Grants reads the agent's view of each resource's state (Control.r_state).
-    c = clock or Clock()
+    c = clock or Clock(1000)
     return Grants([Res() for _ in range(n)], bytearray([RES_PRESENT] * n), c, Out()), c
 
 

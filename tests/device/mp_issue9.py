@@ -43,6 +43,17 @@ def set_speed(r, res, session, v):
     return r.send()
 
 
+def set_level(r, res, session, v):
+    # The LED's op 1: one byte.
+    e = r.begin(W.ACTUATE)
+    e.u8(res)
+    e.u32(session)
+    e.u32(epoch_of(r, res, session))
+    e.u8(1)
+    e.u8(v)
+    return r.send()
+
+
 def handover(r, res, frm, to, modes=MODE_WRITE):
     e = r.begin(W.HANDOVER)
     e.u8(res)
@@ -140,13 +151,7 @@ def test_defect_2_suspension_ends_with_its_grant_on_every_path():
     suspend(r, 900, True)
     assert r.acquire(led, MODE_WRITE, 900) == W.ACQUIRE_R
     assert set_speed(r, ml, 900, 5) == W.ERROR and r.line.last_error == E_DEV_SUSPENDED
-    e = r.begin(W.ACTUATE)
-    e.u8(led)
-    e.u32(900)
-    e.u32(epoch_of(r, led, 900))
-    e.u8(1)
-    e.u8(9)
-    assert r.send() == W.ERROR and r.line.last_error == E_DEV_SUSPENDED
+    assert set_level(r, led, 900, 9) == W.ERROR and r.line.last_error == E_DEV_SUSPENDED
     suspend(r, 900, False)
     assert set_speed(r, ml, 900, 5) == W.ACTUATE_R
 
@@ -318,13 +323,7 @@ def test_fault_69_link_loss_hold_mask_bit_k_is_resource_k():
     r.acquire(led, MODE_WRITE, 7, lease=100)
     set_speed(r, ml, 5, 300)
     set_speed(r, mr, 6, 300)
-    e = r.begin(W.ACTUATE)
-    e.u8(led)
-    e.u32(7)
-    e.u32(epoch_of(r, led, 7))
-    e.u8(1)
-    e.u8(200)
-    r.send()
+    set_level(r, led, 7, 200)
     tick(r, 200)
     res = r.agent.resources
     assert r.agent.control.g.count() == 0            # every lease ended

@@ -86,3 +86,25 @@ def test_a_driver_whose_poll_answers_nonsense_is_faulted():
         assert ctl.r_state[ml] == RES_PRESENT
         assert rig.acquire(ml, MODE_WRITE, 5) == W.ACQUIRE_R
         rig.release(ml, 5)
+
+
+def test_a_driver_whose_safe_raises_cannot_keep_the_others_driving():
+    # Suspending a session puts every resource it drives in safe hold; a driver whose safe()
+    # raises (against the driver contract) used to stop that loop at itself and answer
+    # E_INTERNAL, leaving the session's other motors running. Every path to the safe state
+    # goes through one guarded call now (Grants.safe).
+    rig = Rig()
+    ml, mr = _motors(rig)
+    assert rig.acquire(ml, MODE_WRITE, 5) == W.ACQUIRE_R
+    assert rig.acquire(mr, MODE_WRITE, 5) == W.ACQUIRE_R
+    assert rig.actuate(mr, 5, 1, 100, 0) == W.ACTUATE_R
+
+    def broken():
+        raise OSError(5)
+
+    rig.agent.resources[ml].safe = broken
+    e = rig.begin(W.SUSPEND)
+    e.u32(5)
+    e.u8(1)
+    assert rig.send() == W.SUSPEND_R and rig.line.u8(5) == 2       # both grants held back
+    assert rig.agent.resources[mr].speed == 0 and rig.agent.errors == 0

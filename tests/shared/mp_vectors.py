@@ -4,7 +4,7 @@ import json
 
 
 from capshared import messages
-from capshared.framing import FrameDecoder, FrameEncoder, FRAME, INTERRUPT, cobs_decode, cobs_encode, crc16
+from capshared.framing import BAD, FRAME, INTERRUPT, NONE, FrameDecoder, FrameEncoder, cobs_decode, cobs_encode, crc16
 from capshared.limits import MAX_WIRE
 
 try:
@@ -210,18 +210,27 @@ def make_stream(seed):
     return bytes(out)
 
 
-def device_counts(stream):
+def device_decode(stream, on_frame):
+    """Feed `stream` to the board's decoder byte by byte, calling on_frame(decoder) for each good
+    frame. Returns the counters (bad_crc, bad_frame, overrun, interrupts). Raises AssertionError
+    if feed() answers anything but its four results. (tests/shared/test_framing_agree.py too.)"""
     dec = FrameDecoder()
-    frames = []
     ints = 0
     for b in stream:
         r = dec.feed(b)
         if r == FRAME:
-            frames.append([dec.mid(), dec.rid(), dec.seq()])
+            on_frame(dec)
         elif r == INTERRUPT:
             ints += 1
-    return {"frames": frames, "bad_crc": dec.bad_crc, "bad_frame": dec.bad_frame, "overrun": dec.overrun,
-            "interrupts": ints}
+        elif r != NONE and r != BAD:
+            raise AssertionError("feed() answered %r" % (r,))
+    return dec.bad_crc, dec.bad_frame, dec.overrun, ints
+
+
+def device_counts(stream):
+    frames = []
+    c = device_decode(stream, lambda dec: frames.append([dec.mid(), dec.rid(), dec.seq()]))
+    return {"frames": frames, "bad_crc": c[0], "bad_frame": c[1], "overrun": c[2], "interrupts": c[3]}
 
 
 def test_seeded_streams_decode_as_the_host_decoded_them():

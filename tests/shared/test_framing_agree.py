@@ -9,30 +9,26 @@ import random
 from hypothesis import given, settings, strategies as st
 
 from capshared import codec, messages
-from capshared.framing import BAD, FRAME, INTERRUPT, NONE, FrameDecoder
+from capshared.framing import INTERRUPT, NONE, FrameDecoder
 from capshared.limits import MAX_COBS, MAX_WIRE
+from mp_vectors import device_decode
 
 REQUESTS = sorted(m for m in messages.NAME)
 
 
 def device_view(stream):
     """(frames, counters) as the board's decoder sees the stream, byte by byte."""
-    dec = FrameDecoder()
     frames = []
-    interrupts = 0
-    for b in stream:
-        r = dec.feed(b)
-        assert r in (NONE, FRAME, BAD, INTERRUPT)
-        if r == FRAME:
-            body = bytes(dec.buf[4:dec.n])
-            try:
-                name, fields = codec.decode_payload(dec.mid(), body)
-            except codec.CodecError:
-                continue  # the host counts these as unknown; the board refuses them at dispatch
-            frames.append((dec.seq(), dec.mid(), dec.rid(), body))
-        elif r == INTERRUPT:
-            interrupts += 1
-    return frames, (dec.bad_crc, dec.bad_frame, dec.overrun, interrupts)
+
+    def frame(dec):
+        body = bytes(dec.buf[4:dec.n])
+        try:
+            codec.decode_payload(dec.mid(), body)
+        except codec.CodecError:
+            return  # the host counts these as unknown; the board refuses them at dispatch
+        frames.append((dec.seq(), dec.mid(), dec.rid(), body))
+
+    return frames, device_decode(stream, frame)
 
 
 def host_view(stream, cuts):
