@@ -64,6 +64,8 @@ def test_ping_sim_json_lists_resources():
     data = json.loads(out.stdout)
     assert data["board"] == "sim" and data["count"] == 3
     assert {r["name"] for r in data["resources"]} >= {"camera", "motor_left", "motor_right", "gps", "sdcard"}
+    # the board shorthand that --resource and --grant take (issue 11 item 5)
+    assert {r["shorthand"] for r in data["resources"]} >= {"sim/camera", "sim/gps"}
     assert data["mem_free"] > 0 and data["rtt_ms"]["min"] <= data["rtt_ms"]["max"]
 
 
