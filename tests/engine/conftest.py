@@ -12,6 +12,7 @@ from capwarden.credentials import Terminal
 from capwarden.credentials.ids import new_fay_id
 from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
 from capwarden.sdk import connect
+from eventloop import loop_runner, wait_until  # noqa: F401 (wait_until: tests import it from here)
 
 EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
 TOKENS = {"rtA": "token-A-123456", "rtB": "token-B-123456", "rtC": "token-C-123456"}
@@ -111,11 +112,7 @@ def served(world):
     s.stop()
 
 
-@pytest.fixture
-def run():
-    loop = asyncio.new_event_loop()
-    yield lambda coro: loop.run_until_complete(asyncio.wait_for(coro, 60))
-    loop.close()
+run = pytest.fixture(loop_runner)
 
 
 @pytest.fixture
@@ -160,15 +157,6 @@ def never_answer(client):
 def answer(client, offer, accept=True):
     """`client`'s HandoverResponse to `offer` (a HandoverOffered body), as a coroutine."""
     return client.request("HandoverResponse", {"handover_id": offer["handover_id"], "accept": accept})
-
-
-async def wait_until(pred, seconds=5.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
 
 
 async def exchange(client, msg, timeout=10):
