@@ -3,7 +3,7 @@
 #
 # Failsafe: every ESC goes to its idle (disarmed) pulse, 1000 us, which ESCs treat as motor off.
 # Drivers take their machine objects in the constructor; only resources() touches pins, so the
-# logic is tested under the MicroPython unix port with fakes (tests/device/mp_boards.py).
+# logic is tested under the MicroPython unix port with fakes (tests/device/mp_board_esp32_drone.py).
 from capagent.driver import OpError, Resource
 from capagent.gpio import Led  # noqa: F401  (part of this board's description)
 from capshared.errors import E_DEV_BAD_OPERATION, E_DEV_DRIVER_FAULT

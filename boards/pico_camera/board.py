@@ -2,7 +2,7 @@
 # status LED. The agent talks to the host over USB CDC (the REPL's stdio).
 #
 # Drivers take their machine objects in the constructor, so their logic is tested under the
-# MicroPython unix port with recording fakes (tests/device/mp_boards.py); only resources()
+# MicroPython unix port with recording fakes (tests/device/mp_board_pico_camera.py); only resources()
 # touches real pins. Pin numbers follow the ArduCAM Pico wiring (SPI0: SCK 2, MOSI 3, MISO 4,
 # CS 5; I2C0: SDA 8, SCL 9).
 from capagent.driver import OpError, Resource

@@ -49,10 +49,9 @@ class Control:
         for k in range(len(resources)):
             self.r_state[k] = resources[k].state
         self.g = Grants(resources, self.r_state, clock, self, getattr(board, "MAX_GRANTS", MAX_GRANTS))
-        self.sup = Supervisor(clock, board)
+        self.sup = Supervisor(board)
         self.out = bytearray(_OUT_SIZE)
         self.hb_seq = 0           # the heartbeat high-water mark (HELLO_R tells a new host)
-        self.frozen = 0           # heartbeats that did not move on
         self.failsafes = 0
         self.pending_failsafe = 0  # failsafes the host has not heard of yet
         self.last_hb = clock.ticks_ms()
@@ -93,7 +92,7 @@ class Control:
             if st != self.r_state[k]:
                 self._resource_changed(k, st, now)
         self.g.tick(now)
-        self.sup.tick(now)
+        self.sup.tick()
 
     def stop(self):
         for k in range(len(self.resources)):
@@ -148,8 +147,6 @@ class Control:
             self.hb_seq = seq
             self.last_hb = now
             self.g.renew_all(now)
-        else:
-            self.frozen += 1
         e = self.link.enc
         e.begin(W.HEARTBEAT_R, rid)
         e.u32(seq)
