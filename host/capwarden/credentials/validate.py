@@ -223,11 +223,6 @@ class Validator:
         d.granted_modes = MASK_MODES[mask]
         return d
 
-    def _revoked_ref(self, ref):
-        """Whether a session's credential reference ({"id", "issuer_id", ...}) is revoked now."""
-        return self.revocations.revoked(ref["issuer_id"], ref["id"]) or (
-            ref.get("origin") is not None and self.revocations.revoked(*ref["origin"]))
-
     def _revoked(self, cred):
         r = self.revocations
         if r.revoked(cred.issuer_id, cred.credential_id):
