@@ -185,3 +185,25 @@ def test_flash_to_a_port_where_nothing_answers_says_so_before_compiling(tmp_path
     assert report["exit_code"] == 1 and "no MicroPython REPL" in report["error"]
     assert "Traceback" not in out.stderr and "copying" not in out.stderr
     no_leftovers(tmp_path)
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_during_the_demos_story(tmp_path):
+    """Ctrl-C while the demo's runtimes hold sessions: its heartbeat loops failed later unheard
+    ('Task exception was never retrieved', LinkClosed with a traceback)."""
+    for mark in ("== 4.", "== 6.", "== 8."):
+        tmp = tmp_path / mark.strip("= .")
+        tmp.mkdir()
+        proc = start(["demo"], tmp)
+        try:
+            for line in proc.stdout:
+                if line.startswith(mark):
+                    break
+            ctrl_c(proc)
+            rc, out, err = finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert rc == 130, (mark, err)
+        assert "Traceback" not in err and "never retrieved" not in err, (mark, err)
+        no_leftovers(tmp)

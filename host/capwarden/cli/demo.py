@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -78,6 +79,7 @@ async def scenario(folder, heapsize):
                     liveness=LivenessPolicy({"motor": (300, 1500)}, default=(500, 2500)),
                     progress=lambda text: say(text.strip()))
     await app.start()
+    beats, runtimes = [], []
     try:
         board = app.boards["sim"]
         ping = await board.ping()
@@ -88,7 +90,9 @@ async def scenario(folder, heapsize):
         res = lambda name: app.resource_id("sim", name)  # noqa: E731
         cred = lambda did: {"type": "descriptor_ref", "descriptor_id": did}  # noqa: E731
         ifay_rt = await connect(app.server.url, "rt-ifay", tokens["rt-ifay"])
+        runtimes.append(ifay_rt)
         cofay_rt = await connect(app.server.url, "rt-cofay", tokens["rt-cofay"])
+        runtimes.append(cofay_rt)
 
         async def keep_alive(sessions, stop):
             while not stop.is_set():
@@ -99,8 +103,8 @@ async def scenario(folder, heapsize):
 
         ifay_sessions, cofay_sessions = [], []
         stop_ifay, stop_cofay = asyncio.Event(), asyncio.Event()
-        beats = [asyncio.ensure_future(keep_alive(ifay_sessions, stop_ifay)),
-                 asyncio.ensure_future(keep_alive(cofay_sessions, stop_cofay))]
+        beats += [asyncio.ensure_future(keep_alive(ifay_sessions, stop_ifay)),
+                  asyncio.ensure_future(keep_alive(cofay_sessions, stop_cofay))]
 
         step(4, "Both Fays read the GPS at once (read is shared)")
         g1 = await ifay_rt.acquire(ifay, res("gps"), "read", cred(d_ifay))
@@ -162,10 +166,15 @@ async def scenario(folder, heapsize):
         say("motor_left speed is now %d: released and driven to its safe state" % speed)
 
         stop_cofay.set()
+    finally:
+        # Also when a step failed or Ctrl-C cancelled the story: the heartbeat loops and the
+        # runtimes end here, before the engine, so none of them fails later unheard.
         for b in beats:
             b.cancel()
-        await cofay_rt.close()
-    finally:
+        await asyncio.gather(*beats, return_exceptions=True)
+        for rt in runtimes:
+            with contextlib.suppress(Exception):
+                await rt.close()
         await app.stop()
 
     step(9, "The audit log: every decision, hash-chained")
