@@ -32,26 +32,26 @@ def epoch_of(r, res, session):
     return g.epoch[g.find(res, session)]
 
 
-def set_speed(r, res, session, v):
+def op1(r, res, session, args):
+    # ACTUATE op 1 with these argument bytes, under the session's current epoch.
     e = r.begin(W.ACTUATE)
     e.u8(res)
     e.u32(session)
     e.u32(epoch_of(r, res, session))
     e.u8(1)
-    e.u8(v & 0xFF)
-    e.u8((v >> 8) & 0xFF)
+    for b in args:
+        e.u8(b)
     return r.send()
+
+
+def set_speed(r, res, session, v):
+    # A motor's speed: an i16.
+    return op1(r, res, session, (v & 0xFF, (v >> 8) & 0xFF))
 
 
 def set_level(r, res, session, v):
-    # The LED's op 1: one byte.
-    e = r.begin(W.ACTUATE)
-    e.u8(res)
-    e.u32(session)
-    e.u32(epoch_of(r, res, session))
-    e.u8(1)
-    e.u8(v)
-    return r.send()
+    # The LED's level: one byte.
+    return op1(r, res, session, (v,))
 
 
 def handover(r, res, frm, to, modes=MODE_WRITE):
