@@ -11,12 +11,28 @@ Fixtures:
   events      the list of events `board` reported, from the test's start
   run         run(coro) on the test's event loop (the board's)
 Helpers (modes, speeds, refusal codes, waiting): hil/helpers.py.
+
+A test may be `async def`: it runs on the `run` fixture's loop, the one its board was opened on.
 """
+
+import inspect
 
 import pytest
 
 from capwarden.link import open_board
 from hil.helpers import loop_runner
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    if "run" not in pyfuncitem.funcargs:
+        raise pytest.UsageError("%s is async: it needs the board (or run) fixture, whose loop it runs on"
+                                % pyfuncitem.name)
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    pyfuncitem.funcargs["run"](pyfuncitem.obj(**args))
+    return True
 
 
 def pytest_addoption(parser):

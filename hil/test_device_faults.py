@@ -25,43 +25,35 @@ def res(board):
 
 # ---- Locks and modes -------------------------------------------------------------------------
 
-def test_fault_01_writer_granted_despite_stream_of_readers(board, run, res):
+async def test_fault_01_writer_granted_despite_stream_of_readers(board, res):
     led = res["led"]
-
-    async def scenario():
-        await board.acquire(led, R, 1, LONG)
-        writer = asyncio.ensure_future(board.acquire(led, W, 9, LONG, wait_ms=5000))
-        await asyncio.sleep(0.1)
-        readers = [asyncio.ensure_future(board.acquire(led, R, s, LONG, wait_ms=5000)) for s in range(2, 6)]
-        await asyncio.sleep(0.1)
-        assert not writer.done() and not any(r.done() for r in readers)
-        g1 = (await board.grants(led))[0]
-        await board.release(led, 1, g1[1])
-        gw = await writer                          # the writer goes first
-        assert not any(r.done() for r in readers)  # readers queued behind it
-        await board.release(led, 9, gw.epoch)
-        got = await asyncio.gather(*readers)
-        assert {g.session for g in got} == {2, 3, 4, 5}
-
-    run(scenario())
+    await board.acquire(led, R, 1, LONG)
+    writer = asyncio.ensure_future(board.acquire(led, W, 9, LONG, wait_ms=5000))
+    await asyncio.sleep(0.1)
+    readers = [asyncio.ensure_future(board.acquire(led, R, s, LONG, wait_ms=5000)) for s in range(2, 6)]
+    await asyncio.sleep(0.1)
+    assert not writer.done() and not any(r.done() for r in readers)
+    g1 = (await board.grants(led))[0]
+    await board.release(led, 1, g1[1])
+    gw = await writer                          # the writer goes first
+    assert not any(r.done() for r in readers)  # readers queued behind it
+    await board.release(led, 9, gw.epoch)
+    got = await asyncio.gather(*readers)
+    assert {g.session for g in got} == {2, 3, 4, 5}
 
 
-def test_fault_02_readers_queue_behind_writer_and_rereading_does_not_deadlock(board, run, res):
+async def test_fault_02_readers_queue_behind_writer_and_rereading_does_not_deadlock(board, res):
     led = res["led"]
-
-    async def scenario():
-        g = await board.acquire(led, R, 1, LONG)
-        w = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=3000))
-        await asyncio.sleep(0.1)
-        again = await board.acquire(led, R, 1, LONG)   # the holder reads again: no deadlock
-        assert again.epoch == g.epoch
-        with pytest.raises(DeviceError) as exc:
-            await board.acquire(led, R, 3, LONG)       # a new reader may not pass the writer
-        assert exc.value.code == "E_RESOURCE_BUSY"
-        await board.release(led, 1, g.epoch)
-        assert (await w).session == 2
-
-    run(scenario())
+    g = await board.acquire(led, R, 1, LONG)
+    w = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=3000))
+    await asyncio.sleep(0.1)
+    again = await board.acquire(led, R, 1, LONG)   # the holder reads again: no deadlock
+    assert again.epoch == g.epoch
+    with pytest.raises(DeviceError) as exc:
+        await board.acquire(led, R, 3, LONG)       # a new reader may not pass the writer
+    assert exc.value.code == "E_RESOURCE_BUSY"
+    await board.release(led, 1, g.epoch)
+    assert (await w).session == 2
 
 
 def test_fault_03_upgrade_is_atomic_alone_and_refused_when_shared(board, run, res):
@@ -77,19 +69,15 @@ def test_fault_03_upgrade_is_atomic_alone_and_refused_when_shared(board, run, re
     assert sorted(s for s, _e, _m in run(board.grants(ml))) == [1, 2]
 
 
-def test_fault_04_writer_waits_for_every_reader_even_an_expiring_one(board, run, res):
+async def test_fault_04_writer_waits_for_every_reader_even_an_expiring_one(board, res):
     led = res["led"]
-
-    async def scenario():
-        await board.acquire(led, R, 1, 800)            # this reader's lease runs out
-        g2 = await board.acquire(led, R, 2, LONG)
-        w = asyncio.ensure_future(board.acquire(led, W, 3, LONG, wait_ms=8000))
-        await asyncio.sleep(1.5)                       # reader 1 expired; reader 2 still holds
-        assert not w.done()
-        await board.release(led, 2, g2.epoch)
-        assert (await w).session == 3
-
-    run(scenario())
+    await board.acquire(led, R, 1, 800)            # this reader's lease runs out
+    g2 = await board.acquire(led, R, 2, LONG)
+    w = asyncio.ensure_future(board.acquire(led, W, 3, LONG, wait_ms=8000))
+    await asyncio.sleep(1.5)                       # reader 1 expired; reader 2 still holds
+    assert not w.done()
+    await board.release(led, 2, g2.epoch)
+    assert (await w).session == 3
 
 
 def test_fault_05_exclusive_modes_of_one_actuator_exclude_each_other(board, run, res):
@@ -99,46 +87,38 @@ def test_fault_05_exclusive_modes_of_one_actuator_exclude_each_other(board, run,
     assert code_of(run, board.acquire(cam, R, 2, LONG)) == "E_RESOURCE_BUSY"
 
 
-def test_fault_06_same_instant_requests_granted_in_arrival_order(board, run, res):
+async def test_fault_06_same_instant_requests_granted_in_arrival_order(board, res):
     led = res["led"]
-
-    async def scenario():
-        g = await board.acquire(led, W, 1, LONG)
-        order = []
-        waits = []
-        for s in (7, 4, 9, 2):
-            t = asyncio.ensure_future(board.acquire(led, W, s, LONG, wait_ms=8000))
-            t.add_done_callback(lambda f: order.append(f.result().session))
-            waits.append(t)
-            await asyncio.sleep(0.05)  # sent in this order
-        epoch = g.epoch
-        holder = 1
-        for _ in range(4):
-            await board.release(led, holder, epoch)
-            assert await wait_until(lambda: len(order) > 0 and order[-1] != holder, 5)
-            holder = order[-1]
-            epoch = [e for s, e, _m in await board.grants(led) if s == holder][0]
-        assert order == [7, 4, 9, 2]
-
-    run(scenario())
+    g = await board.acquire(led, W, 1, LONG)
+    order = []
+    waits = []
+    for s in (7, 4, 9, 2):
+        t = asyncio.ensure_future(board.acquire(led, W, s, LONG, wait_ms=8000))
+        t.add_done_callback(lambda f: order.append(f.result().session))
+        waits.append(t)
+        await asyncio.sleep(0.05)  # sent in this order
+    epoch = g.epoch
+    holder = 1
+    for _ in range(4):
+        await board.release(led, holder, epoch)
+        assert await wait_until(lambda: len(order) > 0 and order[-1] != holder, 5)
+        holder = order[-1]
+        epoch = [e for s, e, _m in await board.grants(led) if s == holder][0]
+    assert order == [7, 4, 9, 2]
 
 
-def test_fault_07_cancelled_waiter_passes_the_lock_on(board, run, res):
+async def test_fault_07_cancelled_waiter_passes_the_lock_on(board, res):
     led = res["led"]
-
-    async def scenario():
-        g = await board.acquire(led, W, 1, LONG)
-        a = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=5000))
-        b = asyncio.ensure_future(board.acquire(led, W, 3, LONG, wait_ms=5000))
-        await asyncio.sleep(0.1)
-        await board.end_session(2)                  # the first waiter goes away
-        with pytest.raises(DeviceError) as exc:
-            await a
-        assert exc.value.code == "E_RESOURCE_BUSY"  # its session ended: refused, never granted
-        await board.release(led, 1, g.epoch)
-        assert (await b).session == 3
-
-    run(scenario())
+    g = await board.acquire(led, W, 1, LONG)
+    a = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=5000))
+    b = asyncio.ensure_future(board.acquire(led, W, 3, LONG, wait_ms=5000))
+    await asyncio.sleep(0.1)
+    await board.end_session(2)                  # the first waiter goes away
+    with pytest.raises(DeviceError) as exc:
+        await a
+    assert exc.value.code == "E_RESOURCE_BUSY"  # its session ended: refused, never granted
+    await board.release(led, 1, g.epoch)
+    assert (await b).session == 3
 
 
 def test_fault_08_grant_bound_to_session_not_to_the_serial_handle(vboard, board, run, res):
@@ -192,21 +172,17 @@ def test_fault_27_paused_holder_writing_with_old_epoch_is_refused(board, run, re
     assert code_of(run, board.actuate(ml, 1, old.epoch, 1, speed(500))) == "E_DEV_STALE_EPOCH"
 
 
-def test_fault_28_waiter_whose_session_ends_is_never_granted(board, run, res):
+async def test_fault_28_waiter_whose_session_ends_is_never_granted(board, res):
     led = res["led"]
-
-    async def scenario():
-        g = await board.acquire(led, W, 1, LONG)
-        w = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=5000))
-        await asyncio.sleep(0.1)
-        await board.end_session(2)
-        await board.release(led, 1, g.epoch)
-        with pytest.raises(DeviceError) as exc:
-            await w
-        assert exc.value.code == "E_RESOURCE_BUSY"
-        assert await board.grants(led) == []
-
-    run(scenario())
+    g = await board.acquire(led, W, 1, LONG)
+    w = asyncio.ensure_future(board.acquire(led, W, 2, LONG, wait_ms=5000))
+    await asyncio.sleep(0.1)
+    await board.end_session(2)
+    await board.release(led, 1, g.epoch)
+    with pytest.raises(DeviceError) as exc:
+        await w
+    assert exc.value.code == "E_RESOURCE_BUSY"
+    assert await board.grants(led) == []
 
 
 def test_fault_29_late_release_of_old_epoch_keeps_the_newer_grant(board, run, res):
@@ -247,22 +223,18 @@ def test_fault_32_new_session_does_not_inherit_the_old_grant(board, run, res):
     assert run(board.grants(ml)) == []
 
 
-def test_fault_33_lock_delay_after_a_lost_holder_not_after_a_clean_release(board, run, res):
+async def test_fault_33_lock_delay_after_a_lost_holder_not_after_a_clean_release(board, res):
     ml = res["motor_left"]
-
-    async def scenario():
-        await board.configure(CFG_LOCK_DELAY_MS, 1500)
-        g = await board.acquire(ml, W, 1, LONG)
-        await board.release(ml, 1, g.epoch)
-        g2 = await board.acquire(ml, W, 2, 600)        # clean release: granted at once
-        await asyncio.sleep(1.0)                       # holder 2 lost (lease ran out)
-        with pytest.raises(DeviceError) as exc:
-            await board.acquire(ml, W, 3, LONG)
-        assert exc.value.code == "E_DEV_LOCK_DELAY"
-        g3 = await board.acquire(ml, W, 3, LONG, wait_ms=5000)  # granted when the delay ends
-        assert g3.epoch > g2.epoch
-
-    run(scenario())
+    await board.configure(CFG_LOCK_DELAY_MS, 1500)
+    g = await board.acquire(ml, W, 1, LONG)
+    await board.release(ml, 1, g.epoch)
+    g2 = await board.acquire(ml, W, 2, 600)        # clean release: granted at once
+    await asyncio.sleep(1.0)                       # holder 2 lost (lease ran out)
+    with pytest.raises(DeviceError) as exc:
+        await board.acquire(ml, W, 3, LONG)
+    assert exc.value.code == "E_DEV_LOCK_DELAY"
+    g3 = await board.acquire(ml, W, 3, LONG, wait_ms=5000)  # granted when the delay ends
+    assert g3.epoch > g2.epoch
 
 
 def test_fault_34_deposed_holder_ignoring_notification_cannot_actuate(board, run, res):
@@ -288,50 +260,39 @@ def test_handover_is_atomic_and_failure_leaves_holder_untouched(board, run, res)
 
 # ---- Leases, heartbeats, suspension ------------------------------------------------------------
 
-def test_one_heartbeat_frame_renews_every_lease(board, run, res):
-    async def scenario():
-        for s, name in enumerate(("gps", "imu", "camera", "sdcard", "led"), 1):
-            await board.acquire(res[name], R, s, 1000)
-        frames0 = board.tx_frames
-        for k in range(1, 8):                          # 2.1 s: twice the lease
-            await board.heartbeat(k)
-            await asyncio.sleep(0.3)
-        assert board.tx_frames - frames0 == 7          # one frame per beat, not per grant
-        total = sum([len(await board.grants(res[n])) for n in ("gps", "imu", "camera", "sdcard", "led")])
-        assert total == 5
-
-    run(scenario())
+async def test_one_heartbeat_frame_renews_every_lease(board, res):
+    for s, name in enumerate(("gps", "imu", "camera", "sdcard", "led"), 1):
+        await board.acquire(res[name], R, s, 1000)
+    frames0 = board.tx_frames
+    for k in range(1, 8):                          # 2.1 s: twice the lease
+        await board.heartbeat(k)
+        await asyncio.sleep(0.3)
+    assert board.tx_frames - frames0 == 7          # one frame per beat, not per grant
+    total = sum([len(await board.grants(res[n])) for n in ("gps", "imu", "camera", "sdcard", "led")])
+    assert total == 5
 
 
-def test_fault_26_frozen_heartbeat_does_not_renew(board, run, res):
+async def test_fault_26_frozen_heartbeat_does_not_renew(board, res):
     ml = res["motor_left"]
-
-    async def scenario():
-        await board.acquire(ml, W, 1, 900)
-        await board.heartbeat(5)
-        for _ in range(6):
-            await asyncio.sleep(0.3)
-            await board.heartbeat(5)                   # same sequence number: a stuck sender
-        assert await board.grants(ml) == []
-
-    run(scenario())
+    await board.acquire(ml, W, 1, 900)
+    await board.heartbeat(5)
+    for _ in range(6):
+        await asyncio.sleep(0.3)
+        await board.heartbeat(5)                   # same sequence number: a stuck sender
+    assert await board.grants(ml) == []
 
 
-def test_silent_host_failsafe_drives_safe_state_and_reports_on_return(vboard, board, run, res, events):
+async def test_silent_host_failsafe_drives_safe_state_and_reports_on_return(vboard, board, res, events):
     ml = res["motor_left"]
-
-    async def scenario():
-        g = await board.acquire(ml, W, 1, 800)
-        await board.actuate(ml, 1, g.epoch, 1, speed(700))
-        vboard.cable.disconnect()                      # the host goes silent
-        await asyncio.sleep(1.5)
-        vboard.cable.reconnect()
-        await board.ping()                             # the host speaks again
-        assert await wait_until(lambda: any(isinstance(e, Failsafe) for e in events))
-        g2 = await board.acquire(ml, R, 2, LONG)
-        assert await board.actuate(ml, 2, g2.epoch, 2) == speed(0)   # motor idled
-
-    run(scenario())
+    g = await board.acquire(ml, W, 1, 800)
+    await board.actuate(ml, 1, g.epoch, 1, speed(700))
+    vboard.cable.disconnect()                      # the host goes silent
+    await asyncio.sleep(1.5)
+    vboard.cable.reconnect()
+    await board.ping()                             # the host speaks again
+    assert await wait_until(lambda: any(isinstance(e, Failsafe) for e in events))
+    g2 = await board.acquire(ml, R, 2, LONG)
+    assert await board.actuate(ml, 2, g2.epoch, 2) == speed(0)   # motor idled
 
 
 def test_suspended_session_keeps_lock_but_may_not_actuate(board, run, res):
@@ -364,22 +325,18 @@ def test_fault_21_reboot_clears_every_grant(vboard, run):
 
 # ---- Resource and device events ----------------------------------------------------------------
 
-def test_fault_60_unplug_ends_every_grant_with_reason_removed(board, run, res, events):
+async def test_fault_60_unplug_ends_every_grant_with_reason_removed(board, res, events):
     gps = res["gps"]
-
-    async def scenario():
-        await board.acquire(gps, R, 1, LONG)
-        await board.acquire(gps, R, 2, LONG)
-        await board.sim_plug(gps, False)
-        # Two grant-ended events, then the resource event: frames that may still be in flight.
-        assert await wait_until(lambda: sum(isinstance(e, GrantEnded) for e in events) == 2 and
-                              any(isinstance(e, ResourceEvent) and e.state == "absent" for e in events))
-        assert all(e.reason == "removed" for e in events if isinstance(e, GrantEnded))
-        with pytest.raises(DeviceError) as exc:
-            await board.acquire(gps, R, 3, LONG)
-        assert exc.value.code == "E_RESOURCE_UNAVAILABLE"
-
-    run(scenario())
+    await board.acquire(gps, R, 1, LONG)
+    await board.acquire(gps, R, 2, LONG)
+    await board.sim_plug(gps, False)
+    # Two grant-ended events, then the resource event: frames that may still be in flight.
+    assert await wait_until(lambda: sum(isinstance(e, GrantEnded) for e in events) == 2 and
+                          any(isinstance(e, ResourceEvent) and e.state == "absent" for e in events))
+    assert all(e.reason == "removed" for e in events if isinstance(e, GrantEnded))
+    with pytest.raises(DeviceError) as exc:
+        await board.acquire(gps, R, 3, LONG)
+    assert exc.value.code == "E_RESOURCE_UNAVAILABLE"
 
 
 def test_fault_61_replug_resumes_no_session(board, run, res):

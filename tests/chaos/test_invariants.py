@@ -129,3 +129,5 @@ def test_the_targeted_cable_faults_only_the_frames_it_names():
 
 def test_a_suspended_session_may_still_read():
     inv.actuation_accepted(("active", True, "c"), ("active", True, "c"), {}, 10.0, 0.1, drives=False)
+    with pytest.raises(inv.Violation, match="suspended"):   # but not drive: the rule is there
+        inv.actuation_accepted(("active", True, "c"), ("active", True, "c"), {}, 10.0, 0.1, drives=True)
