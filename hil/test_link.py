@@ -161,9 +161,14 @@ def test_unknown_request_is_refused_with_an_error(board, run):
 
 
 def test_bare_ctrl_c_returns_to_the_repl_for_reflashing(vboard, board, run):
-    """The documented way back: a bare 0x03 stops the agent; mpremote then works (no power cycle)."""
+    """The documented way back: a bare 0x03 stops the agent; mpremote then works (no power cycle),
+    once the engine has let go of the port (it holds it exclusively, as mpremote does)."""
     vboard.cable.inject_bytes(TO_BOARD, b"\x03")
     time.sleep(0.3)
+    taken = subprocess.run([firmware.mpremote(), "connect", vboard.port, "resume", "exec", "print(6*7)"],
+                           capture_output=True, text=True, timeout=30)
+    assert taken.returncode != 0 and "42" not in taken.stdout, taken
+    run(board.close())
     out = subprocess.run([firmware.mpremote(), "connect", vboard.port, "resume", "exec", "print(6*7)"],
                          capture_output=True, text=True, timeout=30)
     assert "42" in out.stdout, out

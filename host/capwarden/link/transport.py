@@ -72,9 +72,15 @@ class SerialTransport(Transport):
         import serial
 
         self._loop = asyncio.get_running_loop()
+        # A device path is locked for this process alone (pyserial's flock where the platform has
+        # it): a second engine, a terminal program or a stranger cannot share the line with the
+        # engine. URL handlers (socket://, loop://) have no file to lock.
+        kw = {} if "://" in self.url else {"exclusive": True}
         try:
-            self.serial = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2)
+            self.serial = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=2, **kw)
         except (serial.SerialException, ValueError, OSError) as exc:
+            if "exclusively lock" in str(exc):
+                raise LinkError("cannot open %s: the port is in use by %s" % (self.url, port_holders(self.url))) from None
             hint = "; 'capwarden ports' lists the serial ports" if "://" not in self.url else ""
             raise LinkError("cannot open %s: %s%s" % (self.url, exc, hint)) from None
         fd = self._fileno()
@@ -145,6 +151,33 @@ class SerialTransport(Transport):
             except Exception:
                 pass
             self.serial = None
+
+
+def port_holders(path):
+    """Who else has `path` open, as words for an error message: "PID 123 (capwarden serve ...)"
+    for each process found in /proc (Linux), else "another process"."""
+    try:
+        target = os.path.realpath(path)
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                fds = os.listdir("/proc/%s/fd" % pid)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == target:
+                        with open("/proc/%s/cmdline" % pid, "rb") as f:
+                            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                        found.append("PID %s (%s)" % (pid, cmd[:80] or "?"))
+                        break
+                except OSError:
+                    continue
+        return ", ".join(found) or "another process"
+    except OSError:
+        return "another process"
 
 
 def open_transport(url, **kw):
