@@ -100,9 +100,6 @@ def test_power_cycle_drops_the_link_and_the_board_comes_back_with_a_new_boot_id(
         run(b2.close())
 
 
-@pytest.mark.xfail(strict=True, reason="device defect (issue 10 report): the agent's ANNOUNCE at start has no leading "
-                   "delimiter, so the REPL's output before it ('\\x04\\x04>OK') makes it a bad frame and the host "
-                   "never learns of the new boot; fixed when the agent sends 0x00 before its ANNOUNCE")
 def test_agent_restarted_on_the_same_line_is_a_reset(vboard, board, run, events):
     """The agent stops (REPL) and starts again on the same line, as after a watchdog reset on a
     UART board: its new boot id must reach the host as a Reset (every grant on it is gone)."""

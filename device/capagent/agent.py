@@ -61,6 +61,9 @@ class Agent:
         self.link.send(False)  # never replayed: a retried HELLO gets today's figures
 
     def announce(self):
+        # A delimiter first: whatever the line carried before (the REPL's "OK" when the agent
+        # restarts on the same UART) ends there, so the host reads the ANNOUNCE as a frame.
+        self.link.wr.write(b"\x00")
         self._hello(W.ANNOUNCE, 0)
 
     def dispatch(self, mid, rid):
