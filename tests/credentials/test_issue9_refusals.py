@@ -241,7 +241,7 @@ def test_issue9_6_deeply_nested_signing_key_file_is_a_clear_error(flow, capsys):
     f = flow
     code, _, err = run(capsys, "issue", "descriptor", "--key", "k/deep.key", "--fay", f["fay"], "--terminal", f["tid"],
                        "--grant", "sim/camera=read", "--out", "x.cap")
-    assert code == 2 and "not a capwarden signing key file" in err
+    assert code == 1 and "not a capwarden signing key file" in err
 
 
 @pytest.mark.parametrize("name,content", [
