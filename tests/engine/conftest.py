@@ -85,19 +85,35 @@ class Served:
         for item in LIVENESS:
             args += ["--liveness", item]
         args += ["--leeway", "0"]     # so a credential made to expire in seconds does (attacks.md I69)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The log goes to a file: serve logs a line per connection, and a pipe nobody reads
+        # would stop the engine once it is full.
+        self.log_path = os.path.join(world.folder, "serve.log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("serving "):
             self.proc.kill()
-            raise RuntimeError("serve did not start: %s %s" % (line, self.proc.stderr.read()))
+            self.proc.wait()
+            raise RuntimeError("serve did not start: %s %s" % (line, self.stderr()))
         self.url = line.split()[1]
 
+    def stderr(self):
+        """What serve logged so far."""
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self._log.close()
 
 
 @pytest.fixture

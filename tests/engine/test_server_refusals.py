@@ -45,7 +45,7 @@ def test_refusals_are_logged_one_line_each_without_what_was_sent(world, served, 
 
     run(scenario())
     served.stop()
-    log = served.proc.stderr.read()
+    log = served.stderr()
     assert "event=malformed_frame runtime=rtB error_code=E_MALFORMED_REQUEST" in log
     assert "event=refused reason=unknown_token" in log
     assert "SECRET" not in log and "forged" not in log and TOKENS["rtA"][::-1] not in log
