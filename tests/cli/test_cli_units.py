@@ -259,3 +259,10 @@ def test_a_system_failure_under_a_command_is_a_message_not_a_traceback(monkeypat
     monkeypatch.setattr(idcmd, "main", disk_full)
     r = cli("id", "new", "fay", "--json")
     assert r.code == 1 and "No space left on device (st/keys.json)" in r.err and r.json()["exit_code"] == 1
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/cap/v1", "ws://[::1/cap/v1"])
+def test_request_url_that_is_none_is_a_usage_error_before_connecting(url):
+    # The previous command let the SDK's ValueError (port out of range) out as a traceback.
+    r = cli("request", "--url", url, "--runtime", "rt1", "--token", "t0k3n", "sessions")
+    assert r.code == 2 and "Traceback" not in r.err and "--url" in r.err

@@ -116,3 +116,14 @@ def test_command_args_are_strict_base64url(world, run, in_process):
             await a.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:99999/cap/v1", "ws://[::1/cap/v1", "http://127.0.0.1:1/cap/v1"])
+def test_a_url_that_is_none_is_bad_engine_url_and_still_a_valueerror(run, url):
+    # The previous client let websockets' own ValueError (a port out of range) or InvalidURI out.
+    from capwarden.sdk import BadEngineURL
+
+    with pytest.raises(BadEngineURL) as exc:
+        run(connect(url, "rtA", TOKENS["rtA"]))
+    assert isinstance(exc.value, CapwardenError) and isinstance(exc.value, ValueError)
+    assert TOKENS["rtA"] not in str(exc.value)

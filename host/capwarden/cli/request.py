@@ -77,6 +77,13 @@ def main(args):
     if not args.url.startswith(("ws://", "wss://", "unix:")) or args.url in ("unix:", "ws://", "wss://"):
         raise UsageError("--url takes ws://HOST:PORT/cap/v1, wss://HOST:PORT/cap/v1 or unix:PATH (got %r)"
                          % args.url[:80])
+    if not args.url.startswith("unix:"):
+        from urllib.parse import urlsplit
+
+        try:
+            urlsplit(args.url).port          # a port out of range raises here, not in the SDK
+        except ValueError as exc:
+            raise UsageError("--url %r: %s" % (args.url[:80], exc)) from None
     if args.cafile:
         check_input(args.cafile, "certificate", "--cafile")
     if args.request_command == "acquire":
@@ -115,7 +122,7 @@ def connect_error(url, runtime, exc, token):
 async def _run(args, token):
     import ssl
 
-    from capwarden.errors import CapError
+    from capwarden.errors import CapError, CapwardenError
     from capwarden.sdk import connect
 
     unix = args.url[len("unix:"):] if args.url.startswith("unix:") else None
@@ -128,7 +135,7 @@ async def _run(args, token):
     try:
         client = await asyncio.wait_for(connect(None if unix else args.url, args.runtime, token, ssl=ctx,
                                                 unix_path=unix), 30)
-    except Exception as exc:   # never echo the token: only the URL and the reason
+    except (CapwardenError, TimeoutError) as exc:   # never echo the token: only the URL and the reason
         raise connect_error(args.url, args.runtime, exc, token) from None
 
     def show(obj, text):

@@ -21,12 +21,13 @@ Everything the SDK raises is a capwarden error (catch capwarden.errors.Capwarden
 CapError with the S2 code for a refusal (E_MALFORMED_REQUEST, before sending, for a request
 that does not match the shipped schema, shared/schema/v1/schema.json); LinkClosed when the
 connection drops; EngineTimeout (also a TimeoutError) when no answer comes in time;
-EngineUnreachable (also a ConnectionError) when connect() or reconnect() cannot open one.
+EngineUnreachable (also a ConnectionError) when connect() or reconnect() cannot open one;
+BadEngineURL (also a ValueError) for a URL that is not one.
 The SDK needs the schema and capwarden.runtimeapi, nothing of the engine.
 """
 
 from capwarden.errors import CapError, LinkClosed
 from capwarden.sdk.client import Client, Session, connect
-from capwarden.sdk.errors import EngineTimeout, EngineUnreachable
+from capwarden.sdk.errors import BadEngineURL, EngineTimeout, EngineUnreachable
 
-__all__ = ["Client", "Session", "connect", "CapError", "LinkClosed", "EngineTimeout", "EngineUnreachable"]
+__all__ = ["Client", "Session", "connect", "CapError", "LinkClosed", "EngineTimeout", "EngineUnreachable", "BadEngineURL"]

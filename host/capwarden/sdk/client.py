@@ -8,11 +8,12 @@ from collections import OrderedDict, deque
 
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.uri import parse_uri
 
 from capwarden import runtimeapi
 from capwarden.errors import CapError, LinkClosed
-from capwarden.sdk.errors import EngineTimeout, EngineUnreachable
+from capwarden.sdk.errors import BadEngineURL, EngineTimeout, EngineUnreachable
 from capwarden.sdk.session import CHANGES_KEPT, Session, sends  # noqa: F401 (CHANGES_KEPT: read from here too)
 
 log = logging.getLogger("capwarden.sdk")
@@ -236,12 +237,18 @@ async def connect(url, runtime_id, token, ssl=None, unix_path=None):
     """Open a runtime connection to `url` (ws:// or wss://, path /cap/v1) or a Unix socket.
 
     Raises EngineUnreachable (a ConnectionError) when nothing listens or the handshake is
-    refused (`status` 401 for a bad token). The token is sent once, in the handshake, and never
+    refused (`status` 401 for a bad token), BadEngineURL (a ValueError) for a URL that is none. The token is sent once, in the handshake, and never
     logged.
     """
     headers = {"Authorization": "Bearer " + token}
 
     where = unix_path or url
+    if not unix_path:
+        try:
+            parse_uri(url)
+        except (InvalidURI, ValueError) as exc:
+            raise BadEngineURL("%r is not an engine URL (ws://HOST:PORT/cap/v1 or wss://...): %s" % (
+                str(url)[:120], exc)) from None
 
     async def opener():
         try:

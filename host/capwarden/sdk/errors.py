@@ -2,7 +2,7 @@
 connection dropped): both kinds below are capwarden errors (capwarden.errors.CapwardenError,
 through LinkError) that are also the built-in kind a caller may already catch."""
 
-from capwarden.errors import LinkError
+from capwarden.errors import CapwardenError, LinkError
 
 
 class EngineUnreachable(LinkError, ConnectionError):
@@ -23,3 +23,8 @@ class EngineTimeout(LinkError, TimeoutError):
     """Nothing came from the engine within the time given: no answer to a request within its
     `timeout`, or no end of a session awaited with Session.ended(timeout). Also a TimeoutError
     (asyncio.TimeoutError is that class)."""
+
+
+class BadEngineURL(CapwardenError, ValueError):
+    """connect() was given a URL that is not ws://HOST[:PORT]/PATH or wss://... (a port out of
+    range, no host): nothing was opened. Also a ValueError."""
