@@ -1,0 +1,193 @@
+"""The host's side of link authentication (docs/link-auth.md): link keys, their files, and
+frame tags with `cryptography`'s AES-CMAC.
+
+The tags are the same bytes the board's capshared.linkauth makes (tests/shared/test_linkauth.py
+holds the two to it), computed here independently: CMAC over the whole string, session prefix
+included, where the board continues from a saved midstate.
+
+A link key never appears in a repr, a log line or an error message: LinkKey shows its key id
+(4 bytes of CMAC_K(label), which says nothing about K) and hands its bytes out only through
+`material()`.
+"""
+
+import hmac
+import os
+import secrets
+import struct
+
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from capshared import linkauth as la
+from capshared.linkauth import (
+    BAD_TAG, CTR_LIMIT, CTR_SIZE, DIR_TO_BOARD, DIR_TO_HOST, KEY_SIZE, NO_KEY, NONCE_SIZE, OK,
+    REPLAY, TAG_SIZE,
+)
+from capwarden.credentials.store import read_secret, write_atomic
+from capwarden.errors import LinkError, StoreError
+
+__all__ = ["LinkKey", "HostAuth", "ecb", "generate", "read_key", "write_key", "OK", "BAD_TAG", "REPLAY",
+           "NO_KEY", "TAG_SIZE", "CTR_SIZE", "NONCE_SIZE"]
+
+
+class LinkKey:
+    """A board's 16-byte link key. repr() and str() show only its key id."""
+
+    __slots__ = ("_k", "key_id")
+
+    def __init__(self, material):
+        material = bytes(material)
+        if len(material) != KEY_SIZE:
+            raise ValueError("a link key is %d bytes, not %d" % (KEY_SIZE, len(material)))
+        self._k = material
+        self.key_id = _cmac(material, la.L_KEYID + bytes(8))[:la.KEY_ID_SIZE]
+
+    def material(self):
+        """The key's bytes: for the board's key file and the CMAC, nowhere else."""
+        return self._k
+
+    def __repr__(self):
+        return "LinkKey(id=%s)" % self.key_id.hex()
+
+    __str__ = __repr__
+
+    def __eq__(self, other):
+        return isinstance(other, LinkKey) and hmac.compare_digest(self._k, other._k)
+
+    def __hash__(self):
+        return hash(self.key_id)
+
+    def __reduce__(self):
+        raise TypeError("a LinkKey is not pickled (it would write the key where nobody guards it)")
+
+
+def generate():
+    """A new random link key."""
+    return LinkKey(secrets.token_bytes(KEY_SIZE))
+
+
+def write_key(path, key):
+    """Write `key` to `path`: exactly its 16 bytes (the board's file has the same form), mode
+    0600, through a temporary file in the same folder renamed over the old one (a crash
+    leaves the old key or the new one). Raises StoreError when the folder cannot be written."""
+    try:
+        write_atomic(path, key.material(), mode=0o600)
+    except OSError as exc:
+        raise StoreError("cannot write the link key %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def read_key(path):
+    """The LinkKey in `path`. Raises StoreError when it is missing, readable by others, or not
+    a link key file (16 bytes)."""
+    if not os.path.exists(path):
+        raise StoreError("no link key at %s: 'capwarden flash' makes one for the board" % path)
+    data = read_secret(path)
+    if len(data) != KEY_SIZE:
+        raise StoreError("%s is not a link key (%d bytes, a link key is %d): run 'capwarden link rekey'"
+                         % (path, len(data), KEY_SIZE))
+    return LinkKey(data)
+
+
+class _Ecb:
+    # An AES-ECB block function for capshared.linkauth on CPython: encrypt(src, dst).
+    __slots__ = ("_e",)
+
+    def __init__(self, key):
+        self._e = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+
+    def encrypt(self, src, dst):
+        dst[0:16] = self._e.update(bytes(src[0:16]))
+
+    def __repr__(self):
+        return "_Ecb()"
+
+
+def ecb(key):
+    """The block-function factory capshared.linkauth.LinkAuth takes on CPython (aes=ecb)."""
+    return _Ecb(key)
+
+
+def _cmac(key, data, n=16):
+    c = cmac.CMAC(algorithms.AES(key))
+    c.update(data)
+    return c.finalize()[:n]
+
+
+class HostAuth:
+    """The engine's side of one board's link: HELLO nonces, the session, counters.
+
+    seal(frame) -> (ctr, tag); verify(frame, ctr, tag) -> OK, BAD_TAG, REPLAY or NO_KEY, each
+    refusal counted (bad_tag, replay, no_key). A new HELLO ends the session before the board's
+    answer starts the next, so nothing of an old session is accepted after it.
+    """
+
+    def __init__(self, key=None):
+        self.key = key
+        self.nh = None
+        self._prefix = None
+        self._tx = 0
+        self._rx = 0
+        self.bad_tag = 0
+        self.replay = 0
+        self.no_key = 0
+        self.sessions = 0
+
+    def __repr__(self):
+        return "HostAuth(key=%r, session=%s)" % (self.key, self._prefix is not None)
+
+    def has_session(self):
+        return self._prefix is not None
+
+    def hello(self, frame=None):
+        """Start a handshake: a fresh host nonce (returned), the old session ended. With the
+        HELLO frame bytes (which must carry the nonce), also returns its tag: (nh, tag)."""
+        if self.key is None:
+            raise LinkError("no link key for this board: 'capwarden flash' makes one")
+        self.nh = os.urandom(NONCE_SIZE)
+        self._prefix = None
+        if frame is None:
+            return self.nh
+        return self.nh, self.hello_tag(frame)
+
+    def hello_tag(self, frame):
+        return self._mac(la.L_HELLO + bytes(8), DIR_TO_BOARD, 0, frame)
+
+    def begin(self, nb, boot_id):
+        """Take the session the board proposed in HELLO_R (its nonce and boot id). Verify the
+        HELLO_R itself next (verify()); if it fails, end() the session."""
+        if self.key is None or self.nh is None:
+            raise LinkError("no HELLO sent: no session to begin")
+        self._prefix = (la.L_SESSION + self.nh + bytes(nb) + struct.pack("<I", boot_id) + bytes(4))
+        self._tx = 0
+        self._rx = 0
+        self.sessions += 1
+
+    def end(self):
+        self._prefix = None
+
+    def _mac(self, prefix, d, ctr, frame):
+        return _cmac(self.key.material(), prefix + bytes((d,)) + struct.pack("<I", ctr) + bytes(frame), TAG_SIZE)
+
+    def seal(self, frame):
+        """(counter, tag) for the next frame to the board. Raises LinkError without a session
+        or when its counters are spent (a new HELLO is needed)."""
+        if self._prefix is None:
+            raise LinkError("no authenticated session with the board: HELLO first")
+        if self._tx + 1 >= CTR_LIMIT:
+            raise LinkError("the link session's counters are spent: HELLO again")
+        self._tx += 1
+        return self._tx, self._mac(self._prefix, DIR_TO_BOARD, self._tx, frame)
+
+    def verify(self, frame, ctr, tag):
+        if self._prefix is None:
+            self.no_key += 1
+            return NO_KEY
+        want = self._mac(self._prefix, DIR_TO_HOST, ctr, frame)
+        if not hmac.compare_digest(want, bytes(tag)):
+            self.bad_tag += 1
+            return BAD_TAG
+        if ctr <= self._rx or ctr >= CTR_LIMIT:
+            self.replay += 1
+            return REPLAY
+        self._rx = ctr
+        return OK
