@@ -75,15 +75,13 @@ def median(samples):
 
 
 def test_helper(folder, name):
-    """A module from tests/FOLDER/conftest.py (test fixtures' builders), loaded under its own
-    name so that two benchmarks' helpers never shadow each other."""
-    import importlib.util
+    """The module NAME of tests/FOLDER (the test fixtures' builders, e.g. engine/enginerig):
+    their names are unique, so two benchmarks' helpers never shadow each other."""
+    import importlib
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, "tests", folder, "conftest.py")
-    sys.path.insert(0, os.path.join(root, "tests"))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    for where in (os.path.join(root, "tests"), os.path.join(root, "tests", folder)):
+        if where not in sys.path:
+            sys.path.insert(0, where)
+    return importlib.import_module(name)

@@ -37,7 +37,7 @@ def run(results):
     from capwarden.credentials import cbor, fastparse
     from capwarden.credentials.validate import parse_descriptor, parse_descriptor_reference
 
-    helper = test_helper("credentials", "bench_credentials_world")
+    helper = test_helper("credentials", "credrig")
     NOW, World = helper.NOW, helper.World
 
     w = World(tempfile.mkdtemp(prefix="capwarden-bench-"))

@@ -75,7 +75,7 @@ ACQUIRE = codec.encode_frame("ACQUIRE", 1, {"res": 3, "modes": 1, "session": 7, 
 def _world():
     from bench import test_helper
 
-    return test_helper("engine", "bench_engine_world").World(tempfile.mkdtemp(prefix="capwarden-bench-"))
+    return test_helper("engine", "enginerig").World(tempfile.mkdtemp(prefix="capwarden-bench-"))
 
 
 class EngineProcess:

@@ -17,7 +17,7 @@ from capwarden.credentials.ids import new_terminal_id
 from capwarden.credentials.issue import SigningKey, sign_descriptor, sign_revocation, sign_ticket
 from capwarden.credentials.validate import parse_descriptor
 from capwarden.errors import CapError
-from conftest import NOW, World
+from credrig import NOW, World
 
 L = 2 ** 252 + 27742317777372353535851937790883648493
 N = keys.P256_N

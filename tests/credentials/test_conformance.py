@@ -4,7 +4,7 @@ import pytest
 
 from capwarden.credentials import cbor
 from capwarden.credentials.issue import SigningKey, sign_descriptor, sign_revocation
-from conftest import NOW
+from credrig import NOW
 
 DAY = 86400
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from capwarden.credentials import fastparse, memo, model
 from capwarden.credentials.validate import parse_descriptor, parse_descriptor_reference
 from capwarden.errors import CapError
-from conftest import World
+from credrig import World
 
 SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck))   # counts: the profile (tests/conftest.py)
 FIELDS = ("algorithm", "key_id", "signature", "credential_id", "issuer_id", "subject", "terminal_id", "issued_at",

@@ -32,7 +32,7 @@ from capwarden.credentials.store import KEYS, REVOCATIONS, StoreError, write_jso
 from capwarden.credentials.validate import parse_descriptor_reference
 from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.errors import CapError
-from conftest import NOW, World
+from credrig import NOW, World
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                       HealthCheck.function_scoped_fixture])

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from capwarden.credentials.ids import new_uuid7, uuid_text
-from conftest import NOW
+from credrig import NOW
 
 
 def b64u(b):

@@ -19,7 +19,7 @@ from capwarden.credentials.store import CONVERSIONS, KEYS, REVOCATIONS, TERMINAL
 from capwarden.credentials.validate import parse_descriptor_reference
 from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.errors import CapError
-from conftest import NOW
+from credrig import NOW
 from test_cli_store import flow, run  # noqa: F401  (the S4 fixture: store, keys, a Fay)
 
 DEEP = 5000   # far past the interpreter's recursion limit

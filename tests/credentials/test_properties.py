@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from capshared.errors import CODE
 from capwarden.credentials import cbor
-from conftest import World
+from credrig import World
 
 SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck))   # counts: the profile (tests/conftest.py)
 

@@ -13,7 +13,7 @@ from capwarden.credentials.ids import new_uuid7, uuid_text
 from capwarden.credentials.issue import SigningKey, sign_revocation
 from capwarden.credentials.keystore import KeyStore
 from capwarden.credentials.revocation import RevocationList
-from conftest import NOW
+from credrig import NOW
 
 
 def test_two_revocation_lists_on_one_store_keep_both_imports(w):

@@ -127,7 +127,7 @@ class Rig:
         from capwarden.engine.authorizer import StoreAuthorizer
         from capwarden.engine.engine import Engine
         from capwarden.engine.liveness import LivenessPolicy
-        from conftest import World
+        from enginerig import World
         import os
 
         self.w = World(folder)

@@ -12,7 +12,7 @@ import pytest
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from conftest import EXE, exchange, refusal
+from enginerig import EXE, exchange, refusal
 
 
 def test_I69_descriptor_expiring_mid_session_ends_it(world, client, run):

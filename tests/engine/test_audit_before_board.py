@@ -6,7 +6,7 @@ refusal is audited after the `granted` entry."""
 from capwarden.engine import server as server_mod
 from capwarden.errors import CapError
 from capwarden.engine.audit import read
-from conftest import runtime
+from enginerig import runtime
 
 
 def test_grant_entry_is_on_disk_before_the_answer_and_the_epoch_follows(world, in_process, run, monkeypatch):

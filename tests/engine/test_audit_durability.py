@@ -17,7 +17,7 @@ import pytest
 from capwarden.engine import audit as audit_mod
 from capwarden.engine.audit import TORN, AuditLog, read, verify
 from capwarden.errors import StoreError
-from conftest import EXE
+from enginerig import EXE
 
 
 def _log(path, n=5):
@@ -403,7 +403,7 @@ def test_kill_9_of_serve_mid_traffic_loses_no_acknowledged_decision(world):
     SessionReleased a runtime received has its audit entry; the log verifies up to its end."""
     from capwarden.errors import CapwardenError
     from capwarden.sdk import connect
-    from conftest import TOKENS, Served
+    from enginerig import TOKENS, Served
 
     rnd = random.Random(1)
     path = os.path.join(world.store, "audit.log")

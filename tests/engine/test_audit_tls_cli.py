@@ -11,7 +11,7 @@ import pytest
 
 from capwarden.engine.audit import AuditLog, read
 from capwarden.errors import StoreError
-from conftest import EXE, TOKENS
+from enginerig import EXE, TOKENS
 
 
 def test_audit_chain_detects_edit_removal_reorder_and_torn_line(tmp_path):

@@ -18,7 +18,7 @@ from capwarden.errors import UsageError
 from capwarden.link import Reset
 from capwarden.link.types import BoardInfo, ResourceInfo
 from capshared import wire as W
-from conftest import EXE, TOKENS, World, runtime, speed, wait_until
+from enginerig import EXE, TOKENS, World, runtime, speed, wait_until
 
 
 # ---- parsing: every bad setting is a usage error, said at once ------------------------------

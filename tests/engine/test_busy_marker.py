@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from capwarden.engine import protocol
-from conftest import refusal
+from enginerig import refusal
 from tableboard import Rig, run
 
 

@@ -16,7 +16,7 @@ from capwarden.engine.engine import Engine
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.routes import ROUTES
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
-from conftest import World
+from enginerig import World
 
 
 class FakeBoard:

@@ -8,7 +8,7 @@ import pytest
 
 from capshared import codec
 from capwarden.errors import DeviceError
-from conftest import runtime, speed, wait_until
+from enginerig import runtime, speed, wait_until
 
 
 def test_fault_16_what_the_engine_ended_the_board_refuses(world, run, in_process):

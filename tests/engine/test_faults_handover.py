@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from capwarden.errors import CapError
-from conftest import answer, never_answer, refusal, wait_until
+from enginerig import answer, never_answer, refusal, wait_until
 
 
 def test_fault_35_release_before_acquire_also_in_what_runtimes_are_told(world, client, run):
@@ -196,7 +196,7 @@ def test_handover_needs_the_receiving_fays_credential(world, client, run):
 
 
 def test_fault_46_a_read_session_cannot_actuate(world, client, run):
-    from conftest import speed
+    from enginerig import speed
 
     a = client()
     s = run(world.take(a, "motor_left", "read"))

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from capwarden.engine import protocol
-from conftest import exchange, refusal, runtime, speed, wait_until
+from enginerig import exchange, refusal, runtime, speed, wait_until
 
 
 def test_fault_11_connection_up_heartbeats_stop_suspends_and_holds_safe(world, client, run):

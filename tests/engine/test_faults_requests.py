@@ -11,7 +11,7 @@ import pytest
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from conftest import EXE, answer, exchange, never_answer, refusal, runtime, speed, wait_until
+from enginerig import EXE, answer, exchange, never_answer, refusal, runtime, speed, wait_until
 
 
 def test_fault_28_a_request_withdrawn_while_waiting_never_gets_the_grant(world, served, run):

@@ -13,7 +13,7 @@ import os
 import signal
 
 from capwarden.engine import invariants
-from conftest import runtime, speed, wait_until
+from enginerig import runtime, speed, wait_until
 
 
 def _warned(caplog, text):

@@ -44,7 +44,7 @@ def test_issue9_6_a_corrupt_revocation_file_keeps_the_last_good_list(tmp_path, c
     """Another process leaves revocations.json unreadable: the sweep neither raises nor forgets
     what was revoked; once the file reads again, what it adds is applied."""
     from capwarden.engine.authorizer import StoreAuthorizer
-    from conftest import World
+    from enginerig import World
 
     w = World(str(tmp_path))
     auth = StoreAuthorizer(w.store)

@@ -9,7 +9,7 @@ import os
 import subprocess
 
 from capwarden.engine import audit
-from conftest import EXE, TOKENS, Served, World
+from enginerig import EXE, TOKENS, Served, World
 
 
 def _second(store, *extra):

@@ -140,7 +140,7 @@ def test_issue9_3_reconcile_never_runs_twice_at_once(rig):
 
 def test_issue9_3_a_grant_planted_on_the_board_is_released_within_a_heartbeat(world, run, in_process):
     from capshared.limits import MODE_WRITE
-    from conftest import runtime, wait_until
+    from enginerig import runtime, wait_until
 
     async def scenario():
         app = await in_process(lease_ms=600, board_heartbeat_ms=150)

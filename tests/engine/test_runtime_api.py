@@ -8,7 +8,7 @@ import websockets
 
 from capwarden.engine import protocol
 from capwarden.errors import CapError
-from conftest import TOKENS, refusal, wait_until
+from enginerig import TOKENS, refusal, wait_until
 
 
 def test_authrequest_granted_has_every_s3_field(world, client, run):
@@ -246,7 +246,7 @@ def test_keys_and_descriptors_imported_while_serving_are_used(world, client, run
     import subprocess
 
     from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
-    from conftest import EXE
+    from enginerig import EXE
 
     key = SigningKey.generate("ed25519", "beta-1", "issuer:beta")
     prefix = str(tmp_path / "beta")

@@ -16,7 +16,7 @@ import pytest
 
 from capwarden.errors import CapwardenError, LinkClosed
 from capwarden.sdk import EngineTimeout, EngineUnreachable, connect
-from conftest import TOKENS, refusal, runtime, speed
+from enginerig import TOKENS, refusal, runtime, speed
 
 
 def test_the_sdk_imports_nothing_of_the_engine():

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from capwarden.sdk import client as sdk_client
-from conftest import runtime
+from enginerig import runtime
 
 KEPT = getattr(sdk_client, "PUSHES_KEPT", 256)      # (so that the test runs, and fails, on the old client)
 

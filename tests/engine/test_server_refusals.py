@@ -8,7 +8,7 @@ import os
 import websockets
 
 from capwarden.engine import audit
-from conftest import TOKENS
+from enginerig import TOKENS
 
 
 def test_a_malformed_frame_is_answered_and_audited_under_its_runtime(world, served, run):

@@ -8,7 +8,7 @@ issue 9: "a table that overflows silently")."""
 import asyncio
 
 from capwarden.engine import invariants
-from conftest import runtime
+from enginerig import runtime
 
 N = 300
 
