@@ -24,6 +24,7 @@ import collections
 
 from capshared.limits import MODE_NAMES, MODES_EXCLUSIVE
 from capwarden.engine import audit as audit_mod
+from capwarden.engine.routes import ROUTES
 
 LIVE = ("active", "handover_pending")
 MODE_BIT = dict(MODE_NAMES)
@@ -173,9 +174,9 @@ class Ownership:
 
 # ---- answers and the audit log ------------------------------------------------------------------
 
-FINAL = {"AuthRequest": "AuthResult", "Heartbeat": "HeartbeatAck", "SessionRelease": "SessionReleased",
-         "FayTerminated": "SessionsReleased", "SessionQuery": "SessionList", "HandoverRequest": "HandoverResult",
-         "HandoverResponse": "HandoverResponseAck", "ResourceCommand": "ResourceCommandResult"}
+# Each request's one final response: the engine's route table is its one home (its agreement
+# with the schema is tests/test_routes.py's).
+FINAL = {t: r.response for t, r in ROUTES.items()}
 
 
 def final_answer(msg, reply):

@@ -21,7 +21,6 @@ import logging
 import time
 
 from capwarden.engine import boardconfig, boards, liveness, protocol
-from capwarden.engine.admission import ANSWER_SEQ  # noqa: F401 (read by the server from here)
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry

@@ -9,7 +9,7 @@ gets exactly one final response; malformed input gets `Error`, and the connectio
 Nothing leaves before the audit entries recorded ahead of it are on disk: every send first
 awaits the audit log's `durable()`, so the log runs in group-commit mode while the server
 serves (decisions made while one fdatasync runs share the next one). An answer whose handler
-named its own entry (engine.ANSWER_SEQ: a grant whose entry was written before the board was
+named its own entry (admission.ANSWER_SEQ: a grant whose entry was written before the board was
 asked) waits for the entries up to that one; the board's epoch recorded after it goes to disk
 with the next flush, before any later answer or push.
 """
@@ -26,7 +26,7 @@ from websockets.asyncio.server import serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
 from capwarden.engine import protocol
-from capwarden.engine.engine import ANSWER_SEQ
+from capwarden.engine.admission import ANSWER_SEQ
 from capwarden.errors import CapwardenError, StoreError, UsageError
 from capwarden.logfmt import kv
 
@@ -255,7 +255,7 @@ class Server:
             body = reply.get("body") if isinstance(reply.get("body"), dict) else {}
             log.debug("%s", kv(event="request", runtime=runtime_id, type=msg.get("message_type"),
                                answer=reply.get("message_type"), error_code=body.get("error_code") or "-"))
-        # The entries up to the answer's own (engine.ANSWER_SEQ, set in this task) when the
+        # The entries up to the answer's own (admission.ANSWER_SEQ, set in this task) when the
         # handler named it, else every entry recorded so far, are on disk before it goes.
         await send(reply, ANSWER_SEQ.get())
 
