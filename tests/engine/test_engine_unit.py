@@ -5,9 +5,12 @@ timeout), 25 (the wall clock stepping backward and forward).
 """
 
 import asyncio
+import json
 import types
 
 import pytest
+
+from capwarden import resources
 
 from capwarden.engine import protocol
 from capwarden.engine.audit import AuditLog
@@ -174,16 +177,44 @@ def test_suspension_is_told_to_the_board_and_lifted_by_a_heartbeat(rig):
     run(scenario())
 
 
-def test_every_transition_is_in_the_table():
-    from capwarden.engine.sessions import IllegalTransition, Session
+def _reach(state):
+    """A session brought to `state` by allowed moves only (breadth first from creating)."""
+    from collections import deque
 
-    s = Session("fay:x", "rt", "r", "read", 0, 0)
-    with pytest.raises(IllegalTransition):
-        s.move("handover_pending")
-    s.move("active")
-    s.move("terminating")
-    with pytest.raises(IllegalTransition):
-        s.move("active")
+    from capwarden.engine.sessions import TRANSITIONS, Session
+
+    paths = deque([["creating"]])
+    while paths:
+        path = paths.popleft()
+        if path[-1] == state:
+            s = Session("fay:x", "rt", "r", "read", 0, 0)
+            for step in path[1:]:
+                s.move(step)
+            return s
+        paths.extend(path + [n] for n in sorted(TRANSITIONS[path[-1]]) if n not in path)
+    raise AssertionError("%s cannot be reached from creating" % state)
+
+
+def test_every_transition_is_in_the_table():
+    """Every ordered pair of states: the move is allowed exactly when the table has it, every
+    state is reachable, and the states are the schema's (SessionStateChanged.state)."""
+    from capwarden.engine.sessions import TRANSITIONS, IllegalTransition
+
+    schema = json.load(open(resources.schema_path()))
+    assert set(TRANSITIONS) == set(schema["$defs"]["SessionStateChanged"]["properties"]["state"]["enum"])
+    assert TRANSITIONS["terminated"] == set()            # the end: nothing leaves it
+    checked = 0
+    for old in TRANSITIONS:
+        for new in TRANSITIONS:
+            s = _reach(old)
+            if new in TRANSITIONS[old]:
+                assert s.move(new) == old and s.state == new
+            else:
+                with pytest.raises(IllegalTransition):
+                    s.move(new)
+                assert s.state == old                    # a refused move changes nothing
+            checked += 1
+    assert checked == len(TRANSITIONS) ** 2
 
 
 def test_runtime_bound_to_its_fays_cannot_act_for_others(tmp_path):
