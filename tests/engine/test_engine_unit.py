@@ -378,3 +378,15 @@ def test_a_release_the_board_did_not_answer_is_retried_and_its_token_not_reused(
         assert ("end_session", s.token) in board.calls and not h.retired
 
     run(scenario())
+
+
+@pytest.mark.parametrize("lease", [0, -1, 3600001, 2.5])
+def test_a_lease_the_board_would_refuse_is_refused_at_start(tmp_path, lease):
+    # Before, the engine started and every acquire failed with BadRequest from the link.
+    from capshared.limits import MAX_LEASE_MS
+    from capwarden.errors import UsageError
+
+    assert MAX_LEASE_MS == 3600000
+    w = World(str(tmp_path))
+    with pytest.raises(UsageError):
+        Engine(StoreAuthorizer(w.store), {"sim": FakeBoard()}, AuditLog(None), lease_ms=lease)

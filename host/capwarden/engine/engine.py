@@ -20,12 +20,13 @@ import json
 import logging
 import time
 
+from capshared.limits import MAX_LEASE_MS
 from capwarden.engine import boardconfig, boards, liveness, protocol
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry
 from capwarden.engine.routes import ROUTES
-from capwarden.errors import CapError, DeviceError, LinkError, StoreError
+from capwarden.errors import CapError, DeviceError, LinkError, StoreError, UsageError
 
 log = logging.getLogger("capwarden.engine")
 
@@ -48,6 +49,9 @@ class Engine:
         self.pep = PolicyEnforcementPoint(self.registry, fay_bindings)
         self.audit = audit
         self.liveness = liveness or LivenessPolicy()
+        if not isinstance(lease_ms, int) or not 0 < lease_ms <= MAX_LEASE_MS:
+            # Refused here, at start, rather than as a BadRequest on every acquire.
+            raise UsageError("the board lease must be 1..%d ms (MAX_LEASE_MS), not %r" % (MAX_LEASE_MS, lease_ms))
         self.lease_ms = lease_ms
         self.board_heartbeat_ms = board_heartbeat_ms
         self.clock = clock
