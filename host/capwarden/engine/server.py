@@ -116,6 +116,10 @@ class Server:
                 raise UsageError("--listen unix:%s: the folder %s does not exist" % (self.host, folder))
             if os.path.exists(self.host) and not _is_socket(self.host):
                 raise UsageError("--listen unix:%s: that path exists and is not a socket" % self.host)
+            if os.path.exists(self.host) and _socket_answers(self.host):
+                # asyncio would unlink it and listen in its place: the other engine's runtimes
+                # would silently reach this one.
+                raise UsageError("--listen unix:%s: another process is listening there" % self.host)
             return
         if self.port == 0:
             return
@@ -151,7 +155,9 @@ class Server:
                   compression=None)
         try:
             if self.kind == "unix":
+                self.check_address()
                 self._server = await unix_serve(self._connection, self.host, **kw)
+                self._socket_id = _file_id(self.host)
             else:
                 self._server = await serve(self._connection, self.host, self.port, ssl=self.ssl, **kw)
                 self.port = self._server.sockets[0].getsockname()[1]
@@ -164,6 +170,8 @@ class Server:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+            if self.kind == "unix" and getattr(self, "_socket_id", None) and _file_id(self.host) == self._socket_id:
+                os.unlink(self.host)             # ours still: no stale socket left behind
         if self._audit is not None:
             self._audit.group_commit(False)      # what is pending is synced; later entries sync as written
 
@@ -258,6 +266,25 @@ class Server:
         # The entries up to the answer's own (admission.ANSWER_SEQ, set in this task) when the
         # handler named it, else every entry recorded so far, are on disk before it goes.
         await send(reply, ANSWER_SEQ.get())
+
+
+def _file_id(path):
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+
+
+def _socket_answers(path):
+    """Whether a process accepts connections on the Unix socket `path` (a stale file does not)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 def _is_socket(path):
