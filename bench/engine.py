@@ -18,7 +18,6 @@
 """
 
 import asyncio
-import base64
 import json
 import os
 import pty
@@ -32,6 +31,7 @@ import tty
 from bench import median, percentile
 from bench.link import EchoLoop
 from capshared import codec
+from capwarden.credentials.b64 import b64u_encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -334,7 +334,7 @@ async def _actuation(world, url, count, repl, direct, echo):
         if repl.set_speed(v) != v:
             raise RuntimeError("the raw REPL did not set the speed")
         e = time.perf_counter() - t0
-        args = base64.urlsafe_b64encode(v.to_bytes(2, "little")).rstrip(b"=").decode()
+        args = b64u_encode(v.to_bytes(2, "little"))
         reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": args})
         if reply["message_type"] != "ResourceCommandResult":
             raise RuntimeError("ResourceCommand refused: %r" % reply["body"])
@@ -392,7 +392,7 @@ async def _actuation_paced(world, url, count, baud):
             if repl.set_speed(v) != v:
                 raise RuntimeError("the raw REPL did not set the speed")
             e = time.perf_counter() - t0
-            args = base64.urlsafe_b64encode(v.to_bytes(2, "little")).rstrip(b"=").decode()
+            args = b64u_encode(v.to_bytes(2, "little"))
             reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": args})
             if reply["message_type"] != "ResourceCommandResult":
                 raise RuntimeError("ResourceCommand refused: %r" % reply["body"])

@@ -16,12 +16,12 @@ suspended for liveness reasons, whatever the schedule does to the engine.
 """
 
 import asyncio
-import base64
 import collections
 import logging
 import random
 import time
 
+from capwarden.credentials.b64 import b64u_encode
 from capwarden.engine import protocol
 from capwarden.engine.audit import AuditLog
 from capwarden.engine.authorizer import StoreAuthorizer
@@ -524,7 +524,7 @@ class Runner:
 
     async def _command(self, rt, s):
         op, args = OPS[s.res]
-        body = {"session_id": s.sid, "op": op, "args": base64.urlsafe_b64encode(args).rstrip(b"=").decode()}
+        body = {"session_id": s.sid, "op": op, "args": b64u_encode(args)}
         await self.wait(self.request(rt, "ResourceCommand", body, extra={"sid": s.sid, "res": s.res,
                                                                         "before": self._snapshot(s.sid)}), 3.0)
 

@@ -5,7 +5,6 @@ lists and their caches), E48 (there is no deny rule). D39 is the engine's (sessi
 monotonic clocks); validation takes `now` explicitly.
 """
 
-import base64
 import json
 import os
 
@@ -17,14 +16,11 @@ from capwarden.credentials.ids import new_terminal_id
 from capwarden.credentials.issue import SigningKey, sign_descriptor, sign_revocation, sign_ticket
 from capwarden.credentials.validate import parse_descriptor
 from capwarden.errors import CapError
+from capwarden.credentials.b64 import b64u_encode as b64u
 from credrig import NOW, World
 
 L = 2 ** 252 + 27742317777372353535851937790883648493
 N = keys.P256_N
-
-
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
 def wrap(w, payload_bytes, key=None, sig=None):

@@ -3,7 +3,6 @@ of being refused (defect 6) and oversize inputs (defect 12), through the library
 authorizer and the command line. Each test failed on the code before the fix (see the report).
 """
 
-import base64
 import json
 import os
 
@@ -19,14 +18,11 @@ from capwarden.credentials.store import CONVERSIONS, KEYS, REVOCATIONS, TERMINAL
 from capwarden.credentials.validate import parse_descriptor_reference
 from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.errors import CapError
+from capwarden.credentials.b64 import b64u_encode as b64u
 from credrig import NOW
 from test_cli_store import flow, run  # noqa: F401  (the S4 fixture: store, keys, a Fay)
 
 DEEP = 5000   # far past the interpreter's recursion limit
-
-
-def b64u(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
 def resign(w, obj, key=None):
