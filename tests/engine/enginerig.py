@@ -89,7 +89,10 @@ class Served:
         # would stop the engine once it is full.
         self.log_path = os.path.join(world.folder, "serve.log")
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        # Its temporary folders (the staged firmware, the board's files) in the test's own, so a
+        # test that kills it with SIGKILL leaves nothing in the system's temporary folder.
+        env = dict(os.environ, TMPDIR=world.folder)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line.startswith("serving "):
             self.proc.kill()
