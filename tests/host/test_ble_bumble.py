@@ -124,12 +124,13 @@ class SlowReader:
             await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize("mtu", [23, 247])
-def test_echo_over_nus_every_byte_once_and_in_order(bleak_over_bumble, mtu):
+@pytest.mark.parametrize("mtu, write_response", [(23, None), (247, None), (247, True)])
+def test_echo_over_nus_every_byte_once_and_in_order(bleak_over_bumble, mtu, write_response):
     """The host writes 12 KB in frames of 1..243 bytes; the peripheral echoes each write back at
     once as notifications, back to back, while the host drains them slowly. Every byte arrives
     once, in order; no write or notification is longer than the link's MTU - 3, and at MTU 247
-    the full 244 bytes are used."""
+    the full 244 bytes are used. With write_response=True the writes are Write Requests, each
+    acknowledged by the peripheral before the next."""
     bleak_over_bumble.request_mtu = 247 if mtu == 247 else None
 
     async def go():
@@ -137,12 +138,12 @@ def test_echo_over_nus_every_byte_once_and_in_order(bleak_over_bumble, mtu):
         peripheral = NusPeripheral(radio, max_mtu=247)
         peripheral.nus.set_receiver(lambda data: peripheral.send(data))      # echo
         await peripheral.start()
-        t = BleTransport(str(peripheral.address), timeout=TIMEOUT)
+        t = BleTransport(str(peripheral.address), timeout=TIMEOUT, write_response=write_response)
         reader = SlowReader()
         lost = []
         t.set_receiver(reader.queue.put_nowait, lost.append)
         await asyncio.wait_for(t.open(), TIMEOUT)
-        assert t.client.mtu_size == mtu and t.nus.chunk == mtu - 3 and t.nus.response is False
+        assert t.client.mtu_size == mtu and t.nus.chunk == mtu - 3 and t.nus.response is bool(write_response)
         sent = bytearray()
         for i in range(120):
             frame = _pattern(1 + (i * 37) % 243, i)

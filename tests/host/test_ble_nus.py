@@ -152,6 +152,9 @@ def test_rx_write_plan_follows_the_characteristic():
     assert rx_write_plan(Client(Char(["write-without-response", "write"], 244), mtu=247)) == (244, False)
     # No size from the backend: the MTU's.
     assert rx_write_plan(Client(Char(["write-without-response"]), mtu=185)) == (182, False)
+    # Asked for Write Requests (a stack that drops writes without response): granted where RX has them.
+    assert rx_write_plan(Client(Char(["write-without-response", "write"], 244), mtu=247), True) == (244, True)
+    assert rx_write_plan(Client(Char(["write-without-response"], 244), mtu=247), True) == (244, False)
     # Only Write Requests (aioble with write=True alone): with response, MTU - 3.
     assert rx_write_plan(Client(Char(["write"]), mtu=247)) == (244, True)
     with pytest.raises(LinkError, match="cannot be written"):

@@ -14,10 +14,11 @@ from capwarden.link.nus import ATT_DEFAULT_MTU, ATT_MAX_VALUE, NUS_RX, NUS_SERVI
 from capwarden.link.transport import Transport
 
 
-def rx_write_plan(client):
+def rx_write_plan(client, force_response=None):
     """(value size, response) for writes to NUS RX, from bleak's documented GATT API: writes
-    without response when RX offers them (aioble's and Nordic's NUS do), each at most the
-    characteristic's max_write_without_response_size; else Write Requests, at most MTU - 3."""
+    without response when RX offers them (aioble's and Nordic's NUS do) and force_response is
+    not set, each at most the characteristic's max_write_without_response_size; else Write
+    Requests, at most MTU - 3. Raises LinkError when RX is missing or cannot be written."""
     mtu_payload = value_size(getattr(client, "mtu_size", None))
     try:
         char = client.services.get_characteristic(NUS_RX)
@@ -26,7 +27,7 @@ def rx_write_plan(client):
     if char is None:
         raise LinkError("the device has no Nordic UART Service RX characteristic (%s)" % NUS_RX)
     props = set(getattr(char, "properties", ()) or ())
-    if "write-without-response" in props:
+    if "write-without-response" in props and not (force_response and "write" in props):
         size = getattr(char, "max_write_without_response_size", None) or mtu_payload
         return max(value_size(ATT_DEFAULT_MTU), min(size, ATT_MAX_VALUE)), False
     if "write" in props:
@@ -35,11 +36,14 @@ def rx_write_plan(client):
 
 
 class BleTransport(Transport):
-    def __init__(self, address, timeout=10.0):
+    def __init__(self, address, timeout=10.0, write_response=None):
+        """write_response: None picks by the RX characteristic (without response when offered);
+        True always sends Write Requests (for a stack that drops writes without response)."""
         super().__init__()
         self.url = "ble://" + address
         self.address = address
         self.timeout = timeout
+        self.write_response = write_response
         self.client = None
         self.nus = None
         self._closing = False
@@ -58,7 +62,7 @@ class BleTransport(Transport):
                                   disconnected_callback=lambda _c: self._lost(LinkClosed("%s disconnected" % self.url)))
         try:
             await self.client.connect()
-            chunk, response = rx_write_plan(self.client)
+            chunk, response = rx_write_plan(self.client, self.write_response)
             await self.client.start_notify(NUS_TX, lambda _h, data: self.nus.feed(data))
         except LinkError:
             await self._disconnect()
