@@ -4,8 +4,8 @@
 import gc
 
 from capshared.linkauth import (
-    BAD_TAG, CTR_LIMIT, DIR_TO_BOARD, DIR_TO_HOST, NO_KEY, OK, REPLAY, TAG_SIZE, Cmac, LinkAuth,
-    equal,
+    BAD_TAG, CTR_LIMIT, CURRENT, DIR_TO_BOARD, DIR_TO_HOST, HELLO, NO_KEY, OK, PENDING, REPLAY, TAG_SIZE,
+    LinkAuth, equal,
 )
 
 try:
@@ -55,14 +55,14 @@ class Pair:
         for i in range(8):
             self.nh[i] = (nh_seed * 31 + i) & 0xFF
         hello = b"\x00\x01\x05\x00" + bytes(self.nh)
-        assert self.host.seal_hello(hello, 0, len(hello), self.tag, 0)
-        assert self.board.verify_hello(hello, 0, len(hello), self.tag, 0) == OK
+        assert self.host.seal(hello, 0, len(hello), self.tag, 0, HELLO) == 0
+        assert self.board.verify(hello, 0, len(hello), 0, self.tag, 0, True) == OK
         self.board.board_nonce(self.nb, 0)
-        assert self.board.begin(self.nh, 0, self.nb, 0, self.boot_id, True)
+        assert self.board.begin(self.nh, 0, self.nb, 0, self.boot_id, PENDING)
         hello_r = b"\x00\x81\x05\x00" + bytes(self.nb)
-        ctr = self.board.seal(hello_r, 0, len(hello_r), self.tag, 0, pending=True)
+        ctr = self.board.seal(hello_r, 0, len(hello_r), self.tag, 0, PENDING)
         assert ctr == 1
-        self.host.begin(self.nh, 0, self.nb, 0, self.boot_id, False)
+        self.host.begin(self.nh, 0, self.nb, 0, self.boot_id, CURRENT)
         assert self.host.verify(hello_r, 0, len(hello_r), ctr, self.tag, 0) == OK
         return self.to_board(b"\x01\x03\x06\x00ping")
 
@@ -76,18 +76,18 @@ class Pair:
 
 
 def test_rfc4493_subkeys_and_tags():
-    c = Cmac(AES)
+    c = LinkAuth(DIR_TO_HOST, AES)
     c.set_key(_unhex(RFC_KEY))
     assert _hex(c.k1) == RFC_K1 and _hex(c.k2) == RFC_K2
     msg = _unhex(RFC_MSG)
     out = bytearray(16)
     for n, want in RFC_TAGS:
-        c.mac(msg, 0, n, out, 0)
+        c.mac(-1, -1, 0, msg, 0, n, out, 0, 16)
         assert _hex(out) == want, (n, _hex(out))
     # A slice in the middle of a buffer, and a short tag: the same bytes.
     big = b"xyz" + msg[:40] + b"tail"
     t8 = bytearray(10)
-    c.mac(big, 3, 43, t8, 2, 8)
+    c.mac(-1, -1, 0, big, 3, 43, t8, 2, 8)
     assert _hex(t8[2:]) == RFC_TAGS[2][1][:16]
 
 
@@ -193,12 +193,12 @@ def test_direction_is_covered_a_board_frame_sent_back_is_refused():
 def test_another_boards_key_is_refused():
     p = Pair(board_key=K, host_key=K_OTHER)
     hello = b"\x00\x01\x05\x00" + bytes(8)
-    assert p.host.seal_hello(hello, 0, len(hello), p.tag, 0)
-    assert p.board.verify_hello(hello, 0, len(hello), p.tag, 0) == BAD_TAG
+    assert p.host.seal(hello, 0, len(hello), p.tag, 0, HELLO) == 0
+    assert p.board.verify(hello, 0, len(hello), 0, p.tag, 0, True) == BAD_TAG
     assert p.board.key_id != p.host.key_id
     # Even with the session set up on both sides, its frames do not pass.
-    p.board.begin(p.nh, 0, p.nb, 0, p.boot_id, False)
-    p.host.begin(p.nh, 0, p.nb, 0, p.boot_id, False)
+    p.board.begin(p.nh, 0, p.nb, 0, p.boot_id, CURRENT)
+    p.host.begin(p.nh, 0, p.nb, 0, p.boot_id, CURRENT)
     assert p.to_board(b"\x0a\x15\x0e\x00")[0] == BAD_TAG
     assert p.to_host(b"\x0a\x95\x0e\x00")[0] == BAD_TAG
     assert p.board.bad_tag == 2 and p.host.bad_tag == 1
@@ -229,11 +229,11 @@ def test_a_hello_changes_nothing_until_a_frame_under_it_arrives():
     p.handshake(nh_seed=3)
     # A stranger's HELLO (no key): refused, counted, no session proposed.
     hello = b"\x00\x01\x05\x00" + bytes(8)
-    assert p.board.verify_hello(hello, 0, len(hello), bytes(TAG_SIZE), 0) == BAD_TAG
+    assert p.board.verify(hello, 0, len(hello), 0, bytes(TAG_SIZE), 0, True) == BAD_TAG
     # A replayed HELLO (authentic, old): the board proposes a session nobody takes, and the
     # engine's current session goes on working, its counters intact.
     p.board.board_nonce(p.nb, 0)
-    p.board.begin(p.nh, 0, p.nb, 0, p.boot_id, True)
+    p.board.begin(p.nh, 0, p.nb, 0, p.boot_id, PENDING)
     for i in range(5):
         assert p.to_board(b"\x0e\x17\x12\x00" + bytes([i]))[0] == OK
         assert p.to_host(b"\x0e\x97\x12\x00" + bytes([i]))[0] == OK
@@ -261,9 +261,9 @@ def test_no_key_refuses_everything_and_counts_it():
     b = LinkAuth(DIR_TO_HOST, AES)
     t = bytearray(TAG_SIZE)
     f = b"\x00\x01\x05\x00"
-    assert not b.has_key() and b.seal(f, 0, 4, t, 0) == 0 and not b.seal_hello(f, 0, 4, t, 0)
-    assert b.verify_hello(f, 0, 4, t, 0) == NO_KEY and b.verify(f, 0, 4, 1, t, 0) == NO_KEY
-    assert not b.begin(t, 0, t, 0, 1, True)
+    assert not b.has_key() and b.seal(f, 0, 4, t, 0) == -1 and b.seal(f, 0, 4, t, 0, HELLO) == -1
+    assert b.verify(f, 0, 4, 0, t, 0, True) == NO_KEY and b.verify(f, 0, 4, 1, t, 0) == NO_KEY
+    assert not b.begin(t, 0, t, 0, 1, PENDING)
     assert b.no_key == 2
     p = Pair()
     p.handshake()
@@ -274,11 +274,11 @@ def test_no_key_refuses_everything_and_counts_it():
 def test_spent_counters_stop_sealing():
     p = Pair()
     p.handshake()
-    p.host._tx[0] = CTR_LIMIT - 2
+    p.host.tx[CURRENT] = CTR_LIMIT - 2
     assert p.to_board(b"\x10\x19\x14\x00")[0] == OK
-    assert p.host.seal(b"abcd", 0, 4, p.tag, 0) == 0  # a new HELLO is needed
+    assert p.host.seal(b"abcd", 0, 4, p.tag, 0) == -1  # a new HELLO is needed
     # A counter at the limit is refused even with a good tag (seal never makes one).
-    p.host._tag(p.host._st[0], DIR_TO_BOARD, CTR_LIMIT, b"abcd", 0, 4, p.tag, 0)
+    p.host.mac(CURRENT, DIR_TO_BOARD, CTR_LIMIT, b"abcd", 0, 4, p.tag, 0, TAG_SIZE)
     assert p.board.verify(b"abcd", 0, 4, CTR_LIMIT, p.tag, 0) == REPLAY
 
 
@@ -346,12 +346,12 @@ def test_hello_and_session_set_up_allocate_nothing():
     try:
         for i in range(200):
             hello[4] = i & 0xFF
-            p.host.seal_hello(hello, 0, 12, p.tag, 0)
-            r = p.board.verify_hello(hello, 0, 12, p.tag, 0)
+            p.host.seal(hello, 0, 12, p.tag, 0, HELLO)
+            r = p.board.verify(hello, 0, 12, 0, p.tag, 0, True)
             p.board.board_nonce(p.nb, 0)
-            p.board.begin(hello, 4, p.nb, 0, p.boot_id, True)
-            c = p.board.seal(hello, 0, 12, p.tag, 0, True)
-            p.host.begin(hello, 4, p.nb, 0, p.boot_id, False)
+            p.board.begin(hello, 4, p.nb, 0, p.boot_id, PENDING)
+            c = p.board.seal(hello, 0, 12, p.tag, 0, PENDING)
+            p.host.begin(hello, 4, p.nb, 0, p.boot_id, CURRENT)
             r2 = p.host.verify(hello, 0, 12, c, p.tag, 0)
             c = p.host.seal(hello, 0, 12, p.tag, 0)
             r3 = p.board.verify(hello, 0, 12, c, p.tag, 0)

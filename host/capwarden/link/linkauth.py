@@ -150,7 +150,7 @@ class HostAuth:
         return self.nh, self.hello_tag(frame)
 
     def hello_tag(self, frame):
-        return self._mac(la.L_HELLO + bytes(8), DIR_TO_BOARD, 0, frame)
+        return self._mac(la.L_HELLO + bytes(24), DIR_TO_BOARD, 0, frame)
 
     def begin(self, nb, boot_id):
         """Take the session the board proposed in HELLO_R (its nonce and boot id). Verify the

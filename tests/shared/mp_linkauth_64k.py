@@ -1,0 +1,68 @@
+# capshared.linkauth in a 64 KB heap (the board's budget), as deployed (precompiled): what
+# loading the module and one LinkAuth with its key cost, and that seal and verify allocate
+# nothing there; then beside the whole agent with the device tests' rig (agent_rig.py).
+# test_linkauth.py runs these and reports the figures.
+import gc
+
+import micropython
+
+KEY = b"0123456789abcdef"
+
+
+def _costs():
+    gc.collect()
+    a0 = gc.mem_alloc()
+    free0 = gc.mem_free()
+    from capshared import linkauth as la
+    gc.collect()
+    a1 = gc.mem_alloc()
+    board = la.LinkAuth(la.DIR_TO_HOST)
+    board.set_key(KEY)
+    gc.collect()
+    a2 = gc.mem_alloc()
+    print("LINKAUTH-RAM module=%d instance=%d before=%d free_before=%d" % (a1 - a0, a2 - a1, a0, free0))
+    return la, board, a1 - a0, a2 - a1
+
+
+def test_64k_linkauth_costs_in_a_fresh_heap():
+    la, board, module, instance = _costs()
+    host = la.LinkAuth(la.DIR_TO_BOARD)
+    host.set_key(KEY)
+    nonce = bytearray(8)
+    board.board_nonce(nonce, 0)
+    board.begin(nonce, 0, nonce, 0, 5, la.PENDING)
+    host.begin(nonce, 0, nonce, 0, 5, la.CURRENT)
+    frame = bytearray(32)
+    tag = bytearray(la.TAG_SIZE)
+    gc.collect()
+    b0 = gc.mem_alloc()
+    ok = 0
+    micropython.heap_lock()
+    try:
+        for i in range(10000):
+            frame[5] = i & 0xFF
+            c = host.seal(frame, 0, 32, tag, 0)
+            ok += board.verify(frame, 0, 32, c, tag, 0) == la.OK
+            c = board.seal(frame, 0, 32, tag, 0)
+            ok += host.verify(frame, 0, 32, c, tag, 0) == la.OK
+    finally:
+        micropython.heap_unlock()
+    b1 = gc.mem_alloc()
+    print("LINKAUTH-HEAP before=%d after=%d" % (b0, b1))
+    assert ok == 20000 and b1 == b0 and board.sessions == 1
+    # Budgets on the 64-bit unix port (a 32-bit board spends about half): a change that makes
+    # the module much larger must say why.
+    assert module < 7168 and instance < 2048, (module, instance)
+
+
+def test_64k_linkauth_ram_beside_the_agent():
+    # The agent at rest with the device tests' rig (its line buffers and decoder count too):
+    # about 6.5 KB are free, in pieces, and the module and one LinkAuth need about 8 KB, so
+    # this fails today (test_linkauth.py marks it a strict xfail): the wiring must find that
+    # room first (docs/link-auth.md, "RAM").
+    from agent_rig import Rig
+
+    gc.collect()
+    rig = Rig()
+    la, board, module, instance = _costs()
+    assert board.has_key() and rig.agent.errors == 0
