@@ -217,6 +217,24 @@ def open_store(args, **kw):
         raise StoreError("cannot read the store %s: %s" % (store, exc.strerror or exc)) from None
 
 
+def register_import_list(sub, name, text, helps, import_, list_, list_json=None):
+    """`capwarden NAME import FILE | list`, both on a store, both with --json: the shape the
+    descriptors and revocations commands share. helps: (command, import, list) one-liners."""
+    p = sub.add_parser(name, help=helps[0], description=text, formatter_class=formatter())
+    s = p.add_subparsers(dest=name + "_command", metavar="ACTION")
+    i = s.add_parser("import", help=helps[1], description=text, formatter_class=formatter())
+    add_store(i)
+    i.add_argument("file")
+    add_json(i)
+    i.set_defaults(func=import_)
+    ls = s.add_parser("list", help=helps[2], description=text, formatter_class=formatter())
+    add_store(ls)
+    add_json(ls, *([list_json] if list_json else []))
+    ls.set_defaults(func=list_)
+    p.set_defaults(func=needs_action(p))
+    return p
+
+
 def needs_action(parser):
     """The `func` of a command with actions (keys, issue, ...) run without one: its help on
     stderr, and a usage error (exit 2; one object with --json)."""

@@ -1,6 +1,6 @@
 """`capwarden descriptors import|list`: store descriptors on the terminal."""
 
-from capwarden.cli._common import needs_action, add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
+from capwarden.cli._common import import_and_report, open_store, print_json, read_input, register_import_list
 
 HELP = """\
 import: check a descriptor's structure, key and signature, then store it sealed (authenticated
@@ -14,19 +14,9 @@ examples:
 
 
 def register(sub):
-    p = sub.add_parser("descriptors", help="import or list stored descriptors", description=HELP,
-                       formatter_class=formatter())
-    s = p.add_subparsers(dest="descriptors_command", metavar="ACTION")
-    i = s.add_parser("import", help="import a descriptor file", description=HELP, formatter_class=formatter())
-    add_store(i)
-    i.add_argument("file")
-    add_json(i)
-    i.set_defaults(func=import_)
-    ls = s.add_parser("list", help="list stored descriptors", description=HELP, formatter_class=formatter())
-    add_store(ls)
-    add_json(ls)
-    ls.set_defaults(func=list_)
-    p.set_defaults(func=needs_action(p))
+    register_import_list(sub, "descriptors", HELP,
+                         ("import or list stored descriptors", "import a descriptor file", "list stored descriptors"),
+                         import_, list_)
 
 
 def import_(args):

@@ -2,7 +2,7 @@
 
 import time
 
-from capwarden.cli._common import needs_action, add_json, add_store, formatter, import_and_report, open_store, print_json, read_input
+from capwarden.cli._common import import_and_report, open_store, print_json, read_input, register_import_list
 
 HELP = """\
 import: verify a RevocationStatement against its issuer's keys and add it to the store's
@@ -16,19 +16,9 @@ examples:
 
 
 def register(sub):
-    p = sub.add_parser("revocations", help="import or list revocations", description=HELP,
-                       formatter_class=formatter())
-    s = p.add_subparsers(dest="revocations_command", metavar="ACTION")
-    i = s.add_parser("import", help="import a revocation statement", description=HELP, formatter_class=formatter())
-    add_store(i)
-    i.add_argument("file")
-    add_json(i)
-    i.set_defaults(func=import_)
-    ls = s.add_parser("list", help="list revoked credentials", description=HELP, formatter_class=formatter())
-    add_store(ls)
-    add_json(ls, "print one JSON object: {\"revocations\": [...]}")
-    ls.set_defaults(func=list_)
-    p.set_defaults(func=needs_action(p))
+    register_import_list(sub, "revocations", HELP,
+                         ("import or list revocations", "import a revocation statement", "list revoked credentials"),
+                         import_, list_, 'print one JSON object: {"revocations": [...]}')
 
 
 def import_(args):
