@@ -70,6 +70,19 @@ class ReplBoard:
             shutil.rmtree(self.staged, ignore_errors=True)
 
 
+async def _pair(repl, rt, sid, v):
+    """One unguarded and one guarded setting of the motor's speed to `v`, each checked:
+    (raw-REPL seconds, ResourceCommand seconds)."""
+    t0 = time.perf_counter()
+    if repl.set_speed(v) != v:
+        raise RuntimeError("the raw REPL did not set the speed")
+    e = time.perf_counter() - t0
+    reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": b64u_encode(v.to_bytes(2, "little"))})
+    if reply["message_type"] != "ResourceCommandResult":
+        raise RuntimeError("ResourceCommand refused: %r" % reply["body"])
+    return e, g
+
+
 async def _actuation(world, url, count, repl, direct, echo):
     """Alternately: the raw-REPL exec, the ResourceCommand through the engine, and the same
     ACTUATE frame sent by the host's link API straight to a board with no engine in between."""
@@ -84,14 +97,7 @@ async def _actuation(world, url, count, repl, direct, echo):
     guarded, raw, link, locks, lock_raw = [], [], [], [], []
     for i in range(count + 20):
         v = 100 + i % 500
-        t0 = time.perf_counter()
-        if repl.set_speed(v) != v:
-            raise RuntimeError("the raw REPL did not set the speed")
-        e = time.perf_counter() - t0
-        args = b64u_encode(v.to_bytes(2, "little"))
-        reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": args})
-        if reply["message_type"] != "ResourceCommandResult":
-            raise RuntimeError("ResourceCommand refused: %r" % reply["body"])
+        e, g = await _pair(repl, rt, sid, v)
         t0 = time.perf_counter()
         await direct.actuate(ml, 7, grant.epoch, 1, v.to_bytes(2, "little"))
         d = time.perf_counter() - t0
@@ -141,15 +147,7 @@ async def _actuation_paced(world, url, count, baud):
     guarded, raw = [], []
     try:
         for i in range(count + 5):
-            v = 100 + i % 500
-            t0 = time.perf_counter()
-            if repl.set_speed(v) != v:
-                raise RuntimeError("the raw REPL did not set the speed")
-            e = time.perf_counter() - t0
-            args = b64u_encode(v.to_bytes(2, "little"))
-            reply, g = await rt.call("ResourceCommand", {"session_id": sid, "op": 1, "args": args})
-            if reply["message_type"] != "ResourceCommandResult":
-                raise RuntimeError("ResourceCommand refused: %r" % reply["body"])
+            e, g = await _pair(repl, rt, sid, 100 + i % 500)
             if i % 20 == 0:
                 await rt.call("Heartbeat", {"session_ids": [sid]})
             if i >= 5:
