@@ -135,8 +135,7 @@ def test_echo_over_nus_every_byte_once_and_in_order(bleak_over_bumble, mtu, writ
 
     async def go():
         radio = bleak_over_bumble.radio
-        peripheral = NusPeripheral(radio, max_mtu=247)
-        peripheral.nus.set_receiver(lambda data: peripheral.send(data))      # echo
+        peripheral = NusPeripheral(radio, max_mtu=247, on_data=lambda data: peripheral.send(data))   # echo
         await peripheral.start()
         t = BleTransport(str(peripheral.address), timeout=TIMEOUT, write_response=write_response)
         reader = SlowReader()
@@ -189,6 +188,35 @@ def test_a_burst_of_notifications_faster_than_the_host_drains_loses_nothing(blea
     got, peripheral, _ = asyncio.run(asyncio.wait_for(go(), TIMEOUT * 2))
     assert got == b"ANNOUNCE\0" + blob
     assert len(peripheral.tx_values) >= len(blob) // 244 and max(peripheral.tx_values) == 244
+
+
+def test_the_virtual_peripheral_serves_a_second_connection(bleak_over_bumble):
+    """A host that closes and connects again gets a working link: what the board sent while
+    no host was connected waits for the next one's subscription (as its ANNOUNCE would),
+    instead of failing the link for good."""
+
+    async def go():
+        peripheral = NusPeripheral(bleak_over_bumble.radio, on_data=lambda d: peripheral.send(d))
+        await peripheral.start()
+        echoes = []
+        for round_ in range(2):
+            t = BleTransport(str(peripheral.address), timeout=TIMEOUT)
+            reader = SlowReader()
+            t.set_receiver(reader.queue.put_nowait)
+            await asyncio.wait_for(t.open(), TIMEOUT)
+            t.write(_pattern(300, round_))
+            await asyncio.wait_for(reader.until(300 + 6 * round_), TIMEOUT)
+            echoes.append(bytes(reader.got))
+            await t.close()
+            reader.task.cancel()
+            while peripheral.connection is not None:
+                await asyncio.sleep(0.01)
+            peripheral.send(b"BOOT2\0")      # between hosts
+        await peripheral.stop()
+        return echoes
+
+    echoes = asyncio.run(asyncio.wait_for(go(), TIMEOUT * 2))
+    assert echoes == [_pattern(300, 0), b"BOOT2\0" + _pattern(300, 1)]
 
 
 def test_board_ping_and_acquire_over_ble_to_the_virtual_board(bleak_over_bumble):

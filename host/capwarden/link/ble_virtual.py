@@ -11,6 +11,8 @@ byte handling is the same `NusLink` the bleak transport uses; only the stack dif
 bumble (in the `test` extra); the import is deferred so the rest of capwarden does not.
 """
 
+import asyncio
+
 from capwarden.errors import LinkError
 from capwarden.link.nus import NUS_RX, NUS_SERVICE, NUS_TX, NusLink
 
@@ -56,8 +58,8 @@ class NusPeripheral:
                                       gatt.CharacteristicValue(write=self._on_rx))
         self.tx = gatt.Characteristic(NUS_TX, props.NOTIFY, gatt.Characteristic.READABLE, b"")
         self.device.add_service(gatt.Service(NUS_SERVICE, [self.rx, self.tx]))
-        self.nus = NusLink(self._notify, name=name)
-        self.nus.set_receiver(on_data)
+        self.name, self.on_data = name, on_data
+        self.nus = self._new_link()
         self.connection = None
         self.rx_values = []         # the length of every value written to RX, for tests
         self.tx_values = []         # the length of every notification sent
@@ -81,7 +83,19 @@ class NusPeripheral:
         self.connection = connection
         self.nus.set_mtu(connection.att_mtu)
         connection.on("connection_att_mtu_update", lambda: self.nus.set_mtu(connection.att_mtu))
-        connection.on("disconnection", lambda _reason: setattr(self, "connection", None))
+        connection.on("disconnection", self._on_disconnection)
+
+    def _new_link(self):
+        nus = NusLink(self._notify, name=self.name)
+        nus.set_receiver(self.on_data)
+        return nus
+
+    def _on_disconnection(self, _reason):
+        # What was queued for that central is gone with it, as on a board; the next central
+        # gets a fresh link that waits for its subscription.
+        self.connection = None
+        old, self.nus = self.nus, self._new_link()
+        asyncio.ensure_future(old.close())
 
     def _on_subscription(self, _bearer, notify_enabled, _indicate_enabled):
         if notify_enabled and not self.nus.started:
