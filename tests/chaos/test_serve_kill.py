@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import procs
 from capwarden.sdk import connect
 
 from . import invariants as inv
@@ -40,14 +41,7 @@ class Serve:
         self.proc.wait(timeout=10)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        for f in (self.proc.stdout, self.proc.stderr):
-            f.close()
+        procs.stop(self.proc)
 
 
 async def _beat(session, until):

@@ -12,6 +12,7 @@ from capwarden.credentials import Terminal
 from capwarden.credentials.ids import new_fay_id
 from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor
 from capwarden.sdk import connect
+import procs
 from eventloop import loop_runner, wait_until  # noqa: F401 (wait_until: tests import it from here)
 
 EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
@@ -108,14 +109,7 @@ class Served:
             return f.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
+        procs.stop(self.proc)
         self._log.close()
 
 
