@@ -71,15 +71,16 @@ def equal(a, ao, b, bo, n):
     return d == 0
 
 
-def _double(src, dst):
-    # dst = src * x in GF(2^128), RFC 4493 subkey generation.
+def _double(src, dst, o):
+    # dst[o:o+16] = src[0:16] * x in GF(2^128), RFC 4493 subkey generation.
+    msb = src[0] & 0x80
     c = 0
     for i in range(15, -1, -1):
         v = src[i]
-        dst[i] = ((v << 1) | c) & 0xFF
+        dst[o + i] = ((v << 1) | c) & 0xFF
         c = v >> 7
-    if src[0] & 0x80:
-        dst[15] ^= 0x87
+    if msb:
+        dst[o + 15] ^= 0x87
 
 
 class LinkAuth:
@@ -89,7 +90,9 @@ class LinkAuth:
 
     `tx_dir`: DIR_TO_HOST on a board, DIR_TO_BOARD on a host. `aes`: a factory aes(key) ->
     object with encrypt(src, dst) on 16-byte buffers, in place allowed; default cryptolib.aes
-    (ECB). Counters: bad_tag, replay, no_key (refusals), sessions (sessions taken).
+    (ECB). `enc` is None without a key; `ok[CURRENT]` says a session is up. Counters: bad_tag,
+    replay, no_key (refusals), sessions (sessions taken). Few methods and attributes on purpose:
+    each costs board RAM.
     """
 
     def __init__(self, tx_dir, aes=None):
@@ -98,13 +101,12 @@ class LinkAuth:
         self.tx_dir = tx_dir
         self.rx_dir = DIR_TO_HOST if tx_dir == DIR_TO_BOARD else DIR_TO_BOARD
         self.x = bytearray(16)      # CBC chaining value
-        self.k1 = bytearray(16)     # CMAC subkeys
-        self.k2 = bytearray(16)
-        self.st = [bytearray(16), bytearray(16), bytearray(16)]   # CURRENT, PENDING, HELLO midstates
-        self.ok = [False, False, False]
+        self.k = bytearray(32)      # CMAC subkeys K1 | K2
+        self.st = bytearray(48)     # midstates CURRENT | PENDING | HELLO
+        self.ok = bytearray(3)      # which midstates hold a session
         self.tx = [0, 0, 0]         # last counter sent, per session
         self.rx = [0, 0, 0]         # last counter accepted
-        self.b = bytearray(32)      # scratch: one message prefix, a tag
+        self.b = bytearray(32)      # scratch: a message prefix, a tag
         self.key_id = bytearray(_KEY_ID)
         # Board nonces are PRF_K(label | boot nonce | count): never the same twice for one key
         # (a fresh boot nonce each start, a count within it), and made without allocating.
@@ -116,8 +118,19 @@ class LinkAuth:
         self.sessions = 0
 
     def set_key(self, key):
-        """Install the 16-byte link key: one AES key schedule, subkeys K1, K2, the HELLO
-        midstate, the key id; every session ends. Allocates (once per key). Raises ValueError."""
+        """Install the 16-byte link key (None: forget it): one AES key schedule, the subkeys,
+        the HELLO midstate, the key id; every session ends. Allocates (once per key). Raises
+        ValueError for another length."""
+        ok = self.ok
+        ok[CURRENT] = ok[PENDING] = ok[HELLO] = 0
+        self.enc = None
+        b = self.b
+        for i in range(32):
+            b[i] = 0
+        if key is None:
+            for i in range(_KEY_ID):
+                self.key_id[i] = 0
+            return
         if len(key) != _KEY:
             raise ValueError("a link key is 16 bytes")
         if self.aes is None:
@@ -129,29 +142,14 @@ class LinkAuth:
         x = self.x
         for i in range(16):
             x[i] = 0
-        self.enc(x, x)              # L = AES_K(0^128)
-        _double(x, self.k1)
-        _double(self.k1, self.k2)
-        self.ok[CURRENT] = self.ok[PENDING] = False
-        b = self.b
-        for i in range(32):
-            b[i] = 0
+        self.enc(x, x)              # L = AES_K(0^128); K1 = L.x, K2 = L.x^2 in GF(2^128)
+        k = self.k
+        _double(x, k, 0)
+        _double(k, k, 16)
         self._prefix(_L_HELLO, HELLO)
-        self.ok[HELLO] = True
+        ok[HELLO] = 1
         self._prefix(_L_KEYID, -1)
         self.mac(-1, -1, 0, b, 0, 16, self.key_id, 0, _KEY_ID)   # CMAC_K(L_KEYID | 0^64)
-
-    def clear_key(self):
-        self.enc = None
-        self.ok[CURRENT] = self.ok[PENDING] = self.ok[HELLO] = False
-        for i in range(_KEY_ID):
-            self.key_id[i] = 0
-
-    def has_key(self):
-        return self.enc is not None
-
-    def has_session(self):
-        return self.ok[CURRENT]
 
     def _prefix(self, label, s):
         # b[0:8] := label (the caller fills b[8:32]); with s >= 0, midstate s := the CBC-MAC
@@ -165,35 +163,32 @@ class LinkAuth:
                 x[i] = 0
             _absorb(x, self.enc, b, 0, 32, 0)
             self.enc(x, x)
-            st = self.st[s]
+            st = self.st
             for i in range(16):
-                st[i] = x[i]
+                st[16 * s + i] = x[i]
 
     def mac(self, s, d, ctr, buf, start, end, out, off, n):
         """CMAC tag, first n bytes into out[off:]: of buf[start:end] alone (s = -1, d = -1: plain
         RFC 4493), or continuing midstate s with direction d and counter ctr first."""
         x = self.x
         enc = self.enc
-        if s < 0:
-            for i in range(16):
-                x[i] = 0
-        else:
-            st = self.st[s]
-            for i in range(16):
-                x[i] = st[i]
-        k = 0
+        st = self.st
+        for i in range(16):
+            x[i] = st[16 * s + i] if s >= 0 else 0
         if d >= 0:
             x[0] ^= d
             for i in range(CTR_SIZE):
                 x[1 + i] ^= (ctr >> (8 * i)) & 0xFF
-            k = 1 + CTR_SIZE
-        k = _absorb(x, enc, buf, start, end, k)
-        sub = self.k1
+            k = _absorb(x, enc, buf, start, end, 1 + CTR_SIZE)
+        else:
+            k = _absorb(x, enc, buf, start, end, 0)
+        o = 0
         if k != 16:
             x[k] ^= 0x80          # pad 10*, and the other subkey
-            sub = self.k2
+            o = 16
+        sub = self.k
         for i in range(16):
-            x[i] ^= sub[i]
+            x[i] ^= sub[o + i]
         enc(x, x)
         for i in range(n):
             out[off + i] = x[i]
@@ -201,22 +196,19 @@ class LinkAuth:
     def board_nonce(self, out, off):
         """A new board nonce (NONCE_SIZE bytes) into out[off:]. Needs the key."""
         b = self.b
-        for i in range(32):
-            b[i] = 0
         n = self.boot_nonce
-        for i in range(NONCE_SIZE):
-            b[8 + i] = n[i]
         c = self.nonces
         self.nonces = c + 1
-        for i in range(4):
-            b[16 + i] = (c >> (8 * i)) & 0xFF
+        for i in range(24):
+            b[8 + i] = n[i] if i < NONCE_SIZE else ((c >> (8 * (i - 8))) & 0xFF if i < 12 else 0)
         self._prefix(_L_NONCE, -1)
         self.mac(-1, -1, 0, b, 0, 20, out, off, NONCE_SIZE)
 
     def begin(self, nh, nh_off, nb, nb_off, boot_id, s):
         """Derive the session of host nonce nh[nh_off:+8], board nonce nb[nb_off:+8] and the
-        board's boot id, counters from 0, as CURRENT (a host, once HELLO_R arrives) or PENDING
-        (a board answering a HELLO). Returns False without a key."""
+        board's boot id, counters from 0, as CURRENT (a host, once HELLO_R arrives; s=CURRENT
+        also ends a pending one) or PENDING (a board answering a HELLO). Returns False without a
+        key."""
         if self.enc is None:
             return False
         b = self.b
@@ -227,16 +219,13 @@ class LinkAuth:
             b[24 + i] = (boot_id >> (8 * i)) & 0xFF
             b[28 + i] = 0
         self._prefix(_L_SESSION, s)
-        self.ok[s] = True
+        self.ok[s] = 1
         self.tx[s] = 0
         self.rx[s] = 0
         if s == CURRENT:
+            self.ok[PENDING] = 0
             self.sessions += 1
         return True
-
-    def end(self):
-        """Forget the sessions (the link went down); the key stays."""
-        self.ok[CURRENT] = self.ok[PENDING] = False
 
     def seal(self, buf, start, end, out, off, s=CURRENT):
         """Tag buf[start:end] (header and payload) as this side's next frame in session s
@@ -274,25 +263,20 @@ class LinkAuth:
                         return OK
                 elif self.rx[s] < ctr < CTR_LIMIT:
                     self.rx[s] = ctr
-                    if s == PENDING:
-                        self._take()
+                    if s == PENDING:   # taken: it becomes the current session
+                        st = self.st
+                        for i in range(16):
+                            st[i] = st[16 + i]
+                        ok[CURRENT] = 1
+                        ok[PENDING] = 0
+                        self.tx[CURRENT] = self.tx[PENDING]
+                        self.rx[CURRENT] = ctr
+                        self.sessions += 1
                     return OK
                 self.replay += 1
                 return REPLAY
         self.bad_tag += 1
         return BAD_TAG
-
-    def _take(self):
-        # The pending session becomes the current one.
-        a = self.st[CURRENT]
-        b = self.st[PENDING]
-        for i in range(16):
-            a[i] = b[i]
-        self.ok[CURRENT] = True
-        self.ok[PENDING] = False
-        self.tx[CURRENT] = self.tx[PENDING]
-        self.rx[CURRENT] = self.rx[PENDING]
-        self.sessions += 1
 
 
 def _absorb(x, enc, buf, start, end, k):

@@ -78,7 +78,7 @@ class Pair:
 def test_rfc4493_subkeys_and_tags():
     c = LinkAuth(DIR_TO_HOST, AES)
     c.set_key(_unhex(RFC_KEY))
-    assert _hex(c.k1) == RFC_K1 and _hex(c.k2) == RFC_K2
+    assert _hex(c.k[:16]) == RFC_K1 and _hex(c.k[16:]) == RFC_K2
     msg = _unhex(RFC_MSG)
     out = bytearray(16)
     for n, want in RFC_TAGS:
@@ -132,7 +132,7 @@ def test_verify_reads_the_whole_tag_of_a_forgery():
 def test_handshake_then_frames_both_ways():
     p = Pair()
     assert p.handshake()[0] == OK
-    assert p.board.has_session() and p.board.sessions == 1 and p.host.sessions == 1
+    assert p.board.ok[CURRENT] and p.board.sessions == 1 and p.host.sessions == 1
     for i in range(20):
         assert p.to_board(b"\x03\x11\x08\x00" + bytes([i]) * i)[0] == OK
         assert p.to_host(b"\x04\x91\x08\x00" + bytes([i]) * i)[0] == OK
@@ -261,13 +261,14 @@ def test_no_key_refuses_everything_and_counts_it():
     b = LinkAuth(DIR_TO_HOST, AES)
     t = bytearray(TAG_SIZE)
     f = b"\x00\x01\x05\x00"
-    assert not b.has_key() and b.seal(f, 0, 4, t, 0) == -1 and b.seal(f, 0, 4, t, 0, HELLO) == -1
+    assert b.enc is None and b.seal(f, 0, 4, t, 0) == -1 and b.seal(f, 0, 4, t, 0, HELLO) == -1
     assert b.verify(f, 0, 4, 0, t, 0, True) == NO_KEY and b.verify(f, 0, 4, 1, t, 0) == NO_KEY
     assert not b.begin(t, 0, t, 0, 1, PENDING)
     assert b.no_key == 2
     p = Pair()
     p.handshake()
-    p.board.clear_key()
+    p.board.set_key(None)
+    assert p.board.key_id == bytearray(4)
     assert p.to_board(f)[0] == NO_KEY and p.board.no_key == 1
 
 
