@@ -32,6 +32,7 @@ def main(args):
     if not ports:
         print("no serial ports found (is the board plugged in? on Linux, is your user in the 'dialout' group?)")
         return 0
+    print("  %-22s %-10s %s" % ("DEVICE", "USB", "BOARD OR DESCRIPTION"))
     for p in ports:
         mark = "*" if p["supported"] else " "
         print("%s %-22s %-10s %s" % (mark, p["device"], p["usb"] or "-", p["supported"] or p["description"]))
