@@ -50,7 +50,7 @@ def test_64k_linkauth_costs_in_a_fresh_heap():
     b1 = gc.mem_alloc()
     print("LINKAUTH-HEAP before=%d after=%d" % (b0, b1))
     assert ok == 20000 and b1 == b0 and board.sessions == 1
-    # Budgets on the 64-bit unix port (a 32-bit board spends about half): a change that makes
+    # Budgets on the 64-bit unix port (a 32-bit board spends less): a change that makes
     # the module much larger must say why.
     assert module < 6400 and instance < 1600, (module, instance)
 
