@@ -14,6 +14,7 @@ BENCHES = (
     "bench.credentials",
     "bench.device",
     "bench.engine",
+    "bench.linkauth",
     "bench.chaos",
 )
 
