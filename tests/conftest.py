@@ -10,8 +10,8 @@ sys.path.insert(0, HERE)
 # "default" for `make test`: bounded so the suite stays well under 10 minutes. "chaos" for
 # `make chaos` (CAPWARDEN_CHAOS=1, or HYPOTHESIS_PROFILE=chaos): many more inputs per test.
 # Both: no deadline (2 shared cores make timings meaningless), never derandomized, and the
-# failing example's blob printed so `@reproduce_failure` replays it. Tests set no max_examples
-# of their own; they take it from the profile.
+# failing example's blob printed so `@reproduce_failure` replays it. Tests take max_examples
+# from the profile, or scale their own with it (tests/hypo.py).
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 CHAOS = os.environ.get("CAPWARDEN_CHAOS") == "1" or os.environ.get("HYPOTHESIS_PROFILE") == "chaos"

@@ -15,6 +15,7 @@ import jsonschema
 
 from capwarden.engine import protocol
 from capwarden.runtimeapi import schema
+from hypo import examples
 
 U = "01927b34-7e21-7c4d-a89f-1234567890ab"
 FAY = "fay:" + U
@@ -94,7 +95,7 @@ def _paths(obj, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(st.sampled_from(sorted(SAMPLES)), st.data())
 def test_compiled_checks_agree_with_jsonschema(mtype, data):
     msg = message(mtype)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from capwarden import resources
 from capwarden.engine import protocol
 from capwarden.runtimeapi import schema
+from hypo import examples
 
 U = "01927b34-7e21-7c4d-a89f-1234567890ab"
 
@@ -65,7 +66,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                                                         st.dictionaries(keys, inner, max_size=6)), max_leaves=12)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(st.sampled_from(sorted(PARTS)), values)
 def test_compiled_and_reference_agree_on_random_values(part, value):
     assert _agree(CHECKS[part], value), (part, value)
@@ -75,7 +76,7 @@ SAMPLE = {"fay_id": "fay:" + U, "resource_id": "terminal:%s/sim/gps" % U, "acces
           "credential": {"type": "descriptor_ref", "descriptor_id": U}, "wait_ms": 10}
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=examples(800), deadline=None)
 @given(st.data())
 def test_compiled_and_reference_agree_on_mutated_messages(data):
     msg = protocol.make(data.draw(st.sampled_from(["AuthRequest", "Heartbeat", "ResourceCommand"])), {}, "rtA", U)

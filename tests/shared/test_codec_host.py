@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from capshared import codec, messages
 from capshared.framing import FRAME, FrameDecoder, FrameEncoder, cobs_encode
+from hypo import examples
 
 
 def reference_frames(stream):
@@ -27,7 +28,7 @@ def fast_frames(stream, chunk):
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=300))
 def test_fast_cobs_equals_reference(data):
     ref = bytearray(len(data) + len(data) // 254 + 2)
@@ -36,7 +37,7 @@ def test_fast_cobs_equals_reference(data):
     assert codec._uncobs(bytes(ref[:n])) == data
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(sorted(m for m in messages.NAME if messages.FIXED[m] >= 0)),
                           st.integers(1, 65535), st.integers(0, 255), st.binary(max_size=40)), max_size=6),
        st.binary(max_size=30), st.integers(1, 64))
