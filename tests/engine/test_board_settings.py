@@ -169,8 +169,50 @@ def test_the_config_file_carries_board_settings(world, tmp_path):
     with open(path, "w") as f:
         json.dump({"runtimes": {"rt1": {"token": "a-long-token"}}, "board": {"failsafe_ms": 1500}}, f)
     os.chmod(path, 0o600)
-    assert config.load(path)[4] == {"failsafe_ms": 1500}
+    assert config.load(path).board == {"failsafe_ms": 1500}
     with open(path, "w") as f:
         json.dump({"board": {"failsafe_ms": "soon"}}, f)
     with pytest.raises(UsageError, match="failsafe_ms"):
+        config.load(path)
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("given, flag, want", [(1500, None, 1500), (1500, 2500, 2500), (None, None, 60000)])
+def test_max_busy_ms_comes_from_the_config_file_unless_the_flag_says(world, tmp_path, monkeypatch, given, flag, want):
+    # Issue 9 left it a flag only; the config file carries it now, and the flag overrides it.
+    from capwarden import cli
+    from capwarden.engine import app
+
+    path = str(tmp_path / "engine.json")
+    conf = {"runtimes": {"rt1": {"token": "a-long-token"}}}
+    if given is not None:
+        conf["max_busy_ms"] = given
+    with open(path, "w") as f:
+        json.dump(conf, f)
+    os.chmod(path, 0o600)
+    seen = {}
+
+    def capture(*a, **kw):
+        seen.update(kw)
+        raise _Captured()
+
+    monkeypatch.setattr(app, "EngineApp", capture)
+    argv = ["serve", "--store", world.store, "--listen", "127.0.0.1:0", "--board", "sim", "--config", path]
+    with pytest.raises(_Captured):
+        cli.main(argv + (["--max-busy-ms", str(flag)] if flag is not None else []))
+    assert seen["max_busy_ms"] == want
+
+
+@pytest.mark.parametrize("bad", [-1, 600001, "long", 1.5])
+def test_a_bad_max_busy_ms_in_the_config_file_is_refused(tmp_path, bad):
+    from capwarden.engine import config
+
+    path = str(tmp_path / "engine.json")
+    with open(path, "w") as f:
+        json.dump({"max_busy_ms": bad}, f)
+    os.chmod(path, 0o600)
+    with pytest.raises(UsageError, match="max_busy_ms"):
         config.load(path)

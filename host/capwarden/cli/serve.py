@@ -7,6 +7,7 @@ import signal
 from capwarden.cli._common import (EXIT_INTERRUPTED, EXIT_OK, add_json, add_store, check_output, check_store, err,
                                    formatter, heap_size, int_range, listen_address, print_json, store_path)
 from capwarden.cli.logsetup import add_verbosity
+from capwarden.engine.config import MAX_BUSY_LIMIT_MS
 
 HELP = """\
 Run the Protocol_Engine: the runtime API (cap-supplement S3) over WebSocket at /cap/v1, in
@@ -41,7 +42,7 @@ def register(sub):
     b.add_argument("--port", action="append", metavar="DEVICE",
                    help="a board's serial port or pyserial URL, or 'auto' (see 'capwarden ports'); repeatable")
     p.add_argument("--config", default=None, metavar="FILE",
-                   help="runtimes (tokens, Fays), liveness and leeway as JSON, owner-readable only (default "
+                   help="runtimes (tokens, Fays), liveness, leeway, max_busy_ms and board settings as JSON, owner-readable only (default "
                         "STORE/engine.json when it exists); keeps tokens out of the process list")
     p.add_argument("--runtime-token", action="append", default=[], metavar="ID=TOKEN", help="a runtime and its token")
     p.add_argument("--runtime-fays", action="append", default=[], metavar="ID=FAY[,FAY...]",
@@ -55,9 +56,10 @@ def register(sub):
     p.add_argument("--leeway", type=int_range(0, 300, "--leeway"), default=None, metavar="SECONDS",
                    help="clock-skew leeway for credential validity, 0..300 (default 60, as in verify); sessions "
                         "end when a fresh request would be refused")
-    p.add_argument("--max-busy-ms", type=int_range(0, 600000, "--max-busy-ms"), default=None, metavar="MS",
-                   help="the longest busy marker a runtime's heartbeat may set, 0..600000 (default 60000): a "
-                        "session in a long healthy operation is not suspended for that long")
+    p.add_argument("--max-busy-ms", type=int_range(0, MAX_BUSY_LIMIT_MS, "--max-busy-ms"), default=None, metavar="MS",
+                   help="the longest busy marker a runtime's heartbeat may set, 0..%d (default 60000, or "
+                        "\"max_busy_ms\" in the config file): a session in a long healthy operation is not "
+                        "suspended for that long" % MAX_BUSY_LIMIT_MS)
     p.add_argument("--board-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting given to every board at start and after a reset: failsafe_ms (no grant "
                         "outlives that much host silence), failsafe_delay_ms (a lost lease waits that long for a "
@@ -134,8 +136,8 @@ def main(args):
     # Every argument is checked here, before the slow work (a board's deployment).
     store = check_store(store_path(args))
     path = args.config or os.path.join(store, "engine.json")
-    tokens, bindings, live, leeway, board = (config.load(path) if args.config or os.path.exists(path)
-                                             else ({}, {}, [], None, {}))
+    conf = config.load(path) if args.config or os.path.exists(path) else config.empty()
+    tokens, bindings, live, leeway, board = conf.tokens, conf.bindings, conf.liveness, conf.leeway, conf.board
     board.update(boardconfig.parse_items(args.board_setting))
     for rid, tok in parse_tokens(args.runtime_token).items():
         tokens[rid] = tok            # the command line adds to the config file (and overrides a runtime's token)
@@ -147,7 +149,8 @@ def main(args):
         raise UsageError(str(exc)) from None
     if not 0 <= leeway <= 300:
         raise UsageError("--leeway must be 0..300 seconds")
-    max_busy = MAX_BUSY_MS if args.max_busy_ms is None else args.max_busy_ms
+    max_busy = args.max_busy_ms if args.max_busy_ms is not None else (
+        MAX_BUSY_MS if conf.max_busy_ms is None else conf.max_busy_ms)
     if args.heapsize and args.board != "sim":
         raise UsageError("--heapsize is for the virtual board (--board sim)")
     if len(set(args.port or ())) != len(args.port or ()):

@@ -6,28 +6,38 @@ in a file readable by its owner only they are not.
       "runtimes": {"rt1": {"token": "a-long-random-secret", "fays": ["fay:0192..."]}},
       "liveness": {"motor": "500/2000", "default": "1000/5000"},
       "leeway": 60,
+      "max_busy_ms": 60000,
       "board": {"failsafe_ms": 2000, "failsafe_delay_ms": 500, "link_loss_hold": ["led"]}
     }
 
 `capwarden serve` reads `--config FILE`, or STORE/engine.json when it exists; command-line
 options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`, `--board-setting`) or
-override it (`--leeway`). "board" holds the settings given to every board (boardconfig.py).
+override it (`--leeway`, `--max-busy-ms`). "board" holds the settings given to every board (boardconfig.py).
 """
 
 import json
 import os
 import stat
+from collections import namedtuple
 
 from capwarden.engine import boardconfig
 from capwarden.errors import UsageError
 
 MIN_TOKEN = 8
-KEYS = {"runtimes", "liveness", "leeway", "board"}
+KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board"}
+MAX_BUSY_LIMIT_MS = 600000     # the longest busy marker a configuration may allow (faults.md 18)
+
+# What a config file says; None for what it leaves to the defaults.
+Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms")
+
+
+def empty():
+    """The Config of no file (fresh containers: the caller adds the command line's to them)."""
+    return Config({}, {}, [], None, {}, None)
 
 
 def load(path):
-    """(tokens, bindings, liveness items, leeway or None, board settings) from the file.
-    Raises UsageError."""
+    """The Config in the file. Raises UsageError."""
     try:
         st = os.stat(path)
         with open(path) as f:
@@ -61,5 +71,8 @@ def load(path):
     leeway = obj.get("leeway")
     if leeway is not None and type(leeway) is not int:
         raise UsageError("%s: \"leeway\" is a number of seconds" % path)
+    max_busy = obj.get("max_busy_ms")
+    if max_busy is not None and (type(max_busy) is not int or not 0 <= max_busy <= MAX_BUSY_LIMIT_MS):
+        raise UsageError("%s: \"max_busy_ms\" is a number of milliseconds, 0..%d" % (path, MAX_BUSY_LIMIT_MS))
     board = boardconfig.parse(obj.get("board", {}), "%s: \"board\"" % path)
-    return tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board
+    return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy)
