@@ -301,8 +301,11 @@ def test_a_compiled_scanner_older_than_its_source_is_not_used(monkeypatch):
     if not compiled:
         pytest.skip("the scanner is not compiled here (no mypyc build, or an edit made it older than its "
                     "source): there is no compiled module to pass over; `make` builds it")
+    # The source edited after the build: one second newer than the compiled module, however long
+    # ago that was built (a fixed offset failed once the build was hours newer than the source).
     real = fastparse.os.path.getmtime
-    monkeypatch.setattr(fastparse.os.path, "getmtime", lambda p: real(p) + (1000 if p.endswith(".py") else 0))
+    built = real(mod.__file__)
+    monkeypatch.setattr(fastparse.os.path, "getmtime", lambda p: built + 1 if p.endswith(".py") else real(p))
     again, compiled_again = fastparse._load_scanner()
     assert not compiled_again and again.__file__.endswith("cborscan.py")
 
