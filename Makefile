@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | cksum | cut -d' ' -f1)
 $(STAMP): $(BUILT)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[sim,test]'
+	@$(BIN)/python -m pip install --quiet -e '.[sim,test,trust]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
