@@ -1,0 +1,277 @@
+"""The trust service's key ring: its issuer keys and its Registration_Authority (RA) keys.
+
+Two roles, each a list of signing keys in files of the service's data folder:
+
+- issuer: signs tickets, descriptors and revocation statements (and the ticket-status and
+  revocation-list documents). Its public part is the Verification_Key that terminals get in
+  the RA's key sets (source "ra-distributed"). After a rotation the old key stays in the ring,
+  and in every key set, until the operator retires it: credentials it signed keep verifying.
+  Each issuer key has a `valid_from`: the newest key already valid is the one that signs
+  (issuer_key(now)), so a rotation with a later effective time gives terminals until then to
+  fetch the new key before anything signed by it reaches them.
+- ra: signs the key sets and registrations. A rotation makes the new key the current RA key;
+  the old one is kept (it signs the key set that introduces the new one) until retired.
+
+Layout of FOLDER (the ring's folder, mode 0700):
+    ring.json            which keys exist, their role, valid_from, retired_at; no secret
+    KEY_ID.key           the secret, owner-only (0600), SigningKey.save's format
+    KEY_ID.pub.json      the public part
+
+ring.json is replaced atomically under the folder's lock (credentials.store), so the CLI can
+rotate while service processes run; they pick the change up with refresh(). Nothing here prints
+or logs a secret: errors name key ids and paths only.
+"""
+
+import os
+import time
+
+from capwarden.credentials import keys
+from capwarden.credentials.b64 import b64u_encode
+from capwarden.credentials.ids import new_uuid7, uuid_text
+from capwarden.credentials.issue import SigningKey
+from capwarden.credentials.store import locked, read_json, write_json
+from capwarden.errors import CapwardenError, StoreError
+
+RING = "ring.json"
+ISSUER = "issuer"
+RA = "ra"
+ROLES = (ISSUER, RA)
+RING_FORMAT = 1
+KEYS_FOLDER = "keys"     # the ring's folder inside the service's data folder
+
+
+def ring_folder(data_dir):
+    """Where the service's key ring lives inside its data folder DATA_DIR."""
+    return os.path.join(data_dir, KEYS_FOLDER)
+
+
+class KeyRingError(CapwardenError):
+    """The key ring cannot do what was asked: missing or already initialised, an unknown key
+    id, retiring a key still in use. The message names key ids, never key material."""
+
+    exit_code = 2
+
+
+class KeyRing:
+    """The service's keys. Build with KeyRing.init (once) or KeyRing.open."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self._stamp = None
+        self._meta = {}
+        self._keys = {}
+        self.issuer_id = None
+        self._load()
+
+    def __repr__(self):
+        return "KeyRing(%r, %d keys)" % (self.folder, len(self._meta))
+
+    # ---- creation and loading --------------------------------------------------------------
+    @classmethod
+    def init(cls, folder, issuer_id, algorithm=keys.ED25519, now=None):
+        """Create the ring in `folder` with one issuer key and one RA key, valid from `now`.
+        Raises KeyRingError when a ring is already there (never overwrites keys)."""
+        now = int(time.time()) if now is None else now
+        if type(issuer_id) is not str or not issuer_id:
+            raise KeyRingError("the ring needs an issuer id")
+        if algorithm not in keys.ALGORITHMS:
+            raise KeyRingError("unknown algorithm %r (known: %s)" % (algorithm, ", ".join(keys.ALGORITHMS)))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+        with locked(folder):
+            if os.path.exists(os.path.join(folder, RING)):
+                raise KeyRingError("%s already holds a key ring; refusing to overwrite it" % folder)
+            ring = {"format": RING_FORMAT, "issuer_id": issuer_id, "algorithm": algorithm, "keys": []}
+            for role in ROLES:
+                ring["keys"].append(_new_key(folder, role, issuer_id, algorithm, now, now))
+            write_json(os.path.join(folder, RING), ring)
+        return cls(folder)
+
+    @classmethod
+    def open(cls, folder):
+        """The ring in `folder`. Raises KeyRingError when there is none, StoreError when a key
+        file is missing, readable by others or corrupt."""
+        return cls(folder)
+
+    def refresh(self):
+        """Reload when another process changed the ring (a rotation by the CLI). Cheap: one
+        stat when nothing changed. Returns True when it reloaded."""
+        if self._stat() == self._stamp:
+            return False
+        self._load()
+        return True
+
+    def _stat(self):
+        try:
+            st = os.stat(os.path.join(self.folder, RING))
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self):
+        path = os.path.join(self.folder, RING)
+        if not os.path.exists(path):
+            raise KeyRingError("%s holds no key ring: run 'capwarden trust init' first" % self.folder)
+        stamp = self._stat()
+        ring = read_json(path, kind=dict)
+        try:
+            if ring["format"] != RING_FORMAT:
+                raise StoreError("%s is format %r, this capwarden reads %d" % (path, ring["format"], RING_FORMAT))
+            meta = {m["key_id"]: m for m in ring["keys"]}
+            for m in meta.values():
+                if m["role"] not in ROLES:
+                    raise StoreError("%s: key %s has an unknown role" % (path, m["key_id"]))
+        except (KeyError, TypeError):
+            raise StoreError("%s is not a capwarden key ring" % path) from None
+        loaded = {}
+        for kid, m in meta.items():
+            if m.get("retired_at") is None:
+                key = SigningKey.load(self._prefix(kid) + ".key")
+                if key.key_id != kid:
+                    raise StoreError("%s.key holds key %s, not %s" % (self._prefix(kid), key.key_id, kid))
+                loaded[kid] = key
+        self.issuer_id = ring["issuer_id"]
+        self.algorithm = ring["algorithm"]
+        self._meta, self._keys, self._stamp = meta, loaded, stamp
+
+    def _prefix(self, kid):
+        return os.path.join(self.folder, kid)
+
+    # ---- lookup ----------------------------------------------------------------------------
+    def _live(self, role):
+        """Keys of `role` not retired, oldest first (by valid_from, then creation)."""
+        ms = [m for m in self._meta.values() if m["role"] == role and m.get("retired_at") is None]
+        return sorted(ms, key=lambda m: (m["valid_from"], m["created_at"], m["seq"]))
+
+    def issuer_key(self, now=None):
+        """The issuer key that signs now: the newest one whose valid_from has come (the oldest
+        live one if none has, which only a ring created with a future time can reach)."""
+        now = int(time.time()) if now is None else now
+        live = self._live(ISSUER)
+        ready = [m for m in live if m["valid_from"] <= now]
+        return self._keys[(ready[-1] if ready else live[0])["key_id"]]
+
+    def issuer_keys(self):
+        """Every live issuer key (SigningKey), oldest first: what a key set distributes."""
+        return [self._keys[m["key_id"]] for m in self._live(ISSUER)]
+
+    def verification_keys(self):
+        """The public Verification_Key JSON of every live issuer key, source "ra-distributed",
+        oldest first."""
+        return [self._keys[m["key_id"]].public_json(m["valid_from"]) for m in self._live(ISSUER)]
+
+    def ra_keys(self):
+        """The current RA keys (SigningKey): those a new key set lists and is signed by."""
+        return [self._keys[m["key_id"]] for m in self._live(RA) if m.get("current")]
+
+    def ra_public(self):
+        """The current RA keys as public key JSON {"key_id", "algorithm", "key_material"}:
+        the trust anchor the operator hands a terminal at enrollment."""
+        return [ra_public_json(k) for k in self.ra_keys()]
+
+    def get(self, kid):
+        """The live signing key `kid`. Raises KeyRingError for an unknown or retired one."""
+        key = self._keys.get(kid)
+        if key is None:
+            state = "retired" if kid in self._meta else "unknown"
+            raise KeyRingError("key %s is %s" % (kid, state))
+        return key
+
+    def role_of(self, kid):
+        m = self._meta.get(kid)
+        if m is None:
+            raise KeyRingError("key %s is unknown" % kid)
+        return m["role"]
+
+    def valid_from(self, kid):
+        m = self._meta.get(kid)
+        if m is None:
+            raise KeyRingError("key %s is unknown" % kid)
+        return m["valid_from"]
+
+    def public_keys(self):
+        """{key_id: credentials.keys.PublicKey} of every live key of both roles."""
+        return {kid: keys.load(k.algorithm, k.private.public) for kid, k in self._keys.items()}
+
+    def describe(self):
+        """Every key, retired ones too, as JSON-ready dicts without any secret: key_id, role,
+        algorithm, valid_from, created_at, current (RA), retired_at, in_use (signs now)."""
+        signing = self.issuer_key().key_id if self._live(ISSUER) else None
+        out = []
+        for m in sorted(self._meta.values(), key=lambda m: m["seq"]):
+            d = {k: m.get(k) for k in ("key_id", "role", "algorithm", "valid_from", "created_at", "retired_at")}
+            d["current"] = bool(m.get("current")) if m["role"] == RA else m["key_id"] == signing
+            out.append(d)
+        return out
+
+    # ---- rotation and retirement -----------------------------------------------------------
+    def rotate(self, role, now=None, effective_at=None):
+        """Add a new key of `role`; the old ones stay until retired. An issuer key signs from
+        `effective_at` (default now); an RA key becomes the current RA key at once (the key
+        set that introduces it is signed by the old RA key too). Returns the new key id.
+        Raises KeyRingError for an unknown role or an effective time in the past."""
+        now = int(time.time()) if now is None else now
+        if role not in ROLES:
+            raise KeyRingError("unknown key role %r (known: %s)" % (role, ", ".join(ROLES)))
+        effective_at = now if effective_at is None else effective_at
+        if type(effective_at) is not int or effective_at < now:
+            raise KeyRingError("the effective time must be an integer time not before now")
+        if role == RA:
+            effective_at = now
+        with locked(self.folder):
+            self._load()
+            ring = read_json(os.path.join(self.folder, RING), kind=dict)
+            if role == RA:
+                for m in ring["keys"]:
+                    m.pop("current", None)
+            m = _new_key(self.folder, role, ring["issuer_id"], ring["algorithm"], now, effective_at,
+                         seq=1 + max(k["seq"] for k in ring["keys"]))
+            ring["keys"].append(m)
+            write_json(os.path.join(self.folder, RING), ring)
+            self._load()
+        return m["key_id"]
+
+    def retire(self, kid, now=None):
+        """Retire key `kid`: its secret file is deleted and key sets no longer list it. Refuses
+        (KeyRingError) the issuer key that signs now, an issuer key not yet replaced by one in
+        force, and a current RA key. Whether terminals still need it is the RA's question
+        (registry.retire_key asks it first)."""
+        now = int(time.time()) if now is None else now
+        with locked(self.folder):
+            self._load()
+            m = self._meta.get(kid)
+            if m is None:
+                raise KeyRingError("key %s is unknown" % kid)
+            if m.get("retired_at") is not None:
+                raise KeyRingError("key %s is already retired" % kid)
+            if m["role"] == RA and m.get("current"):
+                raise KeyRingError("key %s is the current RA key: rotate the RA key first" % kid)
+            if m["role"] == ISSUER and self.issuer_key(now).key_id == kid:
+                raise KeyRingError("key %s is the issuer key in force: rotate first (and wait for "
+                                   "the new key's effective time)" % kid)
+            ring = read_json(os.path.join(self.folder, RING), kind=dict)
+            for r in ring["keys"]:
+                if r["key_id"] == kid:
+                    r["retired_at"] = now
+            write_json(os.path.join(self.folder, RING), ring)
+            try:
+                os.unlink(self._prefix(kid) + ".key")
+            except FileNotFoundError:
+                pass
+            self._load()
+
+
+def ra_public_json(key):
+    """Public key JSON of an RA SigningKey: {"key_id", "algorithm", "key_material"}."""
+    return {"key_id": key.key_id, "algorithm": key.algorithm, "key_material": b64u_encode(key.private.public)}
+
+
+def _new_key(folder, role, issuer_id, algorithm, now, valid_from, seq=0):
+    kid = "%s-%s" % (role, uuid_text(new_uuid7(now * 1000)))
+    key = SigningKey.generate(algorithm, kid, issuer_id)
+    key.save(os.path.join(folder, kid), valid_from)
+    m = {"key_id": kid, "role": role, "algorithm": algorithm, "valid_from": valid_from,
+         "created_at": now, "seq": seq}
+    if role == RA:
+        m["current"] = True
+    return m
