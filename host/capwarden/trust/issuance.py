@@ -1,0 +1,220 @@
+"""The Ticket_Issuer and Descriptor_Issuer (§4.2, blueprint §2.1). Authorizers: trust.authorizers.
+
+Every credential is signed and recorded in one transaction, and the caller answers only after
+it committed (§4.2.2 step 8: the record is what revocation and status queries read). Before
+anything is signed: the authorizer is authenticated and active (§4.2.1 item 1), the request is
+within its policy (items 2 and 3, policy.Policy.check, which names the rule broken), the
+credential is one a terminal accepts (tickets at most 7 days, §4.2.2 step 3; descriptors at most
+90), and the terminal is not suspended or deregistered (the registry's terminal_state).
+
+A renewal (blueprint §2.1 phase 5) issues the new descriptor and a `superseded` revocation of the
+old one in the same transaction: the old one stops working everywhere the revocation reaches.
+"""
+
+import json
+import time
+
+import sqlalchemy as sa
+
+from capwarden.credentials import issue, model
+from capwarden.credentials.b64 import b64u_encode
+from capwarden.credentials.ids import FAY_RE, TERMINAL_RE, uuid_text
+from capwarden.credentials.validate import DESCRIPTOR_MAX_DAYS, PREDATE_LIMIT, TICKET_MAX_DAYS
+from capwarden.errors import CapError
+from capwarden.trust import revocations
+from capwarden.trust.authorizers import (add_authorizer, authenticate, list_authorizers,  # noqa: F401
+                                         now_s, set_authorizer_status, suspend_authorizer)
+from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound
+from capwarden.trust.models import IssuedDescriptor, IssuedTicket, Revocation
+from capwarden.trust.policy import Policy
+
+TICKET_MAX_S = TICKET_MAX_DAYS * model.DAY
+DESCRIPTOR_MAX_S = DESCRIPTOR_MAX_DAYS * model.DAY
+BLOCKED_TERMINAL = {"suspended": Forbidden, "deregistered": Gone}
+
+
+class Issuer:
+    """Both issuers over one database. keys: an object with issuer_key(now) -> SigningKey
+    (trust.servicekeys.KeyRing). terminal_state: fn(session, terminal_id) -> "registered",
+    "suspended", "deregistered" or None (never registered: allowed, the policy's terminal_ids
+    bound it); None skips the check. clock: seconds since the epoch."""
+
+    def __init__(self, db, keys, terminal_state=None, clock=time.time):
+        self.db = db
+        self.keys = keys
+        self.terminal_state = terminal_state
+        self.clock = clock
+
+    def _key(self, now):
+        return revocations.signing_key(self.keys, now)
+
+    def _admit(self, s, token, req, valid_for_s):
+        """The authorizer, once the request passes §4.2.1 items 1-3 and the terminal check."""
+        a = authenticate(s, token)
+        fay, terminal, grants = req
+        Policy.from_json(json.loads(a.policy)).check(fay, terminal, grants, valid_for_s)
+        if self.terminal_state is not None:
+            state = self.terminal_state(s, terminal)
+            if state in BLOCKED_TERMINAL:
+                raise BLOCKED_TERMINAL[state]("terminal %s is %s: no credential is issued for it" % (terminal, state))
+        return a
+
+    def issue_ticket(self, token, body):
+        """A ticket for request `body` (docs/trust-api.md POST /v1/tickets), signed and
+        recorded. Returns {"ticket", "jti", "exp"}. Raises TrustError subclasses."""
+        req = _subject(body, {"fay_id", "terminal_id", "grants", "valid_for_s"}, {"convertible"})
+        valid_for = body["valid_for_s"]
+        if type(valid_for) is not int or valid_for < 1:
+            raise InvalidRequest("valid_for_s must be a positive integer")
+        if valid_for > TICKET_MAX_S:
+            raise InvalidRequest("a ticket is valid for at most %d s (§4.2.2 step 3: exp - nbf <= 7 days)"
+                                 % TICKET_MAX_S)
+        conv = body.get("convertible")
+        if "convertible" in body and type(conv) is not bool:
+            raise InvalidRequest("convertible must be true or false")
+
+        def run(s):
+            a = self._admit(s, token, req, valid_for)
+            now = now_s(self.clock)
+            key = self._key(now)
+            fay, terminal, grants = req
+            claims = issue.ticket_claims(fay, terminal, [g.to_obj() for g in grants], key.issuer_id, now,
+                                         now + valid_for, convertible=conv)
+            jws = issue.sign_ticket(key, claims)
+            s.add(IssuedTicket(jti=claims["jti"], issuer_id=key.issuer_id, authorizer_id=a.authorizer_id,
+                               fay_id=fay, terminal_id=terminal, iat=claims["iat"], nbf=claims["nbf"],
+                               exp=claims["exp"], grants=json.dumps(claims["grants"]), ticket=jws))
+            return {"ticket": jws, "jti": claims["jti"], "exp": claims["exp"]}
+        return self.db.run(run)
+
+    def issue_descriptor(self, token, body):
+        """A descriptor for `body` (POST /v1/descriptors), signed and recorded. Returns
+        {"descriptor": b64u(CBOR), "descriptor_id"}. Raises TrustError subclasses."""
+        req = _subject(body, {"fay_id", "terminal_id", "grants", "not_after"}, {"not_before"})
+
+        def run(s):
+            now = now_s(self.clock)
+            nbf, naf = _window(body.get("not_before", now), body["not_after"], now)
+            a = self._admit(s, token, req, naf - nbf)
+            return self._sign_descriptor(s, a, req, nbf, naf, now)
+        return self.db.run(run)
+
+    def renew_descriptor(self, token, descriptor_id, body):
+        """Renew descriptor `descriptor_id` (POST /v1/descriptors/{id}/renew): a new descriptor
+        with the same Fay, terminal and grants until body["not_after"], and a `superseded`
+        revocation of the old one, committed together. Only the authorizer that issued it may.
+        Returns {"descriptor", "descriptor_id", "superseded", "versions"}. Raises NotFound,
+        Forbidden, Conflict (already superseded or revoked), InvalidRequest."""
+        _fields(body, {"not_after"}, set())
+
+        def run(s):
+            a = authenticate(s, token)
+            old = s.scalar(sa.select(IssuedDescriptor).where(IssuedDescriptor.descriptor_id == descriptor_id)
+                           .with_for_update())
+            if old is None:
+                raise NotFound("no descriptor %s" % descriptor_id)
+            if old.authorizer_id != a.authorizer_id:
+                raise Forbidden("only the authorizer that issued descriptor %s may renew it" % descriptor_id)
+            if old.superseded_by is not None:
+                raise Conflict("descriptor %s was already renewed as %s" % (descriptor_id, old.superseded_by))
+            if revocations.revoked_target(s, old.issuer_id, descriptor_id) is not None:
+                raise Conflict("descriptor %s is revoked" % descriptor_id)
+            now = now_s(self.clock)
+            nbf, naf = _window(now, body["not_after"], now)
+            req = (old.fay_id, old.terminal_id, model.parse_grants(json.loads(old.grants), "E_MALFORMED_REQUEST", "grants"))
+            self._admit(s, token, req, naf - nbf)
+            out = self._sign_descriptor(s, a, req, nbf, naf, now)
+            s.flush()
+            old.superseded_by = out["descriptor_id"]
+            rev = revocations.record(s, self._key(now), a.authorizer_id, "descriptor", old.descriptor_id,
+                                     old.terminal_id, old.not_after, "superseded", now)
+            out["superseded"] = old.descriptor_id
+            out["versions"] = {old.terminal_id: rev.list_version}
+            return out
+        return self.db.run(run)
+
+    def _sign_descriptor(self, s, a, req, nbf, naf, now):
+        key = self._key(now)
+        fay, terminal, grants = req
+        p = issue.descriptor_payload(fay, terminal, [g.to_obj() for g in grants], key.issuer_id, nbf, naf,
+                                     issued_at=min(now, nbf))
+        raw = issue.sign_descriptor(key, p)
+        did = uuid_text(p["descriptor_id"])
+        s.add(IssuedDescriptor(descriptor_id=did, issuer_id=key.issuer_id, authorizer_id=a.authorizer_id,
+                               fay_id=fay, terminal_id=terminal, issued_at=p["issued_at"], not_before=nbf,
+                               not_after=naf, grants=json.dumps(p["grants"]), descriptor=raw))
+        return {"descriptor": b64u_encode(raw), "descriptor_id": did}
+
+    def list_tickets(self, token, fay_id=None, terminal_id=None):
+        """The issuance record of the tickets this authorizer issued (GET /v1/tickets),
+        newest first, each with revoked_at when revoked."""
+        def run(s):
+            a = authenticate(s, token)
+            return tickets_issued(s, a.authorizer_id, fay_id, terminal_id)
+        return self.db.run(run, write=False)
+
+
+def tickets_issued(session, authorizer_id=None, fay_id=None, terminal_id=None, limit=10_000):
+    """Issued tickets as {"jti", "fay_id", "terminal_id", "iat", "exp", "revoked_at"?}, newest first."""
+    q = (sa.select(IssuedTicket, Revocation.revoked_at)
+         .outerjoin(Revocation, sa.and_(Revocation.target_id == IssuedTicket.jti,
+                                        Revocation.issuer_id == IssuedTicket.issuer_id)))
+    if authorizer_id is not None:
+        q = q.where(IssuedTicket.authorizer_id == authorizer_id)
+    if fay_id:
+        q = q.where(IssuedTicket.fay_id == fay_id)
+    if terminal_id:
+        q = q.where(IssuedTicket.terminal_id == terminal_id)
+    out = []
+    for t, revoked_at in session.execute(q.order_by(IssuedTicket.iat.desc(), IssuedTicket.jti.desc()).limit(limit)):
+        row = {"jti": t.jti, "fay_id": t.fay_id, "terminal_id": t.terminal_id, "iat": t.iat, "exp": t.exp}
+        if revoked_at is not None:
+            row["revoked_at"] = revoked_at
+        out.append(row)
+    return out
+
+
+# ---- request checks ----------------------------------------------------------------------------
+
+def _fields(body, required, optional):
+    if type(body) is not dict:
+        raise InvalidRequest("the request body is a JSON object")
+    missing = sorted(required - set(body))
+    if missing:
+        raise InvalidRequest("missing field(s): %s" % ", ".join(missing))
+    extra = sorted(set(body) - required - optional)
+    if extra:
+        raise InvalidRequest("unknown field(s): %s" % ", ".join(extra))
+
+
+def _subject(body, required, optional):
+    """(fay_id, terminal_id, Grants) of a request, checked as a credential would be."""
+    _fields(body, required, optional)
+    fay, terminal = body["fay_id"], body["terminal_id"]
+    if type(fay) is not str or not FAY_RE.match(fay):
+        raise InvalidRequest("fay_id is not a Fay_ID (fay:UUIDv7)")
+    if type(terminal) is not str or not TERMINAL_RE.match(terminal):
+        raise InvalidRequest("terminal_id is not a Terminal_ID (terminal:UUIDv7)")
+    try:
+        grants = model.parse_grants(body["grants"], "E_MALFORMED_REQUEST", "grants")
+    except CapError as exc:
+        raise InvalidRequest(exc.message) from None
+    for g in grants:
+        if g.parsed[0] != terminal:
+            raise InvalidRequest("grant %s names another terminal than %s" % (g.resource_pattern, terminal))
+    return fay, terminal, grants
+
+
+def _window(not_before, not_after, now):
+    for name, v in (("not_before", not_before), ("not_after", not_after)):
+        if type(v) is not int or not 0 <= v <= model.MAX_TS:
+            raise InvalidRequest("%s must be an integer Unix time" % name)
+    if not_before > now + PREDATE_LIMIT:
+        raise InvalidRequest("not_before is more than %d s ahead: terminals would refuse it" % PREDATE_LIMIT)
+    if not_after <= not_before:
+        raise InvalidRequest("not_after must be after not_before")
+    if not_after <= now:
+        raise InvalidRequest("not_after is in the past")
+    if not_after - not_before > DESCRIPTOR_MAX_S:
+        raise InvalidRequest("a descriptor is valid for at most %d s (%d days)" % (DESCRIPTOR_MAX_S, DESCRIPTOR_MAX_DAYS))
+    return not_before, not_after

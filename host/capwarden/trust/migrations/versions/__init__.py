@@ -1,0 +1,1 @@
+"""Alembic revisions of the trust database, one file each, applied in down_revision order."""
