@@ -164,6 +164,11 @@ class KeyRing:
         """The current RA keys (SigningKey): those a new key set lists and is signed by."""
         return [self._keys[m["key_id"]] for m in self._live(RA) if m.get("current")]
 
+    def ra_keys_live(self):
+        """Every RA key not retired, the current ones last (SigningKey)."""
+        live = self._live(RA)
+        return [self._keys[m["key_id"]] for m in sorted(live, key=lambda m: (bool(m.get("current")), m["seq"]))]
+
     def ra_public(self):
         """The current RA keys as public key JSON {"key_id", "algorithm", "key_material"}:
         the trust anchor the operator hands a terminal at enrollment."""
