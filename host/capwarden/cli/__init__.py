@@ -35,6 +35,7 @@ COMMANDS = (
     "ports",
     "id",
     "demo",
+    "trust",
 )
 
 DESCRIPTION = """\
