@@ -22,6 +22,7 @@ from capwarden.credentials import cbor, issue
 from capwarden.credentials.b64 import b64u_encode
 from capwarden.credentials.ids import UUID_RE, uuid_text
 from capwarden.credentials.model import REASONS
+from capwarden.credentials.revocation import MAX_STATEMENT
 from capwarden.trust import signed
 from capwarden.trust.authorizers import authenticate
 from capwarden.trust.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -63,7 +64,7 @@ def record(session, key, authorizer_id, kind, target_id, terminal_id, expires_at
     """Sign and record a revocation of `target_id` with issuer SigningKey `key`, taking the next
     version of the terminal's list. Returns the Revocation (flushed, not committed)."""
     raw = issue.sign_revocation(key, target_id, now, reason)
-    rid = uuid_text(cbor.decode(raw)["revocation_id"])
+    rid = uuid_text(cbor.decode(raw, MAX_STATEMENT)["revocation_id"])
     rev = Revocation(revocation_id=rid, issuer_id=key.issuer_id, target_id=target_id, target_kind=kind,
                      authorizer_id=authorizer_id, terminal_id=terminal_id, reason=reason or "unspecified",
                      revoked_at=now, target_expires_at=expires_at, list_version=next_version(session, terminal_id),

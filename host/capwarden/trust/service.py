@@ -1,0 +1,237 @@
+"""The trust service's HTTP API (docs/trust-api.md): `create_app(config)` and `run(...)`.
+
+One FastAPI app holds the Ticket_Issuer, the Descriptor_Issuer and the revocation service (here)
+and the Registration_Authority (trust.registry_api's router). Database work runs in the thread
+pool, each request in its own transaction that is committed before the answer is built, so
+nothing is handed out that a crash could lose (issue 13 item 2); the push publisher is told only
+after that commit. Every error answers {"error", "message"} and never a traceback.
+"""
+
+import importlib.util
+import logging
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from capwarden.engine.server import is_loopback, load_tls
+from capwarden.errors import UsageError
+from capwarden.trust import push
+from capwarden.trust.db import open_db
+from capwarden.trust.errors import TrustError, Unauthenticated
+from capwarden.trust.issuance import Issuer
+from capwarden.trust.revocations import RevocationService
+
+log = logging.getLogger("capwarden.trust.service")
+PREFIX = "/v1"
+_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "bad_request",
+               409: "conflict", 410: "gone", 413: "bad_request", 415: "bad_request", 422: "bad_request"}
+
+
+# ---- request bodies (for the OpenAPI document; the issuers check every field again) ------------
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GrantIn(_Body):
+    resource_pattern: str
+    modes: list[str]
+    constraints: dict[str, str] | None = None
+
+
+class TicketRequest(_Body):
+    fay_id: str
+    terminal_id: str
+    grants: list[GrantIn]
+    valid_for_s: int
+    convertible: bool | None = None
+
+
+class DescriptorRequest(_Body):
+    fay_id: str
+    terminal_id: str
+    grants: list[GrantIn]
+    not_before: int | None = None
+    not_after: int
+
+
+class RenewRequest(_Body):
+    not_after: int
+
+
+class RevocationRequest(_Body):
+    target_id: str
+    reason: str | None = None
+
+
+def _plain(body):
+    return body.model_dump(exclude_unset=True)
+
+
+# ---- authentication ----------------------------------------------------------------------------
+
+def bearer_token(request: Request):
+    """The bearer token of the request. Raises Unauthenticated when there is none; whose token
+    it is (authorizer or terminal) is checked inside the request's transaction."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send Authorization: Bearer TOKEN")
+    return token.strip()
+
+
+def _registry_api():
+    """trust.registry_api (the Registration_Authority's router and terminal authentication),
+    when it is installed; None before it exists."""
+    if importlib.util.find_spec("capwarden.trust.registry_api") is None:
+        return None
+    return importlib.import_module("capwarden.trust.registry_api")
+
+
+def no_terminal_auth():
+    raise Unauthenticated("terminal authentication is not available: the registration authority is missing")
+
+
+# ---- the app -----------------------------------------------------------------------------------
+
+def create_app(config):
+    """The ASGI app for `config` (trust.config.ServiceConfig). Migrates the database first
+    when config.migrate. Raises trust.db.DatabaseError."""
+    db = open_db(config.db_url)
+    if config.migrate:
+        db.migrate()
+    publisher = config.publisher or push.NullPublisher()
+
+    async def lifespan(app):
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.aclose()
+            db.dispose()
+
+    app = FastAPI(title="capwarden trust service", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.config = config
+    app.state.db = db
+    app.state.publisher = publisher
+    app.state.issuer = Issuer(db, config.keys, terminal_state=None, clock=config.clock)
+    app.state.revocations = RevocationService(db, config.keys, clock=config.clock)
+    _errors(app)
+
+    ra = _registry_api()
+    current_terminal = no_terminal_auth
+    if ra is not None:
+        current_terminal = ra.current_terminal
+        app.state.issuer.terminal_state = ra.terminal_state
+        app.include_router(ra.router, prefix=PREFIX)
+    app.state.current_terminal = current_terminal
+    _issuance_routes(app)
+    _revocation_routes(app, current_terminal)
+    return app
+
+
+def _issuance_routes(app):
+    issuer = app.state.issuer
+
+    @app.post(PREFIX + "/tickets", tags=["Ticket_Issuer"])
+    async def issue_ticket(body: TicketRequest, token: str = Depends(bearer_token)):
+        return await run_in_threadpool(issuer.issue_ticket, token, _plain(body))
+
+    @app.get(PREFIX + "/tickets", tags=["Ticket_Issuer"])
+    async def list_tickets(token: str = Depends(bearer_token), fay_id: str | None = None,
+                           terminal_id: str | None = None):
+        return {"tickets": await run_in_threadpool(issuer.list_tickets, token, fay_id, terminal_id)}
+
+    @app.post(PREFIX + "/descriptors", tags=["Descriptor_Issuer"])
+    async def issue_descriptor(body: DescriptorRequest, token: str = Depends(bearer_token)):
+        return await run_in_threadpool(issuer.issue_descriptor, token, _plain(body))
+
+    @app.post(PREFIX + "/descriptors/{descriptor_id}/renew", tags=["Descriptor_Issuer"])
+    async def renew_descriptor(descriptor_id: str, body: RenewRequest, request: Request,
+                               token: str = Depends(bearer_token)):
+        out = await run_in_threadpool(issuer.renew_descriptor, token, descriptor_id, _plain(body))
+        await _announce(request.app, out["versions"])
+        return out
+
+
+def _revocation_routes(app, current_terminal):
+    service = app.state.revocations
+
+    @app.post(PREFIX + "/revocations", tags=["revocations"])
+    async def revoke(body: RevocationRequest, request: Request, token: str = Depends(bearer_token)):
+        out = await run_in_threadpool(service.revoke, token, _plain(body))
+        await _announce(request.app, out["versions"])
+        return out
+
+    @app.get(PREFIX + "/terminals/{terminal_id}/revocations", tags=["revocations"])
+    async def revocation_list(terminal_id: str, since: int | None = Query(None, ge=0),
+                              terminal=Depends(current_terminal)):
+        _same_terminal(terminal, terminal_id)
+        return await run_in_threadpool(service.revocation_list, terminal_id, since)
+
+    @app.get(PREFIX + "/tickets/{jti}/status", tags=["revocations"])
+    async def ticket_status(jti: str, terminal=Depends(current_terminal)):
+        return await run_in_threadpool(service.ticket_status, jti)
+
+
+def _same_terminal(terminal, terminal_id):
+    from capwarden.trust.errors import Forbidden
+
+    tid = terminal if isinstance(terminal, str) else getattr(terminal, "terminal_id", None)
+    if tid != terminal_id:
+        raise Forbidden("a terminal reads only its own revocation list")
+
+
+async def _announce(app, versions):
+    """Tell the fleet (after the commit): a failing publisher never fails the answer."""
+    try:
+        await app.state.publisher.revocations(versions)
+    except Exception:   # the signed list stays the source of truth; terminals poll too
+        log.exception("push: publishing revocation versions failed")
+
+
+def _errors(app):
+    def answer(status, code, message):
+        return JSONResponse({"error": code, "message": message}, status_code=status)
+
+    @app.exception_handler(TrustError)
+    async def trust_error(_request, exc):
+        return answer(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc):
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return answer(422, "bad_request", "%s: %s" % (where or "request", first.get("msg", "invalid")))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc):
+        return answer(exc.status_code, _HTTP_CODES.get(exc.status_code, "internal"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(_request, exc):
+        log.error("trust service: unexpected %s", exc.__class__.__name__, exc_info=exc)
+        return answer(500, "internal", "internal error (see the service log)")
+
+
+# ---- serving -----------------------------------------------------------------------------------
+
+def run(config, host="127.0.0.1", port=8443, tls_cert=None, tls_key=None, log_level="info"):
+    """Serve `config` with uvicorn until stopped. HTTPS with tls_cert/tls_key; plain HTTP only
+    on a loopback address (as `capwarden serve`). Raises UsageError before binding anything."""
+    import uvicorn
+
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        load_tls(tls_cert, tls_key)   # a clear error for a bad file, before uvicorn's
+    elif not is_loopback(host):
+        raise UsageError("plain HTTP is only allowed on loopback: give --tls-cert and --tls-key to listen on %s"
+                         % host)
+    app = create_app(config)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level=log_level,
+                server_header=False, proxy_headers=False)
