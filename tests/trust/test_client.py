@@ -1,155 +1,89 @@
 """The terminal's trust client (capwarden.trust.client) against the trust service.
 
-Attacks come through a man-in-the-middle transport in front of the service: it can replay what
-the service signed earlier, tamper with bytes, or sign with keys of its own (or with a stolen
-new RA key); it can never make the service's issuer key sign something else.
+The service is the real app (create_app on SQLite) in process. Attacks come through a
+man-in-the-middle transport in front of it: it can replay what the service signed earlier, tamper
+with bytes, or sign with keys of its own (or with a stolen new RA key); it can never make the
+service's issuer key sign something else.
 """
 
 import asyncio
 import json
 import os
-import secrets
 import stat
 import time
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from eventloop import loop_runner, wait_until
 
 from capwarden.credentials import issue
-from capwarden.credentials.b64 import b64u_decode, b64u_encode
-from capwarden.credentials.ids import new_terminal_id, new_uuid7, uuid_text
-from capwarden.trust import keysets, push, servicekeys, signed
+from capwarden.errors import StoreError
+from capwarden.credentials.ids import new_fay_id
+from capwarden.trust import authorizers, push, registry, servicekeys, signed
 from capwarden.trust.client import (NotRegistered, RollbackRefused, TrustClient, TrustConfigError, TrustRefused,
                                     TrustUnavailable, UntrustedDocument)
+from capwarden.trust.config import ServiceConfig
+from capwarden.trust.models import Revocation
+from capwarden.trust.service import create_app
 
 run = pytest.fixture(loop_runner)
 BASE = "http://127.0.0.1:9"
 ISSUER = "issuer:fleet"
+FAY = new_fay_id()
+POLICY = {"fay_ids": ["*"], "terminal_ids": ["*"], "grants": [{"resource_pattern": "**", "modes": ["read"]}],
+          "max_validity_s": 86400}
 
 
-# ---- the HTTP side (a test double of the contract's shapes; see module docstring) ----------
+# ---- the real service, in process (create_app over SQLite), driven as an operator would ----
 class Service:
-    def __init__(self, folder):
-        self.ring = servicekeys.KeyRing.init(str(folder / "ring"), ISSUER)
-        self.keysets = []
-        self.secrets = set()
-        self.terminals = {}          # tid -> {"token", "device", "acked"}
-        self.revs = {}               # tid -> [(version, statement, expires)]
-        self.tickets = {}            # jti -> (tid, revoked_at or None)
-        self.publish_keyset()
-
-    def anchor(self):
-        return self.ring.ra_public()
-
-    def publish_keyset(self, extra_signers=()):
-        prev = self.keysets[-1] if self.keysets else None
-        keys = [{k: v for k, v in kj.items() if v is not None} for kj in self.ring.verification_keys()]
-        payload = {"type": signed.KEY_SET, "version": len(self.keysets) + 1, "effective_at": int(time.time()),
-                   "ra_keys": self.ring.ra_public(), "keys": keys}
-        signers = list(self.ring.ra_keys())
-        if prev is not None:
-            old_ids = [k["key_id"] for k in signed.payload_of(prev, signed.KEY_SET)["ra_keys"]]
-            signers = [self.ring.get(k) for k in old_ids if k not in {s.key_id for s in signers}] + signers
-        self.keysets.append(signed.sign(payload, signers))
-        return payload["version"]
-
-    def rotate_ra(self):
-        self.ring.rotate(servicekeys.RA)
-        return self.publish_keyset()
+    def __init__(self, folder, publisher=None):
+        data = str(folder / "service")
+        self.ring = servicekeys.KeyRing.init(servicekeys.ring_folder(data), ISSUER)
+        self.config = ServiceConfig.from_data_dir(data)
+        self.config.publisher = publisher
+        self.app = create_app(self.config)
+        self.ra = registry.RegistrationAuthority(self.app.state.db, self.config.keys)
+        self.ra.init_keysets()
+        _aid, self.token = authorizers.add_authorizer(self.app.state.db, "ops", POLICY)
+        self.asgi = httpx.ASGITransport(app=self.app)
+        self.http = httpx.AsyncClient(transport=self.asgi, base_url=BASE)
 
     def enroll(self):
-        s = secrets.token_urlsafe(16)
-        self.secrets.add(s)
-        return s
+        """(enrollment secret, RA anchor) as `capwarden trust terminal enroll` hands them out."""
+        en = self.ra.enroll()
+        return en["enrollment_secret"], en["ra_keys"]
 
-    def issue_ticket(self, tid, valid_for=3600):
-        jti = uuid_text(new_uuid7())
-        self.tickets[jti] = (tid, None, int(time.time()) + valid_for)
-        return jti
+    def anchor(self):
+        return self.ra.enroll()["ra_keys"]
 
-    def revoke(self, jti):
-        tid, _, exp = self.tickets[jti]
-        now = int(time.time())
-        self.tickets[jti] = (tid, now, exp)
-        lst = self.revs.setdefault(tid, [])
-        lst.append((len(lst) + 1, issue.sign_revocation(self.ring.issuer_key(), jti, now), exp))
-        return {tid: len(lst)}
+    def rotate_ra(self):
+        return self.ra.rotate(servicekeys.RA)["version"]
 
-    # -- the routes --
-    def handle(self, request):
-        path, method = request.url.path, request.method
-        body = json.loads(request.content) if request.content else None
-        if method == "POST" and path == "/v1/registrations":
-            return self.register(body)
-        tid = self.auth(request)
-        if tid is None:
-            return _err(401, "unauthenticated")
-        parts = path.split("/")
-        if path == "/v1/keysets/latest":
-            return httpx.Response(200, json={"version": len(self.keysets)})
-        if parts[:3] == ["", "v1", "keysets"] and len(parts) == 4:
-            n = int(parts[3])
-            return httpx.Response(200, json=self.keysets[n - 1]) if 1 <= n <= len(self.keysets) else _err(404, "not_found")
-        if parts[:3] == ["", "v1", "keysets"] and parts[4:] == ["ack"]:
-            n = int(parts[3])
-            t = self.terminals[tid]
-            keysets.verify_ack(body, t["device"], tid, n, keysets.digest(self.keysets[n - 1]))
-            t["acked"] = n
-            return httpx.Response(200, json={"version": n})
-        if parts[:3] == ["", "v1", "terminals"] and parts[4:] == ["revocations"]:
-            if parts[3] != tid:
-                return _err(403, "forbidden")
-            return httpx.Response(200, json=self.revocation_list(tid, int(request.url.params.get("since", 0))))
-        if parts[:3] == ["", "v1", "tickets"] and parts[4:] == ["status"]:
-            jti = parts[3]
-            if jti not in self.tickets:
-                return _err(404, "not_found")
-            _t, revoked_at, _e = self.tickets[jti]
-            p = {"type": signed.TICKET_STATUS, "jti": jti, "revoked": 0 if revoked_at is None else 1,
-                 "checked_at": int(time.time())}
-            if revoked_at is not None:
-                p["revoked_at"] = revoked_at
-            return httpx.Response(200, json=signed.sign(p, [self.ring.issuer_key()]))
-        return _err(404, "not_found")
+    def publish_keyset(self):
+        return self.ra.publish()
 
-    def auth(self, request):
-        h = request.headers.get("authorization", "")
-        for tid, t in self.terminals.items():
-            if h == "Bearer " + t["token"]:
-                return tid
-        return None
+    def keyset(self, version):
+        return self.ra.keyset(version)
 
-    def register(self, body):
-        s = body["enrollment_secret"]
-        if s not in self.secrets:
-            return _err(401, "unauthenticated")
-        from capwarden.credentials import keys
+    def acked(self, tid):
+        return self.ra.terminal_info(tid)["key_set_acked"]
 
-        dev = keys.load(body["device_key"]["algorithm"], b64u_decode(body["device_key"]["key_material"]))
-        if not dev.verify(keysets.proof_message(s, body.get("terminal_id")), b64u_decode(body["proof"])):
-            return _err(403, "forbidden")
-        self.secrets.discard(s)
-        tid = body.get("terminal_id") or new_terminal_id()
-        token = secrets.token_urlsafe(32)
-        self.terminals[tid] = {"token": token, "device": dev, "acked": 0}
-        reg = signed.sign({"type": signed.REGISTRATION, "terminal_id": tid, "device_key": body["device_key"],
-                           "registered_at": int(time.time()), "key_set_version": len(self.keysets)},
-                          self.ring.ra_keys())
-        return httpx.Response(200, json={"terminal_id": tid, "token": token, "registration": reg})
+    async def _post(self, path, body):
+        r = await self.http.post(path, json=body, headers={"Authorization": "Bearer " + self.token})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def issue_ticket(self, tid, valid_for=3600):
+        return (await self._post("/v1/tickets", {"fay_id": FAY, "terminal_id": tid, "valid_for_s": valid_for,
+                                                 "grants": [{"resource_pattern": tid + "/cam", "modes": ["read"]}]}))["jti"]
+
+    async def revoke(self, jti):
+        return (await self._post("/v1/revocations", {"target_id": jti}))["versions"]
 
     def revocation_list(self, tid, since):
-        lst = self.revs.get(tid, [])
-        version = len(lst)
-        base = since if 0 < since <= version else 0
-        now = int(time.time())
-        p = {"type": signed.REVOCATION_LIST, "terminal_id": tid, "version": version, "base": base,
-             "entries": [st for v, st, exp in lst if v > base and exp > now], "issued_at": now}
-        return signed.sign(p, [self.ring.issuer_key()])
-
-
-def _err(status, code):
-    return httpx.Response(status, json={"error": code, "message": code})
+        """The signed list the service gives `tid` for `since` (genuine: what a MITM can replay)."""
+        return self.app.state.revocations.revocation_list(tid, since)
 
 
 class Mitm:
@@ -161,12 +95,14 @@ class Mitm:
         self.rewrite = None     # f(request, response json) -> json, or None to pass through
         self.down = False
 
-    def handle(self, request):
+    async def handle(self, request):
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
-        resp = self.service.handle(request)
+        resp = await self.service.asgi.handle_async_request(request)
+        content = await resp.aread()
+        resp = httpx.Response(resp.status_code, content=content, headers=resp.headers)
         key = request.url.raw_path.decode()
-        obj = json.loads(resp.content)
+        obj = json.loads(content)
         self.seen.setdefault(key, []).append(obj)
         if self.rewrite is not None and resp.status_code == 200:
             new = self.rewrite(request, obj)
@@ -201,17 +137,18 @@ class Terminal:
         self.full.append(full)
 
 
-def make_client(tmp_path, svc, mitm, term=None, name="t", **kw):
+def make_client(tmp_path, svc, mitm, term=None, name="t", anchor=None, **kw):
     term = term or Terminal()
     http = httpx.AsyncClient(transport=httpx.MockTransport(mitm.handle))
-    c = TrustClient(BASE, str(tmp_path / name), anchor=svc.anchor(), http=http, on_keyset=term.on_keyset,
-                    on_revocations=term.on_revocations, **kw)
+    c = TrustClient(BASE, str(tmp_path / name), anchor=anchor or svc.anchor(), http=http,
+                    on_keyset=term.on_keyset, on_revocations=term.on_revocations, **kw)
     return c, term
 
 
 async def registered(tmp_path, svc, mitm, **kw):
-    c, term = make_client(tmp_path, svc, mitm, **kw)
-    await c.register(svc.enroll())
+    secret, anchor = svc.enroll()
+    c, term = make_client(tmp_path, svc, mitm, anchor=anchor, **kw)
+    await c.register(secret)
     await c.sync_keysets()
     return c, term
 
@@ -220,30 +157,36 @@ def _payload(doc, kind):
     return signed.payload_of(doc, kind)
 
 
+def _path(tid, since):
+    return "/v1/terminals/%s/revocations?since=%d" % (tid, since)
+
+
 # ---- registration -----------------------------------------------------------------------
 def test_register_sync_revoke_and_status(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
         tid = c.terminal_id
-        assert svc.terminals[tid]["acked"] == 1 and term.keysets == [1]
-        jti = svc.issue_ticket(tid)
+        assert svc.acked(tid) == 1 and term.keysets == [1]
+        assert (await c.terminal_status())["status"] == "registered"
+        jti = await svc.issue_ticket(tid)
         assert (await c.ticket_status(jti)).revoked is False
         assert await c.sync_revocations() == 0
-        svc.revoke(jti)
+        await svc.revoke(jti)
         assert await c.sync_revocations() == 1
         st = await c.ticket_status(jti)
         assert st.revoked and st.revoked_at
-        jti2 = svc.issue_ticket(tid)
-        svc.revoke(jti2)
+        await svc.revoke(await svc.issue_ticket(tid))
         assert await c.sync_revocations() == 2
-        assert "/v1/terminals/%s/revocations?since=1" % tid in mitm.seen     # a delta from 1
+        assert _path(tid, 1) in mitm.seen                     # a delta from 1
         assert len(term.statements) == 2 and term.full == [True, False]
+        assert (await c.terminal_status())["revocations_version"] == 2
         return c
 
     c = run(main())
     path = os.path.join(c.state_dir, "state.json")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.join(c.state_dir, "device.key")).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(c.state_dir).st_mode) == 0o700
     st = json.load(open(path))
     assert (st["keyset_version"], st["keyset_acked"], st["revocations_version"]) == (1, 1, 2)
 
@@ -251,28 +194,33 @@ def test_register_sync_revoke_and_status(run, tmp_path, svc, mitm):
 def test_state_survives_a_restart(run, tmp_path, svc, mitm):
     async def main():
         c, _ = await registered(tmp_path, svc, mitm)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
         await c.sync_revocations()
         # A new process: same folder, no anchor needed, same token and versions.
-        c2, term2 = make_client(tmp_path, svc, mitm)
+        c2 = TrustClient(BASE, c.state_dir, http=httpx.AsyncClient(transport=httpx.MockTransport(mitm.handle)))
+        term2 = Terminal()
+        c2.on_revocations = term2.on_revocations
         assert (c2.terminal_id, c2.keyset_version, c2.revocations_version) == (c.terminal_id, 1, 1)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
         assert await c2.sync_revocations() == 2 and term2.full == [False]
+        os.chmod(os.path.join(c.state_dir, "state.json"), 0o644)
+        with pytest.raises(StoreError, match="readable by others"):
+            TrustClient(BASE, c.state_dir)
 
     run(main())
 
 
 def test_enrollment_secret_works_once_and_answer_must_be_signed_by_anchor(run, tmp_path, svc, mitm):
     async def main():
-        secret = svc.enroll()
-        c, _ = make_client(tmp_path, svc, mitm)
+        secret, anchor = svc.enroll()
+        c, _ = make_client(tmp_path, svc, mitm, anchor=anchor)
         await c.register(secret)
-        c2, _ = make_client(tmp_path, svc, mitm, name="t2")
+        c2, _ = make_client(tmp_path, svc, mitm, name="t2", anchor=anchor)
         with pytest.raises(TrustRefused) as e:
             await c2.register(secret)
-        assert e.value.status == 401
+        assert e.value.status == 401 and c2.terminal_id is None
         # A registration answer signed by someone else is refused, and nothing is stored.
-        rogue = issue.SigningKey.generate("ed25519", svc.ring.ra_keys()[0].key_id, ISSUER)
+        rogue = issue.SigningKey.generate("ed25519", anchor[0]["key_id"], ISSUER)
 
         def resign(request, obj):
             if "registration" in obj:
@@ -280,9 +228,10 @@ def test_enrollment_secret_works_once_and_answer_must_be_signed_by_anchor(run, t
             return obj
 
         mitm.rewrite = resign
-        c3, _ = make_client(tmp_path, svc, mitm, name="t3")
+        secret3, anchor = svc.enroll()
+        c3, _ = make_client(tmp_path, svc, mitm, name="t3", anchor=anchor)
         with pytest.raises(UntrustedDocument):
-            await c3.register(svc.enroll())
+            await c3.register(secret3)
         assert c3.terminal_id is None
         with pytest.raises(NotRegistered):
             await c3.sync_keysets()
@@ -302,19 +251,22 @@ def test_plain_http_only_on_loopback(tmp_path, svc):
 def test_tampered_list_is_refused(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
+        rogue = issue.SigningKey.generate("ed25519", "x", ISSUER)
 
         def tamper(request, obj):
             if "revocations" in request.url.path:
                 p = _payload(obj, signed.REVOCATION_LIST)
-                p["entries"] = []            # drop the revocation, keep the version
-                obj["payload"] = signed.sign(p, [svc.ring.issuer_key()])["payload"]   # old signature stays
+                p["entries"] = []            # drop the revocation, keep the version and the signature
+                obj["payload"] = signed.sign(p, [rogue])["payload"]
             return obj
 
         mitm.rewrite = tamper
         with pytest.raises(UntrustedDocument, match="needed"):
             await c.sync_revocations()
         assert c.revocations_version == 0 and term.statements == []
+        mitm.rewrite = None
+        assert await c.sync_revocations() == 1
 
     run(main())
 
@@ -322,18 +274,16 @@ def test_tampered_list_is_refused(run, tmp_path, svc, mitm):
 def test_list_signed_by_an_unknown_key_or_for_another_terminal(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
         rogue = issue.SigningKey.generate("ed25519", svc.ring.issuer_key().key_id, ISSUER)   # same kid
         mitm.rewrite = lambda rq, obj: signed.sign(_payload(obj, signed.REVOCATION_LIST), [rogue])
         with pytest.raises(UntrustedDocument):
             await c.sync_revocations()
-        other = new_terminal_id()
-        svc.revs[other] = svc.revs[c.terminal_id]
-
-        def other_terminal(request, obj):
-            return svc.revocation_list(other, 0)
-
-        mitm.rewrite = other_terminal
+        mitm.rewrite = None
+        other, _ = await registered(tmp_path, svc, mitm, name="other")
+        await svc.revoke(await svc.issue_ticket(other.terminal_id))
+        theirs = svc.revocation_list(other.terminal_id, 0)       # genuine, signed, not ours
+        mitm.rewrite = lambda rq, obj: theirs
         with pytest.raises(UntrustedDocument, match="not this terminal"):
             await c.sync_revocations()
         assert c.revocations_version == 0 and term.statements == []
@@ -345,10 +295,10 @@ def test_replayed_older_version_is_refused(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
         tid = c.terminal_id
-        svc.revoke(svc.issue_ticket(tid))
+        await svc.revoke(await svc.issue_ticket(tid))
         await c.sync_revocations()
-        old = mitm.seen["/v1/terminals/%s/revocations?since=0" % tid][-1]     # version 1, signed
-        svc.revoke(svc.issue_ticket(tid))
+        old = mitm.seen[_path(tid, 0)][-1]                   # version 1, genuinely signed
+        await svc.revoke(await svc.issue_ticket(tid))
         await c.sync_revocations()
         assert c.revocations_version == 2
         mitm.rewrite = lambda rq, obj: old
@@ -363,11 +313,11 @@ def test_delta_on_the_wrong_base_or_a_gap_asks_for_a_full_list(run, tmp_path, sv
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
         tid = c.terminal_id
-        jtis = [svc.issue_ticket(tid) for _ in range(3)]
-        svc.revoke(jtis[0])
+        jtis = [await svc.issue_ticket(tid) for _ in range(4)]
+        await svc.revoke(jtis[0])
         await c.sync_revocations()                   # holds 1
-        svc.revoke(jtis[1])
-        svc.revoke(jtis[2])
+        await svc.revoke(jtis[1])
+        await svc.revoke(jtis[2])
         delta_on_2 = svc.revocation_list(tid, 2)     # genuine, signed: version 3 on base 2
         assert _payload(delta_on_2, signed.REVOCATION_LIST)["base"] == 2
         asked = []
@@ -380,13 +330,12 @@ def test_delta_on_the_wrong_base_or_a_gap_asks_for_a_full_list(run, tmp_path, sv
         assert await c.sync_revocations() == 3
         assert asked == ["1", "0"]                   # the delta refused, a full list asked for
         assert term.full == [True, True] and len(term.statements) == 1 + 3
-        # A full list answered with a delta again: refused, nothing applied.
-        svc.revoke(svc.issue_ticket(tid))
-        held = c.revocations_version
+        # A full list answered by a delta again: refused, nothing applied.
+        await svc.revoke(jtis[3])
         mitm.rewrite = lambda rq, obj: delta_on_2 if rq.url.params["since"] == "0" else svc.revocation_list(tid, 2)
         with pytest.raises(UntrustedDocument, match="full"):
             await c.sync_revocations()
-        assert c.revocations_version == held
+        assert c.revocations_version == 3 and len(term.statements) == 4
 
     run(main())
 
@@ -394,11 +343,9 @@ def test_delta_on_the_wrong_base_or_a_gap_asks_for_a_full_list(run, tmp_path, sv
 def test_a_failing_store_leaves_the_version_held(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
-        calls = []
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
 
         def broken(statements, full):
-            calls.append(len(statements))
             raise OSError("disk full")
 
         c.on_revocations = broken
@@ -412,15 +359,18 @@ def test_a_failing_store_leaves_the_version_held(run, tmp_path, svc, mitm):
 
 
 def test_entry_signed_by_a_key_outside_the_key_set(run, tmp_path, svc, mitm):
+    """The service's own list holds a statement it did not sign (a tampered database row): the
+    list's signature is good, the entry's is not, and nothing of the list is applied."""
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
-        tid = c.terminal_id
+        jti = await svc.issue_ticket(c.terminal_id)
+        await svc.revoke(jti)
         rogue = issue.SigningKey.generate("ed25519", "rogue", ISSUER)
-        svc.revs[tid] = [(1, issue.sign_revocation(rogue, uuid_text(new_uuid7()), int(time.time())),
-                          int(time.time()) + 100)]
+        bad = issue.sign_revocation(rogue, jti, int(time.time()))
+        svc.app.state.db.run(lambda s: s.execute(sa.update(Revocation).values(statement=bad)))
         with pytest.raises(UntrustedDocument, match="not a key of issuer"):
             await c.sync_revocations()
-        assert term.statements == []
+        assert term.statements == [] and c.revocations_version == 0
 
     run(main())
 
@@ -430,29 +380,27 @@ def test_ticket_status_signed_by_an_unknown_key_or_replayed(run, tmp_path, svc, 
     async def main():
         now = [time.time()]
         c, _ = await registered(tmp_path, svc, mitm, now=lambda: now[0])
-        jti = svc.issue_ticket(c.terminal_id)
+        jti = await svc.issue_ticket(c.terminal_id)
         rogue = issue.SigningKey.generate("ed25519", svc.ring.issuer_key().key_id, ISSUER)
         mitm.rewrite = lambda rq, obj: signed.sign(_payload(obj, signed.TICKET_STATUS), [rogue])
         with pytest.raises(UntrustedDocument):
             await c.ticket_status(jti)
         mitm.rewrite = None
-        good = await c.ticket_status(jti)
-        assert good.revoked is False
-        # The "not revoked" answer replayed after the ticket was revoked and 6 minutes passed.
+        assert (await c.ticket_status(jti)).revoked is False
         old = mitm.seen["/v1/tickets/%s/status" % jti][-1]
-        svc.revoke(jti)
+        # The genuine "not revoked" answer replayed after the revocation, 6 minutes later.
+        await svc.revoke(jti)
         now[0] += 360
         mitm.rewrite = lambda rq, obj: old
         with pytest.raises(UntrustedDocument, match="stale or replayed"):
             await c.ticket_status(jti)
-        # Another ticket's genuine status is not this one's.
-        jti2 = svc.issue_ticket(c.terminal_id)
-        mitm.rewrite = lambda rq, obj: None
         now[0] -= 360
-        other = mitm.seen["/v1/tickets/%s/status" % jti][-1]
-        mitm.rewrite = lambda rq, obj: other
+        # Another ticket's genuine status is not this one's.
+        jti2 = await svc.issue_ticket(c.terminal_id)
         with pytest.raises(UntrustedDocument, match="jti"):
             await c.ticket_status(jti2)
+        mitm.rewrite = None
+        assert (await c.ticket_status(jti)).revoked is True
 
     run(main())
 
@@ -461,15 +409,15 @@ def test_ticket_status_signed_by_an_unknown_key_or_replayed(run, tmp_path, svc, 
 def test_key_set_signed_only_by_the_new_key_is_refused(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
-        svc.rotate_ra()
-        new_ra = svc.ring.ra_keys()[0]
-        forged = signed.sign(_payload(svc.keysets[1], signed.KEY_SET), [new_ra])   # the old RA did not sign
+        assert svc.rotate_ra() == 2
+        new_ra = svc.ring.ra_keys()[0]           # stolen: the old RA key did not sign with it
+        forged = signed.sign(_payload(svc.keyset(2), signed.KEY_SET), [new_ra])
         mitm.rewrite = lambda rq, obj: forged if rq.url.path == "/v1/keysets/2" else None
         with pytest.raises(UntrustedDocument, match="key set 2"):
             await c.sync_keysets()
-        assert c.keyset_version == 1 and term.keysets == [1] and svc.terminals[c.terminal_id]["acked"] == 1
+        assert c.keyset_version == 1 and term.keysets == [1] and svc.acked(c.terminal_id) == 1
         mitm.rewrite = None
-        assert await c.sync_keysets() == 2 and term.keysets == [1, 2]
+        assert await c.sync_keysets() == 2 and term.keysets == [1, 2] and svc.acked(c.terminal_id) == 2
 
     run(main())
 
@@ -477,20 +425,35 @@ def test_key_set_signed_only_by_the_new_key_is_refused(run, tmp_path, svc, mitm)
 def test_offline_across_two_rotations_walks_one_version_at_a_time(run, tmp_path, svc, mitm):
     async def main():
         c, term = await registered(tmp_path, svc, mitm)
+        first_ra = svc.ring.ra_keys()[0].key_id
         mitm.down = True
         with pytest.raises(TrustUnavailable):
             await c.sync_keysets()
         svc.rotate_ra()
-        svc.rotate_ra()                 # version 3: signed by RA key 2 and RA key 3, not by key 1
-        assert svc.ring.ra_keys()[0].key_id not in [s["kid"] for s in svc.keysets[0]["signatures"]]
+        svc.rotate_ra()            # version 3 is signed by RA keys 2 and 3, not by the one held
+        assert first_ra not in [s["kid"] for s in svc.keyset(3)["signatures"]]
         mitm.down = False
+        mitm.seen.clear()
         assert await c.sync_keysets() == 3
-        assert term.keysets == [1, 2, 3] and svc.terminals[c.terminal_id]["acked"] == 3
-        assert [p for p in mitm.seen if p.startswith("/v1/keysets/") and p[-1].isdigit()] == [
-            "/v1/keysets/1", "/v1/keysets/2", "/v1/keysets/3"]
-        # Skipping is impossible: version 3 alone is not acceptable from version 1.
-        c2, _ = await registered(tmp_path, svc, mitm, name="late")   # anchor = current RA: fine
-        assert c2.keyset_version == 3
+        assert term.keysets == [1, 2, 3] and svc.acked(c.terminal_id) == 3
+        assert [p for p in mitm.seen if p[-1].isdigit()] == ["/v1/keysets/2", "/v1/keysets/3"]
+        # Revocation lists still verify: the issuer key is in every set.
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
+        assert await c.sync_revocations() == 1
+
+    run(main())
+
+
+def test_skipping_a_version_is_refused(run, tmp_path, svc, mitm):
+    async def main():
+        c, term = await registered(tmp_path, svc, mitm)
+        svc.rotate_ra()
+        svc.rotate_ra()
+        three = svc.keyset(3)
+        mitm.rewrite = lambda rq, obj: three if rq.url.path == "/v1/keysets/2" else None
+        with pytest.raises(UntrustedDocument, match="key set 2"):
+            await c.sync_keysets()
+        assert c.keyset_version == 1 and term.keysets == [1]
 
     run(main())
 
@@ -508,88 +471,87 @@ def test_lower_key_set_version_is_refused(run, tmp_path, svc, mitm):
     run(main())
 
 
-def test_ack_lost_is_sent_again(run, tmp_path, svc, mitm):
+def test_lost_ack_answer_is_sent_again(run, tmp_path, svc, mitm):
     async def main():
         c, _ = await registered(tmp_path, svc, mitm)
         svc.publish_keyset()
 
-        def fail_ack(request, obj):
+        def lose_ack_answer(request, obj):
             if request.url.path.endswith("/ack"):
                 raise httpx.ConnectError("reset", request=request)
             return None
 
-        mitm.rewrite = fail_ack
+        mitm.rewrite = lose_ack_answer
         with pytest.raises(TrustUnavailable):
             await c.sync_keysets()
         assert (c.keyset_version, c.state["keyset_acked"]) == (2, 1)
-        assert svc.terminals[c.terminal_id]["acked"] == 2     # the service got it; the answer was lost
-        svc.terminals[c.terminal_id]["acked"] = 1
         mitm.rewrite = None
+        mitm.seen.clear()
         await c.sync_keysets()
-        assert c.state["keyset_acked"] == 2 and svc.terminals[c.terminal_id]["acked"] == 2
+        assert c.state["keyset_acked"] == 2 and svc.acked(c.terminal_id) == 2
+        assert "/v1/keysets/2/ack" in mitm.seen
 
     run(main())
 
 
 # ---- push and poll ----------------------------------------------------------------------
-def test_push_triggers_an_immediate_fetch(run, tmp_path, svc, mitm, mosquitto):
-    class Sleeper:                       # the poll timer never fires by itself
-        def __init__(self):
-            self.asked = []
+class Timer:
+    """An injected sleep: records each delay asked and returns only when the test fires it."""
 
-        async def __call__(self, s):
-            self.asked.append(s)
-            await asyncio.Event().wait()
+    def __init__(self):
+        self.asked = []
+        self._fire = asyncio.Event()
 
-    sleeper = Sleeper()
+    async def __call__(self, s):
+        self.asked.append(s)
+        await self._fire.wait()
+        self._fire.clear()
 
+    def fire(self):
+        self._fire.set()
+
+
+def test_push_triggers_an_immediate_fetch(run, tmp_path, mosquitto):
     async def main():
-        c, term = await registered(tmp_path, svc, mitm, mqtt_url=mosquitto.url, sleep=sleeper,
+        svc = Service(tmp_path, publisher=push.MqttPublisher(mosquitto.url))
+        mitm = Mitm(svc)
+        timer = Timer()              # the poll never fires: only the push can bring the list
+        c, term = await registered(tmp_path, svc, mitm, mqtt_url=mosquitto.url, sleep=timer,
                                    random=lambda: 0.5, poll_min_s=5, poll_max_s=30)
         task = asyncio.get_running_loop().create_task(c.run())
-        assert await wait_until(lambda: sleeper.asked, 20)
-        pub = push.MqttPublisher(mosquitto.url)
-        await asyncio.sleep(0.5)    # the subscription is in place
-        versions = svc.revoke(svc.issue_ticket(c.terminal_id))
-        await pub.revocations(versions)
+        assert await wait_until(lambda: timer.asked, 20)
+        await asyncio.sleep(0.5)     # the subscription is in place
+        jti = await svc.issue_ticket(c.terminal_id)
+        await svc.revoke(jti)        # POST /v1/revocations: the service publishes after the commit
         assert await wait_until(lambda: c.revocations_version == 1, 20)
-        assert sleeper.asked[0] == 17.5              # 5 + 0.5 * (30 - 5)
-        await pub.aclose()
+        assert timer.asked[0] == 17.5              # 5 + 0.5 * (30 - 5)
+        assert len(term.statements) == 1
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await svc.config.publisher.aclose()
 
     run(main())
 
 
 def test_poll_is_the_backstop_without_a_broker(run, tmp_path, svc, mitm):
-    class Clock:
-        def __init__(self):
-            self.fire = asyncio.Event()
-            self.asked = []
-
-        async def __call__(self, s):
-            self.asked.append(s)
-            await self.fire.wait()
-            self.fire.clear()
-
-    clock = Clock()
+    timer = Timer()
     draws = iter([0.0, 1.0, 0.25] + [0.5] * 100)
 
     async def main():
-        c, term = await registered(tmp_path, svc, mitm, sleep=clock, random=lambda: next(draws))
+        c, term = await registered(tmp_path, svc, mitm, sleep=timer, random=lambda: next(draws))
         task = asyncio.get_running_loop().create_task(c.run())
-        assert await wait_until(lambda: len(clock.asked) == 1, 20)
-        svc.revoke(svc.issue_ticket(c.terminal_id))
+        assert await wait_until(lambda: len(timer.asked) == 1, 20)
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
         await asyncio.sleep(0.1)
         assert c.revocations_version == 0            # nothing until the poll
-        clock.fire.set()
+        timer.fire()
         assert await wait_until(lambda: c.revocations_version == 1, 20)
-        assert await wait_until(lambda: len(clock.asked) == 2, 20)
+        assert await wait_until(lambda: len(timer.asked) == 2, 20)
         mitm.down = True                             # an unreachable service is logged, not fatal
-        clock.fire.set()
-        assert await wait_until(lambda: len(clock.asked) == 3 and c.failures > 0, 20)
+        timer.fire()
+        assert await wait_until(lambda: len(timer.asked) == 3 and c.failures > 0, 20)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        return clock.asked[:3]
+        return timer.asked[:3]
 
     assert run(main()) == [5.0, 30.0, 11.25]
