@@ -50,6 +50,7 @@ class Enrollment(Base):
     secret_sha256: Mapped[bytes] = mapped_column(sa.LargeBinary(32), unique=True)
     terminal_id: Mapped[str | None] = mapped_column(TERMINAL, nullable=True)
     group_name: Mapped[str | None] = mapped_column(GROUP, nullable=True)
+    key_set_version: Mapped[int] = mapped_column(sa.BigInteger)   # the version the anchor handed out signs
     created_at: Mapped[int] = mapped_column(TS)
     expires_at: Mapped[int] = mapped_column(TS)
     used_at: Mapped[int | None] = mapped_column(TS, nullable=True)

@@ -82,7 +82,7 @@ def enroll(session, terminal_id=None, group=None, ttl_s=ENROLLMENT_TTL_S, now=No
               for k in keyset_payload_of(session, version)["ra_keys"]]
     secret = _new_secret()
     session.add(Enrollment(enrollment_id=uuid_text(new_uuid7(now * 1000)), secret_sha256=secret_hash(secret),
-                           terminal_id=terminal_id, group_name=group, created_at=now, expires_at=now + ttl_s))
+                           terminal_id=terminal_id, group_name=group, key_set_version=version, created_at=now, expires_at=now + ttl_s))
     session.flush()
     return {"enrollment_secret": secret, "terminal_id": terminal_id, "expires_at": now + ttl_s,
             "ra_keys": anchor, "key_set_version": version}
@@ -132,8 +132,9 @@ def register(session, ring, enrollment_secret, device_key, proof, terminal_id=No
                                    token_sha256=secret_hash(token), status=REGISTERED, group_name=en.group_name,
                                    registered_at=now, status_at=now, last_sync_at=now, key_set_acked=0))
     _flush(session, "%s is already registered" % tid)
+    # key_set_version: the version the enrollment's anchor signs, where the terminal's walk starts.
     payload = {"type": signed.REGISTRATION, "terminal_id": tid, "device_key": dict(device_key),
-               "registered_at": now, "key_set_version": latest_keyset_version(session)}
+               "registered_at": now, "key_set_version": en.key_set_version}
     # Every RA key still held signs, so the anchor handed out at enrollment verifies it even
     # when the RA key rotated in between (until that key is retired).
     signers = ring.ra_keys_live()[-signed.MAX_SIGNATURES:]

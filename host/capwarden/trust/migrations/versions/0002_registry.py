@@ -42,6 +42,7 @@ def upgrade():
         sa.Column("secret_sha256", sa.LargeBinary(32), nullable=False),
         sa.Column("terminal_id", TERMINAL, nullable=True),
         sa.Column("group_name", GROUP, nullable=True),
+        sa.Column("key_set_version", sa.BigInteger(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("used_at", TS, nullable=True),
