@@ -7,7 +7,6 @@ nothing is handed out that a crash could lose (issue 13 item 2); the push publis
 after that commit. Every error answers {"error", "message"} and never a traceback.
 """
 
-import importlib.util
 import logging
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from capwarden.engine.server import is_loopback, load_tls
 from capwarden.errors import UsageError
-from capwarden.trust import push
+from capwarden.trust import push, registry_api
 from capwarden.trust.db import open_db
 from capwarden.trust.errors import TrustError, Unauthenticated
 from capwarden.trust.issuance import Issuer
@@ -83,18 +82,6 @@ def bearer_token(request: Request):
     return token.strip()
 
 
-def _registry_api():
-    """trust.registry_api (the Registration_Authority's router and terminal authentication),
-    when it is installed; None before it exists."""
-    if importlib.util.find_spec("capwarden.trust.registry_api") is None:
-        return None
-    return importlib.import_module("capwarden.trust.registry_api")
-
-
-def no_terminal_auth():
-    raise Unauthenticated("terminal authentication is not available: the registration authority is missing")
-
-
 # ---- the app -----------------------------------------------------------------------------------
 
 def create_app(config):
@@ -117,19 +104,12 @@ def create_app(config):
     app.state.config = config
     app.state.db = db
     app.state.publisher = publisher
-    app.state.issuer = Issuer(db, config.keys, terminal_state=None, clock=config.clock)
+    app.state.issuer = Issuer(db, config.keys, terminal_state=registry_api.terminal_state, clock=config.clock)
     app.state.revocations = RevocationService(db, config.keys, clock=config.clock)
     _errors(app)
-
-    ra = _registry_api()
-    current_terminal = no_terminal_auth
-    if ra is not None:
-        current_terminal = ra.current_terminal
-        app.state.issuer.terminal_state = ra.terminal_state
-        app.include_router(ra.router, prefix=PREFIX)
-    app.state.current_terminal = current_terminal
+    app.include_router(registry_api.router, prefix=PREFIX)
     _issuance_routes(app)
-    _revocation_routes(app, current_terminal)
+    _revocation_routes(app)
     return app
 
 
@@ -157,7 +137,7 @@ def _issuance_routes(app):
         return out
 
 
-def _revocation_routes(app, current_terminal):
+def _revocation_routes(app):
     service = app.state.revocations
 
     @app.post(PREFIX + "/revocations", tags=["revocations"])
@@ -166,23 +146,15 @@ def _revocation_routes(app, current_terminal):
         await _announce(request.app, out["versions"])
         return out
 
-    @app.get(PREFIX + "/terminals/{terminal_id}/revocations", tags=["revocations"])
-    async def revocation_list(terminal_id: str, since: int | None = Query(None, ge=0),
-                              terminal=Depends(current_terminal)):
-        _same_terminal(terminal, terminal_id)
-        return await run_in_threadpool(service.revocation_list, terminal_id, since)
+    # registry_api.that_terminal: the caller's own list only; suspended 403, deregistered 410.
+    @app.get(PREFIX + "/terminals/{tid}/revocations", tags=["revocations"])
+    async def revocation_list(tid: str, since: int | None = Query(None, ge=0),
+                              terminal=Depends(registry_api.that_terminal)):
+        return await run_in_threadpool(service.revocation_list, tid, since)
 
     @app.get(PREFIX + "/tickets/{jti}/status", tags=["revocations"])
-    async def ticket_status(jti: str, terminal=Depends(current_terminal)):
+    async def ticket_status(jti: str, terminal=Depends(registry_api.current_terminal)):
         return await run_in_threadpool(service.ticket_status, jti)
-
-
-def _same_terminal(terminal, terminal_id):
-    from capwarden.trust.errors import Forbidden
-
-    tid = terminal if isinstance(terminal, str) else getattr(terminal, "terminal_id", None)
-    if tid != terminal_id:
-        raise Forbidden("a terminal reads only its own revocation list")
 
 
 async def _announce(app, versions):
