@@ -209,7 +209,7 @@ def test_enroll_needs_a_published_key_set_and_sane_arguments(db_url, tmp_path):
     try:
         db.migrate()
         with pytest.raises(NotFound, match="trust init"):
-            db.run(lambda s: registry.enroll(s))
+            db.run(lambda s: registry.enroll(s, None))
     finally:
         db.dispose()
 
@@ -219,6 +219,14 @@ def test_enroll_refuses_bad_arguments(ra):
                {"ttl_s": registry.MAX_ENROLLMENT_TTL_S + 1}):
         with pytest.raises(InvalidRequest):
             ra.enroll(**kw)
+
+
+def test_enroll_refused_while_the_ring_holds_an_unpublished_ra_key(ra):
+    ra.ring.rotate(RA)                 # in the ring only: no key set carries the new RA key
+    with pytest.raises(Conflict, match="publish the key set first"):
+        ra.enroll()
+    ra.publish()
+    assert ra.enroll()["ra_keys"] == ra.ring.ra_public()
 
 
 def test_group_is_recorded(ra):

@@ -60,12 +60,13 @@ def _new_secret():
 
 
 # ---- enrollment and registration ----------------------------------------------------------
-def enroll(session, terminal_id=None, group=None, ttl_s=ENROLLMENT_TTL_S, now=None):
+def enroll(session, ring, terminal_id=None, group=None, ttl_s=ENROLLMENT_TTL_S, now=None):
     """A one-time enrollment secret for `terminal_id` (None: the RA assigns one at
     registration). Returns {"enrollment_secret", "terminal_id" (or None), "expires_at",
     "ra_keys", "key_set_version"}: what the operator hands the terminal, the RA keys being its
     trust anchor. The secret is shown only here. Raises InvalidRequest (bad id, group or ttl),
-    Conflict (terminal already registered), NotFound (no key set published: run init)."""
+    Conflict (terminal already registered; the ring's RA keys not yet in a published key set),
+    NotFound (no key set published: run init)."""
     now = _now(now)
     if terminal_id is not None and (type(terminal_id) is not str or not TERMINAL_RE.match(terminal_id)):
         raise InvalidRequest("a Terminal_ID is 'terminal:' + a lowercase UUIDv7")
@@ -78,8 +79,10 @@ def enroll(session, terminal_id=None, group=None, ttl_s=ENROLLMENT_TTL_S, now=No
     version = latest_keyset_version(session)
     if version == 0:
         raise NotFound("no key set published yet: run 'capwarden trust init'")
-    anchor = [{"key_id": k["key_id"], "algorithm": k["algorithm"], "key_material": k["key_material"]}
-              for k in keyset_payload_of(session, version)["ra_keys"]]
+    anchor = keyset_payload_of(session, version)["ra_keys"]
+    if anchor != ring.ra_public():
+        # An RA rotation in the ring that no key set carries yet: this anchor would be stale at once.
+        raise Conflict("the RA keys of the ring are not those of key set %d: publish the key set first" % version)
     secret = _new_secret()
     session.add(Enrollment(enrollment_id=uuid_text(new_uuid7(now * 1000)), secret_sha256=secret_hash(secret),
                            terminal_id=terminal_id, group_name=group, key_set_version=version, created_at=now, expires_at=now + ttl_s))
@@ -407,7 +410,7 @@ class RegistrationAuthority:
         return self.ring
 
     def enroll(self, terminal_id=None, group=None, ttl_s=ENROLLMENT_TTL_S):
-        return self.db.run(lambda s: enroll(s, terminal_id, group, ttl_s, self.now()))
+        return self.db.run(lambda s: enroll(s, self._ring(), terminal_id, group, ttl_s, self.now()))
 
     def register(self, body):
         """POST /v1/registrations with body {"enrollment_secret", "terminal_id"?, "device_key", "proof"}."""
