@@ -81,7 +81,7 @@ class Http:
         tid = tid or self.rig.tid
         with self.rig.db.transaction() as s:
             registry.init_keysets(s, self.rig.ring, NOW)
-            secret = registry.enroll(s, tid, now=NOW)["enrollment_secret"]
+            secret = registry.enroll(s, self.rig.ring, tid, now=NOW)["enrollment_secret"]
         device = keys.PrivateKey.generate("ed25519")
         r = self.client.post("/v1/registrations", json={"enrollment_secret": secret, "terminal_id": tid,
                                                          "device_key": device_key_json(device),
@@ -358,3 +358,44 @@ def _count(rig, model):
 
     with rig.db.transaction(write=False) as s:
         return s.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_the_terminal_client_against_the_service_end_to_end(rig, tmp_path):
+    """TrustClient (trust.client) registers, walks the key set, takes a full list then a delta,
+    and asks a ticket's status, every document checked against the keys it holds."""
+    import asyncio
+
+    from capwarden.trust.client import TrustClient
+
+    with rig.db.transaction() as s:
+        registry.init_keysets(s, rig.ring, NOW)
+        enrolled = registry.enroll(s, rig.ring, rig.tid, now=NOW)
+    app = create_app(ServiceConfig(db_url=rig.db.url, keys=rig.ring, publisher=Publisher(), clock=rig.clock))
+    got = []
+
+    async def scenario():
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+        auth = {"Authorization": "Bearer " + rig.token}
+        client = TrustClient("http://127.0.0.1", str(tmp_path / "client"), anchor=enrolled["ra_keys"], http=http,
+                             on_revocations=lambda st, full: got.append((full, list(st))), now=rig.clock)
+        assert await client.register(enrolled["enrollment_secret"], rig.tid) == rig.tid
+        await client.sync_keysets()
+        t = (await http.post("/v1/tickets", json=rig.ticket_body(), headers=auth)).json()
+        d = (await http.post("/v1/descriptors", json=rig.descriptor_body(), headers=auth)).json()
+        assert (await http.post("/v1/revocations", json={"target_id": t["jti"]}, headers=auth)).status_code == 200
+        assert await client.sync_revocations() == 1
+        assert (await http.post("/v1/revocations", json={"target_id": d["descriptor_id"]},
+                                headers=auth)).status_code == 200
+        assert await client.sync_revocations() == 2
+        status = await client.ticket_status(t["jti"])
+        await http.aclose()
+        return t, d, status
+
+    t, d, status = asyncio.run(scenario())
+    assert [(full, len(st)) for full, st in got] == [(True, 1), (False, 1)]
+    for _full, statements in got:
+        for entry in statements:
+            rig.terminal.revocations.import_statement(entry, NOW)
+    assert rig.check_ticket(t["ticket"]).error_code == "E_TICKET_REVOKED"
+    assert rig.check_descriptor(b64u_decode(d["descriptor"])).error_code == "E_DESCRIPTOR_REVOKED"
+    assert status.revoked and status.revoked_at == NOW
