@@ -1,6 +1,9 @@
 """Shared set-up of the Registration_Authority tests (test_registry, test_keysets,
 test_registry_http): a migrated database on the `db_url` backend, a key ring, key set 1, an
-injected clock, and terminals that enroll and register the way the client does."""
+injected clock, and terminals that enroll and register the way the client does. The fixtures
+`clock` and `ra` are imported by those modules."""
+
+import pytest
 
 from capwarden.credentials import keys
 from capwarden.trust import keysets
@@ -33,6 +36,19 @@ def make_ra(db_url, folder, clock=None):
     ra = RegistrationAuthority(db, ring, clock=clock)
     assert ra.init_keysets() == 1
     return ra
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def ra(db_url, tmp_path, clock):
+    """A RegistrationAuthority on the test's backend (tests/trust/conftest.py db_url)."""
+    ra = make_ra(db_url, tmp_path, clock)
+    yield ra
+    ra.db.dispose()
 
 
 def device():

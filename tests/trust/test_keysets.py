@@ -10,7 +10,7 @@ import stat
 
 import pytest
 import sqlalchemy as sa
-from ra_setup import ISSUER, T0, Clock, device, make_ra, register, walk_and_ack
+from ra_setup import ISSUER, T0, clock, device, ra, register, walk_and_ack  # noqa: F401 (fixtures)
 
 from capwarden.credentials import keys
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
@@ -22,18 +22,6 @@ from capwarden.trust.models_registry import KeySetAck
 from capwarden.trust.servicekeys import ISSUER as ISSUER_ROLE
 from capwarden.trust.servicekeys import RA, KeyRing, KeyRingError
 from capwarden.trust.signed import SignedDocError
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ra(db_url, tmp_path, clock):
-    ra = make_ra(db_url, tmp_path, clock)
-    yield ra
-    ra.db.dispose()
 
 
 def _anchor(ra):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 import sqlalchemy as sa
-from ra_setup import T0, Clock, device, make_ra, register, registration_body, walk_and_ack
+from ra_setup import T0, clock, device, ra, register, registration_body, walk_and_ack  # noqa: F401 (fixtures)
 
 from capwarden.credentials.ids import TERMINAL_RE, new_terminal_id
 from capwarden.trust import keysets, models_registry, registry, signed
@@ -13,18 +13,6 @@ from capwarden.trust.db import Base
 from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, Unauthenticated
 from capwarden.trust.models_registry import Enrollment, RegisteredTerminal
 from capwarden.trust.servicekeys import RA
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ra(db_url, tmp_path, clock):
-    ra = make_ra(db_url, tmp_path, clock)
-    yield ra
-    ra.db.dispose()
 
 
 # ---- schema -------------------------------------------------------------------------------

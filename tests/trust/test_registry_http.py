@@ -4,24 +4,12 @@ authentication (current_terminal) for the RA's routes and the revocation service
 
 import pytest
 from fastapi.testclient import TestClient
-from ra_setup import Clock, device, make_ra, registration_body
+from ra_setup import clock, device, ra, registration_body  # noqa: F401 (fixtures)
 
 from capwarden.credentials.ids import new_fay_id, new_terminal_id
 from capwarden.trust import authorizers, keysets
 from capwarden.trust.config import ServiceConfig
 from capwarden.trust.service import create_app
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def ra(db_url, tmp_path, clock):
-    ra = make_ra(db_url, tmp_path, clock)
-    yield ra
-    ra.db.dispose()
 
 
 @pytest.fixture

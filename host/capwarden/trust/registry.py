@@ -35,7 +35,7 @@ from capwarden.trust import keysets, signed
 from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, Unauthenticated
 from capwarden.trust.models_registry import (DEREGISTERED, REGISTERED, STATUSES, SUSPENDED, Enrollment, KeySetAck,
                                              KeySetVersion, RegisteredTerminal)
-from capwarden.trust.servicekeys import ISSUER, RA, KeyRingError
+from capwarden.trust.servicekeys import ISSUER, KeyRingError
 
 SECRET_BYTES = 32
 ENROLLMENT_TTL_S = 7 * 86400          # an enrollment secret not used within a week expires
