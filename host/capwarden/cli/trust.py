@@ -58,8 +58,40 @@ def leaf(sub, name, help_, text, func):
     p = sub.add_parser(name, help=help_, description=text, formatter_class=formatter())
     add_data(p)
     add_json(p)
-    p.set_defaults(func=func)
+    p.set_defaults(func=database_errors(func))
     return p
+
+
+def database_errors(func):
+    """`func(args)`, with a failure of the database under it (unreachable, refused, broken)
+    said in one line, exit 1: a step failed after the command line was accepted. The message
+    is the driver's first line, which never holds the password."""
+    import functools
+
+    @functools.wraps(func)
+    def run(args):
+        from sqlalchemy import exc
+
+        from capwarden.errors import CapwardenError
+
+        try:
+            return func(args)
+        except exc.SQLAlchemyError as e:
+            orig = getattr(e, "orig", None) or e
+            first = (str(orig).strip().splitlines() or [orig.__class__.__name__])[0]
+            raise CapwardenError("the database failed: %s: %s" % (orig.__class__.__name__, first)) from None
+    return run
+
+
+def open_database(url):
+    """trust.db.open_db(url), a URL it cannot use being a usage error (exit 2)."""
+    from capwarden.errors import UsageError
+    from capwarden.trust.db import DatabaseError, open_db
+
+    try:
+        return open_db(url)
+    except DatabaseError as exc:
+        raise UsageError("--db: %s" % exc) from None
 
 
 def group(sub, name, help_, text):
@@ -90,7 +122,6 @@ class Deployment:
     def __init__(self, args, migrate=False):
         from capwarden.credentials.store import read_json
         from capwarden.errors import UsageError
-        from capwarden.trust.db import open_db
         from capwarden.trust.servicekeys import KeyRing, ring_folder
 
         self.data = os.path.abspath(args.data or default_data())
@@ -100,7 +131,7 @@ class Deployment:
                              "--issuer ISSUER_ID'" % (self.data, CONFIG, args.data or self.data))
         self.config = read_json(path, kind=dict)
         self.url = db_url(args, self.data, self.config)
-        self.db = open_db(self.url)
+        self.db = open_database(self.url)
         if migrate:
             self.db.migrate()
         else:

@@ -451,7 +451,13 @@ def keys_retire(args):
     from capwarden.cli.trust import Deployment
     from capwarden.trust import registry
 
+    from capwarden.trust.servicekeys import KeyRingError
+
     with Deployment(args) as dep:
+        known = {k["key_id"]: k for k in dep.ring.describe()}
+        # Asked first: the RA's check of the terminals would otherwise answer for a retired key.
+        if args.key_id in known and known[args.key_id]["retired_at"] is not None:
+            raise KeyRingError("key %s is already retired" % args.key_id)
         out = dep.db.run(lambda s: registry.retire_key(s, dep.ring, args.key_id, force=args.force))
     if args.json:
         print_json(out)

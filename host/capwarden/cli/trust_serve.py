@@ -49,7 +49,7 @@ def register_init(sub):
     p.add_argument("--authorizer", default="admin", metavar="NAME", help="the first authorizer's name (default admin)")
     trust_admin.add_policy_args(p, required=False)
     add_json(p)
-    p.set_defaults(func=init)
+    p.set_defaults(func=trust.database_errors(init))
 
 
 def init(args):
@@ -59,7 +59,6 @@ def init(args):
     from capwarden.credentials.store import write_json
     from capwarden.errors import UsageError
     from capwarden.trust import authorizers, registry
-    from capwarden.trust.db import open_db
     from capwarden.trust.servicekeys import KeyRing, ring_folder
 
     data = os.path.abspath(args.data or trust.default_data())
@@ -70,6 +69,8 @@ def init(args):
     if not os.path.isdir(os.path.dirname(data)):
         raise UsageError("--data %s: the folder %s does not exist; create it first" % (data, os.path.dirname(data)))
     policy = trust_admin.policy_from_args(args, full=True)
+    db = trust.open_database(trust.db_url(args, data))     # a URL it cannot use: refused before anything is made
+    db.dispose()
     made = not os.path.exists(data)
     try:
         os.makedirs(data, mode=0o700, exist_ok=True)
@@ -78,7 +79,7 @@ def init(args):
     if os.path.exists(ring_folder(data)):
         raise UsageError("%s already holds a key ring; refusing to overwrite it" % ring_folder(data))
     url = trust.db_url(args, data)
-    db = open_db(url)
+    db = trust.open_database(url)
     try:
         _refuse_used(db)
         db.migrate()
@@ -146,7 +147,7 @@ def register_serve(sub):
     p.add_argument("--mqtt-ca", default=None, metavar="PEM", help="CA certificate(s) to check an mqtts:// broker by")
     add_json(p, "print one JSON object when serving starts (url), or on failure")
     add_verbosity(p)
-    p.set_defaults(func=serve)
+    p.set_defaults(func=trust.database_errors(serve))
 
 
 def serve(args):
