@@ -58,13 +58,12 @@ class KeyRing:
     def __init__(self, folder):
         self.folder = folder
         self._stamp = None
-        self._meta = {}
-        self._keys = {}
+        self._state = ({}, {})     # (metadata by key id, live SigningKeys by key id): one snapshot
         self.issuer_id = None
         self._load()
 
     def __repr__(self):
-        return "KeyRing(%r, %d keys)" % (self.folder, len(self._meta))
+        return "KeyRing(%r, %d keys)" % (self.folder, len(self._state[0]))
 
     # ---- creation and loading --------------------------------------------------------------
     @classmethod
@@ -132,42 +131,45 @@ class KeyRing:
                 loaded[kid] = key
         self.issuer_id = ring["issuer_id"]
         self.algorithm = ring["algorithm"]
-        self._meta, self._keys, self._stamp = meta, loaded, stamp
+        # One assignment: threads of a running service reading the ring never see half a reload.
+        self._state, self._stamp = (meta, loaded), stamp
 
     def _prefix(self, kid):
         return os.path.join(self.folder, kid)
 
     # ---- lookup ----------------------------------------------------------------------------
     def _live(self, role):
-        """Keys of `role` not retired, oldest first (by valid_from, then creation)."""
-        ms = [m for m in self._meta.values() if m["role"] == role and m.get("retired_at") is None]
-        return sorted(ms, key=lambda m: (m["valid_from"], m["created_at"], m["seq"]))
+        """(metadata, SigningKey) of the keys of `role` not retired, oldest first (by
+        valid_from, then creation), from one snapshot of the ring."""
+        meta, loaded = self._state
+        ms = [m for m in meta.values() if m["role"] == role and m.get("retired_at") is None]
+        return [(m, loaded[m["key_id"]]) for m in sorted(ms, key=lambda m: (m["valid_from"], m["created_at"], m["seq"]))]
 
     def issuer_key(self, now=None):
         """The issuer key that signs now: the newest one whose valid_from has come (the oldest
         live one if none has, which only a ring created with a future time can reach)."""
         now = int(time.time()) if now is None else now
         live = self._live(ISSUER)
-        ready = [m for m in live if m["valid_from"] <= now]
-        return self._keys[(ready[-1] if ready else live[0])["key_id"]]
+        ready = [k for m, k in live if m["valid_from"] <= now]
+        return ready[-1] if ready else live[0][1]
 
     def issuer_keys(self):
         """Every live issuer key (SigningKey), oldest first: what a key set distributes."""
-        return [self._keys[m["key_id"]] for m in self._live(ISSUER)]
+        return [k for _m, k in self._live(ISSUER)]
 
     def verification_keys(self):
         """The public Verification_Key JSON of every live issuer key, source "ra-distributed",
         oldest first."""
-        return [self._keys[m["key_id"]].public_json(m["valid_from"]) for m in self._live(ISSUER)]
+        return [k.public_json(m["valid_from"]) for m, k in self._live(ISSUER)]
 
     def ra_keys(self):
         """The current RA keys (SigningKey): those a new key set lists and is signed by."""
-        return [self._keys[m["key_id"]] for m in self._live(RA) if m.get("current")]
+        return [k for m, k in self._live(RA) if m.get("current")]
 
     def ra_keys_live(self):
         """Every RA key not retired, the current ones last (SigningKey)."""
-        live = self._live(RA)
-        return [self._keys[m["key_id"]] for m in sorted(live, key=lambda m: (bool(m.get("current")), m["seq"]))]
+        live = sorted(self._live(RA), key=lambda mk: (bool(mk[0].get("current")), mk[0]["seq"]))
+        return [k for _m, k in live]
 
     def ra_public(self):
         """The current RA keys as public key JSON {"key_id", "algorithm", "key_material"}:
@@ -176,34 +178,35 @@ class KeyRing:
 
     def get(self, kid):
         """The live signing key `kid`. Raises KeyRingError for an unknown or retired one."""
-        key = self._keys.get(kid)
+        meta, loaded = self._state
+        key = loaded.get(kid)
         if key is None:
-            state = "retired" if kid in self._meta else "unknown"
+            state = "retired" if kid in meta else "unknown"
             raise KeyRingError("key %s is %s" % (kid, state))
         return key
 
     def role_of(self, kid):
-        m = self._meta.get(kid)
+        m = self._state[0].get(kid)
         if m is None:
             raise KeyRingError("key %s is unknown" % kid)
         return m["role"]
 
     def valid_from(self, kid):
-        m = self._meta.get(kid)
+        m = self._state[0].get(kid)
         if m is None:
             raise KeyRingError("key %s is unknown" % kid)
         return m["valid_from"]
 
     def public_keys(self):
         """{key_id: credentials.keys.PublicKey} of every live key of both roles."""
-        return {kid: keys.load(k.algorithm, k.private.public) for kid, k in self._keys.items()}
+        return {kid: keys.load(k.algorithm, k.private.public) for kid, k in self._state[1].items()}
 
     def describe(self):
         """Every key, retired ones too, as JSON-ready dicts without any secret: key_id, role,
         algorithm, valid_from, created_at, current (RA), retired_at, in_use (signs now)."""
         signing = self.issuer_key().key_id if self._live(ISSUER) else None
         out = []
-        for m in sorted(self._meta.values(), key=lambda m: m["seq"]):
+        for m in sorted(self._state[0].values(), key=lambda m: m["seq"]):
             d = {k: m.get(k) for k in ("key_id", "role", "algorithm", "valid_from", "created_at", "retired_at")}
             d["current"] = bool(m.get("current")) if m["role"] == RA else m["key_id"] == signing
             out.append(d)
@@ -244,7 +247,7 @@ class KeyRing:
         now = int(time.time()) if now is None else now
         with locked(self.folder):
             self._load()
-            m = self._meta.get(kid)
+            m = self._state[0].get(kid)
             if m is None:
                 raise KeyRingError("key %s is unknown" % kid)
             if m.get("retired_at") is not None:
