@@ -419,3 +419,51 @@ def test_publish_refuses_when_no_key_of_the_previous_set_can_sign(ra):
     with pytest.raises(KeyRingError, match="no RA key of key set 1"):
         ra.publish()
     assert ra.latest() == 1
+
+
+def _race(n, fn):
+    """fn() in n threads started together; their results (or exceptions) in completion order."""
+    import threading
+
+    results, barrier = [], threading.Barrier(n)
+
+    def go():
+        barrier.wait()
+        try:
+            results.append(fn())
+        except Exception as e:    # noqa: BLE001 (the test looks at what came back)
+            results.append(e)
+    threads = [threading.Thread(target=go) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_concurrent_publishers_never_fork_the_chain(ra, db_url, tmp_path, clock):
+    """Two service processes (two databases handles here) publishing at once: every version is
+    published once, and the chain verifies from version 1 to the end."""
+    from capwarden.trust.db import open_db
+    from capwarden.trust.registry import RegistrationAuthority
+
+    import itertools
+
+    other = RegistrationAuthority(open_db(db_url), KeyRing.open(ra.ring.folder), clock=clock)
+    turn = itertools.count()
+    try:
+        got = _race(4, lambda: (ra, other)[next(turn) % 2].publish())
+    finally:
+        other.db.dispose()
+    assert sorted(got) == [2, 3, 4, 5]
+    current = _anchor(ra)
+    for v in range(1, 6):
+        current = keysets.verify_next(current, ra.keyset(v))
+
+
+def test_the_same_ack_twice_at_once_is_stored_once(ra):
+    tid, token, dev, _ = register(ra)
+    t = ra.authenticate(token)
+    ack = keysets.build_ack(dev, tid, ra.keyset(1))
+    assert _race(4, lambda: ra.ack(t, 1, ack)) == [1, 1, 1, 1]
+    assert ra.keyset_status()[0]["acknowledged"] == 1

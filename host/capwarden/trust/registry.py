@@ -43,6 +43,7 @@ MAX_ENROLLMENT_TTL_S = 90 * 86400
 MAX_GROUP = 128
 SYNC_RESOLUTION_S = 60                # last_sync_at is written at most once a minute per terminal
 ROTATION_LEAD_S = 3600                # a new issuer key signs an hour after its key set is out
+PUBLISH_TRIES = 5                     # versions built again when another process published first
 NEEDING_SHOWN = 10                    # terminal ids named in a refused retirement's message
 
 
@@ -241,31 +242,44 @@ def publish_keyset(session, ring, now=None):
     """Publish the next key-set version from the ring. Version 1 is signed by its own RA keys;
     version N > 1 by an RA key of N-1 that the ring still holds and by every RA key of N. The
     document is checked with keysets.verify_next, as a terminal will, before it is stored.
-    Returns the version. Raises KeyRingError (no RA key of N-1 left to sign), Conflict (another
-    process published that version at the same time: try again)."""
+    Returns the version. Raises KeyRingError (no RA key of N-1 left to sign), Conflict (other
+    processes kept publishing the same version at the same time)."""
     now = _now(now)
+    for _attempt in range(PUBLISH_TRIES):
+        doc, payload = _next_keyset(session, ring)
+        try:
+            # A savepoint: when another process committed this version first (its primary key),
+            # only this insert is undone, and the next try builds on the version it published.
+            with session.begin_nested():
+                session.add(KeySetVersion(version=payload["version"], document=json.dumps(doc, sort_keys=True),
+                                          digest=keysets.digest(doc), effective_at=payload["effective_at"],
+                                          created_at=now))
+            return payload["version"]
+        except exc.IntegrityError:
+            continue
+    raise Conflict("key set publication kept colliding with another process: try again")
+
+
+def _next_keyset(session, ring):
+    """(signed document, payload) of the key set after the latest published one."""
     prev_version = latest_keyset_version(session)
     signers = list(ring.ra_keys())
-    if prev_version:
-        prev = keyset_payload_of(session, prev_version)
-        payload = keyset_payload(ring, prev_version + 1, floor=prev["effective_at"])
-        new_kids = {k.key_id for k in signers}
-        old_kids = [k["key_id"] for k in prev["ra_keys"]]
-        if not new_kids.intersection(old_kids):
-            held = [kid for kid in old_kids if _live(ring, kid)]
-            if not held:
-                raise KeyRingError("no RA key of key set %d is left to sign version %d" % (prev_version, prev_version + 1))
-            signers.insert(0, ring.get(held[0]))
-        doc = signed.sign(payload, signers)
-        keysets.verify_next(prev, doc)
-    else:
+    if not prev_version:
         payload = keyset_payload(ring, 1)
         doc = signed.sign(payload, signers)
         keysets.verify_next(ring.ra_public(), doc)
-    session.add(KeySetVersion(version=payload["version"], document=json.dumps(doc, sort_keys=True),
-                              digest=keysets.digest(doc), effective_at=payload["effective_at"], created_at=now))
-    _flush(session, "key set version %d was published by another process: try again" % payload["version"])
-    return payload["version"]
+        return doc, payload
+    prev = keyset_payload_of(session, prev_version)
+    payload = keyset_payload(ring, prev_version + 1, floor=prev["effective_at"])
+    old_kids = [k["key_id"] for k in prev["ra_keys"]]
+    if not {k.key_id for k in signers}.intersection(old_kids):
+        held = [kid for kid in old_kids if _live(ring, kid)]
+        if not held:
+            raise KeyRingError("no RA key of key set %d is left to sign version %d" % (prev_version, prev_version + 1))
+        signers.insert(0, ring.get(held[0]))
+    doc = signed.sign(payload, signers)
+    keysets.verify_next(prev, doc)
+    return doc, payload
 
 
 def _live(ring, kid):
@@ -350,7 +364,7 @@ def store_ack(session, terminal, version, ack, now=None):
     after checking it is signed by its device key and names this terminal, this version and
     the digest of the key set as published. Idempotent for the same ack. Returns the highest
     version the terminal acknowledged. Raises NotFound (no such version), Forbidden (not this
-    terminal's ack of this key set), Conflict (a concurrent identical ack: send it again)."""
+    terminal's ack of this key set)."""
     now = _now(now)
     row = session.get(KeySetVersion, version) if type(version) is int else None
     if row is None:
@@ -361,9 +375,12 @@ def store_ack(session, terminal, version, ack, now=None):
     except signed.SignedDocError as e:
         raise Forbidden("not %s's acknowledgement of key set %d: %s" % (terminal.terminal_id, version, e)) from None
     if session.get(KeySetAck, (terminal.terminal_id, version)) is None:
-        session.add(KeySetAck(terminal_id=terminal.terminal_id, version=version, digest=row.digest,
-                              ack=json.dumps(ack, sort_keys=True), acked_at=now))
-        _flush(session, "an acknowledgement of key set %d arrived twice at once: send it again" % version)
+        try:
+            with session.begin_nested():    # the same ack arriving twice at once: one row, no error
+                session.add(KeySetAck(terminal_id=terminal.terminal_id, version=version, digest=row.digest,
+                                      ack=json.dumps(ack, sort_keys=True), acked_at=now))
+        except exc.IntegrityError:
+            pass
     session.execute(sa.update(RegisteredTerminal)
                     .where(RegisteredTerminal.terminal_id == terminal.terminal_id,
                            RegisteredTerminal.key_set_acked < version)
