@@ -121,6 +121,21 @@ def test_must_distribute_the_issuer_verification_keys_as_ra_distributed(ra):
     assert pub.verify(b"m", ra.ring.issuer_key(T0).private.sign(b"m"))
 
 
+def test_must_support_offline_pre_provisioning_then_online_updates(ra, clock, tmp_path):
+    """At the factory: the anchor and key set 1 written to the terminal's image, verified there
+    without a network; in the field: the online walk starts from what was pre-provisioned."""
+    factory = tmp_path / "image.json"
+    factory.write_text(json.dumps({"anchor": _anchor(ra), "keyset": ra.keyset(1)}))
+    image = json.loads(factory.read_text())
+    held = keysets.verify_next(image["anchor"], image["keyset"])
+    assert held["version"] == 1
+    ra.rotate(RA)
+    out = ra.rotate(ISSUER_ROLE, effective_at=clock.t)
+    for v in (2, 3):
+        held = keysets.verify_next(held, ra.keyset(v))
+    assert out["key_id"] in [k["key_id"] for k in held["keys"]]
+
+
 def test_must_carry_a_version_and_an_effective_time(ra, clock):
     p1 = signed.payload_of(ra.keyset(1), signed.KEY_SET)
     assert (p1["version"], p1["effective_at"]) == (1, T0)
