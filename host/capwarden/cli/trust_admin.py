@@ -306,20 +306,14 @@ def terminal_status(args):
 def revoke(args):
     from capwarden.cli._common import check_id
     from capwarden.cli.trust import Deployment
-    from capwarden.trust import revocations
-    from capwarden.trust.models import Authorizer
+    from capwarden.trust.revocations import RevocationService
 
     check_id(args.target_id, "uuid", "ID")
     with Deployment(args) as dep:
-        def run(s):
-            now = int(time.time())
-            _kind, cred = revocations.find_target(s, args.target_id)
-            # The operator revokes in the name of the authorizer that issued the credential.
-            authorizer = s.get(Authorizer, cred.authorizer_id)
-            dep.ring.refresh()
-            rev = revocations.revoke(s, dep.ring.issuer_key(now), authorizer, args.target_id, args.reason, now)
-            return dict(revocations.revocation_json(rev), terminal_id=rev.terminal_id, version=rev.list_version)
-        out = dep.db.run(run)
+        # In the name of the authorizer that issued the credential, as the service records it.
+        answer = RevocationService(dep.db, dep.ring).revoke_as_operator(args.target_id, args.reason)
+    (tid, version), = answer["versions"].items()
+    out = dict(answer["revocation"], terminal_id=tid, version=version)
     pushed = None
     if args.mqtt:
         pushed = _push(args.mqtt, {out["terminal_id"]: out["version"]})
