@@ -2,7 +2,8 @@
 folders and stopped afterwards, never mocked.
 
 - PostgresServer: initdb on a fresh folder, `postgres` listening only on a Unix socket in that
-  folder (listen_addresses=''), fsync off (test data need not survive a power cut). Run as root
+  folder (listen_addresses=''), fsync off (test data need not survive a power cut; durable=True
+  keeps it on, for benchmarks). Run as root
   (CI), the server runs as the `postgres` user, since PostgreSQL refuses to run as root.
   `create_database()` gives a new empty database and its SQLAlchemy URL.
 - MosquittoBroker: a config in a temporary folder, one listener on 127.0.0.1 and a free port;
@@ -120,7 +121,10 @@ class PostgresServer:
 
     user = "postgres"
 
-    def __init__(self):
+    def __init__(self, durable=False):
+        # durable: fsync and synchronous commit on, as a production server runs (the issuance
+        # benchmark); tests run without them, since a test's data need not survive a power cut.
+        self.durable = durable
         self.folder = None
         self.proc = None
 
@@ -150,16 +154,17 @@ class PostgresServer:
         log = os.path.join(self.folder, "server.log")
         run = _as_user()
         init = subprocess.run(run + [os.path.join(PG_BIN, "initdb"), "-D", self.data_dir, "-U", self.user,
-                                     "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                                     "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"]
+                              + ([] if self.durable else ["--no-sync"]),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=START_TIMEOUT,
                               cwd=self.folder)
         if init.returncode != 0:
             raise RuntimeError("initdb failed (%d): %s" % (init.returncode, init.stdout[-2000:]))
+        fast = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 run + [os.path.join(PG_BIN, "postgres"), "-D", self.data_dir, "-k", self.folder,
-                       "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                       "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+                       "-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=32MB"] + fast,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.folder)
         deadline = time.monotonic() + START_TIMEOUT
         while True:

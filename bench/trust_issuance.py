@@ -1,0 +1,200 @@
+"""Ticket issuance throughput (issue 13): `capwarden trust serve` over HTTPS on SQLite and on
+PostgreSQL, against in-process signing of the same tickets, measured in the same run.
+
+    python -m bench.trust_issuance [TICKETS]
+
+What runs (on this machine, two shared cores):
+- baseline: the same work a ticket needs minus the service, in this process on one core:
+  credentials.issue.ticket_claims + sign_ticket with the service's own issuer key, for the same
+  request bodies (Fay, terminal, grants, validity);
+- the service: one `capwarden trust serve` process pinned to one core (its own, where the
+  machine has two), plain uvicorn with TLS (a self-signed certificate), SQLite in WAL with
+  synchronous=FULL, or PostgreSQL with fsync and synchronous commit on (a durable server: a
+  ticket answered is a ticket recorded, issue 13 item 2). The client (httpx, CONCURRENCY
+  requests in flight over keep-alive connections) runs on the other core;
+- in between, for the reader: the issuer in-process (Issuer.issue_ticket: policy check, signing
+  and the database commit, no HTTP), on each database.
+
+Figures: tickets per second; the service's ratio to in-process signing (target >= 0.5), and
+the service's median latency.
+"""
+
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import median, test_helper
+
+TICKETS = int(os.environ.get("CAPWARDEN_BENCH_TICKETS", "600"))
+WARMUP = 50
+CONCURRENCY = 16
+TARGET = ">= 0.5"
+
+
+def _cores():
+    """(service core, client core): two distinct cores when there are two."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None, None
+    return (cpus[0], cpus[1]) if len(cpus) > 1 else (cpus[0], cpus[0])
+
+
+def _bodies(n):
+    rig = test_helper("trust", "trustrig")
+    terminals = ["terminal:0192a1b2-c3d4-7e5f-8a9b-%012x" % i for i in range(8)]
+    return [rig.ticket_body(terminals[i % len(terminals)]) for i in range(n)]
+
+
+def in_process_signing(ring, bodies):
+    """Tickets per second of ticket_claims + sign_ticket alone (the baseline), on one core."""
+    from capwarden.credentials import issue
+
+    key = ring.issuer_key()
+
+    def one(b):
+        now = int(time.time())
+        claims = issue.ticket_claims(b["fay_id"], b["terminal_id"], b["grants"], key.issuer_id, now,
+                                     now + b["valid_for_s"])
+        return issue.sign_ticket(key, claims)
+
+    for b in bodies[:WARMUP]:
+        one(b)
+    best = 0.0
+    for _ in range(3):                         # the best of three: the shared cores are noisy
+        t0 = time.perf_counter()
+        for b in bodies:
+            one(b)
+        best = max(best, len(bodies) / (time.perf_counter() - t0))
+    return best
+
+
+def in_process_issuer(db_url, ring, token, bodies):
+    """Tickets per second of Issuer.issue_ticket (policy, signing, the committed record)."""
+    from capwarden.trust.db import open_db
+    from capwarden.trust.issuance import Issuer
+
+    db = open_db(db_url)
+    try:
+        issuer = Issuer(db, ring)
+        for b in bodies[:WARMUP]:
+            issuer.issue_ticket(token, b)
+        t0 = time.perf_counter()
+        for b in bodies:
+            issuer.issue_ticket(token, b)
+        return len(bodies) / (time.perf_counter() - t0)
+    finally:
+        db.dispose()
+
+
+async def _over_https(url, cafile, token, bodies):
+    import httpx
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    headers = {"Authorization": "Bearer " + token}
+    latencies = []
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(verify=ctx, timeout=120, limits=limits) as client:
+        async def post(b, record):
+            t0 = time.perf_counter()
+            r = await client.post(url + "/v1/tickets", json=b, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError("issuance refused: %s %s" % (r.status_code, r.text[:200]))
+            if record:
+                latencies.append(time.perf_counter() - t0)
+
+        async def worker(queue, record):
+            while queue:
+                await post(queue.pop(), record)
+
+        warm = list(bodies[:WARMUP])
+        await asyncio.gather(*(worker(warm, False) for _ in range(CONCURRENCY)))
+        todo = list(bodies)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(todo, True) for _ in range(CONCURRENCY)))
+        return len(bodies) / (time.perf_counter() - t0), median(latencies)
+
+
+def over_https(data, db_url, token, bodies, folder, cores):
+    """(tickets per second, median latency in s) of `capwarden trust serve` over HTTPS."""
+    rig = test_helper("trust", "trustrig")
+    procs = test_helper("trust", "procs")
+    cert, key = rig.self_signed(folder)
+    service_core, client_core = cores
+    argv = [rig.EXE, "trust", "serve", "--data", data, "--db", db_url, "--listen", "127.0.0.1:0",
+            "--tls-cert", cert, "--tls-key", key, "--json", "-q"]
+    pin = (lambda: os.sched_setaffinity(0, {service_core})) if service_core is not None else None
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("capwarden trust serve did not start: %s" % proc.stderr.read()[-2000:])
+        url = json.loads(line)["url"]
+        before = os.sched_getaffinity(0) if client_core is not None else None
+        if client_core is not None:
+            os.sched_setaffinity(0, {client_core})
+        try:
+            return asyncio.run(_over_https(url, cert, token, bodies))
+        finally:
+            if before is not None:
+                os.sched_setaffinity(0, before)
+    finally:
+        procs.stop(proc)
+
+
+def _deployment(folder, db_url):
+    rig = test_helper("trust", "trustrig")
+    from capwarden.trust.servicekeys import KeyRing, ring_folder
+
+    data = os.path.join(folder, "trust")
+    out = rig.init(data, db_url, "issuer:bench")
+    return data, out["authorizer"]["token"], KeyRing.open(ring_folder(data))
+
+
+def run(results, tickets=TICKETS):
+    services = test_helper("trust", "services")
+    bodies = _bodies(tickets)
+    cores = _cores()
+    with tempfile.TemporaryDirectory(prefix="cw-bench-issuance-") as folder:
+        sq = os.path.join(folder, "sqlite")
+        os.mkdir(sq)
+        sqlite_url = "sqlite:///" + os.path.join(sq, "trust.db")
+        data, token, ring = _deployment(sq, sqlite_url)
+        baseline = in_process_signing(ring, bodies)
+        results.add("trust: in-process ticket signing (claims + JWS), one core", round(baseline), "tickets/s")
+        figures = [("SQLite", data, sqlite_url, token, ring, sq)]
+        pg = None
+        if os.path.isfile(os.path.join(services.PG_BIN, "postgres")):
+            pg = services.PostgresServer(durable=True).start()
+            pgdir = os.path.join(folder, "pg")
+            os.mkdir(pgdir)
+            pg_url = pg.create_database("bench")
+            pdata, ptoken, pring = _deployment(pgdir, pg_url)
+            figures.append(("PostgreSQL", pdata, pg_url, ptoken, pring, pgdir))
+        else:
+            print("trust_issuance: PostgreSQL not found at %s; its figures are left out" % services.PG_BIN,
+                  file=sys.stderr)
+        try:
+            for name, d, url, tok, rg, sub in figures:
+                inproc = in_process_issuer(url, rg, tok, bodies)
+                results.add("trust: Issuer.issue_ticket in-process, %s (no HTTP)" % name, round(inproc), "tickets/s",
+                            baseline=round(baseline))
+                rate, p50 = over_https(d, url, tok, bodies, sub, cores)
+                results.add("trust: issuance over HTTPS, %s, service on one core" % name, round(rate), "tickets/s",
+                            baseline=round(baseline), target=TARGET,
+                            note="%d tickets, %d in flight, signing baseline in-process" % (len(bodies), CONCURRENCY))
+                results.add("trust: issuance over HTTPS, %s, median latency" % name, round(p50 * 1000, 2), "ms")
+        finally:
+            if pg is not None:
+                pg.stop()
+
+
+if __name__ == "__main__":
+    from bench import Results
+
+    run(Results(), int(sys.argv[1]) if len(sys.argv) > 1 else TICKETS)
