@@ -13,15 +13,14 @@ was matched leaves the secret unspent). Times are integer Unix seconds, `now` in
   SHA-256 only) and a registration signed by the RA keys.
 - set_status() / terminal_state() / authenticate(): registered, suspended, deregistered
   (final). A suspended terminal gets no key set, no list, no credential.
-- publish_keyset() / rotate() / retire_key(): key-set versions built from the key ring, each
-  signed by an RA key of the previous version and every RA key of its own (keysets.verify_next
-  checks each before it is stored); retirement refused while registered terminals that have
-  not acknowledged the successor key still need the old one, unless forced.
-- store_ack() / keyset_status(): signed acknowledgements and per-version counts.
+- publish_keyset() / rotate() / retire_key() / store_ack() / keyset_status(): key
+  distribution, in trust.keydist and re-exported here: key-set versions built from the key
+  ring, each signed by an RA key of the previous version and every RA key of its own;
+  retirement refused while registered terminals that have not acknowledged the successor key
+  still need it, unless forced; signed acknowledgements and per-version counts.
+- RegistrationAuthority: all of it over one Database and key ring, one transaction a call.
 """
 
-import hashlib
-import json
 import os
 import time
 
@@ -32,28 +31,24 @@ from capwarden.credentials import keys
 from capwarden.credentials.b64 import b64u_decode, b64u_encode
 from capwarden.credentials.ids import TERMINAL_RE, new_terminal_id, new_uuid7, uuid_text
 from capwarden.trust import keysets, signed
+from capwarden.trust.authorizers import hash_token as secret_hash   # tokens and secrets: one hash
 from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, Unauthenticated
-from capwarden.trust.models_registry import (DEREGISTERED, REGISTERED, STATUSES, SUSPENDED, Enrollment, KeySetAck,
-                                             KeySetVersion, RegisteredTerminal)
-from capwarden.trust.servicekeys import ISSUER, KeyRingError
+from capwarden.trust.models_registry import (DEREGISTERED, REGISTERED, STATUSES, SUSPENDED, Enrollment,
+                                             RegisteredTerminal)
+from capwarden.trust.keydist import (NEEDING_SHOWN, PUBLISH_TRIES, ROTATION_LEAD_S, init_keysets,  # noqa: F401
+                                     keyset_document, keyset_payload, keyset_payload_of, keyset_status,
+                                     latest_keyset_version, publish_keyset, retire_key, rotate, store_ack,
+                                     terminals_needing)
 
 SECRET_BYTES = 32
 ENROLLMENT_TTL_S = 7 * 86400          # an enrollment secret not used within a week expires
 MAX_ENROLLMENT_TTL_S = 90 * 86400
 MAX_GROUP = 128
 SYNC_RESOLUTION_S = 60                # last_sync_at is written at most once a minute per terminal
-ROTATION_LEAD_S = 3600                # a new issuer key signs an hour after its key set is out
-PUBLISH_TRIES = 5                     # versions built again when another process published first
-NEEDING_SHOWN = 10                    # terminal ids named in a refused retirement's message
 
 
 def _now(now):
     return int(time.time()) if now is None else now
-
-
-def secret_hash(text):
-    """SHA-256 of a token or enrollment secret as sent (the only form the database holds)."""
-    return hashlib.sha256(text.encode()).digest()
 
 
 def _new_secret():
@@ -208,202 +203,6 @@ def list_terminals(session):
     return [{"terminal_id": t.terminal_id, "status": t.status, "group": t.group_name,
              "registered_at": t.registered_at, "last_sync_at": t.last_sync_at, "key_set_acked": t.key_set_acked}
             for t in rows]
-
-
-# ---- key sets -------------------------------------------------------------------------------
-def latest_keyset_version(session):
-    """The newest published key-set version, 0 when none is."""
-    return session.scalar(sa.select(sa.func.max(KeySetVersion.version))) or 0
-
-
-def keyset_document(session, version):
-    """The signed key set `version` exactly as published. Raises NotFound."""
-    row = session.get(KeySetVersion, version) if type(version) is int else None
-    if row is None:
-        raise NotFound("no key set version %r" % (version,))
-    return json.loads(row.document)
-
-
-def keyset_payload_of(session, version):
-    return signed.payload_of(keyset_document(session, version), signed.KEY_SET)
-
-
-def keyset_payload(ring, version, floor=0):
-    """The key-set payload `version` from the ring as it is: every live issuer key (source
-    "ra-distributed"), the current RA keys, effective_at = the newest issuer key's valid_from
-    (when it starts signing), never below `floor` (the previous set's)."""
-    vks = [{k: v for k, v in vk.items() if v is not None} for vk in ring.verification_keys()]
-    effective = max([vk["valid_from"] for vk in vks] + [floor])
-    return {"type": signed.KEY_SET, "version": version, "effective_at": effective,
-            "ra_keys": ring.ra_public(), "keys": vks}
-
-
-def publish_keyset(session, ring, now=None):
-    """Publish the next key-set version from the ring. Version 1 is signed by its own RA keys;
-    version N > 1 by an RA key of N-1 that the ring still holds and by every RA key of N. The
-    document is checked with keysets.verify_next, as a terminal will, before it is stored.
-    Returns the version. Raises KeyRingError (no RA key of N-1 left to sign), Conflict (other
-    processes kept publishing the same version at the same time)."""
-    now = _now(now)
-    for _attempt in range(PUBLISH_TRIES):
-        doc, payload = _next_keyset(session, ring)
-        try:
-            # A savepoint: when another process committed this version first (its primary key),
-            # only this insert is undone, and the next try builds on the version it published.
-            with session.begin_nested():
-                session.add(KeySetVersion(version=payload["version"], document=json.dumps(doc, sort_keys=True),
-                                          digest=keysets.digest(doc), effective_at=payload["effective_at"],
-                                          created_at=now))
-            return payload["version"]
-        except exc.IntegrityError:
-            continue
-    raise Conflict("key set publication kept colliding with another process: try again")
-
-
-def _next_keyset(session, ring):
-    """(signed document, payload) of the key set after the latest published one."""
-    prev_version = latest_keyset_version(session)
-    signers = list(ring.ra_keys())
-    if not prev_version:
-        payload = keyset_payload(ring, 1)
-        doc = signed.sign(payload, signers)
-        keysets.verify_next(ring.ra_public(), doc)
-        return doc, payload
-    prev = keyset_payload_of(session, prev_version)
-    payload = keyset_payload(ring, prev_version + 1, floor=prev["effective_at"])
-    old_kids = [k["key_id"] for k in prev["ra_keys"]]
-    if not {k.key_id for k in signers}.intersection(old_kids):
-        held = [kid for kid in old_kids if _live(ring, kid)]
-        if not held:
-            raise KeyRingError("no RA key of key set %d is left to sign version %d" % (prev_version, prev_version + 1))
-        signers.insert(0, ring.get(held[0]))
-    doc = signed.sign(payload, signers)
-    keysets.verify_next(prev, doc)
-    return doc, payload
-
-
-def _live(ring, kid):
-    try:
-        ring.get(kid)
-        return True
-    except KeyRingError:
-        return False
-
-
-def init_keysets(session, ring, now=None):
-    """Publish key set version 1 unless one exists (capwarden trust init). Returns the latest."""
-    return latest_keyset_version(session) or publish_keyset(session, ring, now)
-
-
-def rotate(session, ring, role, now=None, effective_at=None):
-    """Rotate the `role` key ("issuer" or "ra") and publish the key set that distributes it.
-    An issuer key signs from `effective_at` (default now + ROTATION_LEAD_S, the time terminals
-    get to fetch it): until then the old one does, and both are in the set. An RA key is in
-    force at once (the set is signed by the old RA key too). Returns {"key_id", "version"}.
-    Raises KeyRingError, Conflict."""
-    now = _now(now)
-    if role == ISSUER and effective_at is None:
-        effective_at = now + ROTATION_LEAD_S
-    kid = ring.rotate(role, now=now, effective_at=effective_at)
-    return {"key_id": kid, "version": publish_keyset(session, ring, now)}
-
-
-def _first_version_with(session, field, kids):
-    """The first key-set version whose `field` ("keys" or "ra_keys") lists every kid in kids."""
-    for v in range(1, latest_keyset_version(session) + 1):
-        listed = {k["key_id"] for k in keyset_payload_of(session, v)[field]}
-        if set(kids) <= listed:
-            return v
-    return None
-
-
-def terminals_needing(session, ring, kid, now=None):
-    """(successor version, [terminal ids]) for key `kid`: the registered terminals that have not
-    acknowledged the first key set holding the key(s) that replace it, and so still need it."""
-    now = _now(now)
-    role = ring.role_of(kid)
-    if role == ISSUER:
-        field, kids = "keys", [ring.issuer_key(now).key_id]
-    else:
-        field, kids = "ra_keys", [k.key_id for k in ring.ra_keys()]
-    if kid in kids:
-        raise KeyRingError("key %s is in use: rotate it first" % kid)
-    v = _first_version_with(session, field, kids)
-    if v is None:
-        raise KeyRingError("no key set distributes the successor of %s yet: publish one first" % kid)
-    rows = session.scalars(sa.select(RegisteredTerminal.terminal_id)
-                           .where(RegisteredTerminal.status == REGISTERED, RegisteredTerminal.key_set_acked < v)
-                           .order_by(RegisteredTerminal.terminal_id))
-    return v, list(rows)
-
-
-def retire_key(session, ring, kid, force=False, now=None):
-    """Retire key `kid`. Refused (Conflict, naming the count and some terminals) while
-    registered terminals that have not acknowledged the key set holding its successor still
-    need it, unless `force`. An issuer key leaves the key sets: a new version is published
-    without it. An issuer key not yet in force cannot be retired. Returns {"key_id",
-    "version" (published, or None), "forced", "needing": [terminal ids]}. Raises KeyRingError,
-    Conflict."""
-    now = _now(now)
-    role = ring.role_of(kid)
-    if role == ISSUER and ring.valid_from(kid) > now:
-        raise KeyRingError("key %s is not in force yet; retiring a pending key is not supported" % kid)
-    v, needing = terminals_needing(session, ring, kid, now)
-    if needing and not force:
-        raise Conflict("%d registered terminal(s) have not acknowledged key set %d and still need key %s "
-                       "(%s%s); wait for them, suspend them, or force" % (
-                           len(needing), v, kid, ", ".join(needing[:NEEDING_SHOWN]),
-                           ", ..." if len(needing) > NEEDING_SHOWN else ""))
-    ring.retire(kid, now=now)
-    version = publish_keyset(session, ring, now) if role == ISSUER else None
-    return {"key_id": kid, "version": version, "forced": bool(needing), "needing": needing}
-
-
-def store_ack(session, terminal, version, ack, now=None):
-    """Record `terminal`'s (a RegisteredTerminal) signed acknowledgement of key set `version`
-    after checking it is signed by its device key and names this terminal, this version and
-    the digest of the key set as published. Idempotent for the same ack. Returns the highest
-    version the terminal acknowledged. Raises NotFound (no such version), Forbidden (not this
-    terminal's ack of this key set)."""
-    now = _now(now)
-    row = session.get(KeySetVersion, version) if type(version) is int else None
-    if row is None:
-        raise NotFound("no key set version %r" % (version,))
-    try:
-        pub = keys.load(terminal.device_algorithm, terminal.device_key)
-        keysets.verify_ack(ack, pub, terminal.terminal_id, version, row.digest)
-    except signed.SignedDocError as e:
-        raise Forbidden("not %s's acknowledgement of key set %d: %s" % (terminal.terminal_id, version, e)) from None
-    if session.get(KeySetAck, (terminal.terminal_id, version)) is None:
-        try:
-            with session.begin_nested():    # the same ack arriving twice at once: one row, no error
-                session.add(KeySetAck(terminal_id=terminal.terminal_id, version=version, digest=row.digest,
-                                      ack=json.dumps(ack, sort_keys=True), acked_at=now))
-        except exc.IntegrityError:
-            pass
-    session.execute(sa.update(RegisteredTerminal)
-                    .where(RegisteredTerminal.terminal_id == terminal.terminal_id,
-                           RegisteredTerminal.key_set_acked < version)
-                    .values(key_set_acked=version))
-    session.execute(sa.update(RegisteredTerminal).where(RegisteredTerminal.terminal_id == terminal.terminal_id)
-                    .values(last_sync_at=now))
-    return session.scalar(sa.select(RegisteredTerminal.key_set_acked)
-                          .where(RegisteredTerminal.terminal_id == terminal.terminal_id))
-
-
-def keyset_status(session):
-    """Per key-set version, newest first: {"version", "effective_at", "created_at",
-    "acknowledged" (terminals that acknowledged exactly it), "registered_behind" (registered
-    terminals whose newest acknowledgement is older)}."""
-    counts = dict(session.execute(sa.select(KeySetAck.version, sa.func.count()).group_by(KeySetAck.version)).all())
-    out = []
-    for row in session.scalars(sa.select(KeySetVersion).order_by(KeySetVersion.version.desc())):
-        behind = session.scalar(sa.select(sa.func.count()).select_from(RegisteredTerminal)
-                                .where(RegisteredTerminal.status == REGISTERED,
-                                       RegisteredTerminal.key_set_acked < row.version))
-        out.append({"version": row.version, "effective_at": row.effective_at, "created_at": row.created_at,
-                    "acknowledged": counts.get(row.version, 0), "registered_behind": behind})
-    return out
 
 
 class RegistrationAuthority:
