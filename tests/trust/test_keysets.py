@@ -394,6 +394,11 @@ def test_forced_retire(ra, clock):
     assert out["forced"] is True and out["needing"] == [a[0]] and out["version"] == 3
     with pytest.raises(KeyRingError, match="retired"):
         ra.ring.get(old)
+    register(ra)                        # one more terminal behind: still "retired", not "needed"
+    with pytest.raises(KeyRingError, match="retired"):
+        ra.retire(old)
+    with pytest.raises(KeyRingError, match="unknown"):
+        ra.retire("issuer-nope")
 
 
 def test_suspended_and_deregistered_terminals_do_not_hold_up_retirement(ra, clock):

@@ -164,6 +164,7 @@ def retire_key(session, ring, kid, force=False, now=None):
     Conflict."""
     now = _now(now)
     role = ring.role_of(kid)
+    ring.get(kid)                       # KeyRingError "retired" before asking who needs it
     if role == ISSUER and ring.valid_from(kid) > now:
         raise KeyRingError("key %s is not in force yet; retiring a pending key is not supported" % kid)
     v, needing = terminals_needing(session, ring, kid, now)
