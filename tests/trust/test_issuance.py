@@ -454,3 +454,28 @@ def test_renewal_is_all_or_nothing(rig, monkeypatch):
 def _count(rig, model):
     with rig.db.transaction(write=False) as s:
         return s.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_two_processes_migrating_a_fresh_database_at_once_both_succeed(db_url):
+    import threading
+
+    dbs = [trustdb.open_db(db_url) for _ in range(3)]
+    errors = []
+    barrier = threading.Barrier(len(dbs))
+
+    def go(d):
+        barrier.wait()
+        try:
+            d.migrate()
+        except Exception as exc:   # noqa: BLE001  (reported below)
+            errors.append(exc)
+    threads = [threading.Thread(target=go, args=(d,)) for d in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == [] and {d.revision() for d in dbs} == {dbs[0].revision()} != {None}
+    finally:
+        for d in dbs:
+            d.dispose()

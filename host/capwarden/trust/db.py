@@ -27,6 +27,7 @@ RETRIES = 8
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 # PostgreSQL SQLSTATEs that mean "run it again": serialization_failure, deadlock_detected.
 _PG_RETRY = ("40001", "40P01")
+MIGRATION_LOCK = 0x63617077   # "capw": the advisory lock key migrations take on PostgreSQL
 
 
 class Base(DeclarativeBase):
@@ -69,14 +70,19 @@ class Database:
         self._write = sessionmaker(self._writer, expire_on_commit=False)
 
     def migrate(self):
-        """Bring the schema to the newest revision. Raises DatabaseError."""
+        """Bring the schema to the newest revision. Several processes may start at once: the
+        migration runs under the database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a
+        transaction-scoped advisory lock, and DDL is transactional), so the later ones wait
+        and then find the schema at head. Raises DatabaseError."""
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", MIGRATIONS)
         try:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except exc.SQLAlchemyError as e:
