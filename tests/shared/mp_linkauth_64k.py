@@ -5,6 +5,8 @@
 import gc
 
 import micropython
+# Folded by the build (capwarden.sim.inline), as in the agent: this import loads nothing.
+from capshared.linkauth import CURRENT, DIR_TO_BOARD, DIR_TO_HOST, OK, PENDING, TAG_SIZE
 
 KEY = b"0123456789abcdef"
 
@@ -16,7 +18,7 @@ def _costs():
     from capshared import linkauth as la
     gc.collect()
     a1 = gc.mem_alloc()
-    board = la.LinkAuth(la.DIR_TO_HOST)
+    board = la.LinkAuth(DIR_TO_HOST)
     board.set_key(KEY)
     gc.collect()
     a2 = gc.mem_alloc()
@@ -26,14 +28,14 @@ def _costs():
 
 def test_64k_linkauth_costs_in_a_fresh_heap():
     la, board, module, instance = _costs()
-    host = la.LinkAuth(la.DIR_TO_BOARD)
+    host = la.LinkAuth(DIR_TO_BOARD)
     host.set_key(KEY)
     nonce = bytearray(8)
     board.board_nonce(nonce, 0)
-    board.begin(nonce, 0, nonce, 0, 5, la.PENDING)
-    host.begin(nonce, 0, nonce, 0, 5, la.CURRENT)
+    board.begin(nonce, 0, nonce, 0, 5, PENDING)
+    host.begin(nonce, 0, nonce, 0, 5, CURRENT)
     frame = bytearray(32)
-    tag = bytearray(la.TAG_SIZE)
+    tag = bytearray(TAG_SIZE)
     gc.collect()
     b0 = gc.mem_alloc()
     ok = 0
@@ -42,9 +44,9 @@ def test_64k_linkauth_costs_in_a_fresh_heap():
         for i in range(10000):
             frame[5] = i & 0xFF
             c = host.seal(frame, 0, 32, tag, 0)
-            ok += board.verify(frame, 0, 32, c, tag, 0) == la.OK
+            ok += board.verify(frame, 0, 32, c, tag, 0) == OK
             c = board.seal(frame, 0, 32, tag, 0)
-            ok += host.verify(frame, 0, 32, c, tag, 0) == la.OK
+            ok += host.verify(frame, 0, 32, c, tag, 0) == OK
     finally:
         micropython.heap_unlock()
     b1 = gc.mem_alloc()
@@ -56,10 +58,9 @@ def test_64k_linkauth_costs_in_a_fresh_heap():
 
 
 def test_64k_linkauth_ram_beside_the_agent():
-    # The agent at rest with the device tests' rig (its line buffers and decoder count too):
-    # about 6.5 KB are free, in pieces, and the module and one LinkAuth need about 7.3 KB, so
-    # this fails today (test_linkauth.py marks it a strict xfail): the wiring must find that
-    # room first (docs/link-auth.md, "RAM").
+    # The agent at rest with the device tests' rig (its line buffers and decoder count too),
+    # then the module and one LinkAuth with its key. Fits since the build folds linkauth's
+    # constants (capwarden.sim.inline.OWN_CONSTANTS): 350 bytes of module globals and names.
     from agent_rig import Rig
 
     gc.collect()

@@ -53,11 +53,7 @@ def _agent_rig():
 
 
 @pytest.mark.micropython
-@pytest.mark.parametrize("name", [
-    n if "beside" not in n else pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
-        "the agent's 64 KB rig has about 6.5 KB free and the module with one LinkAuth needs "
-        "about 7.3 KB on the 64-bit port: the wiring must make room (docs/link-auth.md, RAM)")))
-    for n in SMALL])
+@pytest.mark.parametrize("name", SMALL)
 def test_64k_under_micropython(name):
     failure = mpharness.run(os.path.join(HERE, "mp_linkauth_64k.py"), name, heapsize="64K", compiled=True,
                             extra_path=[_agent_rig()], timeout=120)

@@ -13,7 +13,7 @@ import tempfile
 
 from capwarden import resources
 from capwarden.errors import SimError, UsageError
-from capwarden.sim.inline import inline
+from capwarden.sim.inline import OWN_CONSTANTS, inline, privatise
 
 # The modules that define the shared constants are deployed as they are (any code that still
 # imports them at run time gets them); every other module has them folded in (sim/inline.py).
@@ -90,6 +90,8 @@ def _stage_into(listing, dest, compile):
         os.makedirs(os.path.dirname(out), exist_ok=True)
         with open(src) as f:
             text = inline(f.read()) if target not in NOT_FOLDED else f.read()
+            if target in OWN_CONSTANTS:
+                text = privatise(text)
         if compile and target != "main.py":
             folded = out + ".folded"
             with open(folded, "w") as f:

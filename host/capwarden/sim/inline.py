@@ -13,9 +13,26 @@ Device tests import the staged firmware (tests/mpharness.py), so they test this 
 import ast
 import re
 
-from capshared import errors, limits, wire
+from capshared import errors, limits, linkauth, wire
 
-SOURCES = {"capshared.wire": wire, "capshared.errors": errors, "capshared.limits": limits}
+SOURCES = {"capshared.wire": wire, "capshared.errors": errors, "capshared.limits": limits,
+           "capshared.linkauth": linkauth}
+
+# Deployed modules whose own `NAME = const(...)` become private on the board (`_NAME`): a public
+# const is a module global (a dict entry and an interned name each), a private one is folded
+# away. Modules that import those names get them folded in as above (issue 12: board RAM).
+OWN_CONSTANTS = {"capshared/linkauth.py"}
+
+
+def _foldable(value):
+    return isinstance(value, (int, bytes)) and not isinstance(value, bool)
+
+
+def privatise(source):
+    """`source` with each module-level `NAME = const(...)` renamed `_NAME` wherever it is used."""
+    for name in re.findall(r"^([A-Z][A-Z0-9_]*) = const\(", source, re.M):
+        source = re.sub(r"(?<![\w.])%s(?!\w)" % name, "_" + name, source)
+    return source
 
 
 def _private(name):
@@ -35,12 +52,20 @@ def inline(source):
     direct = {}      # local name -> value
     modules = {}     # alias -> module, for `from capshared import wire as W`
     spans = []
+    imports = []     # what remains of partly folded imports
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in SOURCES:
             mod = SOURCES[node.module]
+            kept = []       # classes and functions stay imported (capshared.linkauth.LinkAuth)
             for a in node.names:
-                direct[a.asname or a.name] = getattr(mod, a.name)
+                value = getattr(mod, a.name)
+                if _foldable(value):
+                    direct[a.asname or a.name] = value
+                else:
+                    kept.append(a.name + (" as " + a.asname if a.asname else ""))
             spans.append((node.lineno, node.end_lineno))
+            if kept:
+                imports.append("from %s import %s\n" % (node.module, ", ".join(kept)))
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "capshared" \
                 and all("capshared." + a.name in SOURCES for a in node.names):
             for a in node.names:
@@ -50,9 +75,13 @@ def inline(source):
         return source
     body = "".join(line for i, line in enumerate(lines, 1) if not any(a <= i <= b for a, b in spans))
     defs = {}
+    kept_alias = set()
     for alias, mod in modules.items():
         def attr(m, alias=alias, mod=mod):
             name = m.group(1)
+            if not _foldable(getattr(mod, name, None)):
+                kept_alias.add(alias)       # a class or function: the module stays imported
+                return m.group(0)
             folded = "_%s_%s" % (alias, name)
             defs[folded] = getattr(mod, name)
             return folded
@@ -62,7 +91,9 @@ def inline(source):
         if folded != local:
             body = re.sub(r"(?<![\w.])%s(?!\w)" % re.escape(local), folded, body)
         defs[folded] = value
-    header = "from micropython import const\n" + "".join(
+    imports += ["from capshared import %s as %s\n" % (mod.__name__.rpartition(".")[2], alias)
+                for alias, mod in modules.items() if alias in kept_alias]
+    header = "from micropython import const\n" + "".join(imports) + "".join(
         "%s = %s\n" % (name, _literal(value)) for name, value in sorted(defs.items()))
     # Put the constants where the first import was, after any module comment block.
     first = spans[0][0]
