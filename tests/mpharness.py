@@ -46,12 +46,13 @@ def helpers(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(".py") and not n.startswith(("mp_", "test_", "conftest")))
 
 
-def _compiled_test(path):
+def _compiled_test(path, compile=True):
     """The test module and its folder's helper modules, built as the firmware is: the shared
     constants folded in (capwarden.sim.inline) and precompiled to .mpy, in a temporary folder.
     So a heap-budget test spends the heap a board spends: neither compiling the test nor the
     constant modules (capshared.wire, .limits, .errors, which a board never loads) count.
-    Returns that folder."""
+    `compile=False`: folded only, left as source (tracebacks keep names of lines). Returns that
+    folder."""
     import atexit
     import shutil
     import tempfile
@@ -67,6 +68,8 @@ def _compiled_test(path):
             folded = os.path.join(folder, name)
             with open(folded, "w") as out:
                 out.write(inline(f.read()))
+        if not compile:
+            continue
         subprocess.run([firmware.mpy_cross(), "-o", folded[:-3] + ".mpy", "-s", name, folded], check=True,
                        capture_output=True)
         os.remove(folded)
@@ -100,9 +103,12 @@ def run(path, name, heapsize="256K", extra_path=(), timeout=60, paths=None, comp
     built as the firmware is (_compiled_test).
     """
     folder, fname = os.path.split(os.path.abspath(path))
+    on_firmware = paths is None or any(paths == p for p in _firmware.values())
     paths = firmware_path() if paths is None else paths
-    if compiled:
-        folder = _compiled_test(path)
+    if compiled or on_firmware:
+        # Against the firmware a test imports what a board has: linkauth's constants folded
+        # (capwarden.sim.inline), so the test's own imports of them must be folded too.
+        folder = _compiled_test(path, compile=compiled)
     code = RUNNER.format(path=list(extra_path) + [folder] + list(paths), module=fname[:-3], name=name)
     proc = subprocess.run(
         [MICROPYTHON, "-X", "heapsize=" + heapsize, "-c", code],

@@ -14,6 +14,7 @@ from capagent.link import EOF, Link
 from capshared import wire as W
 from capshared.framing import FRAME, INTERRUPT
 from capshared.limits import HEADER_SIZE, MAX_RAW, PROTOCOL_VERSION
+from capshared.linkauth import CURRENT, NONCE_SIZE, PENDING
 from capshared.errors import E_DEV_BAD_MESSAGE as E_BAD, E_INTERNAL, E_RESOURCE_UNAVAILABLE as E_RES
 
 _TICK_MS = const(20)    # longest sleep between control ticks
@@ -54,11 +55,20 @@ class Agent:
         e.u8(MAX_RAW)
         e.u8(len(self.resources))
         e.u32(self.uptime())
+        link = self.link
+        a = link.auth
         if rid:  # HELLO_R: what a new host continues from (issue 9, defect 1)
             e.u32(self.control.hb_seq)
-            e.u16(self.link.rid_hw)
+            e.u16(link.rid_hw)
+            # The session this HELLO's nonce and ours make, proposed (PENDING): the current
+            # one stays until a frame under the new one arrives (docs/link-auth.md).
+            a.board_nonce(e.raw, e.n)
+            a.begin(link.dec.buf, HEADER_SIZE, e.raw, e.n, self.boot_id, PENDING)
+            e.n += NONCE_SIZE
+        else:    # ANNOUNCE: the key id (zeros: no key, every frame refused)
+            e.tail(a.key_id, 0, 4)
         e.tail(self.info, 0, len(self.info))
-        self.link.send(False)  # never replayed: a retried HELLO gets today's figures
+        link.send(False, PENDING if rid else CURRENT)  # never replayed: a retried HELLO is a new proposal
 
     def announce(self):
         # A delimiter first: whatever the line carried before (the REPL's "OK" when the agent
@@ -107,6 +117,10 @@ class Agent:
             e.u32(link.frames_rx & 0x3FFFFFFF)
             e.u32(link.frames_tx & 0x3FFFFFFF)
             e.u16(link.stale_n & 0xFFFF)
+            a = link.auth
+            e.u16(a.bad_tag & 0xFFFF)
+            e.u16(a.replay & 0xFFFF)
+            e.u16(a.no_key & 0xFFFF)
             link.send()
         elif mid == W.REPL:
             e.begin(W.REPL_R, rid)
@@ -161,6 +175,9 @@ class Agent:
                     break
                 else:
                     break
+            if link.hello_refused:   # a HELLO with another key, or none: say which key we hold
+                link.hello_refused = False
+                self._hello(W.ANNOUNCE, 0)
         self.control.tick(self.clock.ticks_ms())
 
     def run(self):

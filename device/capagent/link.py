@@ -9,6 +9,14 @@
 # again (Control.stale answers it). HELLO is outside the window (idempotent, and how a new host
 # learns the newest id, rid_hw, to number its requests on from there).
 #
+# Link authentication (issue 12, docs/link-auth.md): every frame carries a counter and a tag
+# after its payload. A frame is verified (capshared.linkauth) before anything else looks at it
+# but the line-duplicate check: one without a valid tag, or replayed, is dropped and counted
+# (STATS_R bad_tag, replay, no_key) and reaches no handler. Without a key file the board
+# accepts nothing and its ANNOUNCE says so (key id zero). A refused HELLO is answered with
+# an ANNOUNCE (which carries nothing a stranger can use), so a host with the wrong key or none
+# learns why it gets no HELLO_R.
+#
 # Nothing here allocates per frame: the decoder and encoder work in buffers made at start-up,
 # stream writes use write(buf, n), and reads use readinto(buf, 1) while poll says ready.
 import select
@@ -16,16 +24,25 @@ import select
 from micropython import const
 
 from capshared.framing import FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
-from capshared.limits import MAX_RAW, RID_MAX
-from capshared.wire import ERROR as _ERROR, HELLO as _HELLO
+from capshared.limits import AUTH_SIZE, HEADER_SIZE, MAX_RAW, RID_MAX
+from capshared.linkauth import CURRENT, DIR_TO_HOST, OK, LinkAuth
+from capshared.wire import ANNOUNCE as _ANNOUNCE, ERROR as _ERROR, HELLO as _HELLO
 
 _REPLAY_SLOTS = const(4)
 _RID_WINDOW = const(256)   # request ids remembered behind the newest (a power of two)
 EOF = 9  # read() result: the input stream ended
+KEY_FILE = "link.key"   # the board's link key, 16 raw bytes (capwarden flash writes it)
 
 
 class Link:
-    def __init__(self, rd, wr, pollable):
+    def __init__(self, rd, wr, pollable, key_file=KEY_FILE):
+        self.auth = a = LinkAuth(DIR_TO_HOST)
+        try:
+            with open(key_file, "rb") as f:
+                a.set_key(f.read())
+        except (OSError, ValueError):
+            pass                # no key (or not one): every frame is refused, ANNOUNCE says so
+        self.hello_refused = False
         self.rd = rd
         self.wr = wr
         self.poller = select.poll()
@@ -83,11 +100,28 @@ class Link:
 
     def _accept(self):
         dec = self.dec
-        seq = dec.seq()
-        key = crc16(dec.buf, 1, dec.n)
+        b = dec.buf
+        n = dec.n - AUTH_SIZE
+        if n < HEADER_SIZE:
+            dec.bad_frame += 1
+            return False
+        seq = b[0]
+        key = crc16(b, 1, n)
         if seq == self._last_seq and key == self._last_key:
             self.dup += 1  # the same frame twice on the wire
             return False
+        a = self.auth
+        hello = b[1] == _HELLO
+        if b[n + 3] & 0xC0:     # a counter this large is never sent (and would allocate)
+            a.bad_tag += 1
+            r = 1
+        else:
+            ctr = b[n] | (b[n + 1] << 8) | (b[n + 2] << 16) | (b[n + 3] << 24)
+            r = a.verify(b, 0, n, ctr, b, n + 4, hello)
+        if r != OK:
+            self.hello_refused = hello
+            return False
+        dec.n = n               # from here on the frame is its header and payload
         if self._last_seq >= 0:
             gap = (seq - self._last_seq - 1) & 0xFF
             self.lost += gap
@@ -107,8 +141,7 @@ class Link:
                 for j in range(n):
                     e.raw[j] = b[j]
                 e.n = n
-                self.wr.write(e.wire, e.finish())
-                self.frames_tx += 1
+                self.write()    # sealed again: a fresh counter
                 return False
         self.stale = rid != 0 and dec.mid() != _HELLO and not self._admit(rid)
         if self.stale:
@@ -128,13 +161,35 @@ class Link:
         k = rid % _RID_WINDOW
         return self._seen_lo[k] != rid & 0xFF or self._seen_hi[k] != rid >> 8
 
-    def send(self, remember=True):
+    def write(self, s=CURRENT):
+        # Seal the frame built in self.enc (header and payload) in session s and write it; a
+        # board without a session sends nothing but ANNOUNCE (seal() says -1: no counter,
+        # zero tag). self.enc.n is the frame's length again afterwards.
+        e = self.enc
+        r = e.raw
+        n = e.n
+        c = self.auth.seal(r, 0, n, r, n + 4, s)
+        if c < 0:
+            if r[1] != _ANNOUNCE:
+                return
+            c = 0
+            for i in range(8):
+                r[n + 4 + i] = 0
+        r[n] = c & 0xFF
+        r[n + 1] = (c >> 8) & 0xFF
+        r[n + 2] = (c >> 16) & 0xFF
+        r[n + 3] = c >> 24
+        e.n = n + AUTH_SIZE
+        self.wr.write(e.wire, e.finish())
+        e.n = n
+        self.frames_tx += 1
+
+    def send(self, remember=True, s=CURRENT):
         # Seal the frame built in self.enc and write it. A final response to the current
         # request is remembered for replay; events and QUEUED are not (remember=False).
         e = self.enc
         n = e.n
-        self.wr.write(e.wire, e.finish())
-        self.frames_tx += 1
+        self.write(s)
         rid = self._req_rid
         if remember and rid > 0:
             i = self._next_slot

@@ -42,6 +42,10 @@ def encode_payload(name, fields):
             if isinstance(v, str):
                 v = v.encode("utf-8")
             out += bytes(v)
+        elif ftype in messages.RAW:
+            if not isinstance(v, (bytes, bytearray)) or len(v) != messages.SIZES[ftype]:
+                raise CodecError("%s.%s: %d raw bytes expected" % (name, fname, messages.SIZES[ftype]))
+            out += bytes(v)
         else:
             size = messages.SIZES[ftype]
             limit = U32_LIMIT if ftype == "I" else (1 << (8 * size))
@@ -69,6 +73,9 @@ def decode_payload(mid, payload):
     for fname, ftype in messages.FIELDS[mid]:
         if ftype == "s":
             fields[fname] = bytes(payload[off:])
+        elif ftype in messages.RAW:
+            fields[fname] = bytes(payload[off:off + messages.SIZES[ftype]])
+            off += messages.SIZES[ftype]
         else:
             size = messages.SIZES[ftype]
             fields[fname] = int.from_bytes(payload[off:off + size], "little")

@@ -13,7 +13,7 @@ allocate nothing, so the device agent can run them under micropython.heap_lock()
 """
 
 from capshared.limits import (
-    CRC_SIZE, CTRL_C, DELIMITER, ESC, ESC_XOR, HEADER_SIZE, MAX_COBS, MAX_RAW, MAX_WIRE,
+    AUTH_SIZE, CRC_SIZE, CTRL_C, DELIMITER, ESC, ESC_XOR, HEADER_SIZE, MAX_COBS, MAX_RAW, MAX_WIRE,
     MIN_RAW,
 )
 
@@ -144,7 +144,7 @@ class FrameEncoder:
         """Append src[start:end]; truncated to what fits (callers size their data first)."""
         r = self.raw
         n = self.n
-        room = MAX_RAW - CRC_SIZE - n
+        room = MAX_RAW - AUTH_SIZE - CRC_SIZE - n   # the link's trailer goes after the payload
         if end - start > room:
             end = start + room
         for i in range(start, end):
@@ -154,7 +154,7 @@ class FrameEncoder:
 
     def room(self):
         """Payload bytes still free in this frame."""
-        return MAX_RAW - CRC_SIZE - self.n
+        return MAX_RAW - AUTH_SIZE - CRC_SIZE - self.n
 
     def finish(self):
         """Seal the frame; returns the number of wire bytes in self.wire."""

@@ -4,13 +4,14 @@ Sizes are chosen so that one worst-case frame fits the smallest input buffer we 
 (RP2040 USB CDC and ESP32 UART: 256 bytes), see docs/protocol.md "Frame sizes".
 """
 
-PROTOCOL_VERSION = 2   # 2: HELLO_R carries hb_seq and rid_hw, AUDIT, STATS_R.stale (issue 9)
+PROTOCOL_VERSION = 3   # 3: every frame authenticated (issue 12); 2: HELLO_R hb_seq and rid_hw (issue 9)
 
-# A raw frame is header + payload + CRC, before COBS and escaping.
+# A raw frame is header + payload + auth trailer + CRC, before COBS and escaping.
 HEADER_SIZE = 4          # seq (u8), message id (u8), request id (u16, little-endian)
-CRC_SIZE = 2             # CRC-16/CCITT-FALSE, big-endian, over header + payload
+CRC_SIZE = 2             # CRC-16/CCITT-FALSE, big-endian, over everything before it
+AUTH_SIZE = 12           # counter (u32 LE) and 8-byte tag after the payload (docs/link-auth.md)
 MAX_RAW = 120            # largest raw frame
-MAX_PAYLOAD = MAX_RAW - HEADER_SIZE - CRC_SIZE   # 114
+MAX_PAYLOAD = MAX_RAW - HEADER_SIZE - AUTH_SIZE - CRC_SIZE   # 102
 MIN_RAW = HEADER_SIZE + CRC_SIZE
 # COBS adds one byte per 254 and one more; escaping at most doubles; one delimiter.
 MAX_COBS = MAX_RAW + MAX_RAW // 254 + 1          # 121

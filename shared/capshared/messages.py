@@ -1,7 +1,8 @@
 """The message table: every frame's id, fields and sizes. Host and device both import it.
 
 Field types: "B" u8, "H" u16 (little-endian), "I" u32 (little-endian, values < 2**30, see
-limits.U32_LIMIT), "s" the rest of the payload as bytes (only as the last field).
+limits.U32_LIMIT), "s" the rest of the payload as bytes (only as the last field), "N" 8 raw bytes (a link nonce),
+"K" 4 raw bytes (a link key id).
 
 Ids: requests 0x01-0x3F (host -> device); the response to request X is X | 0x80; device
 events 0x40-0x7F (unsolicited, request id 0); QUEUED (provisional) and ERROR are shared.
@@ -12,13 +13,16 @@ QUEUED, which frees the link's flow-control credit while the request waits on th
 # (name, id, ((field, type), ...))
 TABLE = (
     # Link and board.
-    ("HELLO", 0x01, ()),
+    # Link authentication (docs/link-auth.md): nh, the host's nonce; nb, the board's, which
+    # HELLO_R carries in the session it proposes; ANNOUNCE's key_id (zeros: the board has no
+    # key and refuses every frame) tells a host which key the board holds, nothing more.
+    ("HELLO", 0x01, (("nh", "N"),)),
     # hb_seq: the newest heartbeat sequence number the board accepted, which a new host's
     # heartbeats must pass (a restarted engine counts from there, not from 0); rid_hw: the
     # newest request id it accepted (a new host numbers its requests on from there).
     ("HELLO_R", 0x81, (("proto", "B"), ("boot_id", "I"), ("rx_buf", "H"), ("max_raw", "B"),
                        ("n_res", "B"), ("uptime_ms", "I"), ("hb_seq", "I"), ("rid_hw", "H"),
-                       ("info", "s"))),
+                       ("nb", "N"), ("info", "s"))),
     ("RES_INFO", 0x02, (("res", "B"),)),
     ("RES_INFO_R", 0x82, (("res", "B"), ("cls", "B"), ("modes", "B"), ("state", "B"),
                           ("name", "s"))),
@@ -27,7 +31,7 @@ TABLE = (
     ("STATS", 0x04, ()),
     ("STATS_R", 0x84, (("bad_crc", "H"), ("bad_frame", "H"), ("overrun", "H"), ("lost", "H"),
                        ("dup", "H"), ("replayed", "H"), ("frames_rx", "I"), ("frames_tx", "I"),
-                       ("stale", "H"))),
+                       ("stale", "H"), ("bad_tag", "H"), ("replay", "H"), ("no_key", "H"))),
     ("REPL", 0x05, ()),
     ("REPL_R", 0x85, ()),
     ("CONFIG", 0x06, (("key", "B"), ("value", "I"))),
@@ -64,7 +68,7 @@ TABLE = (
     ("SIM_PLUG_R", 0xA0, (("res", "B"), ("state", "B"))),
     # Device events.
     ("ANNOUNCE", 0x40, (("proto", "B"), ("boot_id", "I"), ("rx_buf", "H"), ("max_raw", "B"),
-                        ("n_res", "B"), ("uptime_ms", "I"), ("info", "s"))),
+                        ("n_res", "B"), ("uptime_ms", "I"), ("key_id", "K"), ("info", "s"))),
     ("EV_RESOURCE", 0x41, (("res", "B"), ("state", "B"), ("reason", "B"))),
     ("EV_GRANT_ENDED", 0x42, (("res", "B"), ("session", "I"), ("epoch", "I"), ("reason", "B"))),
     ("EV_FAILSAFE", 0x43, (("reason", "B"), ("resources", "B"), ("silent_ms", "I"))),
@@ -74,7 +78,7 @@ TABLE = (
 )
 
 GRANT_ENTRY_SIZE = 9
-GRANTS_PER_PAGE = 12
+GRANTS_PER_PAGE = 10   # 10 * 9 + 5 bytes within limits.MAX_PAYLOAD (102)
 
 # CONFIG keys.
 CFG_WATCHDOG_MS = 1      # arm machine.WDT with this timeout; cannot be disarmed
@@ -86,7 +90,7 @@ CFG_LINK_LOSS_HOLD = 5   # bit k set: resource k keeps its state on link loss (d
 FAILSAFE_DELAY_MAX_MS = 30000
 
 AUDIT_ENTRY_SIZE = 15
-AUDIT_PER_PAGE = 7
+AUDIT_PER_PAGE = 6    # 6 * 15 + 8 bytes within limits.MAX_PAYLOAD (102)
 # Audit ring entry kinds. END carries the grant-ended reason (limits.REASONS).
 AUD_GRANT = 1      # a grant or upgrade: a new epoch
 AUD_END = 2        # a grant ended: released, session ended, removed, fault
@@ -98,7 +102,8 @@ AUD_HOLD = 7       # a lease was lost: the grant ended, the resource kept its st
 AUDIT_KINDS = {AUD_GRANT: "grant", AUD_END: "end", AUD_HANDOVER: "handover", AUD_DELAY: "failsafe_delay",
                AUD_RESUMED: "resumed", AUD_SAFE: "failsafe_safe", AUD_HOLD: "failsafe_hold"}
 
-SIZES = {"B": 1, "H": 2, "I": 4, "s": 0}
+SIZES = {"B": 1, "H": 2, "I": 4, "s": 0, "N": 8, "K": 4}
+RAW = {"N", "K"}   # fixed-size byte strings, not integers
 
 ID = {}        # name -> id
 NAME = {}      # id -> name

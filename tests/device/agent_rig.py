@@ -3,13 +3,26 @@
 import gc
 import sys
 
+from micropython import const
+
 import board
 from capagent.agent import Agent
 from capagent.link import Link
 from capshared import wire as W
 from capshared.framing import FRAME, FrameDecoder, FrameEncoder
-from capshared.limits import MODE_READ, MODE_WRITE
+from capshared.limits import AUTH_SIZE, HEADER_SIZE, MODE_READ, MODE_WRITE
+from capshared.linkauth import CURRENT, DIR_TO_BOARD, HELLO, OK, LinkAuth
 from fakeclock import Clock
+
+KEY = b"rig-link-key-16b"   # the rig's board key (written to the board's key file)
+_NB = const(19)             # HELLO_R's board nonce, a payload offset
+
+
+class _SameAes:
+    # The rig's host side uses the agent's AES object (the same key): a second key schedule
+    # would be test overhead in the 64 KB heap a board does not have.
+    def __init__(self, enc):
+        self.encrypt = enc
 
 
 class Line:
@@ -27,6 +40,9 @@ class Line:
         self.last_error = 0
         self.last = bytearray(128)
         self.last_n = 0
+        self.auth = None        # the host's LinkAuth: every answer is verified with it
+        self.nh = None          # a HELLO's nonce, while its HELLO_R is awaited
+        self.refused = 0        # answers whose tag did not verify
 
     def readinto(self, b, n):
         b[0] = self.buf[self.i]
@@ -37,6 +53,19 @@ class Line:
         d = self.dec
         for k in range(n):
             if d.feed(buf[k]) == FRAME:
+                b = d.buf
+                n = d.n - AUTH_SIZE
+                if self.auth is not None and b[1] != W.ANNOUNCE:
+                    if b[1] == W.HELLO_R and self.nh is not None:
+                        self.auth.begin(self.nh, 0, b, HEADER_SIZE + _NB, b[5] | b[6] << 8 | b[7] << 16 | b[8] << 24,
+                                        CURRENT)
+                        self.nh = None
+                    c = b[n] | (b[n + 1] << 8) | (b[n + 2] << 16) | (b[n + 3] << 24)
+                    if self.auth.verify(b, 0, n, c, b, n + 4) != OK:
+                        self.refused += 1
+                        self.errors += 1
+                        continue
+                d.n = n
                 self.frames += 1
                 self.last_mid = d.mid()
                 if d.mid() == W.ERROR:
@@ -58,8 +87,11 @@ class Line:
 
 
 class MemLink(Link):
-    def __init__(self, line):
-        Link.__init__(self, line, line, sys.stdin)
+    def __init__(self, line, key=KEY):
+        if key is not None:
+            with open("link.key", "wb") as f:   # the board's key file, in the test's folder
+                f.write(key)
+        Link.__init__(self, line, line, sys.stdin, "link.key" if key is not None else "no.key")
         self.line = line
 
     def wait(self, timeout_ms):
@@ -67,12 +99,22 @@ class MemLink(Link):
 
 
 class Rig:
-    def __init__(self, line=None):
+    def __init__(self, line=None, key=KEY, hello=True):
         self.line = line or Line()
         self.clock = Clock()
-        self.agent = Agent(board, MemLink(self.line), self.clock)
+        self.agent = Agent(board, MemLink(self.line, key), self.clock)
         self.enc = FrameEncoder()
         self.rid = 0
+        self.nh = bytearray(8)
+        if key is not None:
+            enc = self.agent.link.auth.enc
+            a = LinkAuth(DIR_TO_BOARD, lambda k: _SameAes(enc))
+            a.set_key(key)
+            self.line.auth = a
+        self.auth = self.line.auth
+        if hello and key is not None:
+            self.begin(W.HELLO)
+            assert self.send() == W.HELLO_R and self.auth.ok[CURRENT]
 
     def begin(self, mid):
         self.rid = self.rid % 60000 + 1
@@ -80,9 +122,27 @@ class Rig:
         return self.enc
 
     def send(self):
+        # Seal the frame as the engine does (a HELLO gets a new host nonce first), then feed it.
         line = self.line
-        n = self.enc.finish()
-        w = self.enc.wire
+        e = self.enc
+        r = e.raw
+        s = CURRENT
+        if r[1] == W.HELLO:
+            nh = self.nh
+            for i in range(8):
+                nh[i] = (nh[i] + 1 + i) & 0xFF     # a new nonce per HELLO (no allocation)
+            e.tail(nh, 0, 8)
+            line.nh = nh
+            s = HELLO
+        n = e.n
+        c = self.auth.seal(r, 0, n, r, n + 4, s) if self.auth is not None else 0
+        r[n] = c & 0xFF
+        r[n + 1] = (c >> 8) & 0xFF
+        r[n + 2] = (c >> 16) & 0xFF
+        r[n + 3] = c >> 24
+        e.n = n + AUTH_SIZE
+        n = e.finish()
+        w = e.wire
         line.i = 0
         for k in range(n):
             line.buf[k] = w[k]
