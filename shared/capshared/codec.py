@@ -8,7 +8,9 @@ Both derive from the same table, and the shared vectors check that they agree.
 import binascii
 
 from capshared import messages
-from capshared.limits import CTRL_C, DELIMITER, ESC, ESC_XOR, HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MAX_WIRE, MIN_RAW, U32_LIMIT
+from capshared.limits import (
+    AUTH_SIZE, CTRL_C, DELIMITER, ESC, ESC_XOR, HEADER_SIZE, MAX_COBS, MAX_PAYLOAD, MAX_WIRE, MIN_RAW, U32_LIMIT,
+)
 
 # The escape bytes as bytes, for bytes.replace and find (limits defines them once).
 _ESC = bytes([ESC])
@@ -95,7 +97,12 @@ def frame_bytes(mid, rid, payload, seq=0):
     Host fast path: the same wire form as framing.FrameEncoder (the vectors check both), built
     with bytes operations and binascii.crc_hqx, which is CRC-16/CCITT-FALSE with init 0xFFFF.
     """
-    raw = bytes((seq & 0xFF, mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload
+    return raw_frame_bytes(bytes((seq & 0xFF, mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload)
+
+
+def raw_frame_bytes(raw):
+    """Wire bytes of a raw frame (header, payload and, on an authenticated link, its trailer):
+    the CRC over all of it, COBS, escaping, the delimiter."""
     crc = binascii.crc_hqx(raw, 0xFFFF)
     return _escape(_cobs(raw + bytes((crc >> 8, crc & 0xFF)))) + _DELIMITER
 
@@ -132,9 +139,10 @@ def _escape(data):
 class Frame:
     """A received frame, decoded: seq, rid, name, fields."""
 
-    __slots__ = ("seq", "rid", "mid", "name", "fields")
+    __slots__ = ("seq", "rid", "mid", "name", "fields", "auth")
 
-    def __init__(self, seq, rid, mid, name, fields):
+    def __init__(self, seq, rid, mid, name, fields, auth=None):
+        self.auth = auth    # on an authenticated link: (header and payload, counter, tag)
         self.seq = seq
         self.rid = rid
         self.mid = mid
@@ -152,7 +160,10 @@ class StreamDecoder:
     the same as framing.FrameDecoder's (tests/shared compares them on random streams).
     """
 
-    def __init__(self):
+    def __init__(self, trailer=False):
+        # trailer: every frame ends in the link's counter and tag (limits.AUTH_SIZE bytes),
+        # handed on in Frame.auth for the link to verify (capwarden.link.requests).
+        self.trailer = trailer
         self._partial = b""
         self._dropping = False
         self.bad_crc = 0
@@ -232,13 +243,20 @@ class StreamDecoder:
         if binascii.crc_hqx(body, 0xFFFF) != (raw[-2] << 8 | raw[-1]):
             self.bad_crc += 1
             return None
+        auth = None
+        if self.trailer:
+            if len(body) < HEADER_SIZE + AUTH_SIZE:
+                self.bad_frame += 1
+                return None
+            auth = (body[:-AUTH_SIZE], int.from_bytes(body[-AUTH_SIZE:-8], "little"), body[-8:])
+            body = auth[0]
         mid = body[1]
         try:
             name, fields = decode_payload(mid, body[HEADER_SIZE:])
         except CodecError:
             self.unknown += 1
             return None
-        return Frame(body[0], body[2] | (body[3] << 8), mid, name, fields)
+        return Frame(body[0], body[2] | (body[3] << 8), mid, name, fields, auth)
 
 
 # _unescape results, in the order framing.FrameDecoder meets them byte by byte.

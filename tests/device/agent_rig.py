@@ -11,18 +11,18 @@ from capagent.link import Link
 from capshared import wire as W
 from capshared.framing import FRAME, FrameDecoder, FrameEncoder
 from capshared.limits import AUTH_SIZE, HEADER_SIZE, MODE_READ, MODE_WRITE
-from capshared.linkauth import CURRENT, DIR_TO_BOARD, HELLO, OK, LinkAuth
+from capshared.linkauth import DIR_TO_BOARD, DIR_TO_HOST, HELLO, PENDING, TAG_SIZE, equal
 from fakeclock import Clock
 
 KEY = b"rig-link-key-16b"   # the rig's board key (written to the board's key file)
 _NB = const(19)             # HELLO_R's board nonce, a payload offset
 
 
-class _SameAes:
-    # The rig's host side uses the agent's AES object (the same key): a second key schedule
-    # would be test overhead in the 64 KB heap a board does not have.
-    def __init__(self, enc):
-        self.encrypt = enc
+# The rig plays the engine with the board's own LinkAuth: a session's midstate is the same on
+# both sides, so the rig tags with mac() under the board's midstate and the host's direction,
+# and checks the board's tags the same way. A second LinkAuth would cost the 64 KB heap about
+# 1.4 KB a board never spends; the two implementations are held to the same bytes elsewhere
+# (tests/shared/test_linkauth.py), and the HIL suite runs the engine's own.
 
 
 class Line:
@@ -40,9 +40,11 @@ class Line:
         self.last_error = 0
         self.last = bytearray(128)
         self.last_n = 0
-        self.auth = None        # the host's LinkAuth: every answer is verified with it
-        self.nh = None          # a HELLO's nonce, while its HELLO_R is awaited
-        self.refused = 0        # answers whose tag did not verify
+        self.auth = None        # the board's LinkAuth, when it has a key (see above)
+        self.rig = None
+        self.tag = bytearray(TAG_SIZE)
+        self.rx = 0             # the board's last counter accepted
+        self.refused = 0        # answers whose tag did not verify, or replayed
 
     def readinto(self, b, n):
         b[0] = self.buf[self.i]
@@ -56,15 +58,19 @@ class Line:
                 b = d.buf
                 n = d.n - AUTH_SIZE
                 if self.auth is not None and b[1] != W.ANNOUNCE:
-                    if b[1] == W.HELLO_R and self.nh is not None:
-                        self.auth.begin(self.nh, 0, b, HEADER_SIZE + _NB, b[5] | b[6] << 8 | b[7] << 16 | b[8] << 24,
-                                        CURRENT)
-                        self.nh = None
+                    s = self.rig.s
                     c = b[n] | (b[n + 1] << 8) | (b[n + 2] << 16) | (b[n + 3] << 24)
-                    if self.auth.verify(b, 0, n, c, b, n + 4) != OK:
+                    t = self.tag
+                    self.auth.mac(s, DIR_TO_HOST, c, b, 0, n, t, 0, TAG_SIZE)
+                    if b[1] == W.HELLO_R:     # a new session: counters from 1, both ways
+                        self.rx = 0
+                    if c <= self.rx or not equal(t, 0, b, n + 4, TAG_SIZE):
                         self.refused += 1
                         self.errors += 1
                         continue
+                    self.rx = c
+                    if b[1] == W.HELLO_R:
+                        self.rig.tx = 0
                 d.n = n
                 self.frames += 1
                 self.last_mid = d.mid()
@@ -106,15 +112,17 @@ class Rig:
         self.enc = FrameEncoder()
         self.rid = 0
         self.nh = bytearray(8)
+        # The rig tags in the board's PENDING midstate: the session the board proposed in its
+        # last HELLO_R, which it keeps there after taking it as CURRENT (the same bytes).
+        self.s = PENDING
+        self.tx = 0
+        self.line.rig = self
         if key is not None:
-            enc = self.agent.link.auth.enc
-            a = LinkAuth(DIR_TO_BOARD, lambda k: _SameAes(enc))
-            a.set_key(key)
-            self.line.auth = a
+            self.line.auth = self.agent.link.auth
         self.auth = self.line.auth
         if hello and key is not None:
             self.begin(W.HELLO)
-            assert self.send() == W.HELLO_R and self.auth.ok[CURRENT]
+            assert self.send() == W.HELLO_R
 
     def begin(self, mid):
         self.rid = self.rid % 60000 + 1
@@ -124,25 +132,8 @@ class Rig:
     def send(self):
         # Seal the frame as the engine does (a HELLO gets a new host nonce first), then feed it.
         line = self.line
-        e = self.enc
-        r = e.raw
-        s = CURRENT
-        if r[1] == W.HELLO:
-            nh = self.nh
-            for i in range(8):
-                nh[i] = (nh[i] + 1 + i) & 0xFF     # a new nonce per HELLO (no allocation)
-            e.tail(nh, 0, 8)
-            line.nh = nh
-            s = HELLO
-        n = e.n
-        c = self.auth.seal(r, 0, n, r, n + 4, s) if self.auth is not None else 0
-        r[n] = c & 0xFF
-        r[n + 1] = (c >> 8) & 0xFF
-        r[n + 2] = (c >> 16) & 0xFF
-        r[n + 3] = c >> 24
-        e.n = n + AUTH_SIZE
-        n = e.finish()
-        w = e.wire
+        n = self.wire()
+        w = self.enc.wire
         line.i = 0
         for k in range(n):
             line.buf[k] = w[k]
@@ -150,6 +141,33 @@ class Rig:
         self.clock.t += 1
         self.agent.step(0)
         return line.last_mid
+
+    def wire(self):
+        # The frame begun with begin(), sealed and framed: its wire bytes are self.enc.wire[:n].
+        line = self.line
+        e = self.enc
+        r = e.raw
+        c = 0
+        a = self.auth
+        n0 = e.n
+        if r[1] == W.HELLO:
+            nh = self.nh
+            for i in range(8):
+                nh[i] = (nh[i] + 1 + i) & 0xFF     # a new nonce per HELLO (no allocation)
+            e.tail(nh, 0, 8)
+            if a is not None:
+                a.mac(HELLO, DIR_TO_BOARD, 0, r, 0, e.n, r, e.n + 4, TAG_SIZE)
+        elif a is not None:
+            self.tx += 1
+            c = self.tx
+            a.mac(self.s, DIR_TO_BOARD, c, r, 0, n0, r, n0 + 4, TAG_SIZE)
+        n = e.n
+        r[n] = c & 0xFF
+        r[n + 1] = (c >> 8) & 0xFF
+        r[n + 2] = (c >> 16) & 0xFF
+        r[n + 3] = c >> 24
+        e.n = n + AUTH_SIZE
+        return e.finish()
 
     def acquire(self, res, modes, session, lease=60000, wait=0):
         e = self.begin(W.ACQUIRE)

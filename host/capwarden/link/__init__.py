@@ -6,9 +6,15 @@ from capwarden.link.transport import FdTransport, SerialTransport, Transport, op
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
 
 
-async def open_board(url, timeout=1.0, retries=2, **transport_kw):
-    """Open the board at `url` (any pyserial URL, a pty path, or ble://ADDRESS). Returns Board."""
-    board = Board(open_transport(url, **transport_kw), timeout=timeout, retries=retries)
+async def open_board(url, timeout=1.0, retries=2, key=None, **transport_kw):
+    """Open the board at `url` (any pyserial URL, a pty path, or ble://ADDRESS) with its link
+    key (default: the engine's key for `url`, linkauth.key_for). Returns Board. Raises
+    StoreError when there is no key for it, LinkError."""
+    if key is None:
+        from capwarden.link.linkauth import key_for
+
+        key = key_for(url)
+    board = Board(open_transport(url, **transport_kw), timeout=timeout, retries=retries, key=key)
     try:
         await board.open()
     except BaseException:

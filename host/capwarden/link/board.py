@@ -20,15 +20,22 @@ capwarden.link.operations. This module holds the board's side of the conversatio
   late copy was executed) and that is not the answer this host already took is reported as
   an OrphanGrant: nobody here owns that grant.
 - Events (EV_RESOURCE, EV_GRANT_ENDED, EV_FAILSAFE) reach subscribers as records with names.
+- Link authentication (issue 12): HELLO carries a fresh host nonce and starts the session the
+  board's HELLO_R proposes (capwarden.link.linkauth.HostAuth); each try is a new HELLO with a
+  new nonce. An attempt that gets no answer says HELLO again before its retry (the board may
+  have rebooted, or another engine taken the line). An ANNOUNCE, which is not authenticated,
+  is never taken as a reset by itself: it makes a HELLO, and HELLO_R's authenticated boot id
+  decides.
 """
 
 import asyncio
 import collections
+import os
 import time
 
 from capshared.limits import PROTOCOL_VERSION
 from capshared.names import CLASSES, MODE_NAMES, RES_STATE_NAMES
-from capwarden.errors import DeviceReset, LinkClosed, LinkError
+from capwarden.errors import DeviceReset, LinkClosed, LinkError, LinkTimeout
 from capwarden.link.events import Failsafe, GrantEnded, OrphanGrant, Reset, ResourceEvent
 from capwarden.link.operations import BoardOperations, reason_name
 from capwarden.link.requests import RequestLink, _expire, log  # noqa: F401 (_expire: tests fire the timer)
@@ -44,9 +51,13 @@ _GRANT_ANSWERS = ("ACQUIRE_R", "HANDOVER_R")
 class Board(BoardOperations, RequestLink):
     """One board on one transport. Use from a single event loop."""
 
-    def __init__(self, transport, timeout=1.0, retries=2, clock=time.monotonic):
-        super().__init__(transport, timeout=timeout, retries=retries, clock=clock)
+    def __init__(self, transport, timeout=1.0, retries=2, clock=time.monotonic, key=None):
+        """`key`: the board's LinkKey (capwarden.link.linkauth.key_for); None only for the
+        tests' scripted boards, which speak without tags."""
+        super().__init__(transport, timeout=timeout, retries=retries, clock=clock, key=key)
         self.info = None
+        self.announced_key_id = None   # what the board's last ANNOUNCE said (zeros: no key)
+        self._handshake_task = None
         self._refresh = None
         self._hb_base = 0          # the board's heartbeat high-water mark when we said HELLO
         self._settled = collections.OrderedDict()
@@ -98,8 +109,13 @@ class Board(BoardOperations, RequestLink):
 
     def _on_event(self, f):
         if f.name == "ANNOUNCE":
+            self.announced_key_id = f.fields["key_id"]
             if self.info is not None and f.fields["boot_id"] != self.info.boot_id:
-                self._reset(f.fields)
+                if self.auth is None:
+                    self._reset(f.fields)
+                elif self._refresh is None or self._refresh.done():
+                    # Anyone can send an ANNOUNCE: HELLO_R's authenticated boot id decides.
+                    self._refresh = asyncio.ensure_future(self._refresh_info())
         elif f.name == "EV_RESOURCE":
             self._resource_changed(f.fields)
         elif f.name == "EV_GRANT_ENDED":
@@ -142,8 +158,40 @@ class Board(BoardOperations, RequestLink):
             return self.info.resources[i].name
         return "#%d" % i
 
+    async def _resync(self):
+        # One handshake at a time; every request that needs it waits for the same one.
+        if self._handshake_task is None or self._handshake_task.done():
+            self._handshake_task = asyncio.ensure_future(self._hello())
+        try:
+            await asyncio.shield(self._handshake_task)
+        except LinkError:
+            pass            # the request's own retries and timeout say what happened
+
+    async def _hello(self):
+        """HELLO until answered: a new host nonce each try. Returns HELLO_R's fields. Raises
+        LinkTimeout naming the likely cause (another key, no key), LinkError."""
+        tries = self.retries + 1
+        for attempt in range(tries):
+            nh = self.auth.hello() if self.auth is not None else os.urandom(8)
+            try:
+                return await self.request("HELLO", {"nh": nh}, retries=0, resync=False)
+            except LinkTimeout:
+                if attempt + 1 < tries:
+                    self._write(b"\x00")     # resynchronise the board's decoder first
+        why = ""
+        if self.auth is not None:
+            kid = self.announced_key_id
+            if kid == bytes(4):
+                why = ": the board announced that it has no link key (flash it with capwarden flash)"
+            elif kid is not None and kid != self.auth.key.key_id:
+                why = (": the board holds another link key (key id %s, the engine's is %s): flash it again or "
+                       "give the engine its key" % (kid.hex(), self.auth.key.key_id.hex()))
+            else:
+                why = " (no answer, or the board holds another link key)"
+        raise LinkTimeout("the board did not answer HELLO within %.1f s (%d tries)%s" % (self.timeout, tries, why))
+
     async def _read_info(self, number_on=False):
-        hello = await self.request("HELLO")
+        hello = await self._hello()
         if hello["proto"] != PROTOCOL_VERSION:
             # Another layout: its fields would be misread (a board flashed by another version).
             raise LinkError("the board speaks link protocol %d, this host %d: flash it again with "
@@ -155,7 +203,7 @@ class Board(BoardOperations, RequestLink):
         version, _, name = hello["info"].decode("utf-8", "replace").partition(" ")
         resources = []
         for i in range(hello["n_res"]):
-            r = await self.request("RES_INFO", {"res": i})
+            r = await self.request("RES_INFO", {"res": i}, resync=False)
             resources.append(ResourceInfo(
                 index=i, name=r["name"].decode("utf-8", "replace"),
                 cls=CLASSES[r["cls"]] if r["cls"] < len(CLASSES) else "other",

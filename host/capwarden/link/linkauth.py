@@ -12,6 +12,7 @@ A link key never appears in a repr, a log line or an error message: LinkKey show
 
 import hmac
 import os
+import re
 import secrets
 import struct
 
@@ -23,10 +24,10 @@ from capshared.linkauth import (
     BAD_TAG, CTR_LIMIT, CTR_SIZE, DIR_TO_BOARD, DIR_TO_HOST, KEY_SIZE, NO_KEY, NONCE_SIZE, OK,
     REPLAY, TAG_SIZE,
 )
-from capwarden.credentials.store import read_secret, write_atomic
+from capwarden.credentials.store import default_store, read_secret, write_atomic
 from capwarden.errors import LinkError, StoreError
 
-__all__ = ["LinkKey", "HostAuth", "ecb", "generate", "read_key", "write_key", "OK", "BAD_TAG", "REPLAY",
+__all__ = ["LinkKey", "HostAuth", "ecb", "generate", "read_key", "write_key", "key_for", "key_path", "remember", "forget", "OK", "BAD_TAG", "REPLAY",
            "NO_KEY", "TAG_SIZE", "CTR_SIZE", "NONCE_SIZE"]
 
 
@@ -117,14 +118,17 @@ class HostAuth:
     """The engine's side of one board's link: HELLO nonces, the session, counters.
 
     seal(frame) -> (ctr, tag); verify(frame, ctr, tag) -> OK, BAD_TAG, REPLAY or NO_KEY, each
-    refusal counted (bad_tag, replay, no_key). A new HELLO ends the session before the board's
-    answer starts the next, so nothing of an old session is accepted after it.
+    refusal counted (bad_tag, replay, no_key). A new HELLO ends the session for sending; the
+    board's frames of it are still accepted until the board's answer starts the next (the
+    board keeps its session until then too, and answers what it was asked before the HELLO
+    under it), and none after.
     """
 
     def __init__(self, key=None):
         self.key = key
         self.nh = None
         self._prefix = None
+        self._old = None        # (prefix, rx) of the session a HELLO ended, until begin()
         self._tx = 0
         self._rx = 0
         self.bad_tag = 0
@@ -144,6 +148,8 @@ class HostAuth:
         if self.key is None:
             raise LinkError("no link key for this board: 'capwarden flash' makes one")
         self.nh = os.urandom(NONCE_SIZE)
+        if self._prefix is not None:
+            self._old = (self._prefix, self._rx)
         self._prefix = None
         if frame is None:
             return self.nh
@@ -158,12 +164,14 @@ class HostAuth:
         if self.key is None or self.nh is None:
             raise LinkError("no HELLO sent: no session to begin")
         self._prefix = (la.L_SESSION + self.nh + bytes(nb) + struct.pack("<I", boot_id) + bytes(4))
+        self._old = None
         self._tx = 0
         self._rx = 0
         self.sessions += 1
 
     def end(self):
         self._prefix = None
+        self._old = None
 
     def _mac(self, prefix, d, ctr, frame):
         return _cmac(self.key.material(), prefix + bytes((d,)) + struct.pack("<I", ctr) + bytes(frame), TAG_SIZE)
@@ -179,15 +187,64 @@ class HostAuth:
         return self._tx, self._mac(self._prefix, DIR_TO_BOARD, self._tx, frame)
 
     def verify(self, frame, ctr, tag):
-        if self._prefix is None:
+        prefix, rx = (self._prefix, self._rx) if self._prefix is not None else (self._old or (None, 0))
+        if prefix is None:
             self.no_key += 1
             return NO_KEY
-        want = self._mac(self._prefix, DIR_TO_HOST, ctr, frame)
+        want = self._mac(prefix, DIR_TO_HOST, ctr, frame)
         if not hmac.compare_digest(want, bytes(tag)):
             self.bad_tag += 1
             return BAD_TAG
-        if ctr <= self._rx or ctr >= CTR_LIMIT:
+        if ctr <= rx or ctr >= CTR_LIMIT:
             self.replay += 1
             return REPLAY
-        self._rx = ctr
+        if self._prefix is not None:
+            self._rx = ctr
+        else:
+            self._old = (prefix, ctr)
         return OK
+
+
+# ---- where the engine keeps each board's key ---------------------------------------------
+# One file per board address in the store's link-keys folder (owner-only, like every secret
+# there). A virtual board also registers its key in this process (`remember`), so a test that
+# starts one and opens it needs no file lookup.
+
+LINK_KEYS = "link-keys"
+_known = {}
+
+
+def key_path(address, store=None):
+    """The engine's key file for the board at `address` (a port or URL)."""
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", address).strip("_") or "board"
+    return os.path.join(store or default_store(), LINK_KEYS, name + ".key")
+
+
+def key_for(address, store=None):
+    """The LinkKey of the board at `address`. Raises StoreError (no key: 'capwarden flash')."""
+    key = _known.get(address)
+    if key is not None:
+        return key
+    return read_key(key_path(address, store))
+
+
+def remember(address, key, store=None, write=True):
+    """Record `key` as the link key of the board at `address`: in this process, and (write)
+    in the store, owner-only. Raises StoreError."""
+    _known[address] = key
+    if write:
+        path = key_path(address, store)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_key(path, key)
+
+
+def forget(address, key, store=None):
+    """Drop `key` for `address` (a virtual board stopped): its file too, if it still holds it."""
+    if _known.get(address) == key:
+        del _known[address]
+    path = key_path(address, store)
+    try:
+        if read_key(path) == key:
+            os.unlink(path)
+    except (StoreError, OSError):
+        pass

@@ -10,6 +10,13 @@
 - Every request gets one final answer: its own response (request id | 0x80) or ERROR; ACQUIRE
   may first get QUEUED. Any other answer is a BadReply, never fields misread as another's.
 
+- Authentication (issue 12, docs/link-auth.md): with a link key every frame out is sealed (a
+  counter and a tag after the payload) and every frame in is verified before anything else
+  looks at it; one that fails is dropped and counted (`auth.bad_tag`, `.replay`, `.no_key`).
+  ANNOUNCE alone is taken unauthenticated, and only as a reason to say HELLO again. Without a
+  key (`key=None`) frames carry no trailer: only the tests' scripted boards speak that way; a
+  board refuses every such frame.
+
 What the answers and events mean for a board (grants, resets, the resource table) is Board's
 (capwarden.link.board); this module knows only frames, ids and time.
 """
@@ -24,6 +31,7 @@ from capshared import codec, errors, messages
 from capshared.limits import DEFAULT_RX_BUFFER, RID_MAX
 from capwarden.errors import BadReply, BadRequest, DeviceError, LinkClosed, LinkTimeout
 from capwarden.link.events import LinkDown, LinkUp
+from capwarden.link.linkauth import OK, HostAuth
 
 # Every frame in and out, readable after a failed run: `capwarden ping --trace`, or
 # logging.getLogger("capwarden.link").setLevel(logging.DEBUG) in a test.
@@ -48,7 +56,8 @@ class RequestLink:
     request no longer pending), _heard (any frame came).
     """
 
-    def __init__(self, transport, timeout=1.0, retries=2, clock=time.monotonic):
+    def __init__(self, transport, timeout=1.0, retries=2, clock=time.monotonic, key=None):
+        self.auth = HostAuth(key) if key is not None else None
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
@@ -57,7 +66,7 @@ class RequestLink:
         self.tx_frames = 0
         self.tx_bytes = 0
         self.rx_bytes = 0
-        self._decoder = codec.StreamDecoder()
+        self._decoder = codec.StreamDecoder(trailer=self.auth is not None)
         self._pending = {}
         self._subscribers = []
         self._rid = random.randint(1, RID_MAX)  # a fresh host never collides with a replay cache
@@ -73,13 +82,15 @@ class RequestLink:
         """callback(event) for every ResourceEvent, GrantEnded, Failsafe, Reset, LinkDown, LinkUp."""
         self._subscribers.append(callback)
 
-    async def request(self, name, fields=None, timeout=None, retries=None, extra_wait=0.0):
+    async def request(self, name, fields=None, timeout=None, retries=None, extra_wait=0.0, resync=True):
         """Send request `name` and return the final response's fields.
 
         Raises BadRequest (fields the message cannot carry: nothing was sent), DeviceError (the
         board refused: .code is the code name), BadReply (the board answered with another
         message), LinkTimeout (no answer after the retries), DeviceReset (the board rebooted
-        meanwhile), LinkClosed.
+        meanwhile), LinkClosed. `resync`: on an authenticated link without a session (none yet,
+        or ended when a request went unanswered while the board said nothing), say HELLO first;
+        the handshake's own requests pass False.
         """
         if self._closed:
             raise LinkClosed("link closed")
@@ -98,7 +109,12 @@ class RequestLink:
         started = self.clock()
         try:
             for attempt in range(retries + 1):
-                wire = codec.frame_bytes(mid, rid, payload, self._next_seq())
+                if self.auth is None:
+                    wire = codec.frame_bytes(mid, rid, payload, self._next_seq())
+                else:
+                    if resync and not self.auth.has_session():
+                        await self._resync()
+                    wire = self._sealed(mid, rid, payload)
                 if attempt:
                     wire = b"\x00" + wire  # resynchronise the board's decoder before a retry
                 await self._take_credit(p, len(wire))
@@ -115,6 +131,10 @@ class RequestLink:
                 # went on speaking (heartbeats answered, events) lost this one request only,
                 # which fails; its leases and sessions are not at risk.
                 self._set_up(False, "no answer to %s after %d tries" % (name, retries + 1))
+                if self.auth is not None and resync:
+                    # The board may have rebooted unheard, or taken another engine's session:
+                    # the next request says HELLO first.
+                    self.auth.end()
             raise LinkTimeout("the board did not answer %s within %.1f s (%d tries)" % (name, timeout, retries + 1))
         finally:
             self._release_credit(p)
@@ -138,6 +158,18 @@ class RequestLink:
             p.future = asyncio.get_running_loop().create_future()  # the next attempt's
             return False
         return True
+
+    def _sealed(self, mid, rid, payload):
+        # header | payload | counter | tag, framed. A HELLO is tagged under the key alone.
+        raw = bytes((self._next_seq(), mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload
+        if mid == messages.ID["HELLO"]:
+            ctr, tag = 0, self.auth.hello_tag(raw)
+        else:
+            ctr, tag = self.auth.seal(raw)
+        return codec.raw_frame_bytes(raw + ctr.to_bytes(4, "little") + tag)
+
+    async def _resync(self):
+        """Make a new authenticated session (the Board says HELLO). Raises LinkError."""
 
     def _next_rid(self):
         while True:
@@ -190,7 +222,30 @@ class RequestLink:
         self._set_up(False, str(exc))
         self._fail_pending(exc)
 
+    def _authentic(self, f):
+        # Verified before its meaning is looked at; a HELLO_R first starts the session it
+        # proposes (its board nonce and boot id), which its own tag must then prove.
+        a = self.auth
+        if a is None or f.name == "ANNOUNCE":
+            return True
+        raw, ctr, tag = f.auth
+        if f.name == "HELLO_R" and not a.has_session() and a.nh is not None:
+            p = self._pending.get(f.rid)
+            if p is None or p.name != "HELLO" or p.fields.get("nh") != a.nh:
+                a.no_key += 1
+                return False
+            a.begin(f.fields["nb"], f.fields["boot_id"])
+            if a.verify(raw, ctr, tag) != OK:
+                a.end()
+                return False
+            return True
+        return a.verify(raw, ctr, tag) == OK
+
     def _on_frame(self, f):
+        if not self._authentic(f):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("<- dropped %s rid=%d: not authentic (%r)", f.name, f.rid, self.auth)
+            return
         self._last_rx = self.clock()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("<- %s rid=%d seq=%d %r", f.name, f.rid, f.seq, f.fields)

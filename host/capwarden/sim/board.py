@@ -7,6 +7,11 @@
 
 Layout: micropython <-> pty A <-> VirtualCable <-> pty B <-> host (pyserial, mpremote).
 The board's flash is a temporary folder (the unix port's cwd).
+
+Link key (issue 12): a virtual board gets one when it is made, kept across restart() (a
+reboot keeps the files), written to its flash as `link.key`, where the agent reads it, and to
+the engine's store for its port (capwarden.link.linkauth.remember, owner-only), so
+open_board(vb.port) and `capwarden ping --port` find it. `link_key=False`: a board with no key.
 """
 
 import os
@@ -18,6 +23,7 @@ import tempfile
 import tty
 
 from capwarden.errors import UsageError
+from capwarden.link import linkauth
 from capwarden.sim import firmware
 from capwarden.sim.cable import VirtualCable
 
@@ -50,7 +56,9 @@ def _raw_pty():
 class VirtualBoard:
     """One virtual board. Not thread-safe; one owner starts and stops it."""
 
-    def __init__(self, board="sim", heapsize=DEFAULT_HEAP, baud=None, progress=None, fs_dir=None, grants=None):
+    def __init__(self, board="sim", heapsize=DEFAULT_HEAP, baud=None, progress=None, fs_dir=None, grants=None,
+                 link_key=None):
+        self.link_key = linkauth.generate() if link_key is None else (link_key or None)
         self.board = board
         self.heapsize = heapsize
         self.baud = baud
@@ -93,10 +101,18 @@ class VirtualBoard:
     def _boot(self):
         if self._own_fs and self.fs_dir is None:
             self.fs_dir = tempfile.mkdtemp(prefix="capwarden-sim-fs-")
+        key_file = os.path.join(self.fs_dir, "link.key")
+        if self.link_key is not None:
+            linkauth.write_key(key_file, self.link_key)
+        elif os.path.exists(key_file):
+            os.unlink(key_file)
         bm, bs = _raw_pty()
         hm, hs = _raw_pty()
         self._fds = [bm, hm, hs]
+        self._forget()
         self.port = os.ttyname(hs)
+        if self.link_key is not None:
+            linkauth.remember(self.port, self.link_key)
         self.proc = subprocess.Popen(
             [micropython_exe(), "-X", "heapsize=" + self.heapsize],
             stdin=bs, stdout=bs, stderr=bs, cwd=self.fs_dir, close_fds=True,
@@ -134,8 +150,13 @@ class VirtualBoard:
         """Kill the board process without restarting it (the board dies)."""
         self._kill()
 
+    def _forget(self):
+        if self.port and self.link_key is not None:
+            linkauth.forget(self.port, self.link_key)
+
     def stop(self):
         self._kill()
+        self._forget()
         if self._staged:
             shutil.rmtree(self._staged[0], ignore_errors=True)
             self._staged = None
