@@ -103,7 +103,7 @@ class Link:
         b = dec.buf
         n = dec.n - AUTH_SIZE
         if n < HEADER_SIZE:
-            dec.bad_frame += 1
+            self.auth.bad_tag += 1      # too short to carry a tag: an unsigned frame
             return False
         seq = b[0]
         key = crc16(b, 1, n)

@@ -10,12 +10,16 @@ PROTOCOL_VERSION = 3   # 3: every frame authenticated (issue 12); 2: HELLO_R hb_
 HEADER_SIZE = 4          # seq (u8), message id (u8), request id (u16, little-endian)
 CRC_SIZE = 2             # CRC-16/CCITT-FALSE, big-endian, over everything before it
 AUTH_SIZE = 12           # counter (u32 LE) and 8-byte tag after the payload (docs/link-auth.md)
-MAX_RAW = 120            # largest raw frame
-MAX_PAYLOAD = MAX_RAW - HEADER_SIZE - AUTH_SIZE - CRC_SIZE   # 102
+# Largest raw frame: 128 with the auth trailer (issue 12), so that payloads keep 110 bytes (a
+# 100-byte ACTUATE argument, as hil/test_device_faults.py writes to the SD card). The worst
+# case on the wire, every byte escaped, is then 259 bytes, 3 over a 256-byte input buffer; any
+# frame with fewer than 127 bytes that need escaping (0x03, 0x1B) fits. docs/link-auth.md.
+MAX_RAW = 128
+MAX_PAYLOAD = MAX_RAW - HEADER_SIZE - AUTH_SIZE - CRC_SIZE   # 110
 MIN_RAW = HEADER_SIZE + CRC_SIZE
 # COBS adds one byte per 254 and one more; escaping at most doubles; one delimiter.
-MAX_COBS = MAX_RAW + MAX_RAW // 254 + 1          # 121
-MAX_WIRE = 2 * MAX_COBS + 1                      # 243: worst case, every byte escaped
+MAX_COBS = MAX_RAW + MAX_RAW // 254 + 1          # 129
+MAX_WIRE = 2 * MAX_COBS + 1                      # 259: worst case, every byte escaped
 
 DELIMITER = 0x00
 # 0x03 is Ctrl-C: on a board's USB REPL it raises KeyboardInterrupt. It never appears inside

@@ -78,7 +78,7 @@ TABLE = (
 )
 
 GRANT_ENTRY_SIZE = 9
-GRANTS_PER_PAGE = 10   # 10 * 9 + 5 bytes within limits.MAX_PAYLOAD (102)
+GRANTS_PER_PAGE = 10   # 10 * 9 + 5 bytes within limits.MAX_PAYLOAD (110)
 
 # CONFIG keys.
 CFG_WATCHDOG_MS = 1      # arm machine.WDT with this timeout; cannot be disarmed
@@ -90,7 +90,7 @@ CFG_LINK_LOSS_HOLD = 5   # bit k set: resource k keeps its state on link loss (d
 FAILSAFE_DELAY_MAX_MS = 30000
 
 AUDIT_ENTRY_SIZE = 15
-AUDIT_PER_PAGE = 6    # 6 * 15 + 8 bytes within limits.MAX_PAYLOAD (102)
+AUDIT_PER_PAGE = 6    # 6 * 15 + 8 bytes within limits.MAX_PAYLOAD (110)
 # Audit ring entry kinds. END carries the grant-ended reason (limits.REASONS).
 AUD_GRANT = 1      # a grant or upgrade: a new epoch
 AUD_END = 2        # a grant ended: released, session ended, removed, fault
