@@ -25,7 +25,7 @@ from micropython import const
 
 from capshared.framing import FRAME, INTERRUPT, FrameDecoder, FrameEncoder, crc16
 from capshared.limits import AUTH_SIZE, HEADER_SIZE, MAX_RAW, RID_MAX
-from capshared.linkauth import CURRENT, DIR_TO_HOST, OK, LinkAuth
+from capshared.linkauth import CURRENT, DIR_TO_HOST, OK, REPLAY, LinkAuth
 from capshared.wire import ANNOUNCE as _ANNOUNCE, ERROR as _ERROR, HELLO as _HELLO
 
 _REPLAY_SLOTS = const(4)
@@ -120,6 +120,8 @@ class Link:
             r = a.verify(b, 0, n, ctr, b, n + 4, hello)
         if r != OK:
             self.hello_refused = hello
+            if r == REPLAY and 0 < b[1] < 0x40:   # a request replayed: a late copy too (STATS stale)
+                self.stale_n += 1
             return False
         dec.n = n               # from here on the frame is its header and payload
         if self._last_seq >= 0:

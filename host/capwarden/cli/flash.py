@@ -23,6 +23,8 @@ examples:
   capwarden flash --port /dev/pts/3 --board sim     # the device path 'capwarden sim' printed
 """
 
+KEY_FILE = "link.key"    # where the agent reads its link key (capagent.link.KEY_FILE)
+
 # Run on the board's REPL: which MicroPython port it is ("linux" or "darwin": the unix port).
 PLATFORM = "import sys; print(sys.platform)"
 UNIX_PORT = ("linux", "darwin")
@@ -81,6 +83,7 @@ def board_platform(port):
 
 
 def main(args):
+    import os
     import shutil
 
     from capwarden.errors import SimError
@@ -100,10 +103,19 @@ def main(args):
             "are copied without one and the agent is restarted from them" % port)
     staged, written = firmware.stage(args.board, compile=not args.source)
     restarted = False
+    # A new link key (issue 12): onto the board with the agent, and into the engine's store for
+    # this port once the copy succeeded. Never printed; only its id is shown.
+    from capwarden.link import linkauth
+
+    key = linkauth.generate()
+    linkauth.write_key(os.path.join(staged, KEY_FILE), key)
+    written = list(written) + [KEY_FILE]
     try:
         err("copying %d files with mpremote" % len(written))
         firmware.deploy(port, staged, written, resume=args.resume or unix,
                         progress=lambda i, n, rel: err("  [%d/%d] %s" % (i, n, rel)))
+        linkauth.remember(port, key)
+        err("link key %s written to the board and to %s" % (key.key_id.hex(), linkauth.key_path(port)))
         if unix and not (args.no_reset or args.resume):
             err("restarting the agent from the new main.py")
             firmware.mpremote_exec(port, RESTART, follow=False, timeout=30)
@@ -120,7 +132,7 @@ def main(args):
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     if args.json:
-        print_json({"ok": True, "board": args.board, "port": port, "platform": platform,
+        print_json({"ok": True, "board": args.board, "port": port, "platform": platform, "key_id": key.key_id.hex(),
                     "files": len(written), "compiled": not args.source, "agent_restarted": restarted})
     else:
         print("flashed %s to %s%s" % (args.board, port, "" if restarted else " (agent not restarted)"))

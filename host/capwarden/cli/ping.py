@@ -8,7 +8,9 @@ from capwarden.cli._common import add_json, board_port, int_range, positive_floa
 HELP = """\
 Ping the CAP agent on a board: prints its announcement (agent version, board, boot id), its
 resource table, free heap, round-trip times, and the link's counters on both sides (frames
-dropped for a bad CRC or framing, late copies refused). --ring adds the board's own audit ring:
+dropped for a bad CRC or framing, late copies refused, and the frames link authentication
+dropped before any handler: bad tag (forged, altered, another key or session), replay, no key
+or session). --ring adds the board's own audit ring:
 its last grants, ends, handovers and failsafes, with epochs and the board's ms clock.
 
 A port that answers nothing has no CAP agent running: deploy it with 'capwarden flash'.
@@ -43,7 +45,8 @@ async def _ping(port, count, timeout, ring):
     try:
         results = [await board.ping() for _ in range(max(1, count))]
         stats = await board.stats()
-        link = {"board": {k: stats[k] for k in ("bad_crc", "bad_frame", "overrun", "lost", "dup", "replayed", "stale")},
+        link = {"board": {k: stats[k] for k in ("bad_crc", "bad_frame", "overrun", "lost", "dup", "replayed", "stale",
+                                                "bad_tag", "replay", "no_key")},
                 "host": board.host_counts()}
         entries = (await board.audit_ring()).entries if ring else None
         return board.info, results, link, entries

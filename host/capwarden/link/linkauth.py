@@ -173,6 +173,13 @@ class HostAuth:
         self._prefix = None
         self._old = None
 
+    def retire(self):
+        """Stop sending in this session (the next frame needs a new HELLO) while still taking
+        the board's frames of it: a late answer is still the board's."""
+        if self._prefix is not None:
+            self._old = (self._prefix, self._rx)
+        self._prefix = None
+
     def _mac(self, prefix, d, ctr, frame):
         return _cmac(self.key.material(), prefix + bytes((d,)) + struct.pack("<I", ctr) + bytes(frame), TAG_SIZE)
 

@@ -30,10 +30,15 @@ class BoardOperations:
 
     def host_counts(self):
         """What the host's own decoder dropped or heard: the other half of STATS. `unknown`:
-        frames whose CRC held but whose message id or size the table does not know."""
+        frames whose CRC held but whose message id or size the table does not know; on an
+        authenticated link also bad_tag, replay, no_key (refused frames) and sessions."""
         d = self._decoder
-        return {"bad_crc": d.bad_crc, "bad_frame": d.bad_frame, "overrun": d.overrun, "interrupts": d.interrupts,
-                "unknown": d.unknown}
+        out = {"bad_crc": d.bad_crc, "bad_frame": d.bad_frame, "overrun": d.overrun, "interrupts": d.interrupts,
+               "unknown": d.unknown}
+        a = self.auth
+        if a is not None:   # frames dropped before any handler: no valid tag, replayed, no session
+            out.update(bad_tag=a.bad_tag, replay=a.replay, no_key=a.no_key, sessions=a.sessions)
+        return out
 
     async def acquire(self, res, modes, session, lease_ms, wait_ms=0):
         """Lock `res` in `modes` for `session`. Returns Grant. Raises BadRequest for a lease the

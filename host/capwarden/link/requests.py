@@ -134,7 +134,7 @@ class RequestLink:
                 if self.auth is not None and resync:
                     # The board may have rebooted unheard, or taken another engine's session:
                     # the next request says HELLO first.
-                    self.auth.end()
+                    self.auth.retire()
             raise LinkTimeout("the board did not answer %s within %.1f s (%d tries)" % (name, timeout, retries + 1))
         finally:
             self._release_credit(p)
@@ -243,8 +243,11 @@ class RequestLink:
 
     def _on_frame(self, f):
         if not self._authentic(f):
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("<- dropped %s rid=%d: not authentic (%r)", f.name, f.rid, self.auth)
+            a = self.auth
+            n = a.bad_tag + a.replay + a.no_key
+            if n & (n - 1) == 0:    # the 1st, 2nd, 4th, 8th... : counted, never a flood of lines
+                log.warning("dropped a %s frame that is not authentic: %d so far (bad tag %d, replay %d, "
+                            "no session %d)", f.name, n, a.bad_tag, a.replay, a.no_key)
             return
         self._last_rx = self.clock()
         if log.isEnabledFor(logging.DEBUG):

@@ -103,7 +103,15 @@ class VirtualBoard:
             self.fs_dir = tempfile.mkdtemp(prefix="capwarden-sim-fs-")
         key_file = os.path.join(self.fs_dir, "link.key")
         if self.link_key is not None:
-            linkauth.write_key(key_file, self.link_key)
+            if os.path.exists(key_file):      # the flash's key is the board's (capwarden flash wrote it)
+                with open(key_file, "rb") as f:      # mpremote copies it with the board's modes
+                    data = f.read()
+                if len(data) == linkauth.KEY_SIZE:
+                    self.link_key = linkauth.LinkKey(data)
+                else:
+                    linkauth.write_key(key_file, self.link_key)
+            else:
+                linkauth.write_key(key_file, self.link_key)
         elif os.path.exists(key_file):
             os.unlink(key_file)
         bm, bs = _raw_pty()
