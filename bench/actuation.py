@@ -127,7 +127,7 @@ async def _actuation_run(world, url, count, echo):
     repl = ReplBoard()
     try:
         with VirtualBoard() as vb:
-            direct = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
+            direct = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3, key=vb.link_key)
             await direct.open()
             try:
                 return await _actuation(world, url, count, repl, direct, echo)

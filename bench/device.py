@@ -35,7 +35,7 @@ def run(results, count=300):
     from capwarden.sim import VirtualBoard
 
     async def bare(vb):
-        board = Board(FdTransport(vb.detach_cable(), "virtual board pty"))
+        board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), key=vb.link_key)
         await board.open()
         ml = board.resource_index("motor_left")
         agent, raw = [], []

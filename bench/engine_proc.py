@@ -47,9 +47,9 @@ async def start(store, tokens, line="bare", sync="group", grants=None, baud=None
         vb = VirtualBoard(heapsize="2M" if grants else "64K", grants=grants, baud=baud)
         vb.start()
         if baud:
-            board = Board(open_transport(vb.port), timeout=0.5, retries=3)
+            board = Board(open_transport(vb.port), timeout=0.5, retries=3, key=vb.link_key)
         else:
-            board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3)
+            board = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3, key=vb.link_key)
         await board.open()
         engine = Engine(StoreAuthorizer(store), {board.info.name: board}, AuditLog(os.path.join(store, "audit.log")),
                         liveness=liveness)

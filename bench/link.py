@@ -86,7 +86,8 @@ def run(results, count=200, rounds=5):
     ping = codec.encode_frame("PING", 1, {"nonce": 12345})
 
     async def measure(vb, direct):
-        board = Board(FdTransport(vb.detach_cable(), "virtual board pty") if direct else open_transport(vb.port))
+        board = Board(FdTransport(vb.detach_cable(), "virtual board pty") if direct else open_transport(vb.port),
+                      key=vb.link_key)
         await board.open()
         try:
             with EchoLoop() as echo:

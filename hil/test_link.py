@@ -8,7 +8,7 @@ import pytest
 
 from capshared import codec
 from capshared.limits import PROTOCOL_VERSION, U32_LIMIT
-from capwarden.errors import DeviceError, DeviceReset, LinkTimeout
+from capwarden.errors import DeviceError, LinkTimeout
 from capwarden.link import LinkDown, LinkUp, Reset, open_board
 from capwarden.sim import TO_BOARD, TO_HOST, firmware
 from hil.helpers import of_type, wait_until

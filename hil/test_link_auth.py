@@ -8,14 +8,13 @@ virtual cable (the line itself), so they reach the board exactly as the engine's
 """
 
 import asyncio
-import os
 import subprocess
 import sys
 
 from capshared import codec
 from capshared.limits import AUTH_SIZE
 from capwarden.errors import LinkTimeout
-from capwarden.link import Board, open_board, open_transport
+from capwarden.link import Board, open_board
 from capwarden.link.linkauth import generate
 from capwarden.sim import TO_BOARD
 from hil.helpers import LONG, W, speed
@@ -43,7 +42,7 @@ def _frames(sent):
 
 def _raw(wire):
     # The raw frame (header, payload, counter, tag) of one wire frame.
-    kind, data = codec._unescape(wire[:-1], True)
+    _kind, data = codec._unescape(wire[:-1], True)
     raw = codec._uncobs(data)
     return raw[:-2]
 

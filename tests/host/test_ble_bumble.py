@@ -234,7 +234,7 @@ def test_board_ping_and_acquire_over_ble_to_the_virtual_board(bleak_over_bumble)
             line.set_receiver(peripheral.send)
             await line.open()
             await peripheral.start()
-            board = Board(BleTransport(str(peripheral.address), timeout=TIMEOUT), timeout=5.0)
+            board = Board(BleTransport(str(peripheral.address), timeout=TIMEOUT), timeout=5.0, key=vb.link_key)
             await asyncio.wait_for(board.open(), TIMEOUT)
             try:
                 pong = await board.ping()

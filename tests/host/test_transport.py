@@ -56,7 +56,7 @@ class FakeBoardTransport:
 
 def _hello(rid, boot=7, hb_seq=0, rid_hw=0, proto=PROTOCOL_VERSION):
     return codec.encode_frame("HELLO_R", rid, {"proto": proto, "boot_id": boot, "rx_buf": 64, "max_raw": 120,
-                                               "n_res": 0, "uptime_ms": 1, "hb_seq": hb_seq, "rid_hw": rid_hw,
+                                               "n_res": 0, "uptime_ms": 1, "hb_seq": hb_seq, "rid_hw": rid_hw, "nb": bytes(8),
                                                "info": b"0.1.0 fake"})
 
 

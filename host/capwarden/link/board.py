@@ -1,6 +1,6 @@
 """The host's client for one board: what the board's frames mean, on top of the request link.
 
-    board = Board(open_transport("/dev/ttyACM0"))
+    board = Board(open_transport("/dev/ttyACM0"), key=key_for("/dev/ttyACM0"))
     info = await board.open()                  # HELLO + resource table
     grant = await board.acquire(res, MODE_WRITE, session, lease_ms=3000)
     await board.actuate(res, session, grant.epoch, op=1, args=b"...")
