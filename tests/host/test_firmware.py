@@ -52,7 +52,8 @@ def test_flash_stops_a_running_agent_and_deploys(tmp_path):
         out = subprocess.run([EXE, "flash", "--port", vb.port, "--board", "sim", "--resume"],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert "[%d/%d] main.py" % (len(firmware.files("sim")), len(firmware.files("sim"))) in out.stderr
+        n = len(firmware.files("sim")) + 1            # and the link key (issue 12)
+        assert "[%d/%d] main.py" % (n - 1, n) in out.stderr and "[%d/%d] link.key" % (n, n) in out.stderr
         assert os.path.exists(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))
         # The board is at its REPL again: start the new agent and ping it.
         vb._exec("exec(open('main.py').read())", follow=False)  # `import main` is cached
@@ -82,7 +83,7 @@ def test_deployed_agent_loads_no_constant_modules(tmp_path):
     staged, _ = firmware.stage("sim", dest=str(tmp_path / "fw"))
     code = ("import sys, board, capagent.agent; print(sorted(m for m in sys.modules if m.startswith('capshared')))")
     out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, cwd=staged, timeout=30)
-    assert out.stdout.strip() == "['capshared', 'capshared.framing']", out.stdout + out.stderr
+    assert out.stdout.strip() == "['capshared', 'capshared.framing', 'capshared.linkauth']", out.stdout + out.stderr
 
 
 def test_flash_without_resume_on_the_virtual_board_restarts_the_agent(tmp_path):
@@ -103,7 +104,7 @@ def test_flash_without_resume_on_the_virtual_board_restarts_the_agent(tmp_path):
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         assert report["ok"] and report["platform"] == "linux" and report["agent_restarted"] is True
-        assert report["files"] == len(firmware.files("sim"))
+        assert report["files"] == len(firmware.files("sim")) + 1      # and the link key
         assert "no soft reset" in out.stderr
         assert vb.alive() and os.path.exists(os.path.join(vb.fs_dir, "capagent", "agent.mpy"))
         ping = subprocess.run([EXE, "ping", "--port", vb.port, "--count", "1", "--json"], capture_output=True,
