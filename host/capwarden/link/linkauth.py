@@ -232,7 +232,11 @@ def key_for(address, store=None):
     key = _known.get(address)
     if key is not None:
         return key
-    return read_key(key_path(address, store))
+    path = key_path(address, store)
+    if not os.path.exists(path):
+        raise StoreError("no link key for the board at %s (looked in %s): 'capwarden flash --port %s --board NAME' "
+                         "deploys the agent with a new one" % (address, path, address))
+    return read_key(path)
 
 
 def remember(address, key, store=None, write=True):
