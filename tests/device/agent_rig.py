@@ -209,6 +209,12 @@ class Rig:
 _HOLD = (("gps", 4), ("imu", 4), ("camera", 3), ("sdcard", 2), ("led", 0), ("motor_left", 1), ("motor_right", 1))
 
 
+def rig_only():
+    # What a Rig allocates besides the agent (its line, clock, encoder, nonce), for
+    # mpharness.rig_cost: a 64 KB test's heap is 64 KB plus this and the modules.
+    return [Line(), Clock(), FrameEncoder(), bytearray(8)]
+
+
 def hold_fifteen(rig):
     # 15 grants spread over 7 resources; the 16th (on the gimbal, returned) is the test's own.
     gc.collect()

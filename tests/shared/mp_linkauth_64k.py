@@ -58,12 +58,17 @@ def test_64k_linkauth_costs_in_a_fresh_heap():
 
 
 def test_64k_linkauth_ram_beside_the_agent():
-    # The agent at rest with the device tests' rig (its line buffers and decoder count too),
-    # then the module and one LinkAuth with its key. Fits since the build folds linkauth's
-    # constants (capwarden.sim.inline.OWN_CONSTANTS): 350 bytes of module globals and names.
+    # The signed agent at rest (its LinkAuth keyed, in session with the rig after HELLO and one frame), then a
+    # second LinkAuth with its key: both fit in the agent's 64 KB (the heap is 64 KB plus the
+    # rig's own cost, mpharness.budget_heap).
     from agent_rig import Rig
 
     gc.collect()
     rig = Rig()
-    la, board, module, instance = _costs()
-    assert board.enc is not None and rig.agent.errors == 0
+    auth = rig.agent.link.auth
+    rig.heartbeat(1)            # the first frame under the proposed session makes it current
+    assert auth.enc is not None and auth.ok[CURRENT] and rig.agent.errors == 0
+    la, other, module, instance = _costs()
+    assert module < 256, ("the agent has loaded capshared.linkauth already", module)
+    assert instance < 1600, instance
+    print("free beside the signed agent:", gc.mem_free())
