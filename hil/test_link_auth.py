@@ -13,8 +13,8 @@ import sys
 
 from capshared import codec
 from capshared.limits import AUTH_SIZE
-from capwarden.errors import LinkTimeout
-from capwarden.link import Board, open_board
+from capwarden.errors import DeviceError, LinkTimeout
+from capwarden.link import Board, linkauth, open_board, open_transport
 from capwarden.link.linkauth import generate
 from capwarden.sim import TO_BOARD
 from hil.helpers import LONG, W, speed
@@ -232,3 +232,98 @@ def test_board_reboot_and_engine_restart_together(vboard, run):
 
     grants, g, stats = run(scenario())
     assert grants == [(3, g.epoch, W)] and stats["bad_tag"] >= 1
+
+
+# ---- rekey (capwarden link rekey) -----------------------------------------------------------
+
+def test_rekey_old_engines_frames_refused_new_key_served(vboard, run):
+    # An old engine keeps the old key and what it sent: after the rekey neither its HELLO nor
+    # its recorded frames reach any handler, and the new key is served at once.
+    async def scenario():
+        b = await open_board(vboard.port, timeout=0.5, retries=3)
+        ml = b.resource_index("motor_left")
+        old = b.auth.key
+        sent = _capture(b)
+        g = await b.acquire(ml, W, 7, LONG)
+        await b.release(ml, 7, g.epoch)
+        captured = _frames(sent)
+        new = generate()
+        linkauth.stage(vboard.port, new)
+        await b.rekey(new)
+        linkauth.promote(vboard.port)
+        try:
+            before = await b.stats()
+            for f in captured:
+                vboard.cable.inject_bytes(TO_BOARD, f)
+            after = await _settle(b)
+            g2 = await b.acquire(ml, W, 8, LONG)             # the new key's session works
+            grants = await b.grants(ml)
+        finally:
+            await b.close()
+        stale = Board(open_transport(vboard.port), timeout=0.3, retries=1, key=old)
+        try:
+            await stale.open()
+            opened = True
+        except LinkTimeout:
+            opened = False
+        finally:
+            await stale.transport.close()
+        return before, after, grants, g2, opened, old, new
+
+    before, after, grants, g2, opened, old, new = run(scenario())
+    assert old != new and linkauth.key_for(vboard.port) == new
+    assert grants == [(8, g2.epoch, W)]
+    assert _refused(before, after)["bad_tag"] == 2            # the recorded ACQUIRE and RELEASE
+    assert not opened                                          # the old key gets no session
+
+
+def test_rekey_survives_a_board_reboot(vboard, run):
+    async def scenario():
+        b = await open_board(vboard.port, timeout=0.5, retries=3)
+        new = generate()
+        linkauth.stage(vboard.port, new)
+        await b.rekey(new)
+        linkauth.promote(vboard.port)
+        await b.close()
+        vboard.restart()                                      # the key file is on its flash
+        b = await open_board(vboard.port, timeout=0.5, retries=3)
+        try:
+            return new, b.auth.key, await b.ping()
+        finally:
+            await b.close()
+
+    new, used, ping = run(scenario())
+    assert used == new and ping["mem_free"] > 0
+
+
+def test_rekey_with_a_lost_answer_the_next_open_takes_the_staged_key(vboard, run):
+    # The engine died after REKEY went out and before it promoted the new key: the store has
+    # the old key and the staged one; the board announces which it holds.
+    async def scenario():
+        b = await open_board(vboard.port, timeout=0.5, retries=3)
+        old = b.auth.key
+        new = generate()
+        linkauth.stage(vboard.port, new)
+        await b.rekey(new)
+        await b.close()                                       # no promote()
+        assert linkauth.key_for(vboard.port) == old
+        b = await open_board(vboard.port, timeout=0.3, retries=1)
+        try:
+            return new, b.auth.key, await b.ping(), linkauth.staged(vboard.port)
+        finally:
+            await b.close()
+
+    new, used, ping, left = run(scenario())
+    assert used == new and linkauth.key_for(vboard.port) == new and left is None
+
+
+def test_rekey_refuses_a_wrapped_key_of_the_wrong_size(board, run):
+    async def scenario():
+        try:
+            await board.request("REKEY", {"wrapped": bytes(15)}, retries=0)
+        except DeviceError as exc:
+            return exc
+        return None
+
+    exc = run(scenario())
+    assert exc is not None and run(board.ping())["mem_free"] > 0     # same key, same session

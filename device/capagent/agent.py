@@ -122,6 +122,15 @@ class Agent:
             e.u16(a.replay & 0xFFFF)
             e.u16(a.no_key & 0xFFFF)
             link.send()
+        elif mid == W.REKEY:
+            # Rare: its code is loaded for the one frame and dropped again (board RAM).
+            import capagent.rekey as rk
+
+            try:
+                rk.rekey(link, rid)
+            finally:
+                del sys.modules["capagent.rekey"]
+                del sys.modules["capagent"].rekey
         elif mid == W.REPL:
             e.begin(W.REPL_R, rid)
             link.send()

@@ -37,6 +37,7 @@ KEY_FILE = "link.key"   # the board's link key, 16 raw bytes (capwarden flash wr
 class Link:
     def __init__(self, rd, wr, pollable, key_file=KEY_FILE):
         self.auth = a = LinkAuth(DIR_TO_HOST)
+        self.key_file = key_file
         try:
             with open(key_file, "rb") as f:
                 a.set_key(f.read())

@@ -98,6 +98,7 @@ class LinkAuth:
     def __init__(self, tx_dir, aes=None):
         self.aes = aes
         self.enc = None
+        self.key = None
         self.tx_dir = tx_dir
         self.rx_dir = DIR_TO_HOST if tx_dir == DIR_TO_BOARD else DIR_TO_BOARD
         self.x = bytearray(16)      # CBC chaining value
@@ -130,15 +131,17 @@ class LinkAuth:
         if key is None:
             for i in range(_KEY_ID):
                 self.key_id[i] = 0
+            self.key = None
             return
         if len(key) != _KEY:
             raise ValueError("a link key is 16 bytes")
+        self.key = key = bytes(key)     # a rekey decrypts under it (capagent.rekey)
         if self.aes is None:
             import cryptolib
 
-            self.enc = cryptolib.aes(bytes(key), 1).encrypt
+            self.enc = cryptolib.aes(key, 1).encrypt
         else:
-            self.enc = self.aes(bytes(key)).encrypt
+            self.enc = self.aes(key).encrypt
         x = self.x
         for i in range(16):
             x[i] = 0

@@ -36,6 +36,11 @@ TABLE = (
     ("REPL_R", 0x85, ()),
     ("CONFIG", 0x06, (("key", "B"), ("value", "I"))),
     ("CONFIG_R", 0x86, (("key", "B"), ("value", "I"))),
+    # A new link key (capwarden link rekey): its 16 bytes encrypted under the current key
+    # (AES-128, one block). Answered under the current session, then in force: every session
+    # ends and the host says HELLO with the new key (docs/link-auth.md "Rekey").
+    ("REKEY", 0x07, (("wrapped", "s"),)),
+    ("REKEY_R", 0x87, ()),
     # Control: locks, leases, fencing, handover, actuation.
     ("ACQUIRE", 0x10, (("res", "B"), ("modes", "B"), ("session", "I"), ("lease_ms", "I"),
                        ("wait_ms", "I"))),

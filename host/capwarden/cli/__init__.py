@@ -32,6 +32,7 @@ COMMANDS = (
     "sim",
     "flash",
     "ping",
+    "link",
     "ports",
     "id",
     "demo",

@@ -1,5 +1,6 @@
 """The host's link to boards: transports chosen by URL, and the async Board client."""
 
+from capwarden.errors import LinkTimeout
 from capwarden.link.board import Board
 from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
 from capwarden.link.transport import FdTransport, SerialTransport, Transport, open_transport
@@ -11,6 +12,7 @@ async def open_board(url, timeout=1.0, retries=2, key=None, **transport_kw):
     key (default: the engine's key for `url`, linkauth.key_for). Returns Board. Raises
     StoreError when there is no key for it, LinkError."""
     missing = None
+    looked_up = key is None
     if key is None:
         from capwarden.errors import StoreError
         from capwarden.link.linkauth import key_for
@@ -28,11 +30,31 @@ async def open_board(url, timeout=1.0, retries=2, key=None, **transport_kw):
             await board.transport.close()
         raise missing
     try:
-        await board.open()
+        try:
+            await board.open()
+        except LinkTimeout:
+            # A rekey whose answer was lost: the board may hold the staged key (it says
+            # which in its ANNOUNCE); then that key becomes the engine's.
+            nxt = _staged_for(url, board.announced_key_id) if looked_up else None
+            if nxt is None:
+                raise
+            from capwarden.link.linkauth import HostAuth, promote
+
+            await board.transport.close()
+            board.auth = HostAuth(nxt)
+            await board.open()
+            promote(url)
     except BaseException:
         await board.transport.close()
         raise
     return board
+
+
+def _staged_for(url, key_id):
+    from capwarden.link.linkauth import staged
+
+    nxt = staged(url)
+    return nxt if nxt is not None and key_id == nxt.key_id else None
 
 
 __all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",

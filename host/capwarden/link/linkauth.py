@@ -27,7 +27,7 @@ from capshared.linkauth import (
 from capwarden.credentials.store import default_store, read_secret, write_atomic
 from capwarden.errors import LinkError, StoreError
 
-__all__ = ["LinkKey", "HostAuth", "ecb", "generate", "read_key", "write_key", "key_for", "key_path", "remember", "forget", "OK", "BAD_TAG", "REPLAY",
+__all__ = ["LinkKey", "HostAuth", "ecb", "generate", "read_key", "write_key", "key_for", "key_path", "remember", "forget", "stage", "staged", "promote", "wrap", "known", "OK", "BAD_TAG", "REPLAY",
            "NO_KEY", "TAG_SIZE", "CTR_SIZE", "NONCE_SIZE"]
 
 
@@ -91,13 +91,18 @@ def read_key(path):
 
 class _Ecb:
     # An AES-ECB block function for capshared.linkauth on CPython: encrypt(src, dst).
-    __slots__ = ("_e",)
+    __slots__ = ("_e", "_d")
 
     def __init__(self, key):
-        self._e = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+        c = Cipher(algorithms.AES(bytes(key)), modes.ECB())
+        self._e = c.encryptor()
+        self._d = c.decryptor()
 
     def encrypt(self, src, dst):
         dst[0:16] = self._e.update(bytes(src[0:16]))
+
+    def decrypt(self, src, dst):
+        dst[0:16] = self._d.update(bytes(src[0:16]))
 
     def __repr__(self):
         return "_Ecb()"
@@ -106,6 +111,14 @@ class _Ecb:
 def ecb(key):
     """The block-function factory capshared.linkauth.LinkAuth takes on CPython (aes=ecb)."""
     return _Ecb(key)
+
+
+def wrap(old, new):
+    """`new`'s 16 bytes encrypted under `old` (AES-128, one block): REKEY's payload. A key is
+    uniformly random, so one block of ECB reveals nothing of it without `old`."""
+    out = bytearray(16)
+    _Ecb(old.material()).encrypt(new.material(), out)
+    return bytes(out)
 
 
 def _cmac(key, data, n=16):
@@ -229,10 +242,11 @@ def key_path(address, store=None):
 
 def key_for(address, store=None):
     """The LinkKey of the board at `address`. Raises StoreError (no key: 'capwarden flash')."""
-    key = _known.get(address)
-    if key is not None:
-        return key
+    # The store's file first: another process (capwarden link rekey) may have replaced it.
     path = key_path(address, store)
+    key = _known.get(address)
+    if key is not None and not os.path.exists(path):
+        return key
     if not os.path.exists(path):
         raise StoreError("no link key for the board at %s (looked in %s): 'capwarden flash --port %s --board NAME' "
                          "deploys the agent with a new one" % (address, path, address))
@@ -249,13 +263,46 @@ def remember(address, key, store=None, write=True):
         write_key(path, key)
 
 
+# A rekey in progress: the new key is staged beside the current one (NAME.key.next) before
+# REKEY is sent, and promoted over it once the board has answered. A rekey whose answer was
+# lost leaves both; open_board then takes the one whose key id the board announces.
+
+def stage(address, key, store=None):
+    """Keep `key` as the board's next link key (owner-only) before a rekey. Raises StoreError."""
+    path = key_path(address, store) + ".next"
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_key(path, key)
+
+
+def staged(address, store=None):
+    """The staged next key of the board at `address`, or None."""
+    path = key_path(address, store) + ".next"
+    return read_key(path) if os.path.exists(path) else None
+
+
+def promote(address, store=None):
+    """The staged key becomes the board's key (one rename: a crash leaves one or the other)."""
+    path = key_path(address, store)
+    try:
+        os.replace(path + ".next", path)
+    except OSError as exc:
+        raise StoreError("cannot make the new link key %s current: %s" % (path, exc.strerror or exc)) from None
+    _known[address] = read_key(path)
+
+
+def known(address):
+    """The key this process holds for `address` (remembered or promoted), or None."""
+    return _known.get(address)
+
+
 def forget(address, key, store=None):
     """Drop `key` for `address` (a virtual board stopped): its file too, if it still holds it."""
     if _known.get(address) == key:
         del _known[address]
     path = key_path(address, store)
-    try:
-        if read_key(path) == key:
-            os.unlink(path)
-    except (StoreError, OSError):
-        pass
+    for p in (path, path + ".next"):
+        try:
+            if read_key(p) == key:
+                os.unlink(p)
+        except (StoreError, OSError):
+            pass

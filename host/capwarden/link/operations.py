@@ -131,6 +131,22 @@ class BoardOperations:
         """Unplug or replug a resource of the virtual board."""
         return await self.request("SIM_PLUG", {"res": res, "present": 1 if present else 0})
 
+    async def rekey(self, new_key):
+        """Replace the board's link key with `new_key` (a LinkKey) over this authenticated
+        link, then start a session under it (docs/link-auth.md "Rekey"). Keep `new_key` safe
+        BEFORE calling (linkauth.stage): once REKEY is sent the board may hold either key, and
+        open_board finds the staged one by the key id the board announces. Never retried: a
+        board that took the new key refuses a copy sealed under the old one."""
+        from capwarden.link.linkauth import HostAuth, wrap
+
+        if self.auth is None:
+            raise BadRequest("this link has no key to rekey from")
+        await self.request("REKEY", {"wrapped": wrap(self.auth.key, new_key)}, retries=0)
+        self.auth = HostAuth(new_key)
+        hello = await self._hello()
+        self._hb_base = hello["hb_seq"]
+        return hello
+
     async def to_repl(self):
         """Stop the agent (resources go safe) and return the board to its REPL."""
         await self.request("REPL", retries=0)

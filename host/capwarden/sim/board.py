@@ -161,6 +161,9 @@ class VirtualBoard:
     def _forget(self):
         if self.port and self.link_key is not None:
             linkauth.forget(self.port, self.link_key)
+            rekeyed = linkauth.known(self.port)          # `capwarden link rekey` gave it another
+            if rekeyed is not None:
+                linkauth.forget(self.port, rekeyed)
 
     def stop(self):
         self._kill()
