@@ -15,6 +15,7 @@ BENCHES = (
     "bench.device",
     "bench.engine",
     "bench.linkauth",
+    "bench.signing",
     "bench.chaos",
 )
 
