@@ -399,3 +399,18 @@ def test_the_terminal_client_against_the_service_end_to_end(rig, tmp_path):
     assert rig.check_ticket(t["ticket"]).error_code == "E_TICKET_REVOKED"
     assert rig.check_descriptor(b64u_decode(d["descriptor"])).error_code == "E_DESCRIPTOR_REVOKED"
     assert status.revoked and status.revoked_at == NOW
+
+
+def test_an_oversized_body_is_refused_413(http):
+    from capwarden.trust.service import MAX_BODY
+
+    big = b'{"x": "' + b"a" * MAX_BODY + b'"}'
+    error_of(http.client.post("/v1/tickets", content=big, headers={**http.auth, "content-type": "application/json"}),
+             413, "bad_request")
+
+    def chunks():   # no Content-Length: counted as it arrives
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"a" * 65536
+    r = http.client.post("/v1/tickets", content=chunks(), headers={**http.auth, "content-type": "application/json"})
+    error_of(r, 413, "bad_request")
+    assert _count(http.rig, models.IssuedTicket) == 0

@@ -26,6 +26,7 @@ from capwarden.trust.revocations import RevocationService
 
 log = logging.getLogger("capwarden.trust.service")
 PREFIX = "/v1"
+MAX_BODY = 1024 * 1024     # a ticket request with 256 grants is under 100 KB; a key-set ack far less
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "bad_request",
                409: "conflict", 410: "gone", 413: "bad_request", 415: "bad_request", 422: "bad_request"}
 
@@ -82,6 +83,54 @@ def bearer_token(request: Request):
     return token.strip()
 
 
+class BodyLimit:
+    """Refuses a request body longer than `limit` bytes (413) as it arrives, declared length
+    or not, so a client cannot make the service hold an unbounded body in memory. Past the
+    limit the app is told the client went away and anything it still sends is dropped."""
+
+    def __init__(self, app, limit):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                return await _refuse(send, self.limit)
+        seen = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                refused = True
+                await _refuse(send, self.limit)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:   # past the limit the app fails on the "disconnect": already answered
+                raise
+
+
+async def _refuse(send, limit):
+    import json
+
+    body = json.dumps({"error": "bad_request", "message": "the request body is over %d bytes" % limit}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 # ---- the app -----------------------------------------------------------------------------------
 
 def create_app(config):
@@ -101,6 +150,7 @@ def create_app(config):
             db.dispose()
 
     app = FastAPI(title="capwarden trust service", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.config = config
     app.state.db = db
     app.state.publisher = publisher
