@@ -31,7 +31,6 @@ import urllib.parse
 import httpx
 
 from capwarden.credentials import cbor, keys
-from capwarden.credentials.b64 import b64u_decode
 from capwarden.credentials.issue import SigningKey
 from capwarden.credentials.model import parse_key_json, parse_revocation_obj
 from capwarden.credentials.revocation import MAX_STATEMENT, statement_signed_bytes
@@ -163,6 +162,7 @@ class TrustClient:
         os.chmod(state_dir, 0o700)
         self.state = self._load_state(anchor)
         self._device_key = device_key
+        self._keys_cache = None         # (key-set version, [(key record, PublicKey)])
 
     # ---- state ---------------------------------------------------------------------------
     def _load_state(self, anchor):
@@ -211,18 +211,18 @@ class TrustClient:
         return self._device_key
 
     def _issuer_keys(self):
-        """{key_id: (PublicKey, issuer_id)} of the issuer keys of the key set held."""
-        ks = self.keyset()
-        if ks is None:
-            raise UntrustedDocument("no key set held yet: run sync_keysets() before anything signed by the issuer")
+        """{key_id: (PublicKey, issuer_id)} of the issuer keys of the key set held that are not
+        revoked or past their valid_until (parsed once per key-set version)."""
+        version = self.state["keyset_version"]
+        if self._keys_cache is None or self._keys_cache[0] != version:
+            ks = self.keyset()
+            if ks is None:
+                raise UntrustedDocument("no key set held yet: run sync_keysets() before anything signed by the issuer")
+            recs = [parse_key_json(k) for k in ks["keys"]]
+            self._keys_cache = (version, [(r, keys.load(r["algorithm"], r["key_material"])) for r in recs])
         now = self._now()
-        out = {}
-        for k in ks["keys"]:
-            rec = parse_key_json(k)
-            if rec["revoked"] or (rec["valid_until"] is not None and rec["valid_until"] < now - CLOCK_LEEWAY_S):
-                continue
-            out[rec["key_id"]] = (keys.load(rec["algorithm"], rec["key_material"]), rec["issuer_id"])
-        return out
+        return {r["key_id"]: (pub, r["issuer_id"]) for r, pub in self._keys_cache[1]
+                if not r["revoked"] and (r["valid_until"] is None or r["valid_until"] >= now - CLOCK_LEEWAY_S)}
 
     def _verify(self, doc, kind):
         trusted = {kid: pub for kid, (pub, _iss) in self._issuer_keys().items()}
@@ -239,7 +239,14 @@ class TrustClient:
                 raise NotRegistered("this terminal is not registered: call register() first")
             headers["Authorization"] = "Bearer " + self.state["token"]
         try:
-            r = await self.http.request(method, self.base_url + path, json=body, headers=headers)
+            try:
+                r = await self.http.request(method, self.base_url + path, json=body, headers=headers)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                if method != "GET":
+                    raise
+                # A kept-alive connection the service closed as this request went out: a GET
+                # is safe to send again, once, rather than wait for the next poll.
+                r = await self.http.request(method, self.base_url + path, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             self.failures += 1
             raise TrustTimeout("trust service did not answer %s %s in time (%s)" % (method, path, type(exc).__name__))
@@ -364,7 +371,8 @@ class TrustClient:
                                       % (p["version"], held))
             if p["version"] == held:
                 return held
-            statements = [self._check_statement(e) for e in p["entries"]]
+            issuer_keys = self._issuer_keys()
+            statements = [self._check_statement(e, issuer_keys) for e in p["entries"]]
             await _call(self.on_revocations, statements, p["base"] == 0)
             self.state["revocations_version"] = p["version"]
             self._save()
@@ -382,7 +390,7 @@ class TrustClient:
             raise UntrustedDocument("revocation list: entries must be a list, a delta's base not above its version")
         return p
 
-    def _check_statement(self, entry):
+    def _check_statement(self, entry, issuer_keys):
         """The CBOR bytes of a RevocationStatement entry once signed by an issuer key of the key
         set held for the issuer it names (the engine checks it again against its own keys)."""
         if type(entry) is not bytes:
@@ -392,7 +400,7 @@ class TrustClient:
             rec = parse_revocation_obj(obj)
         except (cbor.CborError, CapError) as exc:
             raise UntrustedDocument("a revocation list entry is malformed: %s" % exc) from None
-        pub, issuer = self._issuer_keys().get(rec["key_id"], (None, None))
+        pub, issuer = issuer_keys.get(rec["key_id"], (None, None))
         if pub is None or issuer != rec["issuer_id"] or pub.algorithm != rec["algorithm"]:
             raise UntrustedDocument("revocation %s is signed by key %s, not a key of issuer %s in the key set"
                                     % (rec["revocation_id"], rec["key_id"], rec["issuer_id"]))
