@@ -414,3 +414,17 @@ def test_an_oversized_body_is_refused_413(http):
     r = http.client.post("/v1/tickets", content=chunks(), headers={**http.auth, "content-type": "application/json"})
     error_of(r, 413, "bad_request")
     assert _count(http.rig, models.IssuedTicket) == 0
+
+
+def test_issuance_revocation_and_refusals_are_logged_without_tokens(http, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="capwarden.trust.service")
+    jti = http.post("/tickets", http.rig.ticket_body()).json()["jti"]
+    http.post("/revocations", {"target_id": jti})
+    http.post("/tickets", http.rig.ticket_body(), token="wrong-" + http.rig.token)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "event=issued kind=ticket id=%s" % jti in text
+    assert "event=revoked id=%s terminal=%s version=1" % (jti, http.rig.tid) in text
+    assert "event=refused code=unauthenticated" in text
+    assert http.rig.token not in text

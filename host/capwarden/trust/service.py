@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from capwarden.engine.server import is_loopback, load_tls
 from capwarden.errors import UsageError
+from capwarden.logfmt import kv
 from capwarden.trust import push, registry_api
 from capwarden.trust.db import open_db
 from capwarden.trust.errors import TrustError, Unauthenticated
@@ -168,7 +169,9 @@ def _issuance_routes(app):
 
     @app.post(PREFIX + "/tickets", tags=["Ticket_Issuer"])
     async def issue_ticket(body: TicketRequest, token: str = Depends(bearer_token)):
-        return await run_in_threadpool(issuer.issue_ticket, token, _plain(body))
+        out = await run_in_threadpool(issuer.issue_ticket, token, _plain(body))
+        log.info("%s", kv(event="issued", kind="ticket", id=out["jti"], terminal=body.terminal_id, exp=out["exp"]))
+        return out
 
     @app.get(PREFIX + "/tickets", tags=["Ticket_Issuer"])
     async def list_tickets(token: str = Depends(bearer_token), fay_id: str | None = None,
@@ -177,12 +180,15 @@ def _issuance_routes(app):
 
     @app.post(PREFIX + "/descriptors", tags=["Descriptor_Issuer"])
     async def issue_descriptor(body: DescriptorRequest, token: str = Depends(bearer_token)):
-        return await run_in_threadpool(issuer.issue_descriptor, token, _plain(body))
+        out = await run_in_threadpool(issuer.issue_descriptor, token, _plain(body))
+        log.info("%s", kv(event="issued", kind="descriptor", id=out["descriptor_id"], terminal=body.terminal_id))
+        return out
 
     @app.post(PREFIX + "/descriptors/{descriptor_id}/renew", tags=["Descriptor_Issuer"])
     async def renew_descriptor(descriptor_id: str, body: RenewRequest, request: Request,
                                token: str = Depends(bearer_token)):
         out = await run_in_threadpool(issuer.renew_descriptor, token, descriptor_id, _plain(body))
+        log.info("%s", kv(event="renewed", id=out["descriptor_id"], superseded=out["superseded"]))
         await _announce(request.app, out["versions"])
         return out
 
@@ -193,6 +199,8 @@ def _revocation_routes(app):
     @app.post(PREFIX + "/revocations", tags=["revocations"])
     async def revoke(body: RevocationRequest, request: Request, token: str = Depends(bearer_token)):
         out = await run_in_threadpool(service.revoke, token, _plain(body))
+        for tid, version in out["versions"].items():
+            log.info("%s", kv(event="revoked", id=body.target_id, terminal=tid, version=version))
         await _announce(request.app, out["versions"])
         return out
 
@@ -220,7 +228,8 @@ def _errors(app):
         return JSONResponse({"error": code, "message": message}, status_code=status)
 
     @app.exception_handler(TrustError)
-    async def trust_error(_request, exc):
+    async def trust_error(request, exc):
+        log.info("%s", kv(event="refused", code=exc.code, path=request.url.path[:120], why=str(exc)[:200]))
         return answer(exc.status, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
