@@ -555,3 +555,46 @@ def test_poll_is_the_backstop_without_a_broker(run, tmp_path, svc, mitm):
         return timer.asked[:3]
 
     assert run(main()) == [5.0, 30.0, 11.25]
+
+
+def test_a_get_on_a_connection_closed_under_it_is_sent_again_once(run, tmp_path, svc, mitm):
+    async def main():
+        c, _ = await registered(tmp_path, svc, mitm)
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
+        dropped = []
+
+        real = mitm.handle
+
+        async def drop_first(request, times):
+            if len(dropped) < times:
+                dropped.append(request.method)
+                raise httpx.ReadError("connection closed by peer", request=request)
+            return await real(request)
+
+        c.http = httpx.AsyncClient(transport=httpx.MockTransport(lambda rq: drop_first(rq, 1)))
+        assert await c.sync_revocations() == 1 and dropped == ["GET"]
+        dropped.clear()
+        c.http = httpx.AsyncClient(transport=httpx.MockTransport(lambda rq: drop_first(rq, 2)))
+        with pytest.raises(TrustUnavailable):           # once only
+            await c.ticket_status(await svc.issue_ticket(c.terminal_id))
+        dropped.clear()
+        svc.publish_keyset()
+        c.http = httpx.AsyncClient(transport=httpx.MockTransport(
+            lambda rq: drop_first(rq, 1) if rq.method == "POST" else real(rq)))
+        with pytest.raises(TrustUnavailable):           # a POST is not sent twice by the client
+            await c.sync_keysets()
+        assert dropped == ["POST"] and c.state["keyset_acked"] == 1
+
+    run(main())
+
+
+def test_state_folder_checks(tmp_path, svc):
+    with pytest.raises(TrustConfigError, match="anchor"):
+        TrustClient(BASE, str(tmp_path / "a"), anchor=[{"key_id": "k", "algorithm": "ed25519", "key_material": "AA"}])
+    TrustClient(BASE, str(tmp_path / "b"), anchor=svc.anchor())._save()
+    with pytest.raises(StoreError, match="belongs to"):
+        TrustClient("https://other.example", str(tmp_path / "b"))
+    with open(tmp_path / "b" / "state.json", "w") as f:
+        f.write('{"format": 1}')
+    with pytest.raises(StoreError, match="not a trust client state"):
+        TrustClient(BASE, str(tmp_path / "b"))

@@ -14,37 +14,28 @@ set verified. The transport (TLS) protects the token, never the content. What a 
 is handed to the caller first (on_keyset, on_revocations) and the version recorded only once
 that returned, so a crash in between fetches the same document again rather than losing it.
 
-State (STATE_DIR, mode 0700; files 0600, each written atomically): state.json (base URL,
-terminal id, token, RA anchor, the last key set verified as received, the versions held and
-acknowledged) and device.key (the device key, generated at registration unless given).
+What the client keeps in its state folder: capwarden.trust.clientstate.
 """
 
 import asyncio
 import inspect
 import logging
-import os
 import random as _random
-import stat
 import time
 import urllib.parse
 
 import httpx
 
 from capwarden.credentials import cbor, keys
-from capwarden.credentials.issue import SigningKey
 from capwarden.credentials.model import parse_key_json, parse_revocation_obj
 from capwarden.credentials.revocation import MAX_STATEMENT, statement_signed_bytes
-from capwarden.credentials.store import read_json, write_json
 from capwarden.engine.server import is_loopback
-from capwarden.errors import CapError, CapwardenError, StoreError
-from capwarden.trust import keysets, push, signed
+from capwarden.errors import CapError, CapwardenError
+from capwarden.trust import clientstate, keysets, push, signed
 from capwarden.trust.signed import SignedDocError
 
 log = logging.getLogger("capwarden.trust.client")
 
-STATE = "state.json"
-DEVICE_KEY = "device"          # device.key / device.pub.json in the state folder
-STATE_FORMAT = 1
 POLL_MIN_S = 5.0
 POLL_MAX_S = 30.0
 HTTP_TIMEOUT_S = 5.0
@@ -158,31 +149,19 @@ class TrustClient:
         self._rl_lock = asyncio.Lock()
         self.last_success = None        # time.monotonic() of the last answer from the service
         self.failures = 0               # consecutive TrustUnavailable
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        os.chmod(state_dir, 0o700)
-        self.state = self._load_state(anchor)
+        clientstate.open_folder(state_dir)
+        try:
+            self.state = clientstate.load(state_dir, self.base_url, anchor)
+        except SignedDocError as exc:
+            raise TrustConfigError("the RA anchor given: %s" % exc) from None
+        except ValueError as exc:
+            raise TrustConfigError(str(exc)) from None
         self._device_key = device_key
         self._keys_cache = None         # (key-set version, [(key record, PublicKey)])
 
     # ---- state ---------------------------------------------------------------------------
-    def _load_state(self, anchor):
-        path = os.path.join(self.state_dir, STATE)
-        if os.path.exists(path):
-            st = _read_state(path)
-            if st.get("format") != STATE_FORMAT:
-                raise TrustConfigError("%s is not a trust client state (format %r)" % (path, st.get("format")))
-            if st["base_url"] != self.base_url:
-                raise TrustConfigError("%s belongs to %s, not %s" % (path, st["base_url"], self.base_url))
-            return st
-        if anchor is None:
-            raise TrustConfigError("a new trust client needs the RA's public keys (anchor) from enrollment")
-        keysets.ra_trust(anchor)    # malformed anchors fail here, not at the first fetch
-        return {"format": STATE_FORMAT, "base_url": self.base_url, "anchor": anchor, "terminal_id": None,
-                "token": None, "registered_key_set": 0, "keyset": None, "keyset_version": 0, "keyset_acked": 0,
-                "revocations_version": 0}
-
     def _save(self):
-        write_json(os.path.join(self.state_dir, STATE), self.state, mode=0o600)
+        clientstate.save(self.state_dir, self.state)
 
     @property
     def terminal_id(self):
@@ -204,10 +183,7 @@ class TrustClient:
     def device_key(self):
         """The device key (SigningKey), loaded from or created in the state folder."""
         if self._device_key is None:
-            prefix = os.path.join(self.state_dir, DEVICE_KEY)
-            if not os.path.exists(prefix + ".key"):
-                SigningKey.generate(keys.ED25519, "device", "device").save(prefix, int(self._now()))
-            self._device_key = SigningKey.load(prefix + ".key")
+            self._device_key = clientstate.device_key(self.state_dir, self._now())
         return self._device_key
 
     def _issuer_keys(self):
@@ -495,11 +471,3 @@ class TrustClient:
         if self._own_http:
             await self.http.aclose()
 
-
-def _read_state(path):
-    """state.json holds the token: refused when readable by others, like every secret file
-    (credentials.store.read_secret, whose size limit is for keys, not for a key set)."""
-    mode = os.stat(path).st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise StoreError("%s is readable by others (mode %o): chmod 600 it" % (path, mode & 0o777))
-    return read_json(path, kind=dict)
