@@ -598,3 +598,23 @@ def test_state_folder_checks(tmp_path, svc):
         f.write('{"format": 1}')
     with pytest.raises(StoreError, match="not a trust client state"):
         TrustClient(BASE, str(tmp_path / "b"))
+
+
+def test_service_answers_while_its_broker_is_down(run, tmp_path):
+    """The service's publisher points at a broker that is not there: revocations are still
+    committed and answered, and terminals get them by polling."""
+    import services
+
+    dead = "mqtt://127.0.0.1:%d" % services.free_port()
+
+    async def main():
+        pub = push.MqttPublisher(dead)
+        svc = Service(tmp_path, publisher=pub)
+        c, term = await registered(tmp_path, svc, Mitm(svc))
+        for _ in range(3):
+            await svc.revoke(await svc.issue_ticket(c.terminal_id))
+        assert pub._pending == {push.terminal_topic(c.terminal_id): 3} and pub.published == 0
+        assert await c.sync_revocations() == 3 and len(term.statements) == 3
+        await pub.aclose()
+
+    run(main())
