@@ -22,6 +22,7 @@ from capwarden.errors import StoreError
 from capwarden.credentials.ids import new_fay_id
 from capwarden.trust import authorizers, push, registry, servicekeys, signed
 from capwarden.trust.client import (NotRegistered, RollbackRefused, TrustClient, TrustConfigError, TrustRefused,
+                                    TrustTimeout,
                                     TrustUnavailable, UntrustedDocument)
 from capwarden.trust.config import ServiceConfig
 from capwarden.trust.models import Revocation
@@ -616,5 +617,35 @@ def test_service_answers_while_its_broker_is_down(run, tmp_path):
         assert pub._pending == {push.terminal_topic(c.terminal_id): 3} and pub.published == 0
         assert await c.sync_revocations() == 3 and len(term.statements) == 3
         await pub.aclose()
+
+    run(main())
+
+
+def test_a_silent_service_is_a_timeout(run, tmp_path, svc, mitm):
+    """A service that accepts the connection and never answers: TrustTimeout (a TimeoutError and
+    a TrustUnavailable) after the query's own bound, over a real socket."""
+    async def main():
+        held = []
+
+        async def accept(reader, writer):
+            held.append(writer)          # read nothing, answer nothing
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        c, _ = await registered(tmp_path, svc, mitm)
+        silent = TrustClient("http://127.0.0.1:%d" % port, str(tmp_path / "silent"), anchor=svc.anchor(),
+                             timeout_s=600)     # so only the query's own bound can end it in time
+        silent.state.update(terminal_id=c.terminal_id, token=c.state["token"], keyset=c.state["keyset"],
+                            keyset_version=1)
+        t0 = time.monotonic()
+        with pytest.raises(TrustTimeout) as e:
+            await silent.ticket_status(await svc.issue_ticket(c.terminal_id), timeout_s=0.3)
+        assert isinstance(e.value, TimeoutError) and isinstance(e.value, TrustUnavailable)
+        assert time.monotonic() - t0 < 60 and silent.failures == 1       # generous, far below 600
+        await silent.aclose()
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
 
     run(main())

@@ -208,21 +208,22 @@ class TrustClient:
             raise UntrustedDocument(str(exc)) from None
 
     # ---- HTTP ----------------------------------------------------------------------------
-    async def _request(self, method, path, auth=True, body=None):
+    async def _request(self, method, path, auth=True, body=None, timeout_s=None):
         headers = {}
         if auth:
             if not self.state["token"]:
                 raise NotRegistered("this terminal is not registered: call register() first")
             headers["Authorization"] = "Bearer " + self.state["token"]
+        extra = {} if timeout_s is None else {"timeout": timeout_s}
         try:
             try:
-                r = await self.http.request(method, self.base_url + path, json=body, headers=headers)
+                r = await self.http.request(method, self.base_url + path, json=body, headers=headers, **extra)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 if method != "GET":
                     raise
                 # A kept-alive connection the service closed as this request went out: a GET
                 # is safe to send again, once, rather than wait for the next poll.
-                r = await self.http.request(method, self.base_url + path, json=body, headers=headers)
+                r = await self.http.request(method, self.base_url + path, json=body, headers=headers, **extra)
         except httpx.TimeoutException as exc:
             self.failures += 1
             raise TrustTimeout("trust service did not answer %s %s in time (%s)" % (method, path, type(exc).__name__))
@@ -385,11 +386,13 @@ class TrustClient:
         return entry
 
     # ---- ticket status (§4.3.2 step 5) ---------------------------------------------------
-    async def ticket_status(self, jti):
+    async def ticket_status(self, jti, timeout_s=None):
         """The signed status of ticket `jti`: TicketStatus(jti, revoked, revoked_at, checked_at).
+        timeout_s: this query's own bound (the engine's 2 s), else the client's timeout.
         Raises UntrustedDocument (unknown signer, another jti, a status older than
         STATUS_MAX_AGE_S: a replay), TrustRefused, TrustUnavailable / TrustTimeout."""
-        doc = await self._request("GET", "/v1/tickets/%s/status" % urllib.parse.quote(jti, safe=""))
+        doc = await self._request("GET", "/v1/tickets/%s/status" % urllib.parse.quote(jti, safe=""),
+                                  timeout_s=timeout_s)
         p = self._verify(doc, signed.TICKET_STATUS)
         if p.get("jti") != jti or p.get("revoked") not in (0, 1) or type(p.get("checked_at")) is not int:
             raise UntrustedDocument("ticket status is not {jti: %s, revoked: 0/1, checked_at}" % jti)
