@@ -56,7 +56,10 @@ def _micropython():
 
     from capwarden.sim.board import micropython_exe
 
-    code = MP_SCRIPT % {"path": mpharness.firmware_path(), "size": FRAME, "n": 2000, "rounds": ROUNDS}
+    from capwarden.sim.inline import inline
+
+    # Folded as the firmware is: the deployed linkauth keeps its constants private.
+    code = inline(MP_SCRIPT % {"path": mpharness.firmware_path(), "size": FRAME, "n": 2000, "rounds": ROUNDS})
     proc = subprocess.run([micropython_exe(), "-X", "heapsize=64K", "-c", code], capture_output=True, text=True,
                           timeout=300)
     if proc.returncode != 0:
