@@ -11,6 +11,7 @@ A renewal (blueprint §2.1 phase 5) issues the new descriptor and a `superseded`
 old one in the same transaction: the old one stops working everywhere the revocation reaches.
 """
 
+import functools
 import json
 import time
 
@@ -52,7 +53,7 @@ class Issuer:
         """The authorizer, once the request passes §4.2.1 items 1-3 and the terminal check."""
         a = authenticate(s, token)
         fay, terminal, grants = req
-        Policy.from_json(json.loads(a.policy)).check(fay, terminal, grants, valid_for_s)
+        _policy(a.policy).check(fay, terminal, grants, valid_for_s)
         if self.terminal_state is not None:
             state = self.terminal_state(s, terminal)
             if state in BLOCKED_TERMINAL:
@@ -152,6 +153,12 @@ class Issuer:
             a = authenticate(s, token)
             return tickets_issued(s, a.authorizer_id, fay_id, terminal_id)
         return self.db.run(run, write=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy(text):
+    """The Policy of an authorizer's stored policy JSON (parsed once per distinct text)."""
+    return Policy.from_json(json.loads(text))
 
 
 def tickets_issued(session, authorizer_id=None, fay_id=None, terminal_id=None, limit=10_000):
