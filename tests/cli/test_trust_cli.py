@@ -545,3 +545,22 @@ def test_keys_retire_example_after_the_rotate_example(tmp_path, monkeypatch):
         assert "is in use" in r.err
     finally:
         d.close()
+
+
+def test_serve_connections_have_nodelay():
+    """serve binds its socket itself: connections accepted from it must get TCP_NODELAY from
+    it (asyncio sets none on a socket it is handed), or each answer on a kept-alive connection
+    waits for the client's delayed ACK (40 ms per request: the issuance benchmark found it)."""
+    from capwarden.cli.trust_serve import _listen_socket
+
+    sock = _listen_socket("127.0.0.1", 0)
+    try:
+        client = socket.create_connection(sock.getsockname()[:2], timeout=10)
+        accepted, _addr = sock.accept()
+        try:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            accepted.close()
+            client.close()
+    finally:
+        sock.close()
