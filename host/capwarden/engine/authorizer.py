@@ -15,8 +15,16 @@ so unit tests pass a fake with the same methods):
 
 `generation` grows whenever the answer of `still_valid` may have changed for a reason other than
 time (a revocation or a key change); `listeners` hear of each new revocation at once.
+
+Online (engine/online.py, issue 14): `prepare(message_type, body, now)` runs before the request's
+check, in the request's own task: for a ticket that steps 1-5 grant locally it runs the online
+revocation query (revquery.py, section 4.3.2 step 5) and leaves the result for `check()` in a
+context variable, so the ticket is validated once and the query never holds anything that
+another request waits on. `set_degraded(on)` makes new tickets E_TICKET_OFFLINE_REJECTED
+(section 4.5.2), across a reopened store too.
 """
 
+import contextvars
 import logging
 import os
 
@@ -25,6 +33,12 @@ from capwarden.errors import StoreError
 
 PURGE_EVERY_S = 60
 log = logging.getLogger("capwarden.engine")
+RA_DISTRIBUTED = "ra-distributed"
+# Requests whose credential prepare() looks at: message type -> the body field naming the Fay.
+CREDENTIAL_REQUESTS = {"AuthRequest": "fay_id", "HandoverRequest": "to_fay_id"}
+# What prepare() left for check() in this request's task: (credential object, fay, resource,
+# mode, terminal view, decision, revocation-query outcome).
+_PREPARED = contextvars.ContextVar("capwarden_prepared", default=None)
 
 
 class StoreAuthorizer:
@@ -35,11 +49,14 @@ class StoreAuthorizer:
         self.listeners = []
         self.generation = 0
         self._next_purge = None
+        self.degraded = False      # new tickets refused (section 4.5.2 item 1)
+        self.revquery = None       # revquery.RevocationQuery when the policy asks for the query
         self._open()
 
     def _open(self):
         self.terminal = self._opener(self.store, leeway=self.leeway)
         self.terminal_id = self.terminal.terminal_id
+        self.terminal.validator.degraded = self.degraded
         self.terminal.revocations.listeners.append(self._revoked)
         self._stamps = self._file_stamps()
         self._bad_stamps = None     # the revocation file's stamps when it last failed to read
@@ -60,12 +77,60 @@ class StoreAuthorizer:
         for cb in list(self.listeners):
             cb(entry)
 
+    def set_degraded(self, on):
+        """Refuse new tickets (E_TICKET_OFFLINE_REJECTED) while `on`; descriptors are unaffected."""
+        self.degraded = bool(on)
+        self.terminal.validator.degraded = self.degraded
+
     # ---- the interface ------------------------------------------------------------------------
     def check(self, credential, fay_id, resource_id, mode, now):
         """The S2 decision for an AuthRequest `credential` object (descriptor_ref or ticket)."""
         if credential["type"] == "descriptor_ref":
             return self.terminal.decide_descriptor(credential["descriptor_id"], fay_id, resource_id, mode, now)
-        return self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+        pre = _PREPARED.get()
+        if pre is not None and pre[0] is credential and pre[1:4] == (fay_id, resource_id, mode) \
+                and pre[4] is self.terminal:
+            _PREPARED.set(None)
+            d, outcome = pre[5], pre[6]
+            if pre[7] != now:        # the query took a while: the local steps again, at this time
+                d = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+        else:
+            d = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+            outcome = None
+            if self._asks(d):
+                # Not prepared (a caller that did not run prepare()): a valid cached answer, else
+                # as a query that did not complete. Fail closed.
+                from capwarden.engine import revquery
+
+                hit = self.revquery.cached(d.credential_id)
+                outcome = revquery.Outcome(revquery.ANSWER, hit[0], hit[1], cached=True) if hit else \
+                    revquery.Outcome(revquery.UNREACHABLE, detail="no query was made for this request")
+        if d.granted and outcome is not None:
+            d = self.revquery.decide(d, outcome, fay_id, resource_id)
+        return d
+
+    def _asks(self, d):
+        """Whether the revocation query applies to decision `d`: a ticket granted locally,
+        signed by a key the Registration_Authority distributed, the policy asking for it."""
+        if self.revquery is None or not d.granted or d.kind != "ticket":
+            return False
+        rec = self.terminal.keys.records.get(d.key_id)
+        return rec is not None and rec.get("source") == RA_DISTRIBUTED
+
+    async def prepare(self, message_type, body, now):
+        """Before a request's check: the online revocation query for its ticket (module doc).
+        Does nothing without a query policy, for other requests and for descriptors."""
+        field = CREDENTIAL_REQUESTS.get(message_type)
+        if self.revquery is None or field is None:
+            return
+        credential = body.get("credential")
+        if not isinstance(credential, dict) or credential.get("type") != "ticket":
+            return
+        fay_id, resource_id, mode = body.get(field), body.get("resource_id"), body.get("access_mode")
+        terminal = self.terminal
+        d = terminal.validator.check_ticket(credential.get("ticket"), fay_id, resource_id, mode, now)
+        outcome = await self.revquery.ask(d.credential_id) if self._asks(d) else None
+        _PREPARED.set((credential, fay_id, resource_id, mode, terminal, d, outcome, now))
 
     def reference(self, decision):
         """The session's CredentialRef (section 2.5) plus what `still_valid` needs."""

@@ -22,6 +22,7 @@ import time
 
 from capshared.limits import MAX_LEASE_MS
 from capwarden.engine import boardconfig, boards, liveness, protocol
+from capwarden.engine.conversion import Converter
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
 from capwarden.engine.registry import LIVE, Registry
@@ -42,7 +43,7 @@ def _fingerprint(msg):
 class Engine:
     def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
                  clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None,
-                 max_busy_ms=liveness.MAX_BUSY_MS, board_settings=None):
+                 max_busy_ms=liveness.MAX_BUSY_MS, board_settings=None, conversion=None):
         self.authorizer = authorizer
         self.terminal_id = authorizer.terminal_id
         self.registry = Registry(self.terminal_id, boards)
@@ -59,6 +60,7 @@ class Engine:
         self.tick_s = tick_s
         self.max_busy_ms = max_busy_ms
         self.board_settings = dict(board_settings or {})   # boardconfig: given at start and after a reset
+        self.conversion = conversion if conversion is not None else Converter()   # granted tickets -> descriptors
         self.sessions = self.registry.sessions      # the registry's, named for readers and tools
         self._tasks = []
         authorizer.listeners.append(self._on_revocation)
@@ -76,6 +78,7 @@ class Engine:
     async def stop(self):
         for t in self._tasks:
             t.cancel()
+        await self.conversion.settle()
         for s in list(self.sessions.values()):
             if s.state == "creating":
                 await self.cancel(s, withdraw=True)
@@ -135,6 +138,9 @@ class Engine:
         route = ROUTES.get(mtype)
         try:
             target = self.pep.check(runtime_id, msg, route)
+            prepare = getattr(self.authorizer, "prepare", None)   # online revocation query (authorizer.py)
+            if prepare is not None:
+                await prepare(mtype, msg["body"], int(self.wall()))
             body = await route.handler(self, runtime_id, msg["body"], target, origin)
         except CapError as d:
             return self._deny(runtime_id, mtype, mid, d)
