@@ -1,0 +1,414 @@
+"""The console's web app (Starlette): pages, the JSON API, the live stream, and their guards.
+
+Routes (all but the login page, its script and the login itself need a session):
+
+    GET  /                      the console page (a visitor without a session: 303 to /login)
+    GET  /login                 the login page
+    GET  /static/NAME           the pages' CSS and scripts (package data, no build step)
+    POST /api/login             {"name", "password"} -> a new session cookie
+    POST /api/logout            ends the session
+    GET  /api/me                {"operator", "csrf"}: the page's CSRF token
+    GET  /api/state             every board and resource, pending decisions, the audit tail
+    GET  /api/events            the same, live (Server-Sent Events: one `state` event per change)
+    POST /api/decisions/resolve {"decision_id", "approve"}
+    POST /api/resources/take    {"resource_id"}
+    POST /api/resources/hand_back {"resource_id", "fay_id"}
+    POST /api/resources/release {"resource_id"}
+
+Guards, in order, on every request: the Host header (plain HTTP on loopback: only a loopback
+name with the console's port, so a DNS-rebound name is refused; over TLS the certificate binds
+the name); on every POST: Origin equal to the console's own origin, `Sec-Fetch-Site` (when
+sent) same-origin, a JSON body (a cross-site form cannot send one without a CORS preflight,
+which this app never answers) of at most MAX_BODY bytes; then the session cookie; then, except
+for the login, the session's CSRF token in the X-CSRF-Token header. Every answer carries a
+strict Content-Security-Policy (scripts and styles from this origin only, no inline script, no
+framing), no-store caching, and nosniff; the pages fill text with textContent only.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from capwarden.engine.console.audittail import AuditTail
+from capwarden.engine.console.logins import FailedLogins, LoginSessions, csrf_ok
+from capwarden.errors import CapwardenError
+from capwarden.logfmt import kv
+
+log = logging.getLogger("capwarden.console")
+
+MAX_BODY = 16 * 1024
+KEEPALIVE_S = 15.0        # a comment line on an idle stream, so proxies and browsers keep it
+AUDIT_POLL_S = 0.25       # how often the audit log is looked at for new lines
+MAX_STREAMS = 32          # live streams at once (each costs a snapshot per change)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
+          "login.js": "text/javascript; charset=utf-8"}
+PAGES = ("console.html", "login.html")
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def _files():
+    folder = resources.files("capwarden.engine.console") / "static"
+    return {name: (folder / name).read_bytes() for name in tuple(STATIC) + PAGES}
+
+
+class Refused(Exception):
+    def __init__(self, status, message, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class ConsoleWeb:
+    """`sources` is a sources.ConsoleSources (or anything with its methods): the engine side."""
+
+    def __init__(self, sources, audit_path=None, clock=time.monotonic, sessions=None, failures=None):
+        self.sources = sources
+        self.sessions = sessions or LoginSessions(clock=clock)
+        self.failures = failures or FailedLogins(clock=clock)
+        self.audit_tail = AuditTail(audit_path)
+        self.files = _files()
+        self.tls = False
+        self.hosts = set()
+        self._waiters = set()
+        self._closing = False
+        self._poller = None
+        self.version = 0          # bumped at every change: a stream sends a snapshot when it moved
+        self.asgi = Starlette(routes=[
+            Route("/", self.page, methods=["GET"]),
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/static/{name}", self.static, methods=["GET"]),
+            Route("/api/login", self.login, methods=["POST"]),
+            Route("/api/logout", self.logout, methods=["POST"]),
+            Route("/api/me", self.me, methods=["GET"]),
+            Route("/api/state", self.state, methods=["GET"]),
+            Route("/api/events", self.events, methods=["GET"]),
+            Route("/api/decisions/resolve", self.resolve, methods=["POST"]),
+            Route("/api/resources/take", self.take, methods=["POST"]),
+            Route("/api/resources/hand_back", self.hand_back, methods=["POST"]),
+            Route("/api/resources/release", self.release, methods=["POST"]),
+        ])
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def serving(self, host, port, tls):
+        """Where the console is reachable: the Host values it answers on plain HTTP."""
+        self.tls = tls
+        names = set(LOOPBACK_NAMES) | {"[%s]" % host if ":" in host else host}
+        self.hosts = {"%s:%d" % (n, port) for n in names}
+        if not tls and port == 80:
+            self.hosts |= names
+
+    async def start(self):
+        self.audit_tail.refresh()
+        self.sources.subscribe(self.changed)
+        self._poller = asyncio.ensure_future(self._poll_audit())
+
+    async def close(self):
+        self._closing = True
+        self.changed()
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        self.sources.unsubscribe(self.changed)
+
+    def changed(self, *_args):
+        """Something the page shows changed: every live stream sends a new snapshot."""
+        self.version += 1
+        for ev in self._waiters:
+            ev.set()
+
+    async def _poll_audit(self):
+        while True:
+            await asyncio.sleep(AUDIT_POLL_S)
+            try:
+                if self.audit_tail.refresh():
+                    self.changed()
+            except Exception:       # the page must keep working; the log says why
+                log.exception("%s", kv(event="console_audit_tail_failed"))
+
+    # ---- guards -------------------------------------------------------------------------------------
+    def _origin(self, request):
+        return "%s://%s" % ("https" if self.tls else "http", request.headers.get("host", ""))
+
+    def _check_host(self, request):
+        if not self.tls and request.headers.get("host", "") not in self.hosts:
+            raise Refused(421, "this console answers only at its own loopback address")
+
+    def _check_post(self, request):
+        origin = request.headers.get("origin")
+        if origin != self._origin(request):
+            raise Refused(403, "cross-origin request refused (Origin %s)" % ("missing" if origin is None else "mismatch"))
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site != "same-origin":
+            raise Refused(403, "cross-site request refused")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise Refused(415, "send JSON (Content-Type: application/json)")
+
+    async def _body(self, request):
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            raise Refused(413, "request body too large")
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise Refused(413, "request body too large")
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            raise Refused(400, "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "the body is a JSON object")
+        return body
+
+    def _session(self, request, touch=True):
+        sid = request.cookies.get(self.cookie_name)
+        s = self.sessions.get(sid) if touch else self.sessions.peek(sid)
+        if s is None:
+            raise Refused(401, "log in first")
+        return s
+
+    def _csrf(self, request, session):
+        if not csrf_ok(session, request.headers.get("x-csrf-token")):
+            raise Refused(403, "missing or wrong CSRF token: reload the page")
+
+    @property
+    def cookie_name(self):
+        # __Host-: only ever set over HTTPS, for this host, path / (no subdomain can plant it).
+        return "__Host-cw_session" if self.tls else "cw_session"
+
+    def _set_cookie(self, response, sid):
+        response.set_cookie(self.cookie_name, sid, path="/", secure=self.tls, httponly=True, samesite="strict")
+
+    def _clear_cookie(self, response):
+        response.set_cookie(self.cookie_name, "", max_age=0, path="/", secure=self.tls, httponly=True,
+                            samesite="strict")
+
+    def _respond(self, response):
+        response.headers.update(HEADERS)
+        if self.tls:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        return response
+
+    def _refusal(self, exc):
+        return self._respond(JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers))
+
+    async def _guarded(self, request, handler, post=True, login=False):
+        try:
+            self._check_host(request)
+            if post:
+                self._check_post(request)
+            if login:
+                return self._respond(await handler(request))
+            session = self._session(request)
+            if post:
+                self._csrf(request, session)
+            return self._respond(await handler(request, session))
+        except Refused as exc:
+            if exc.status != 401:
+                log.warning("%s", kv(event="console_refused", status=exc.status, reason=exc.message,
+                                     path=request.url.path[:80], peer=_peer(request)))
+            return self._refusal(exc)
+
+    # ---- pages ----------------------------------------------------------------------------------------
+    def _html(self, name):
+        return Response(self.files[name], media_type="text/html; charset=utf-8")
+
+    async def page(self, request):
+        try:
+            self._check_host(request)
+            self._session(request)
+        except Refused as exc:
+            if exc.status == 401:
+                return self._respond(RedirectResponse("/login", status_code=303))
+            return self._refusal(exc)
+        return self._respond(self._html("console.html"))
+
+    async def login_page(self, request):
+        try:
+            self._check_host(request)
+        except Refused as exc:
+            return self._refusal(exc)
+        return self._respond(self._html("login.html"))
+
+    async def static(self, request):
+        name = request.path_params["name"]
+        try:
+            self._check_host(request)
+        except Refused as exc:
+            return self._refusal(exc)
+        if name not in STATIC:
+            return self._respond(Response("not found\n", status_code=404, media_type="text/plain"))
+        return self._respond(Response(self.files[name], media_type=STATIC[name]))
+
+    # ---- login --------------------------------------------------------------------------------------
+    async def login(self, request):
+        return await self._guarded(request, self._login, login=True)
+
+    async def _login(self, request):
+        body = await self._body(request)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name or len(name) > 128 \
+                or len(password) > 1024:
+            raise Refused(400, "give a name and a password")
+        peer = _peer(request).rpartition(":")[0] or "-"
+        keys = ("account:" + name, "peer:" + peer)
+        wait = self.failures.blocked_for(*keys)
+        if wait > 0:
+            self.sources.audit("operator_login", "deny", "rate_limited", operator=name, peer=peer)
+            raise Refused(429, "too many failed logins: try again in %d s" % (int(wait) + 1),
+                          {"Retry-After": str(int(wait) + 1)})
+        operator = await self.sources.authenticate(name, password)
+        if operator is None:
+            self.failures.failed(*keys)
+            self.sources.audit("operator_login", "deny", "bad_credentials", operator=name, peer=peer)
+            raise Refused(401, "wrong name or password")
+        self.failures.succeeded(keys[0])
+        old = request.cookies.get(self.cookie_name)
+        if old:
+            self.sessions.drop(old)          # whatever id came in never becomes this login's
+        s = self.sessions.create(operator)
+        self.sources.audit("operator_login", "allow", "password", operator=operator, peer=peer)
+        response = JSONResponse({"operator": operator})
+        self._set_cookie(response, s.sid)
+        return response
+
+    async def logout(self, request):
+        return await self._guarded(request, self._logout)
+
+    async def _logout(self, request, session):
+        self.sessions.drop(session.sid)
+        self.sources.audit("operator_logout", "done", "logout", operator=session.operator, peer=_peer(request))
+        self.changed()                       # its live streams end now
+        response = JSONResponse({"logged_out": True})
+        self._clear_cookie(response)
+        return response
+
+    async def me(self, request):
+        return await self._guarded(request, self._me, post=False)
+
+    async def _me(self, request, session):
+        return JSONResponse({"operator": session.operator, "csrf": session.csrf, "tls": self.tls})
+
+    # ---- state ----------------------------------------------------------------------------------------
+    def snapshot(self, session):
+        snap = self.sources.snapshot()
+        snap["operator"] = session.operator
+        snap["audit"] = self.audit_tail.state()
+        snap["version"] = self.version
+        return snap
+
+    async def state(self, request):
+        return await self._guarded(request, self._state, post=False)
+
+    async def _state(self, request, session):
+        return JSONResponse(self.snapshot(session))
+
+    async def events(self, request):
+        return await self._guarded(request, self._events, post=False)
+
+    async def _events(self, request, session):
+        if len(self._waiters) >= MAX_STREAMS:
+            raise Refused(503, "too many live consoles open")
+        wake = asyncio.Event()
+        self._waiters.add(wake)
+        sid = session.sid
+
+        async def stream():
+            try:
+                yield b"retry: 1000\n\n"
+                while not self._closing:
+                    s = self.sessions.peek(sid)         # watching is not activity: idle logout still applies
+                    if s is None:
+                        yield b"event: logged_out\ndata: {}\n\n"
+                        return
+                    wake.clear()
+                    data = json.dumps(self.snapshot(s), separators=(",", ":"))
+                    yield ("event: state\ndata: %s\n\n" % data).encode()
+                    try:
+                        await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        yield b": keepalive\n\n"
+            finally:
+                self._waiters.discard(wake)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})
+
+    # ---- actions --------------------------------------------------------------------------------------
+    async def _act(self, what, coro):
+        try:
+            result = await coro
+        except KeyError as exc:
+            raise Refused(404, "no such %s: %s" % (what, exc.args[0] if exc.args else "?")) from None
+        except CapwardenError as exc:
+            raise Refused(409, str(exc)) from None
+        self.changed()
+        return JSONResponse({"done": True, "result": result if _jsonable(result) else None})
+
+    def _text(self, body, key, limit=300):
+        v = body.get(key)
+        if not isinstance(v, str) or not v or len(v) > limit:
+            raise Refused(400, "give %s" % key)
+        return v
+
+    async def resolve(self, request):
+        return await self._guarded(request, self._resolve)
+
+    async def _resolve(self, request, session):
+        body = await self._body(request)
+        did = self._text(body, "decision_id")
+        if not isinstance(body.get("approve"), bool):
+            raise Refused(400, "give approve: true or false")
+        return await self._act("decision", self.sources.resolve(did, body["approve"], session.operator))
+
+    async def take(self, request):
+        return await self._guarded(request, self._take)
+
+    async def _take(self, request, session):
+        body = await self._body(request)
+        return await self._act("resource", self.sources.take(self._text(body, "resource_id"), session.operator))
+
+    async def hand_back(self, request):
+        return await self._guarded(request, self._hand_back)
+
+    async def _hand_back(self, request, session):
+        body = await self._body(request)
+        return await self._act("resource", self.sources.hand_back(self._text(body, "resource_id"),
+                                                                  self._text(body, "fay_id"), session.operator))
+
+    async def release(self, request):
+        return await self._guarded(request, self._release)
+
+    async def _release(self, request, session):
+        body = await self._body(request)
+        return await self._act("resource", self.sources.release(self._text(body, "resource_id"), session.operator))
+
+
+def _peer(request):
+    c = request.client
+    return "%s:%s" % (c.host, c.port) if c else "-"
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
