@@ -92,7 +92,7 @@ class Terminal:
     def _on_revocation(self, entry):
         # A revoked ticket takes its converted descriptors with it (attacks.md F59).
         with locked(self.folder):
-            conv = self._conversions()
+            conv = self.conversions()
             hit = conv.get(entry["target"])
             if hit and hit.get("iss") == entry["issuer_id"]:
                 self._remove(hit["descriptor_id"])
@@ -166,16 +166,27 @@ class Terminal:
 
     # ---- ticket conversion (section 4.4) -----------------------------------------------------
     def convert_ticket(self, token, now):
-        """Validate a convertible ticket and store it as a locally signed descriptor.
-
-        not_after = min(exp, now + 7 days, iat + 7 days); grants copied exactly (never wider);
-        metadata keeps the origin (jti, kid, issuer, signature for audit). One descriptor per jti.
-        Returns the descriptor id. Raises CapError.
-        """
+        """Validate a convertible ticket and store it as a locally signed descriptor (the
+        command line's way; the engine converts tickets it granted with convert_verified).
+        Returns the descriptor id. Raises CapError."""
         t = jws.parse(token)
         bad = self.validator.verify_signature(t, now)
         if bad is not None:
             raise CapError(bad.error_code, bad.message, bad.field)
+        return self.convert_verified(t, now)
+
+    def convert_verified(self, t, now):
+        """Store ticket `t`, parsed and its signature verified (jws.parse, Validator), as a
+        locally signed descriptor (section 4.4.2-4.4.4).
+
+        not_after = min(exp, now + 7 days, iat + 7 days); grants copied exactly (never wider);
+        metadata keeps the origin (jti, kid, issuer, signature for audit); the descriptor's id
+        is the ticket's jti, its issuer "local-conversion:" + terminal id, its key the local
+        conversion key. One descriptor per jti. Safe in a worker thread beside the event loop:
+        the revocation check is made under the store's lock, which the revocation listener
+        takes too, so a revocation is either seen here or removes what this stored.
+        Returns the descriptor id. Raises CapError; StoreError for a store it cannot write.
+        """
         if not t.convertible:
             raise CapError("E_PERMISSION_DENIED", "the ticket is not convertible", "convertible")
         if t.terminal_id != self.terminal_id:
@@ -187,13 +198,13 @@ class Terminal:
             raise CapError("E_TICKET_NOT_YET_VALID", "valid from %d, more than 24 h after now" % t.not_before, "nbf")
         if t.not_after - t.not_before > CONVERSION_MAX:
             raise CapError("E_TICKET_VALIDITY_TOO_LONG", "valid for more than 7 days", "exp")
-        if self.revocations.revoked(t.issuer_id, t.credential_id):
-            raise CapError("E_TICKET_REVOKED", "the ticket has been revoked", "jti")
         if self.validator.degraded:
             raise CapError("E_TICKET_OFFLINE_REJECTED", "offline: tickets are not converted", None)
         conv_path = os.path.join(self.folder, CONVERSIONS)
         with locked(self.folder):   # one conversion per ticket, also across processes
-            conv = self._conversions()
+            if self.revocations.revoked(t.issuer_id, t.credential_id):
+                raise CapError("E_TICKET_REVOKED", "the ticket has been revoked", "jti")
+            conv = self.conversions()
             if t.credential_id in conv:  # one conversion per ticket (attacks.md H67)
                 return conv[t.credential_id]["descriptor_id"]
             not_after = min(t.not_after, now + CONVERSION_MAX, t.issued_at + CONVERSION_MAX)
@@ -209,9 +220,9 @@ class Terminal:
             write_json(conv_path, conv)
             return did
 
-    def _conversions(self):
-        """conversions.json: ticket jti -> {"descriptor_id", "iss", "not_after"}; StoreError
-        when it is anything else."""
+    def conversions(self):
+        """The converted descriptors (conversions.json): {ticket jti: {"descriptor_id", "iss",
+        "not_after"}}. Raises StoreError when the file is anything else."""
         path = os.path.join(self.folder, CONVERSIONS)
         conv = read_json(path, default={}, kind=dict)
         for c in conv.values():
@@ -224,7 +235,7 @@ class Terminal:
         """Remove converted descriptors 24 h after expiry. Returns the ids removed."""
         conv_path = os.path.join(self.folder, CONVERSIONS)
         with locked(self.folder):
-            conv = self._conversions()
+            conv = self.conversions()
             gone = [jti for jti, c in conv.items() if now >= c["not_after"] + PURGE_AFTER]
             for jti in gone:
                 self._remove(conv.pop(jti)["descriptor_id"])

@@ -47,6 +47,7 @@ def new_session(engine, runtime_id, fay_id, resource_id, mode, credential, origi
     s.origin = origin
     s.token = engine.registry.new_token()
     engine.registry.add(s)
+    engine.conversion.after_grant(engine, decision)     # a convertible ticket -> a local descriptor (4.4.1)
     return s, decision
 
 

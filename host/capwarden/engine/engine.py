@@ -33,7 +33,7 @@ log = logging.getLogger("capwarden.engine")
 
 # The board already ended these grants itself (or moved them): nothing to release there.
 BOARD_ENDED = ("resource_removed", "resource_fault", "board_reset", "lease_expired", "failsafe", "handover",
-               "board_unreachable")
+               "board_unreachable", "operator_takeover", "manual_override")   # the last two: takeover.py
 
 
 def _fingerprint(msg):
@@ -62,6 +62,7 @@ class Engine:
         self.board_settings = dict(board_settings or {})   # boardconfig: given at start and after a reset
         self.conversion = conversion if conversion is not None else Converter()   # granted tickets -> descriptors
         self.sessions = self.registry.sessions      # the registry's, named for readers and tools
+        self.watchers = []     # callables (runtime_id, message_type, body) seeing every push (controlroom.py)
         self._tasks = []
         authorizer.listeners.append(self._on_revocation)
 
@@ -231,6 +232,8 @@ class Engine:
                                                          "previous_state": s.state, "reason": reason, "suspended": on})
 
     def push(self, runtime_id, mtype, body):
+        for watch in self.watchers:
+            watch(runtime_id, mtype, body)
         rt = self.registry.runtime(runtime_id)
         if not rt:
             return
