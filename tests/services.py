@@ -115,6 +115,22 @@ def _tail(path, n=2000):
         return ""
 
 
+STALE_S = 3600
+
+
+def _sweep_stale():
+    """Remove the folders of servers that shut down without their test process (killed with
+    SIGKILL: the server followed it through its parent-death signal, the folder stayed): no
+    postmaster.pid (the server is gone) and untouched for an hour (not one being set up)."""
+    for folder in glob.glob("/tmp/cwpg-*"):
+        try:
+            if (not os.path.exists(os.path.join(folder, "data", "postmaster.pid"))
+                    and time.time() - os.stat(folder).st_mtime > STALE_S):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
 class PostgresServer:
     """One PostgreSQL server on a temporary folder, reachable only through its Unix socket in
     that folder. `user` is its superuser (trust authentication on the socket)."""
@@ -137,6 +153,7 @@ class PostgresServer:
         return os.path.join(self.folder, "data")
 
     def start(self):
+        _sweep_stale()
         # A short path in /tmp: a Unix socket path holds at most 107 bytes.
         self.folder = tempfile.mkdtemp(prefix="cwpg-", dir="/tmp")
         _RUNNING.add(self)
