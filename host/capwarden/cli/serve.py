@@ -65,6 +65,10 @@ def register(sub):
                         "outlives that much host silence), failsafe_delay_ms (a lost lease waits that long for a "
                         "heartbeat first, at most 30000), lock_delay_ms (safe hold after a lost holder), "
                         "link_loss_hold=NAME[,NAME] (resources that keep their state on link loss; the rest go safe)")
+    p.add_argument("--trust", default=None, metavar="URL",
+                   help="the trust service (https://, or http:// on loopback): key sets, revocations pushed and "
+                        "polled, online/degraded mode; its thresholds and the revocation query in the config "
+                        "file's \"trust\" section (docs/engine.md, Online and offline)")
     p.add_argument("--heapsize", type=heap_size, default=None, help="virtual board heap, e.g. 64K (with --board sim)")
     add_json(p, "print one JSON object when serving starts (url, terminal, resources), or on failure")
     add_verbosity(p)
@@ -126,7 +130,7 @@ def parse_bindings(items, tokens, out=None):
 
 def main(args):
     from capwarden.cli.logsetup import configure
-    from capwarden.engine import boardconfig, config
+    from capwarden.engine import boardconfig, config, online
     from capwarden.engine.app import EngineApp
     from capwarden.engine.liveness import MAX_BUSY_MS, LivenessPolicy
     from capwarden.errors import UsageError
@@ -162,7 +166,8 @@ def main(args):
                     fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),
                     ports=ports, audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=None if args.json else err,
-                    leeway=leeway, max_busy_ms=max_busy, board_settings=board)
+                    leeway=leeway, max_busy_ms=max_busy, board_settings=board,
+                    trust=online.with_url(conf.trust, args.trust) if args.trust else conf.trust)
     how = {}
 
     async def run():

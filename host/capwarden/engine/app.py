@@ -51,7 +51,7 @@ class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
                  sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS,
-                 board_settings=None):
+                 board_settings=None, trust=None, trust_options=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -74,6 +74,9 @@ class EngineApp:
         self.leeway = leeway
         self.max_busy_ms = max_busy_ms
         self.board_settings = board_settings or {}
+        self.trust = trust                          # engine/online.py Settings, or None: no trust service
+        self.trust_options = trust_options or {}    # TrustLink keywords (tests: client, clocks)
+        self.online = None
         self._locks = []
         self.vboard = None
         self.boards = {}
@@ -127,7 +130,14 @@ class EngineApp:
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
                              fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms,
                              board_settings=self.board_settings)
+        from capwarden.engine import controlroom
+
+        controlroom.attach(self.engine)     # the operator console's view: pushes and board events
         await self.engine.start()
+        if self.trust is not None:
+            from capwarden.engine.online import TrustLink
+
+            self.online = TrustLink(self.engine, self.trust, self.store, **self.trust_options).start()
         self.server = await server.start(self.engine)
         return self
 
@@ -137,6 +147,9 @@ class EngineApp:
         self.server, self.engine, self.boards, self.vboard = None, None, {}, None
         if server:
             await server.close()
+        online, self.online = self.online, None
+        if online:
+            await online.stop()
         if engine:
             await engine.stop()
         for b in boards.values():

@@ -24,11 +24,12 @@ from capwarden.engine import boardconfig
 from capwarden.errors import UsageError
 
 MIN_TOKEN = 8
-KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board"}
+KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board", "trust"}
 MAX_BUSY_LIMIT_MS = 600000     # the longest busy marker a configuration may allow (faults.md 18)
 
 # What a config file says; None for what it leaves to the defaults.
-Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms")
+# "trust": engine/online.py Settings (the trust service, its thresholds and the revocation query).
+Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms trust", defaults=(None,))
 
 
 def empty():
@@ -75,4 +76,7 @@ def load(path):
     if max_busy is not None and (type(max_busy) is not int or not 0 <= max_busy <= MAX_BUSY_LIMIT_MS):
         raise UsageError("%s: \"max_busy_ms\" is a number of milliseconds, 0..%d" % (path, MAX_BUSY_LIMIT_MS))
     board = boardconfig.parse(obj.get("board", {}), "%s: \"board\"" % path)
-    return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy)
+    from capwarden.engine import online
+
+    trust = online.parse_settings(obj.get("trust"), "%s: \"trust\"" % path)
+    return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy, trust)
