@@ -2,7 +2,8 @@
 
 from capwarden.errors import LinkTimeout
 from capwarden.link.board import Board
-from capwarden.link.events import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
+from capwarden.link.events import (Failsafe, GrantEnded, LinkDown, LinkUp, ManualOverride, OrphanGrant, Reset,
+                                   ResourceEvent)
 from capwarden.link.transport import FdTransport, SerialTransport, Transport, open_transport
 from capwarden.link.types import BoardInfo, Grant, ResourceInfo
 
@@ -58,4 +59,5 @@ def _staged_for(url, key_id):
 
 
 __all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",
-           "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "OrphanGrant", "Failsafe", "Reset", "LinkDown", "LinkUp"]
+           "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "OrphanGrant", "Failsafe", "Reset", "LinkDown", "LinkUp",
+           "ManualOverride"]
