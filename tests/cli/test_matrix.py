@@ -159,6 +159,8 @@ CASES = [
     ("ping/bad-timeout", ["ping", "--port", "/dev/null", "--timeout", "-1"], 2),
     ("ping/missing-port", ["ping", "--port", "/dev/capwarden-no-such-port"], 1),
     ("ports/bad-argument", ["ports", "--bogus"], 2),
+    ("trust/no-subcommand", ["trust"], 2),
+    ("trust/unknown-subcommand", ["trust", "bogus"], 2),
     ("link/no-subcommand", ["link"], 2),
     ("link/missing-port", ["link", "rekey", "--port", "/dev/capwarden-no-such-port"], 1),
     ("link/sim", ["link", "rekey", "--port", "sim"], 2),

@@ -44,7 +44,8 @@ capwarden: who controls which piece of hardware right now, provably.
 
 Credentials: init, keys, issue, revoke, descriptors, revocations, verify, inspect.
 Engine:      serve (the runtime API), request (a runtime from the shell), audit.
-Boards:      sim (the virtual board), flash (deploy the agent), ping, ports.
+Boards:      sim (the virtual board), flash (deploy the agent), ping, ports, link rekey.
+Fleet:       trust (issuers, revocation service, registration authority).
 Identity:    id new fay|terminal.
 """
 
