@@ -10,6 +10,12 @@
     await session.release()
     await client.close()
 
+Dual credentials (chapter 4 section 4.6): `await client.acquire_dual(fay_id, resource_id, mode,
+DualCredential(ticket=token, descriptor_id=did))` picks the ticket while the terminal is online,
+the descriptor (or the terminal's conversion of the ticket) while it is degraded, and tries the
+other in a second AuthRequest when the first is refused for the credential; `client.terminal_mode`
+follows the engine's mode notices (sdk/dual.py).
+
 `client.query_sessions()` lists the runtime's sessions, `client.fay_terminated(fay_id)` ends
 every session held for a Fay.
 
@@ -28,6 +34,7 @@ The SDK needs the schema and capwarden.runtimeapi, nothing of the engine.
 
 from capwarden.errors import CapError, LinkClosed
 from capwarden.sdk.client import Client, Session, connect
+from capwarden.sdk.dual import DualCredential
 from capwarden.sdk.errors import BadEngineURL, EngineTimeout, EngineUnreachable
 
-__all__ = ["Client", "Session", "connect", "CapError", "LinkClosed", "EngineTimeout", "EngineUnreachable", "BadEngineURL"]
+__all__ = ["Client", "Session", "connect", "DualCredential", "CapError", "LinkClosed", "EngineTimeout", "EngineUnreachable", "BadEngineURL"]

@@ -13,6 +13,7 @@ from websockets.uri import parse_uri
 
 from capwarden import runtimeapi
 from capwarden.errors import CapError, LinkClosed
+from capwarden.sdk import dual
 from capwarden.sdk.errors import BadEngineURL, EngineTimeout, EngineUnreachable
 from capwarden.sdk.session import CHANGES_KEPT, Session, sends  # noqa: F401 (CHANGES_KEPT: read from here too)
 
@@ -40,6 +41,9 @@ class Client:
         # answer travel separately, so either can come first); applied when it is.
         self._early = OrderedDict()
         self._gone = OrderedDict()    # sessions forgotten lately (bounded): their late pushes still reach them
+        # The terminal's mode as the engine last told it (SessionStateChanged `terminal_mode`,
+        # the mode notice): "online", "degraded", or None before any notice (sdk/dual.py).
+        self.terminal_mode = None
 
     async def _open(self):
         self.ws = await self._opener()
@@ -118,6 +122,12 @@ class Client:
             raise CapError(r["error_code"], r["error_message"])
         return self._track(Session(self, r, fay_id, resource_id, mode))
 
+    async def acquire_dual(self, fay_id, resource_id, mode, cred, online=None, wait_ms=0):
+        """Dual credentials (4.6): the ticket or the descriptor chosen by the terminal's mode,
+        the other as a second AuthRequest when the first is refused for the credential
+        (sdk/dual.py). `cred` is a DualCredential. Returns a Session; raises CapError."""
+        return await dual.acquire_dual(self, fay_id, resource_id, mode, cred, online=online, wait_ms=wait_ms)
+
     @sends("Heartbeat")
     async def heartbeat(self, sessions=None, busy_ms=None):
         """One Heartbeat for many sessions (default: every session still active or offered),
@@ -191,6 +201,8 @@ class Client:
                 self.pushes.append(msg)
                 try:
                     if mtype == "SessionStateChanged":
+                        if msg["body"].get("terminal_mode") in ("online", "degraded"):
+                            self.terminal_mode = msg["body"]["terminal_mode"]
                         s = self.sessions.get(msg["body"]["session_id"]) or self._gone.get(msg["body"]["session_id"])
                         if s:
                             s._changed(msg["body"])
