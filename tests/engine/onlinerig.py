@@ -163,10 +163,8 @@ async def online_engine(world, svc, in_process, clock=None, wall=None, **kw):
 
 def audit_entries(world, action=None):
     """The audit log's entries (of `action`), in order."""
-    out = []
-    with open(os.path.join(world.store, "audit.log")) as f:
-        for line in f:
-            e = json.loads(line)
-            if action is None or e["action"] == action:
-                out.append(e)
-    return out
+    from capwarden.engine import auditfile
+
+    entries, problem = auditfile.read(os.path.join(world.store, "audit.log"))
+    assert problem is None, problem
+    return [e for e in entries if action is None or e["action"] == action]
