@@ -167,7 +167,8 @@ def main(args):
                     ports=ports, audit_path=args.audit, liveness=liveness, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=None if args.json else err,
                     leeway=leeway, max_busy_ms=max_busy, board_settings=board,
-                    trust=online.with_url(conf.trust, args.trust) if args.trust else conf.trust)
+                    trust=online.with_url(conf.trust, args.trust) if args.trust else conf.trust,
+                    handover=conf.handover)
     how = {}
 
     async def run():

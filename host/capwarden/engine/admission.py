@@ -8,7 +8,7 @@ decision and its audit entries are made the same way whichever message asked.
 import contextvars
 
 from capshared.limits import mode_bits
-from capwarden.engine import protocol
+from capwarden.engine import policy, protocol
 from capwarden.engine.sessions import Session
 from capwarden.errors import DeviceError, LinkError, StoreError
 
@@ -16,6 +16,9 @@ from capwarden.errors import DeviceError, LinkError, StoreError
 # are facts recorded after the decision, synced with the next flush): read by the server in
 # the request's own task, after handle() returns. Unset: every entry recorded so far.
 ANSWER_SEQ = contextvars.ContextVar("ANSWER_SEQ", default=None)
+# The body of the request being decided, set by Engine._decide in the request's own task: a
+# handover policy reads the urgency the request claims from it (policy.py; input, not authority).
+REQUEST = contextvars.ContextVar("REQUEST", default=None)
 
 
 def new_session(engine, runtime_id, fay_id, resource_id, mode, credential, origin=None, action="acquire"):
@@ -47,6 +50,7 @@ def new_session(engine, runtime_id, fay_id, resource_id, mode, credential, origi
     s.origin = origin
     s.token = engine.registry.new_token()
     engine.registry.add(s)
+    engine.policies.note(s, cls, (REQUEST.get() or {}).get("urgency", 0))
     engine.conversion.after_grant(engine, decision)     # a convertible ticket -> a local descriptor (4.4.1)
     return s, decision
 
@@ -61,6 +65,17 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
     it (docs/DECISIONS.md, "The grant's audit entry before the board's lock").
     """
     result = {"resource_id": s.resource_id, "access_mode": s.access_mode}
+    pol = policy.decides(engine, s)
+    if pol is not None and policy.contended_holder(engine, s) is not None:
+        # A busy resource under a priority, model or human policy: the policy answers (policy.py).
+        answer, body = await policy.contend(engine, pol, s, "acquire", wait_ms)
+        if answer == "granted":
+            result.update(result="granted", **auth_fields(s))
+            return result
+        if answer == "denied":
+            result.update(result="denied", **body)
+            return result
+        # "queue" (it asked to wait) or "free" (the holder went meanwhile): the board's way.
     early = None
     if audit_first:
         try:

@@ -51,7 +51,7 @@ class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
                  sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS,
-                 board_settings=None, trust=None, trust_options=None):
+                 board_settings=None, trust=None, trust_options=None, handover=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -77,6 +77,7 @@ class EngineApp:
         self.trust = trust                          # engine/online.py Settings, or None: no trust service
         self.trust_options = trust_options or {}    # TrustLink keywords (tests: client, clocks)
         self.online = None
+        self.handover = handover                    # engine/policyconfig.py Settings, or None: consent everywhere
         self._locks = []
         self.vboard = None
         self.boards = {}
@@ -129,7 +130,7 @@ class EngineApp:
         self.engine = Engine(authorizer, self.boards, audit, liveness=self.liveness,
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
                              fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms,
-                             board_settings=self.board_settings)
+                             board_settings=self.board_settings, handover=self.handover)
         from capwarden.engine import controlroom
 
         controlroom.attach(self.engine)     # the operator console's view: pushes and board events

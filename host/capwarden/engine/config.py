@@ -24,12 +24,14 @@ from capwarden.engine import boardconfig
 from capwarden.errors import UsageError
 
 MIN_TOKEN = 8
-KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board", "trust"}
+KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board", "trust", "handover"}
 MAX_BUSY_LIMIT_MS = 600000     # the longest busy marker a configuration may allow (faults.md 18)
 
 # What a config file says; None for what it leaves to the defaults.
 # "trust": engine/online.py Settings (the trust service, its thresholds and the revocation query).
-Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms trust", defaults=(None,))
+# "handover": engine/policyconfig.py Settings (a handover policy per resource, roles, rules, model).
+Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms trust handover",
+                    defaults=(None, None))
 
 
 def empty():
@@ -79,4 +81,8 @@ def load(path):
     from capwarden.engine import online
 
     trust = online.parse_settings(obj.get("trust"), "%s: \"trust\"" % path)
-    return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy, trust)
+    from capwarden.engine import policyconfig
+
+    handover = policyconfig.parse(obj.get("handover"), "%s: \"handover\"" % path, os.path.dirname(path))
+    return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy, trust,
+                  handover)

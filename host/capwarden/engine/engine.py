@@ -21,7 +21,9 @@ import logging
 import time
 
 from capshared.limits import MAX_LEASE_MS
-from capwarden.engine import boardconfig, boards, liveness, protocol
+from capwarden.engine import admission, boardconfig, boards, liveness, protocol
+from capwarden.engine.decisions import PendingDecisions
+from capwarden.engine.policy import PolicyTable
 from capwarden.engine.conversion import Converter
 from capwarden.engine.liveness import LivenessPolicy
 from capwarden.engine.pep import PolicyEnforcementPoint
@@ -33,7 +35,8 @@ log = logging.getLogger("capwarden.engine")
 
 # The board already ended these grants itself (or moved them): nothing to release there.
 BOARD_ENDED = ("resource_removed", "resource_fault", "board_reset", "lease_expired", "failsafe", "handover",
-               "board_unreachable", "operator_takeover", "manual_override")   # the last two: takeover.py
+               "board_unreachable", "operator_takeover", "manual_override",   # these two: takeover.py
+               "preempted")                                                   # a handover policy (policy.py)
 
 
 def _fingerprint(msg):
@@ -43,7 +46,7 @@ def _fingerprint(msg):
 class Engine:
     def __init__(self, authorizer, boards, audit, liveness=None, lease_ms=3000, board_heartbeat_ms=1000,
                  clock=time.monotonic, wall=time.time, tick_s=0.05, fay_bindings=None,
-                 max_busy_ms=liveness.MAX_BUSY_MS, board_settings=None, conversion=None):
+                 max_busy_ms=liveness.MAX_BUSY_MS, board_settings=None, conversion=None, handover=None):
         self.authorizer = authorizer
         self.terminal_id = authorizer.terminal_id
         self.registry = Registry(self.terminal_id, boards)
@@ -62,6 +65,8 @@ class Engine:
         self.board_settings = dict(board_settings or {})   # boardconfig: given at start and after a reset
         self.conversion = conversion if conversion is not None else Converter()   # granted tickets -> descriptors
         self.sessions = self.registry.sessions      # the registry's, named for readers and tools
+        self.policies = PolicyTable(handover, self.terminal_id, clock)   # handover policies (policyconfig.Settings)
+        self.decisions = PendingDecisions(audit, clock, wall)            # questions to operators (decisions.py)
         self.watchers = []     # callables (runtime_id, message_type, body) seeing every push (controlroom.py)
         self._tasks = []
         authorizer.listeners.append(self._on_revocation)
@@ -80,6 +85,7 @@ class Engine:
         for t in self._tasks:
             t.cancel()
         await self.conversion.settle()
+        self.policies.close()
         for s in list(self.sessions.values()):
             if s.state == "creating":
                 await self.cancel(s, withdraw=True)
@@ -139,6 +145,7 @@ class Engine:
         route = ROUTES.get(mtype)
         try:
             target = self.pep.check(runtime_id, msg, route)
+            admission.REQUEST.set(msg["body"])     # its claimed urgency, for a handover policy (policy.py)
             prepare = getattr(self.authorizer, "prepare", None)   # online revocation query (authorizer.py)
             if prepare is not None:
                 await prepare(mtype, msg["body"], int(self.wall()))

@@ -12,13 +12,17 @@ parties are told (the requester by HandoverResult, the holder by SessionStateCha
 One offer per resource at a time: a second request while one is open is refused (faults.md
 42). A shared (read) resource with several holders is not handed over: there is no single
 holder to ask. Nobody holding the resource makes the request a plain acquisition.
+
+A resource whose handover policy is priority, model or human (policy.py) is not offered to its
+holder: the policy decides, and a grant is carried out by `preempt()`, the same board move
+without the holder's consent; the holder's session ends with reason "preempted".
 """
 
 import asyncio
 
 from capshared.limits import mode_bits
 from capwarden.credentials.ids import new_uuid7, uuid_text
-from capwarden.engine import admission, protocol
+from capwarden.engine import admission, policy, protocol
 from capwarden.errors import DeviceError, LinkError
 
 
@@ -46,6 +50,16 @@ async def request_handover(engine, runtime_id, b, origin=None):
     if new is None:
         result.update(result="rejected", error_code=decision.error_code, error_message=decision.message)
         return result
+    pol = policy.decides(engine, new)
+    if pol is not None and policy.contended_holder(engine, new) is not None:
+        # A priority, model or human policy decides instead of the holder's consent (policy.py).
+        answer, body = await policy.contend(engine, pol, new, "handover", request_timeout_ms=b["timeout_ms"])
+        if answer == "granted":
+            result.update(result="completed", **_session_fields(body))
+            return result
+        if answer == "denied":
+            result.update(result="rejected", **body)
+            return result
     holders = engine.registry.holders(b["resource_id"])
     if not holders:
         # Nobody holds it: the handover is a plain acquisition.
@@ -104,9 +118,10 @@ async def request_handover(engine, runtime_id, b, origin=None):
     return await _commit(engine, runtime_id, holder, new, grant.epoch, result)
 
 
-async def _commit(engine, runtime_id, holder, new, epoch, result):
+async def _commit(engine, runtime_id, holder, new, epoch, result, ended="handover", how="consent", activated="handover",
+                  audit=None):
     # Release before acquire, also in what the runtimes are told (blueprint 2.4).
-    await engine.terminate(holder, "handover")
+    await engine.terminate(holder, ended)
     if new.state != "creating":
         # The requester went away during the move; its withdrawal ended the moved grant too.
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED", "the requester went away")
@@ -117,13 +132,60 @@ async def _commit(engine, runtime_id, holder, new, epoch, result):
                                withdraw=True)
     new.epoch = epoch
     new.last_hb_mono = engine.clock()
-    engine.move(new, "active", "handover")
-    engine.audit.record("handover", "completed", "consent", runtime=runtime_id, fay=new.fay_id,
+    engine.move(new, "active", activated)
+    engine.audit.record("handover", "completed", how, runtime=runtime_id, fay=new.fay_id,
                         resource=new.resource_id, mode=new.access_mode, session=new.session_id,
                         from_session=holder.session_id, from_fay=holder.fay_id, credential=new.credential_ref["id"],
-                        key_id=new.credential_ref["key_id"], issuer=new.credential_ref["issuer_id"], epoch=epoch)
+                        key_id=new.credential_ref["key_id"], issuer=new.credential_ref["issuer_id"], epoch=epoch,
+                        **(audit or {}))
     result.update(result="completed", **admission.auth_fields(new))
     return result
+
+
+async def preempt(engine, holder, new, how, audit=None):
+    """Move `holder`'s grant to `new` now, without asking the holder (a policy decided: priority,
+    model or human). The same atomic move as a consent handover: the board swaps the slot's
+    owner under a new epoch, the holder's session ends with reason "preempted" (what it is told),
+    then `new` becomes active. Returns {"result": "completed", ...} or {"result": "rejected",
+    "error_code", "error_message", "retry": bool}; on rejection the holder keeps the resource
+    (rollback) and `new` stays `creating` when `retry` is true (the move may be tried again).
+    Raises StoreError when it cannot be audited."""
+    result = {"resource_id": new.resource_id}
+    if holder.state != "active":
+        return dict(result, result="rejected", error_code="E_HANDOVER_REJECTED", retry=False,
+                    error_message="the holder is %s: a policy preempts only an active holder" % holder.state)
+    why = admission.recheck(engine, new, refresh=True)
+    if why is not None:
+        return dict(result, result="rejected", error_code=protocol.refusal_code(new.credential_ref["type"], why),
+                    retry=False, error_message="the credential is no longer valid (%s)" % why.replace("_", " "))
+    try:
+        epoch = (await holder.board.board.handover(holder.res, holder.token, holder.epoch, new.token,
+                                                   mode_bits([new.access_mode]), engine.lease_ms)).epoch
+    except DeviceError as exc:
+        return dict(result, result="rejected", error_code=protocol.api_code(exc.code), retry=True,
+                    error_message="the board refused the move: %s" % protocol.refusal_text(exc))
+    except LinkError as exc:
+        # The answer is lost: the board may or may not have moved it. Read back who holds it.
+        try:
+            held = await holder.board.board.grants(holder.res)
+        except LinkError:
+            held = None
+        epoch = next((e for session, e, _modes in held or () if session == new.token), None)
+        if epoch is None and held is None:
+            # Cannot tell who holds it: end both rather than guess (as _unknown_outcome).
+            await engine.terminate(holder, "board_unreachable")
+            await engine.cancel(new, withdraw=True)
+            return dict(result, result="rejected", error_code="E_DEVICE_UNREACHABLE", retry=False,
+                        error_message="the board did not answer: %s" % exc)
+        if epoch is None:
+            return dict(result, result="rejected", error_code="E_DEVICE_UNREACHABLE", retry=True,
+                        error_message="the board did not answer: %s" % exc)
+    # Moved on the board: the holder's session ends ("preempted", what it is told), then new's
+    # starts (and if new's requester went away meanwhile, its withdrawal ended the moved grant).
+    out = await _commit(engine, new.runtime_id, holder, new, epoch, result, ended="preempted", how=how,
+                        activated="granted", audit=audit)
+    out.setdefault("retry", False)
+    return out
 
 
 async def _unknown_outcome(engine, holder, new, result, exc):
