@@ -79,14 +79,22 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", MIGRATIONS)
-        try:
-            with self._writer.begin() as conn:
-                if self.dialect == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        except exc.SQLAlchemyError as e:
-            raise DatabaseError("migration failed: %s" % e.__class__.__name__) from e
+        for attempt in range(RETRIES):
+            try:
+                with self._writer.begin() as conn:
+                    if self.dialect == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                return
+            except exc.OperationalError as e:
+                # SQLite answers "locked" at once, busy timeout or not, while another process
+                # switches a fresh file to WAL: that one is migrating; wait and look again.
+                if not self.retryable(e) or attempt == RETRIES - 1:
+                    raise DatabaseError("migration failed: %s" % _reason(e)) from e
+            except exc.SQLAlchemyError as e:
+                raise DatabaseError("migration failed: %s" % _reason(e)) from e
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
 
     def revision(self):
         """The schema's current Alembic revision, or None for an empty database."""
@@ -128,6 +136,12 @@ class Database:
 
     def dispose(self):
         self.engine.dispose()
+
+
+def _reason(error):
+    """The database's own words for `error`, on one line (never the URL: it may hold a password)."""
+    orig = getattr(error, "orig", None) or error
+    return ("%s: %s" % (type(orig).__name__, orig)).splitlines()[0][:300]
 
 
 def _sqlite_setup(engine):
