@@ -69,6 +69,9 @@ def register(sub):
                    help="the trust service (https://, or http:// on loopback): key sets, revocations pushed and "
                         "polled, online/degraded mode; its thresholds and the revocation query in the config "
                         "file's \"trust\" section (docs/engine.md, Online and offline)")
+    p.add_argument("--console", default=None, metavar="HOST:PORT",
+                   help="also serve the operator console (a web page: docs/console.md) there; plain HTTP only on "
+                        "loopback, elsewhere over TLS with --tls-cert and --tls-key. Operators: capwarden operator add")
     p.add_argument("--heapsize", type=heap_size, default=None, help="virtual board heap, e.g. 64K (with --board sim)")
     add_json(p, "print one JSON object when serving starts (url, terminal, resources), or on failure")
     add_verbosity(p)
@@ -161,6 +164,10 @@ def main(args):
         raise UsageError("--port: the same port is given twice")
     if args.audit:
         check_output(args.audit, "the audit log", "--audit")
+    if args.console:
+        from capwarden.engine.console.server import ConsoleServer
+
+        ConsoleServer(args.console, args.tls_cert, args.tls_key)     # its address and TLS rule, checked now
     ports = [resolve_port(p) for p in args.port or ()]
     app = EngineApp(store, args.listen, tokens, sim=args.board == "sim",
                     fay_bindings=parse_bindings(args.runtime_fays, tokens, bindings),
@@ -168,7 +175,7 @@ def main(args):
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=None if args.json else err,
                     leeway=leeway, max_busy_ms=max_busy, board_settings=board,
                     trust=online.with_url(conf.trust, args.trust) if args.trust else conf.trust,
-                    handover=conf.handover)
+                    handover=conf.handover, console=args.console)
     how = {}
 
     async def run():
@@ -209,11 +216,12 @@ def main(args):
 def report_start(args, app):
     resources = app.resource_ids()
     if args.json:
-        print_json({"serving": True, "url": app.server.url, "terminal_id": app.engine.terminal_id,
+        print_json(dict({"serving": True, "url": app.server.url, "terminal_id": app.engine.terminal_id,
                     "boards": {n: {"agent_version": b.info.agent_version, "resources": len(b.info.resources)}
                                for n, b in app.boards.items()},
                     "resources": [{"resource_id": rid, "board": n, "class": r.cls, "modes": list(r.modes)}
-                                  for n, rid, r in resources]})
+                                  for n, rid, r in resources]},
+                        **({"console": app.console_server.url} if app.console_server else {})))
         return
     print("serving %s for terminal %s" % (app.server.url, app.engine.terminal_id), flush=True)
     for n, b in app.boards.items():
@@ -221,4 +229,6 @@ def report_start(args, app):
         width = max([len(rid) for _, rid, _ in resources] + [10])
         for _, rid, r in [x for x in resources if x[0] == n]:
             print("  %-*s  %-8s %s" % (width, rid, r.cls, ",".join(r.modes)))
+    if app.console_server:
+        print("operator console at %s" % app.console_server.url)
     print("runtimes: %s; Ctrl-C to stop" % ", ".join(sorted(app.tokens)), flush=True)

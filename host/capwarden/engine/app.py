@@ -51,7 +51,7 @@ class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
                  sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS,
-                 board_settings=None, trust=None, trust_options=None, handover=None):
+                 board_settings=None, trust=None, trust_options=None, handover=None, console=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -78,6 +78,8 @@ class EngineApp:
         self.trust_options = trust_options or {}    # TrustLink keywords (tests: client, clocks)
         self.online = None
         self.handover = handover                    # engine/policyconfig.py Settings, or None: consent everywhere
+        self.console = console                      # HOST:PORT of the operator console (engine/console), or None
+        self.console_server = None
         self._locks = []
         self.vboard = None
         self.boards = {}
@@ -101,6 +103,11 @@ class EngineApp:
         self._locks.append(hold_writer_lock(self.audit_path + ".lock", "the audit log %s" % self.audit_path))
         server = Server(self.tokens, self.listen, *self.tls)     # a bad address or TLS file fails before the boards
         server.check_address()                                   # start, and so does an address in use
+        if self.console:
+            from capwarden.engine.console.server import ConsoleServer
+
+            self.console_server = ConsoleServer(self.console, *self.tls)   # the same TLS rule and files
+            self.console_server.bind()                                     # an address in use: said now
         authorizer = StoreAuthorizer(self.store, leeway=self.leeway)
         audit = AuditLog(self.audit_path)
         addresses = list(self.ports)
@@ -140,12 +147,17 @@ class EngineApp:
 
             self.online = TrustLink(self.engine, self.trust, self.store, **self.trust_options).start()
         self.server = await server.start(self.engine)
+        if self.console_server is not None:
+            await self.console_server.start_for(self.engine, self.store, self.audit_path)
         return self
 
     async def stop(self):
         """Stop what was started; safe to call more than once."""
         server, engine, boards, vboard = self.server, self.engine, self.boards, self.vboard
         self.server, self.engine, self.boards, self.vboard = None, None, {}, None
+        console, self.console_server = self.console_server, None
+        if console:
+            await console.close()
         if server:
             await server.close()
         online, self.online = self.online, None

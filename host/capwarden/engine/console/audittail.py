@@ -66,5 +66,8 @@ class AuditTail:
 
     def state(self):
         """What the page shows: the chain's state and the last entries, newest first."""
+        if not self.path:
+            return {"intact": False, "problem": "this engine keeps no audit log file", "entries_verified": 0,
+                    "head": GENESIS, "tail": []}
         return {"intact": self.problem is None, "problem": self.problem, "entries_verified": self.seq,
                 "head": self.prev, "tail": list(reversed(self.entries))}

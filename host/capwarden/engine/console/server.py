@@ -72,6 +72,13 @@ class ConsoleServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
 
+    async def start_for(self, engine, store, audit_path):
+        """Serve the console of `engine` (operators from `store`, the audit tail of `audit_path`)."""
+        from capwarden.engine.console.sources import ConsoleSources
+        from capwarden.engine.console.web import ConsoleWeb
+
+        return await self.start(ConsoleWeb(ConsoleSources(engine, store), audit_path=audit_path, clock=engine.clock))
+
     async def start(self, web):
         """Serve `web` (a web.ConsoleWeb) on the bound socket, on the running loop."""
         import uvicorn

@@ -93,6 +93,7 @@ class ConsoleWeb:
             Route("/", self.page, methods=["GET"]),
             Route("/login", self.login_page, methods=["GET"]),
             Route("/static/{name}", self.static, methods=["GET"]),
+            Route("/favicon.ico", self.no_icon, methods=["GET"]),
             Route("/api/login", self.login, methods=["POST"]),
             Route("/api/logout", self.logout, methods=["POST"]),
             Route("/api/me", self.me, methods=["GET"]),
@@ -256,6 +257,9 @@ class ConsoleWeb:
         if name not in STATIC:
             return self._respond(Response("not found\n", status_code=404, media_type="text/plain"))
         return self._respond(Response(self.files[name], media_type=STATIC[name]))
+
+    async def no_icon(self, request):
+        return self._respond(Response(status_code=204))
 
     # ---- login --------------------------------------------------------------------------------------
     async def login(self, request):
