@@ -388,14 +388,16 @@ class TrustLink:
 
     async def run(self):
         while True:
-            if self._listener is None and self.client.broker is not None and self.client.state["terminal_id"]:
-                topics = [push.terminal_topic(self.client.terminal_id), push.KEYSET_TOPIC]
-                self._listener = asyncio.get_running_loop().create_task(
-                    push.listen(self.client.broker, topics, self._on_push, self._on_connect))
             try:
                 await self.step()
             except Exception:    # a bug must not stop the link for good
                 log.exception("trust link round failed")
+            if self._listener is None and self.client.broker is not None and self.client.state["terminal_id"]:
+                # Subscribed once registered (the topic names the terminal); every (re)connection
+                # asks for a sync, since pushes sent while away are not kept.
+                topics = [push.terminal_topic(self.client.terminal_id), push.KEYSET_TOPIC]
+                self._listener = asyncio.get_running_loop().create_task(
+                    push.listen(self.client.broker, topics, self._on_push, self._on_connect))
             await self._wait()
 
     async def _wait(self):
