@@ -75,7 +75,13 @@
       let data = {};
       try { data = await r.json(); } catch (e) { /* not JSON */ }
       if (!r.ok) { notice(what + " refused: " + (data.error || r.status), true); return false; }
-      notice(what + ": done.", false);
+      const res = data.result || {};
+      if (res.result === "waiting") {
+        notice(what + ": waiting for " + short(body.fay_id) + " to ask for it again (until " + utc(res.until) +
+               " UTC); you keep control until then.", false);
+      } else {
+        notice(what + ": done.", false);
+      }
       return true;
     } catch (e) {
       notice(what + " not sent: the engine does not answer.", true);
@@ -149,7 +155,10 @@
   function holderCell(r) {
     const h = r.holder;
     if (!h) return el("span", {class: "holder holder-free"}, "free");
-    if (h.kind === "operator") return el("span", {class: "holder holder-operator"}, "OPERATOR ", el("strong", {}, h.id));
+    if (h.kind === "operator") {
+      return el("span", {class: "holder holder-operator"}, "OPERATOR ", el("strong", {}, h.id),
+                r.returning_to ? el("span", {class: "muted"}, " returning to ", idText(r.returning_to)) : null);
+    }
     return el("span", {class: "holder holder-fay"}, "FAY ", idText(h.id),
               h.runtime_id ? el("span", {class: "muted"}, " via " + h.runtime_id) : null);
   }
@@ -184,7 +193,7 @@
   }
 
   function sig(r) {                       // what the row shows: rebuilt only when it changes
-    return JSON.stringify([r.holder, r.mode, r.epoch, r.since, r.suspended, r.lease, r.state, latest.operator]);
+    return JSON.stringify([r.holder, r.mode, r.epoch, r.since, r.suspended, r.lease, r.state, r.override, r.returning_to, latest.operator]);
   }
 
   function renderBoards(boards) {
