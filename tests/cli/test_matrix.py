@@ -164,6 +164,12 @@ CASES = [
     ("link/no-subcommand", ["link"], 2),
     ("link/missing-port", ["link", "rekey", "--port", "/dev/capwarden-no-such-port"], 1),
     ("link/sim", ["link", "rekey", "--port", "sim"], 2),
+    ("operator/no-subcommand", ["operator"], 2),
+    ("operator/no-store", ["operator", "list", "--store", "{missing}"], 2),
+    ("operator/bad-name", ["operator", "add", "--store", "st", "Alice!"], 2),
+    ("operator/no-terminal-for-the-password", ["operator", "add", "--store", "st", "alice"], 2),
+    ("operator/no-password-on-stdin", ["operator", "add", "--store", "st", "alice", "--password-stdin"], 1),
+    ("operator/remove-unknown", ["operator", "remove", "--store", "st", "nobody"], 1),
     ("id/bad-kind", ["id", "new", "robot"], 2),
     ("id/no-action", ["id"], 2),
     # the top level

@@ -37,6 +37,7 @@ COMMANDS = (
     "id",
     "demo",
     "trust",
+    "operator",
 )
 
 DESCRIPTION = """\
