@@ -217,9 +217,25 @@ class _Clock:
         return time.ticks_diff(a, b)
 
 
+# The manual override (docs/device.md "Manual override"): the RC receiver's mode switch, through
+# a PWM-to-logic switch, on GPIO 33 with the pull-up on: grounded is "automatic" (the Fays may
+# fly), open is "manual", so a cut wire gives the pilot control. In manual the board takes the
+# four ESCs from every Fay itself, host or no host. Built against MicroPython's machine.Pin API;
+# NOT run on the hardware here (tests/device/mp_board_esp32_drone.py drives it with a fake pin).
+RC_MODE_PIN = 33
+FLIGHT = 0x0F      # resources 0..3: the ESCs
+_rc = [None]       # the mode switch's Pin, set by resources()
+
+
+def override():
+    pin = _rc[0]
+    return FLIGHT if pin is not None and pin.value() else 0
+
+
 def resources():
     from machine import I2C, PWM, UART, Pin
 
+    _rc[0] = Pin(RC_MODE_PIN, Pin.IN, Pin.PULL_UP)
     i2c = I2C(0, sda=Pin(21), scl=Pin(22), freq=400000)
     return [
         Esc(PWM(Pin(25)), "motor_1"),

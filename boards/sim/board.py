@@ -213,6 +213,35 @@ def watchdog(timeout_ms):
     return SimWatchdog(timeout_ms)
 
 
+# The manual override switch (docs/device.md "Manual override"): the file "override" in the
+# board's flash, one byte per resource, "1" while resource k is under a human's direct control
+# (an RC mode switch on a real board). Read in place every tick into a preallocated buffer, so
+# it allocates nothing: a test writes the bytes where they are (VirtualBoard's fs_dir). A board
+# without the file looks for it again every 256 ticks.
+OVERRIDE_FILE = "override"
+_ov_buf = bytearray(8)
+_ov = [None, 0]   # the open file, ticks since the last look
+
+
+def override():
+    f = _ov[0]
+    if f is None:
+        _ov[1] = (_ov[1] + 1) & 0xFF
+        if _ov[1] != 1:
+            return 0
+        try:
+            f = _ov[0] = open(OVERRIDE_FILE, "rb")
+        except OSError:
+            return 0
+    f.seek(0)
+    n = f.readinto(_ov_buf) or 0
+    m = 0
+    for k in range(n):
+        if _ov_buf[k] == 49:
+            m |= 1 << k
+    return m
+
+
 _RESOURCES = []
 
 

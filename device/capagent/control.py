@@ -23,7 +23,8 @@ from capshared.errors import (
     E_DEV_STALE_EPOCH, E_DEV_STALE_REQUEST, E_DEV_SUSPENDED, E_RESOURCE_BUSY, E_RESOURCE_UNAVAILABLE,
 )
 from capshared.limits import (
-    MODES_EXCLUSIVE, R_FAILSAFE, R_FAULT, R_LEASE_EXPIRED, R_RELEASED, R_REMOVED, R_REPLUGGED, R_SESSION_ENDED,
+    MODES_EXCLUSIVE, R_FAILSAFE, R_FAULT, R_LEASE_EXPIRED, R_OVERRIDE, R_RELEASED, R_REMOVED, R_REPLUGGED,
+    R_SESSION_ENDED,
     RES_ABSENT, RES_FAULT, RES_PRESENT, U32_MASK,
 )
 from capshared.wire import (
@@ -66,6 +67,11 @@ class Control:
         self.a_e = u32s(_AUDIT_SLOTS)
         self.a_t = u32s(_AUDIT_SLOTS)
         self.a_count = 0
+        # The manual override input (board.override(): a bit mask), its grants ended since the
+        # last report, and the link session that report went to (each new host hears it).
+        self.ov_in = getattr(board, "override", None)
+        self.ov_ended = 0
+        self.ov_sess = -1
 
     # ---- called by the agent ---------------------------------------------------------------
     def host_seen(self, now):
@@ -91,6 +97,8 @@ class Control:
             st = self._poll(k)
             if st != self.r_state[k]:
                 self._resource_changed(k, st, now)
+        if self.ov_in is not None:
+            self._override(now)
         self.g.tick(now)
         self.sup.tick()
 
@@ -153,6 +161,8 @@ class Control:
         e.u16(self.g.count())
         e.u16(self.failsafes & 0xFFFF)
         self.link.send()
+        if self.g.ov and self.ov_sess != self.link.auth.sessions:
+            self._ov_report()   # a new host session while the override is on: tell it
 
     def _holder(self, rid, res, session, epoch):
         # The slot of session's grant on res under `epoch`, or -1 after answering the error.
@@ -450,6 +460,37 @@ class Control:
             e.u32(epoch)
             e.u8(reason)
             self.link.send(False)
+
+    # ---- the manual override ------------------------------------------------------------------
+    def _override(self, now):
+        # The board's manual override input (docs/device.md "Manual override"): a resource whose
+        # bit turns on loses every exclusive grant here, on the board, with or without a host;
+        # its hardware goes safe (Grants.end), and nothing exclusive is granted on it until the
+        # bit clears. Readers keep reading. Allocates nothing.
+        g = self.g
+        try:
+            m = self.ov_in() & ((1 << len(self.resources)) - 1)
+        except Exception:
+            return  # an unreadable input changes nothing: a glitch must not move control
+        if m == g.ov:
+            return
+        on = m & ~g.ov
+        g.ov = m
+        for i in range(g.n_slots):
+            r = g.res[i]
+            if r != FREE and (on >> r) & 1 and g.modes[i] & MODES_EXCLUSIVE:
+                g.end(i, R_OVERRIDE, now)
+                self.ov_ended += 1
+        self._ov_report()
+
+    def _ov_report(self):
+        e = self.link.enc
+        e.begin(W.EV_OVERRIDE, 0)
+        e.u32(self.g.ov)
+        e.u8(self.ov_ended & 0xFF)
+        self.link.send(False)
+        self.ov_ended = 0
+        self.ov_sess = self.link.auth.sessions
 
     # ---- resource events ---------------------------------------------------------------------
     def _poll(self, k):

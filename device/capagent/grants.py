@@ -73,6 +73,7 @@ class Grants:
         self.lock_delay_ms = 0                # CFG_LOCK_DELAY_MS
         self.cap_ms = 0                       # CFG_FAILSAFE_MS: no lease outlives this silence
         self.hold_mask = 0                    # CFG_LINK_LOSS_HOLD: bit k, resource k keeps its state
+        self.ov = 0                           # the manual override (Control): bit k, no exclusive grant on k
         # Per grant slot, so that they end with the grant on every path and cannot leak:
         self.flag = bytearray(g)              # _SUSP: holder suspended; PEND: in the failsafe delay
         w = _MAX_WAITERS
@@ -118,6 +119,10 @@ class Grants:
             return i
         return -E_DEV_STALE_EPOCH if 0 < epoch <= self.r_epoch[res] else -E_DEV_NOT_HOLDER
 
+    def overridden(self, res, modes):
+        # Under the board's manual override a resource is a human's: nothing exclusive is granted.
+        return modes & MODES_EXCLUSIVE and (self.ov >> res) & 1
+
     def suspended(self, session):
         for i in range(self.n_slots):
             if self.flag[i] & _SUSP and self.res[i] != FREE and self.session[i] == session:
@@ -160,11 +165,12 @@ class Grants:
             return -E_DEV_BAD_MESSAGE
         if self.state[res] != RES_PRESENT:
             return -E_RESOURCE_UNAVAILABLE
+        ovr = self.overridden(res, modes)
         i = self.find(res, session)
         if i >= 0:
             if modes & ~self.modes[i] == 0:
                 return i  # already held: the same grant, no new epoch
-            if self.conflicts(res, modes, session):
+            if ovr or self.conflicts(res, modes, session):
                 return -E_DEV_UPGRADE_REFUSED
             if self.flag[i] & PEND:
                 return -E_DEV_FAILSAFE_PENDING  # a lost lease comes back only by a heartbeat
@@ -178,7 +184,7 @@ class Grants:
                 return QUEUED
         held = self.r_hold[res] and self.clock.ticks_diff(now, self.r_hold_until[res]) < 0
         holder = self.conflicts(res, modes, session)
-        if not held and not holder and self.head(res) < 0:
+        if not held and not holder and not ovr and self.head(res) < 0:
             return self._grant(res, modes, session, lease, now)
         if wait_ms <= 0:
             return -E_DEV_LOCK_DELAY if held and not holder else -E_RESOURCE_BUSY
@@ -218,7 +224,7 @@ class Grants:
             return i
         if self.state[res] != RES_PRESENT:
             return -E_RESOURCE_UNAVAILABLE
-        if self.find(res, to) >= 0 or self.conflicts(res, modes, frm):
+        if self.find(res, to) >= 0 or self.conflicts(res, modes, frm) or self.overridden(res, modes):
             return -E_RESOURCE_BUSY
         if self.modes[i] & MODES_EXCLUSIVE and not modes & MODES_EXCLUSIVE:
             self.safe(res)  # the new holder only reads: nobody drives it any more
@@ -231,6 +237,12 @@ class Grants:
         self.deadline[i] = self.clock.ticks_add(now, self.span(lease))
         self.epoch[i] = self.next_epoch(res)
         self.out.note(AUD_HANDOVER, i, 0)
+        # The new holder's own wait for the resource (an operator handing it back to a Fay's
+        # pending request) is answered with the moved grant: it must not queue a second one.
+        for j in range(_MAX_WAITERS):
+            if self.w_used[j] and self.w_res[j] == res and self.w_session[j] == to:
+                self.w_used[j] = 0
+                self.out.answer(self.w_rid[j], self.w_key[j], i, 0)
         return i
 
     def suspend(self, session, on):
@@ -331,7 +343,8 @@ class Grants:
                 if self.clock.ticks_diff(now, self.r_hold_until[res]) < 0:
                     return
                 self.r_hold[res] = 0
-            if self.state[res] != RES_PRESENT or self.conflicts(res, self.w_modes[j], self.w_session[j]):
+            if self.state[res] != RES_PRESENT or self.conflicts(res, self.w_modes[j], self.w_session[j]) \
+                    or self.overridden(res, self.w_modes[j]):
                 return
             i = self._grant(res, self.w_modes[j], self.w_session[j], self.w_lease[j], now)
             if i < 0:

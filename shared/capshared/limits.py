@@ -77,6 +77,7 @@ R_SESSION_ENDED = 7     # the host ended the session
 R_REBOOT = 8            # the agent restarted
 R_REPLUGGED = 9         # the resource came back
 R_WATCHDOG = 10         # the supervisor found the agent unhealthy
+R_OVERRIDE = 11         # the board's manual override took it (a human's direct control, EV_OVERRIDE)
 
 # The longest lease a board grants (ACQUIRE, HANDOVER lease_ms); a longer one is refused. The
 # host checks it before sending.

@@ -77,6 +77,11 @@ TABLE = (
     ("EV_RESOURCE", 0x41, (("res", "B"), ("state", "B"), ("reason", "B"))),
     ("EV_GRANT_ENDED", 0x42, (("res", "B"), ("session", "I"), ("epoch", "I"), ("reason", "B"))),
     ("EV_FAILSAFE", 0x43, (("reason", "B"), ("resources", "B"), ("silent_ms", "I"))),
+    # The board's manual override input (an RC mode switch; on the virtual board a file): mask
+    # bit k, resource k is under a human's direct control, granted to nobody exclusively; ended:
+    # the exclusive grants it ended (reason override) since the last report. Sent when the input
+    # changes and, while it is on, at the first heartbeat of every new host session (docs/device.md).
+    ("EV_OVERRIDE", 0x44, (("mask", "I"), ("ended", "B"))),
     # Shared responses.
     ("QUEUED", 0xFE, (("res", "B"), ("position", "B"))),
     ("ERROR", 0xFF, (("code", "B"), ("detail", "I"))),

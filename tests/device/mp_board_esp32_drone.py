@@ -111,3 +111,25 @@ def test_imu_reads_big_endian_registers_and_detects_absence():
     assert out[0] == 0x00 and out[1] == 0x40   # 0x4000 = 1 g on x
     i2c.who = None
     assert imu.poll() == RES_ABSENT
+
+
+class RcPin:
+    # The RC mode switch's Pin: value() 0 grounded ("automatic"), 1 open ("manual").
+    def __init__(self, v):
+        self.v = v
+
+    def value(self):
+        return self.v
+
+
+def test_rc_mode_switch_in_manual_overrides_the_four_escs_only():
+    old = board._rc[0]
+    try:
+        board._rc[0] = None
+        assert board.override() == 0                     # before resources(): no switch read
+        board._rc[0] = RcPin(0)
+        assert board.override() == 0                     # automatic: the Fays may fly
+        board._rc[0] = RcPin(1)
+        assert board.override() == board.FLIGHT == 0x0F  # manual (or a cut wire): motors 0..3
+    finally:
+        board._rc[0] = old

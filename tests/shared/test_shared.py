@@ -52,7 +52,7 @@ def test_names_are_derived_from_the_numbers_in_limits():
 
     assert names.CLASSES == ("other", "camera", "motor", "gps", "storage", "sensor", "led")
     assert names.REASONS == ("none", "released", "lease_expired", "removed", "fault", "handover", "failsafe",
-                             "session_ended", "reboot", "replugged", "watchdog")
+                             "session_ended", "reboot", "replugged", "watchdog", "override")
     assert names.RES_STATE_NAMES == ("absent", "present", "fault")
     assert names.CLASSES[limits.CLS_LED] == "led" and names.REASONS[limits.R_LEASE_EXPIRED] == "lease_expired"
     assert names.RES_STATE_NAMES[limits.RES_FAULT] == "fault"

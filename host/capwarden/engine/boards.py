@@ -12,10 +12,12 @@ reconciled. Functions take the Engine, as liveness.py and handover.py do.
 import asyncio
 import logging
 
+from capshared.limits import MODES_EXCLUSIVE
+from capshared.names import mode_bits
 from capwarden.engine import boardconfig
 from capwarden.engine.registry import LIVE
 from capwarden.errors import DeviceError, LinkError
-from capwarden.link import Failsafe, GrantEnded, LinkDown, LinkUp, OrphanGrant, Reset, ResourceEvent
+from capwarden.link import Failsafe, GrantEnded, LinkDown, LinkUp, ManualOverride, OrphanGrant, Reset, ResourceEvent
 
 log = logging.getLogger("capwarden.engine")
 
@@ -24,7 +26,8 @@ async def on_event(engine, h, ev):
     if isinstance(ev, GrantEnded):
         for s in engine.registry.on_board(h, ev.res):
             if s.token == ev.session and s.epoch == ev.epoch:
-                reason = {"removed": "resource_removed", "fault": "resource_fault"}.get(ev.reason, ev.reason)
+                reason = {"removed": "resource_removed", "fault": "resource_fault",
+                          "override": "manual_override"}.get(ev.reason, ev.reason)
                 await engine.terminate(s, reason)
     elif isinstance(ev, ResourceEvent) and ev.state != "present":
         for s in engine.registry.on_board(h, ev.res):
@@ -51,6 +54,21 @@ async def on_event(engine, h, ev):
     elif isinstance(ev, Failsafe):
         await reconcile(engine, h)
         await read_ring(engine, h)
+    elif isinstance(ev, ManualOverride):
+        await manual_override(engine, h, ev)
+
+
+async def manual_override(engine, h, ev):
+    """The board's manual override (EV_OVERRIDE): it took every exclusive grant of those
+    resources itself (each reported by EV_GRANT_ENDED, reason override). Audited; an exclusive
+    session still live on one of them (its event lost) ends with the same reason."""
+    engine.audit.record("board", "override_on" if ev.mask else "override_off", "manual_override", board=h.name,
+                        resources=ev.names, ended=ev.ended)
+    for s in engine.registry.on_board(h):
+        if s.state in LIVE and ev.mask >> s.res & 1 and mode_bits([s.access_mode]) & MODES_EXCLUSIVE:
+            await engine.terminate(s, "manual_override")
+    if ev.ended:
+        await read_ring(engine, h)     # what the board did, in its own record
 
 
 async def read_ring(engine, h):

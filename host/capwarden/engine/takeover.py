@@ -107,6 +107,9 @@ def _target(engine, resource_id):
                        % resource_id)
     if target[0].down:
         raise CapError("E_DEVICE_UNREACHABLE", "the board %s does not answer (%s)" % (target[0].name, target[0].down))
+    if getattr(target[0].board, "override", 0) >> target[1] & 1:
+        raise CapError("E_RESOURCE_BUSY", "%s is under the board's manual override (a person has it directly)"
+                       % resource_id)
     return target
 
 
@@ -291,29 +294,28 @@ async def hand_back(engine, operator, resource_id, fay_id, timeout_s=30.0):
             return {"result": "completed", "session_id": s.session_id}
     hold.returning = (fay_id, engine.clock() + timeout_s)
     st = _state(engine)
-    st.tasks.add(asyncio.ensure_future(_wait_for_request(engine, hold, fay_id)))
+    task = asyncio.ensure_future(_wait_for_request(engine, hold, fay_id))
+    st.tasks.add(task)
+    task.add_done_callback(st.tasks.discard)
     st.notify({"type": "operator", "action": "hand_back_waiting", "operator": hold.operator,
                "resource_id": resource_id, "to_fay_id": fay_id})
     return {"result": "waiting", "until": int(engine.wall() + timeout_s)}
 
 
 async def _wait_for_request(engine, hold, fay_id):
-    try:
-        while hold.state in LIVE and hold.returning is not None and hold.returning[0] == fay_id:
-            if engine.clock() >= hold.returning[1]:
-                hold.returning = None
-                _audit(engine, "hand_back", "timeout", "E_HANDOVER_TIMEOUT", hold.operator,
-                       resource=hold.resource_id, to_fay=fay_id, detail="no request from the Fay in time: "
-                       "the operator keeps control")
-                _state(engine).notify({"type": "operator", "action": "hand_back_timeout", "operator": hold.operator,
-                                       "resource_id": hold.resource_id, "to_fay_id": fay_id})
-                return
-            s = _pending_request(engine, hold.resource_id, fay_id)
-            if s is not None and await _give(engine, hold, s):
-                return
-            await asyncio.sleep(engine.tick_s)
-    finally:
-        _state(engine).tasks.discard(asyncio.current_task())
+    while hold.state in LIVE and hold.returning is not None and hold.returning[0] == fay_id:
+        if engine.clock() >= hold.returning[1]:
+            hold.returning = None
+            _audit(engine, "hand_back", "timeout", "E_HANDOVER_TIMEOUT", hold.operator,
+                   resource=hold.resource_id, to_fay=fay_id, detail="no request from the Fay in time: "
+                   "the operator keeps control")
+            _state(engine).notify({"type": "operator", "action": "hand_back_timeout", "operator": hold.operator,
+                                   "resource_id": hold.resource_id, "to_fay_id": fay_id})
+            return
+        s = _pending_request(engine, hold.resource_id, fay_id)
+        if s is not None and await _give(engine, hold, s):
+            return
+        await asyncio.sleep(engine.tick_s)
 
 
 async def _give(engine, hold, s):
@@ -342,7 +344,9 @@ async def _give(engine, hold, s):
             return False
         epoch = held[s.token]
     hold.returning = None
-    if s.state != "creating" or engine.registry.get(s.session_id) is not s:
+    # The board answered the request's own ACQUIRE with the moved grant first, so the session may
+    # already be active; one that is gone did not wait (or was withdrawn) meanwhile.
+    if s.state not in ("creating",) + LIVE or engine.registry.get(s.session_id) is not s:
         # The request went away (it did not wait, or was withdrawn): the grant comes back to
         # the operator in one more move, never released in between.
         try:

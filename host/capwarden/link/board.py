@@ -19,7 +19,7 @@ capwarden.link.operations. This module holds the board's side of the conversatio
 - An ACQUIRE_R or HANDOVER_R for a request that is no longer pending (the host gave up, or a
   late copy was executed) and that is not the answer this host already took is reported as
   an OrphanGrant: nobody here owns that grant.
-- Events (EV_RESOURCE, EV_GRANT_ENDED, EV_FAILSAFE) reach subscribers as records with names.
+- Events (EV_RESOURCE, EV_GRANT_ENDED, EV_FAILSAFE, EV_OVERRIDE) reach subscribers as records with names.
 - Link authentication (issue 12): HELLO carries a fresh host nonce and starts the session the
   board's HELLO_R proposes (capwarden.link.linkauth.HostAuth); each try is a new HELLO with a
   new nonce. An attempt that gets no answer says HELLO again before its retry (the board may
@@ -36,7 +36,7 @@ import time
 from capshared.limits import PROTOCOL_VERSION
 from capshared.names import CLASSES, MODE_NAMES, RES_STATE_NAMES
 from capwarden.errors import DeviceReset, LinkClosed, LinkError, LinkTimeout
-from capwarden.link.events import Failsafe, GrantEnded, OrphanGrant, Reset, ResourceEvent
+from capwarden.link.events import Failsafe, GrantEnded, ManualOverride, OrphanGrant, Reset, ResourceEvent
 from capwarden.link.operations import BoardOperations, reason_name
 from capwarden.link.requests import RequestLink, _expire, log  # noqa: F401 (_expire: tests fire the timer)
 from capwarden.link.types import BoardInfo, ResourceInfo
@@ -57,6 +57,7 @@ class Board(BoardOperations, RequestLink):
         super().__init__(transport, timeout=timeout, retries=retries, clock=clock, key=key)
         self.info = None
         self.announced_key_id = None   # what the board's last ANNOUNCE said (zeros: no key)
+        self.override = 0              # the board's manual override mask, as its last EV_OVERRIDE said
         self._handshake_task = None
         self._refresh = None
         self._hb_base = 0          # the board's heartbeat high-water mark when we said HELLO
@@ -123,6 +124,10 @@ class Board(BoardOperations, RequestLink):
                                   f.fields["epoch"], reason_name(f.fields["reason"])))
         elif f.name == "EV_FAILSAFE":
             self._emit(Failsafe(reason_name(f.fields["reason"]), f.fields["resources"], f.fields["silent_ms"]))
+        elif f.name == "EV_OVERRIDE":
+            self.override = mask = f.fields["mask"]
+            names = [self._res_name(i) for i in range(30) if mask >> i & 1]
+            self._emit(ManualOverride(mask, names, f.fields["ended"]))
 
     def _resource_changed(self, fields):
         i = fields["res"]

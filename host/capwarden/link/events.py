@@ -62,8 +62,9 @@ class ManualOverride:
     """The board's manual override input (EV_OVERRIDE: an RC mode switch, the virtual board's
     override file): `mask` bit k set, resource k is under a human's direct control and the board
     grants it to nobody exclusively; `names` those resources; `ended` the exclusive grants the
-    board ended for it (reason `override`) since its last report. Sent when the input changes and
-    at the first heartbeat of every new host session, so an engine that was away learns it."""
+    board ended for it (reason `override`) since its last report. Sent when the input changes and,
+    while it is on, at the first heartbeat of every new host session, so an engine that was away
+    learns it."""
     mask: int
     names: list
     ended: int

@@ -1,0 +1,187 @@
+"""Humans as controlling parties (issue 15 item 5): an operator takes a resource from a Fay at
+once, acts on it, hands it back to a named Fay or releases it, through the engine with runtimes
+on the virtual board (engine/takeover.py, engine/controlroom.py)."""
+
+import asyncio
+
+import pytest
+
+from capwarden.engine import audit, controlroom
+from capwarden.errors import CapError, DeviceError
+from enginerig import refusal, runtime, speed, wait_until
+
+
+def _entries(app, action):
+    return [e for e in audit.read(app.audit_path)[0] if e.get("action") == action]
+
+
+def _resource(snap, name):
+    return next(r for b in snap["boards"] for r in b["resources"] if r["name"] == name)
+
+
+def test_take_ends_the_fays_session_and_the_fay_cannot_actuate_from_that_instant(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        engine, board = app.engine, app.boards["sim"]
+        changes = []
+        controlroom.subscribe(engine, changes.append)
+        a, m = await world.holding(app, "motor_left", "write")
+        await m.command(1, speed(300))
+        s = engine.sessions[m.session_id]
+        token, epoch, res = s.token, s.epoch, s.res
+        # The Fay's runtime keeps sending commands while the operator takes the motor: every
+        # command the board answers after the move is refused by the board itself.
+        answers = []
+
+        async def fay_drives():
+            for k in range(200):
+                try:
+                    answers.append(("ok", await board.actuate(res, token, epoch, 1, speed(k))))
+                except DeviceError as exc:
+                    answers.append(("refused", exc.code))
+                await asyncio.sleep(0)
+
+        driver = asyncio.ensure_future(fay_drives())
+        await asyncio.sleep(0.02)
+        holder = await controlroom.take(engine, "alice", world.res("motor_left"))
+        await driver
+        assert holder["kind"] == "operator" and holder["operator"] == "alice" and holder["epoch"] > epoch
+        # From the first refusal on, nothing the Fay sent was executed (the board moved the
+        # slot in one step under a new epoch).
+        kinds = [k for k, _ in answers]
+        first = kinds.index("refused")
+        assert set(kinds[first:]) == {"refused"}
+        assert {c for k, c in answers if k == "refused"} == {"E_DEV_STALE_EPOCH"}
+        # The board holds exactly one grant on the motor: the operator's.
+        held = await board.grants(res)
+        op = engine.sessions[holder["session_id"]]
+        assert [(t, e) for t, e, _m in held] == [(op.token, op.epoch)]
+        # The Fay's session ended with the take-over's own reason, and it cannot command.
+        assert await wait_until(lambda: m.state == "terminated", 5)
+        assert m.changes[-1]["reason"] == "operator_takeover"
+        assert await refusal(m.command(1, speed(5))) == "E_SESSION_NOT_FOUND"
+        # The operator acts through the engine.
+        out = await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(-250))
+        assert out["op"] == 1
+        assert app.vboard is not None
+        assert int.from_bytes(await board.actuate(res, op.token, op.epoch, 2, b""), "little", signed=True) == -250
+        # The console's view.
+        r = _resource(controlroom.snapshot(engine), "motor_left")
+        assert r["mode"] == "exclusive" and [h["kind"] for h in r["holders"]] == ["operator"]
+        assert r["holders"][0]["operator"] == "alice" and r["holders"][0]["since"] > 0
+        # Audited with the operator's identity.
+        t = _entries(app, "takeover")[-1]
+        assert t["outcome"] == "completed" and t["operator"] == "alice" and t["from_sessions"] == [m.session_id]
+        assert t["from_fays"] == [world.A]
+        c = _entries(app, "operator_command")[-1]
+        assert c["operator"] == "alice" and c["op"] == 1
+        ended = [e for e in _entries(app, "terminate") if e.get("session") == m.session_id]
+        assert ended and ended[-1]["reason"] == "operator_takeover"
+        assert any(ch["type"] == "operator" and ch["action"] == "take" for ch in changes)
+        assert any(ch["type"] == "session" and ch["reason"] == "operator_takeover" for ch in changes)
+        await a.close()
+
+    run(scenario())
+
+
+def test_release_gives_the_resource_to_the_board_s_first_waiter(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        engine = app.engine
+        await controlroom.take(engine, "alice", world.res("motor_left"))   # a free resource: acquired
+        a = await runtime(app, "rtA")
+        # A Fay that does not wait is told the resource is busy.
+        r = await a.request("AuthRequest", world.auth_body("motor_left", "write"))
+        assert r["result"] == "denied" and r["error_code"] == "E_RESOURCE_BUSY"
+        # Another operator cannot act on it, nor take it.
+        assert (await _refused(controlroom.act(engine, "bob", world.res("motor_left"), 1, speed(1)))
+                == "E_PERMISSION_DENIED")
+        assert await _refused(controlroom.take(engine, "bob", world.res("motor_left"))) == "E_RESOURCE_BUSY"
+        waiter = asyncio.ensure_future(world.take(a, "motor_left", "write", wait_ms=5000))
+        await asyncio.sleep(0.2)
+        await controlroom.release(engine, "alice", world.res("motor_left"))
+        s = await waiter
+        assert s.state == "active"
+        assert _entries(app, "operator_release")[-1]["operator"] == "alice"
+        await a.close()
+
+    run(scenario())
+
+
+async def _refused(awaitable):
+    with pytest.raises(CapError) as exc:
+        await awaitable
+    return exc.value.code
+
+
+def test_hand_back_grants_the_named_fays_pending_request_by_an_atomic_handover(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        engine, board = app.engine, app.boards["sim"]
+        a, m = await world.holding(app, "motor_left", "write")
+        b = await runtime(app, "rtB")
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        op = controlroom.snapshot(engine)
+        op_holder = _resource(op, "motor_left")["holders"][0]
+        # Fay B waits for the motor; the operator hands it to B (not to A, who asks too).
+        wait_a = asyncio.ensure_future(world.take(a, "motor_left", "write", wait_ms=8000))
+        wait_b = asyncio.ensure_future(world.take(b, "motor_left", "write", who="B", wait_ms=8000))
+        await asyncio.sleep(0.3)
+        out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.B)
+        assert out["result"] == "completed"
+        sb = await wait_b
+        assert sb.state == "active" and sb.session_id == out["session_id"]
+        s = engine.sessions[sb.session_id]
+        assert s.epoch > op_holder["epoch"]
+        # One grant on the board, B's; the operator's epoch is refused from now on.
+        held = await board.grants(s.res)
+        assert [(t, e) for t, e, _m in held] == [(s.token, s.epoch)]
+        with pytest.raises(CapError) as exc:
+            await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(1))
+        assert exc.value.code == "E_PERMISSION_DENIED"
+        await sb.command(1, speed(100))
+        assert not wait_a.done()
+        h = _entries(app, "hand_back")[-1]
+        assert h["outcome"] == "completed" and h["operator"] == "alice" and h["to_fay"] == world.B
+        wait_a.cancel()
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_hand_back_waits_for_the_fays_next_request_and_times_out_to_the_operator(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        engine = app.engine
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.A, timeout_s=5)
+        assert out["result"] == "waiting"
+        assert _resource(controlroom.snapshot(engine), "motor_left")["returning_to"] == world.A
+        a = await runtime(app, "rtA")
+        s = await world.take(a, "motor_left", "write", wait_ms=3000)     # its next request
+        assert s.state == "active"
+        assert _resource(controlroom.snapshot(engine), "motor_left")["holders"][0]["fay_id"] == world.A
+        # Taken again; this time nobody asks within the timeout: the operator keeps control.
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        assert await wait_until(lambda: s.state == "terminated", 5)
+        out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.B, timeout_s=0.3)
+        assert out["result"] == "waiting"
+        assert await wait_until(lambda: any(e["outcome"] == "timeout" for e in _entries(app, "hand_back")), 5)
+        r = _resource(controlroom.snapshot(engine), "motor_left")
+        assert r["holders"][0]["kind"] == "operator" and r["returning_to"] is None
+        await a.close()
+
+    run(scenario())
+
+
+def test_a_handover_request_to_an_operators_resource_is_refused_at_once(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        await controlroom.take(app.engine, "alice", world.res("motor_left"))
+        b = await runtime(app, "rtB")
+        r = await world.hand_over(b, "motor_left", "write", 10000)
+        assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED"
+        await b.close()
+
+    run(scenario())
