@@ -16,6 +16,12 @@ BENCHES = (
     "bench.engine",
     "bench.linkauth",
     "bench.signing",
+    "bench.trust_issuance",
+    "bench.trust_propagation",
+    "bench.online",
+    "bench.recovery",
+    "bench.policy",
+    "bench.console",
     "bench.chaos",
 )
 
