@@ -369,3 +369,72 @@ def test_audit_tail_follows_the_chain_and_reports_a_break(tmp_path):
     fresh = AuditTail(path)
     fresh.refresh()
     assert not fresh.state()["intact"] and fresh.state()["entries_verified"] == 31
+
+
+def test_against_the_engine_refusals_carry_the_s2_code_and_actions_are_audited_as_the_operator(run, tmp_path):
+    """The real engine behind the console (no browser): a release of what the operator does not
+    hold, a late approval, a take and a release, and the audit log names the operator."""
+    from capwarden.engine.audit import read
+    from consolerig import Stack
+
+    s = Stack(str(tmp_path), {"policies": [{"resource": "sim/motor_left", "policy": "human", "timeout_ms": 300}]})
+
+    async def go():
+        await s.start()
+        try:
+            async with logged_in(s.app.console_server) as (c, csrf):
+                h = dict(same_origin(s.app.console_server), **{"X-CSRF-Token": csrf})
+                motor = s.res("motor_left")
+                r = await c.post("/api/resources/release", content=json.dumps({"resource_id": motor}), headers=h)
+                assert r.status_code == 409 and r.json()["code"] == "E_PERMISSION_DENIED"
+                r = await c.post("/api/resources/take", content=json.dumps({"resource_id": s.res("nothing")}),
+                                 headers=h)
+                assert r.status_code == 409 and r.json()["code"] == "E_RESOURCE_UNAVAILABLE"
+                # A decision that ran out of time cannot be approved any more.
+                w = s.world
+                a, b = await s.runtime("rtA"), await s.runtime("rtB")
+                await w.take(a, "motor_left", "write", who="A")
+                ask = asyncio.ensure_future(w.take(b, "motor_left", "write", who="B"))
+                while not s.app.engine.decisions.pending():
+                    await asyncio.sleep(0.01)
+                [d] = s.app.engine.decisions.pending()
+                with pytest.raises(Exception):
+                    await ask
+                r = await c.post("/api/decisions/resolve", content=json.dumps({"decision_id": d.decision_id,
+                                                                                 "approve": True}), headers=h)
+                assert r.status_code == 409 and "expired" in r.json()["error"]
+                r = await c.post("/api/resources/take", content=json.dumps({"resource_id": motor}), headers=h)
+                assert r.status_code == 200 and r.json()["result"]["kind"] == "operator"
+                r = await c.post("/api/resources/release", content=json.dumps({"resource_id": motor}), headers=h)
+                assert r.status_code == 200
+                state = (await c.get("/api/state")).json()
+                [row] = [x for bd in state["boards"] for x in bd["resources"] if x["resource_id"] == motor]
+                assert row["holder"] is None
+        finally:
+            await s.stop()
+    run(go())
+    entries, problem = read(s.app.audit_path)
+    assert problem is None
+    by_operator = [(e["action"], e["outcome"]) for e in entries if e.get("operator") == OPERATOR]
+    assert ("operator_login", "allow") in by_operator
+    assert ("takeover", "completed") in by_operator and ("operator_release", "done") in by_operator
+    assert [e["outcome"] for e in entries if e["action"] == "decision"] == ["pending", "expired"]
+
+
+def test_serve_refuses_a_plain_console_off_loopback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from capwarden.credentials import Terminal
+
+    store = str(tmp_path / "store")
+    Terminal.init(store)
+    exe = os.path.join(os.path.dirname(sys.executable), "capwarden")
+    base = [exe, "serve", "--store", store, "--listen", "127.0.0.1:0", "--board", "sim",
+            "--runtime-token", "rt1=token-123456"]
+    for console in ("0.0.0.0:8766", "192.0.2.7:0", "unix:/tmp/console.sock"):
+        p = subprocess.run(base + ["--console", console], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, (console, p.stdout, p.stderr)
+        assert "console" in p.stderr and "Traceback" not in p.stderr
+        assert "serving" not in p.stdout

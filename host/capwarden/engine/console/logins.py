@@ -50,22 +50,15 @@ class LoginSessions:
     def get(self, sid):
         """The live session of cookie value `sid`, or None (unknown, idle too long, too old).
         A hit counts as activity."""
-        if not sid or not isinstance(sid, str):
-            return None
-        s = self._by_sid.get(sid)
-        if s is None or not hmac.compare_digest(s.sid, sid):
-            return None
-        now = self.clock()
-        if now - s.seen > self.idle_s or now - s.started > self.lifetime_s:
-            self._by_sid.pop(sid, None)
-            return None
-        s.seen = now
+        s = self.peek(sid)
+        if s is not None:
+            s.seen = self.clock()
         return s
 
     def peek(self, sid):
         """The live session of `sid` like get(), without counting as activity (a live stream)."""
-        s = self._by_sid.get(sid) if isinstance(sid, str) else None
-        if s is None:
+        s = self._by_sid.get(sid) if isinstance(sid, str) and sid else None
+        if s is None or not hmac.compare_digest(s.sid, sid):
             return None
         now = self.clock()
         if now - s.seen > self.idle_s or now - s.started > self.lifetime_s:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from capwarden.engine.console.audittail import AuditTail
 from capwarden.engine.console.logins import FailedLogins, LoginSessions, csrf_ok
-from capwarden.errors import CapwardenError
+from capwarden.errors import CapError, CapwardenError
 from capwarden.logfmt import kv
 
 log = logging.getLogger("capwarden.console")
@@ -69,9 +69,9 @@ def _files():
 
 
 class Refused(Exception):
-    def __init__(self, status, message, headers=None):
+    def __init__(self, status, message, headers=None, code=None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
 class ConsoleWeb:
@@ -208,7 +208,8 @@ class ConsoleWeb:
         return response
 
     def _refusal(self, exc):
-        return self._respond(JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers))
+        body = {"error": exc.message} if exc.code is None else {"error": exc.message, "code": exc.code}
+        return self._respond(JSONResponse(body, status_code=exc.status, headers=exc.headers))
 
     async def _guarded(self, request, handler, post=True, login=False):
         try:
@@ -356,12 +357,12 @@ class ConsoleWeb:
                                  headers={"X-Accel-Buffering": "no"})
 
     # ---- actions --------------------------------------------------------------------------------------
-    async def _act(self, what, coro):
+    async def _act(self, coro):
         try:
             result = await coro
-        except KeyError as exc:
-            raise Refused(404, "no such %s: %s" % (what, exc.args[0] if exc.args else "?")) from None
-        except CapwardenError as exc:
+        except CapError as exc:             # the engine refused: its S2 code and message
+            raise Refused(409, exc.message, code=exc.code) from None
+        except CapwardenError as exc:       # a decision already closed, the audit log unwritable
             raise Refused(409, str(exc)) from None
         self.changed()
         return JSONResponse({"done": True, "result": result if _jsonable(result) else None})
@@ -380,21 +381,21 @@ class ConsoleWeb:
         did = self._text(body, "decision_id")
         if not isinstance(body.get("approve"), bool):
             raise Refused(400, "give approve: true or false")
-        return await self._act("decision", self.sources.resolve(did, body["approve"], session.operator))
+        return await self._act(self.sources.resolve(did, body["approve"], session.operator))
 
     async def take(self, request):
         return await self._guarded(request, self._take)
 
     async def _take(self, request, session):
         body = await self._body(request)
-        return await self._act("resource", self.sources.take(self._text(body, "resource_id"), session.operator))
+        return await self._act(self.sources.take(self._text(body, "resource_id"), session.operator))
 
     async def hand_back(self, request):
         return await self._guarded(request, self._hand_back)
 
     async def _hand_back(self, request, session):
         body = await self._body(request)
-        return await self._act("resource", self.sources.hand_back(self._text(body, "resource_id"),
+        return await self._act(self.sources.hand_back(self._text(body, "resource_id"),
                                                                   self._text(body, "fay_id"), session.operator))
 
     async def release(self, request):
@@ -402,7 +403,7 @@ class ConsoleWeb:
 
     async def _release(self, request, session):
         body = await self._body(request)
-        return await self._act("resource", self.sources.release(self._text(body, "resource_id"), session.operator))
+        return await self._act(self.sources.release(self._text(body, "resource_id"), session.operator))
 
 
 def _peer(request):
