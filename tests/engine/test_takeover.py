@@ -185,3 +185,55 @@ def test_a_handover_request_to_an_operators_resource_is_refused_at_once(world, r
         await b.close()
 
     run(scenario())
+
+
+def test_take_from_readers_and_from_a_holder_with_a_pending_consent_handover(world, run, in_process):
+    from capwarden.engine import invariants
+
+    async def scenario():
+        app = await in_process()
+        engine, board = app.engine, app.boards["sim"]
+        a, c1 = await world.holding(app, "camera", "read")
+        b = await runtime(app, "rtB")
+        a2 = await runtime(app, "rtC")       # a second runtime of Fay A: a second reader
+        c2 = await world.take(a2, "camera", "read")
+        holder = await controlroom.take(engine, "alice", world.res("camera"))
+        assert await wait_until(lambda: c1.state == c2.state == "terminated", 5)
+        assert c1.changes[-1]["reason"] == c2.changes[-1]["reason"] == "operator_takeover"
+        op = engine.sessions[holder["session_id"]]
+        assert [(t, e) for t, e, _m in await board.grants(op.res)] == [(op.token, op.epoch)]
+        assert set(holder["modes"]) == {"read", "execute", "configure"}
+        # A holder with an open consent offer: the take does not wait for its answer.
+        m = await world.take(a, "motor_left", "write")
+        offers = []
+        a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))
+        ho = asyncio.ensure_future(world.hand_over(b, "motor_left", "write", 20000))
+        assert await wait_until(lambda: m.state == "handover_pending", 5)
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        r = await ho
+        assert r["result"] == "rejected"
+        assert m.state == "terminated" and m.changes[-1]["reason"] == "operator_takeover"
+        assert invariants.check_engine(engine) == []
+        assert await invariants.check_boards(engine) == []
+        for c in (a, b, a2):
+            await c.close()
+
+    run(scenario())
+
+
+def test_an_operators_hold_outlives_heartbeat_timeouts_and_leases(world, run, in_process):
+    from capwarden.engine.liveness import LivenessPolicy
+
+    async def scenario():
+        app = await in_process(liveness=LivenessPolicy(default=(100, 400)), lease_ms=1500, board_heartbeat_ms=300)
+        engine, board = app.engine, app.boards["sim"]
+        holder = await controlroom.take(engine, "alice", world.res("motor_left"))
+        await asyncio.sleep(3.5)        # eight heartbeat timeouts, two board leases
+        ended = [e for e in _entries(app, "terminate") if e.get("session") == holder["session_id"]]
+        assert ended == []
+        op = engine.sessions[holder["session_id"]]
+        assert op.state == "active" and not op.suspended
+        assert [(t, e) for t, e, _m in await board.grants(op.res)] == [(op.token, op.epoch)]
+        await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(50))
+
+    run(scenario())
