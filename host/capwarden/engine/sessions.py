@@ -24,7 +24,9 @@ still `creating` learns its fate from its own AuthResult or HandoverResult inste
 |                  |                  | board_reset,          | the board rebooted (new boot id)           |
 |                  |                  | lease_expired,        | the board ended the grant while unheard    |
 |                  |                  | board_unreachable,    | a handover's outcome could not be read     |
-|                  |                  | engine_stopped        | `capwarden serve` is stopping              |
+|                  |                  | engine_stopped,       | `capwarden serve` is stopping              |
+|                  |                  | operator_takeover,    | an operator took it (takeover.py)          |
+|                  |                  | manual_override       | the board's manual override input took it  |
 | terminating      | terminated       | the same reason       | the board grant is released (or was gone)  |
 
 `suspended` is a flag on an active session, not a state (S3): pushed with state unchanged and
