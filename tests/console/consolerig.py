@@ -25,9 +25,13 @@ class FakeSources:
         self.audited = []
         self.subscribers = []
         self.decisions = []
+        self.stamps = {OPERATOR: 1}      # the accounts (name -> version)
 
     async def authenticate(self, name, password):
-        return name if (name, password) == (OPERATOR, PASSWORD) else None
+        return (name, self.stamps.get(name)) if (name, password) == (OPERATOR, PASSWORD) else None
+
+    def stamp(self, name):
+        return self.stamps.get(name)
 
     def snapshot(self):
         return {"terminal_id": "terminal:test", "now": time.time(), "decisions": list(self.decisions),

@@ -3,6 +3,7 @@ every state-changing request, the Host check, failed-login brake, TLS off loopba
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
@@ -422,7 +423,6 @@ def test_against_the_engine_refusals_carry_the_s2_code_and_actions_are_audited_a
 
 
 def test_serve_refuses_a_plain_console_off_loopback(tmp_path):
-    import os
     import subprocess
     import sys
 
@@ -438,3 +438,34 @@ def test_serve_refuses_a_plain_console_off_loopback(tmp_path):
         assert p.returncode == 2, (console, p.stdout, p.stderr)
         assert "console" in p.stderr and "Traceback" not in p.stderr
         assert "serving" not in p.stdout
+
+
+def test_a_session_ends_with_its_account(console, run, tmp_path):
+    """Removing an operator, or giving it a new password, ends its console sessions at once."""
+    from capwarden.engine.console.sources import ConsoleSources
+    from capwarden.engine.operators import OperatorStore
+
+    class Engine:              # what ConsoleSources reads of the engine for accounts
+        audit = None
+
+    store = str(tmp_path / "store")
+    os.makedirs(store)
+    accounts = OperatorStore(store)
+    accounts.add(OPERATOR, PASSWORD)
+    real = ConsoleSources(Engine(), store)
+    fake = FakeSources()
+    fake.authenticate, fake.stamp = real.authenticate, real.stamp
+    server = console(sources=fake)
+
+    async def go():
+        async with logged_in(server) as (c, csrf):
+            assert (await c.get("/api/me")).status_code == 200
+            accounts.add(OPERATOR, "a new password here", replace=True)
+            assert (await c.get("/api/me")).status_code == 401
+        async with client(server) as c:
+            assert (await login(c, server, password="a new password here")).status_code == 200
+            assert (await c.get("/api/state")).status_code == 200
+            accounts.remove(OPERATOR)
+            assert (await c.get("/api/state")).status_code == 401
+            assert (await login(c, server, password="a new password here")).status_code == 401
+    run(go())

@@ -25,10 +25,10 @@ MAX_TRACKED = 4096        # keys (accounts, addresses) whose failures are rememb
 
 
 class LoginSession:
-    __slots__ = ("sid", "csrf", "operator", "started", "seen")
+    __slots__ = ("sid", "csrf", "operator", "stamp", "started", "seen")
 
-    def __init__(self, sid, csrf, operator, now):
-        self.sid, self.csrf, self.operator, self.started, self.seen = sid, csrf, operator, now, now
+    def __init__(self, sid, csrf, operator, stamp, now):
+        self.sid, self.csrf, self.operator, self.stamp, self.started, self.seen = sid, csrf, operator, stamp, now, now
 
 
 class LoginSessions:
@@ -38,10 +38,11 @@ class LoginSessions:
         self.lifetime_s = lifetime_s
         self._by_sid = {}
 
-    def create(self, operator):
-        """A new session for `operator` (an operator id): a LoginSession with fresh id and token."""
+    def create(self, operator, stamp=None):
+        """A new session for `operator` (an operator id; `stamp`: its account's version, see
+        sources.stamp): a LoginSession with fresh id and token."""
         now = self.clock()
-        s = LoginSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), operator, now)
+        s = LoginSession(secrets.token_urlsafe(32), secrets.token_urlsafe(32), operator, stamp, now)
         self._by_sid[s.sid] = s
         while len(self._by_sid) > MAX_SESSIONS:
             self._by_sid.pop(next(iter(self._by_sid)))

@@ -32,10 +32,21 @@ class ConsoleSources:
 
     # ---- accounts ---------------------------------------------------------------------------------
     async def authenticate(self, name, password):
-        """The operator's name when `password` is theirs, else None. Raises StoreError."""
+        """(name, stamp) of the operator when `password` is theirs, else None. Raises StoreError."""
         async with self._hashing:
+            before = self.stamp(name)
             op = await asyncio.to_thread(self.operators.authenticate, name, password)
-        return op.name if op is not None else None
+        if op is None or self.stamp(name) != before:     # a password changed while it was checked
+            return None
+        return op.name, before
+
+    def stamp(self, name):
+        """The account's stamp now, None once it is removed: a console session lives only as long
+        as the account it logged in with. The stamp is the entry's salt, new with every password
+        (created_at counts whole seconds: a password set twice in one second would keep it).
+        OperatorStore has no public accessor for it yet (_read is stat-cached). Raises StoreError."""
+        entry = self.operators._read().get(name)
+        return entry.get("salt") if isinstance(entry, dict) else None
 
     def audit(self, action, outcome, reason, **fields):
         self.engine.audit.record(action, outcome, reason, **fields)

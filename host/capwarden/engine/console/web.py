@@ -178,11 +178,19 @@ class ConsoleWeb:
             raise Refused(400, "the body is a JSON object")
         return body
 
-    def _session(self, request, touch=True):
-        sid = request.cookies.get(self.cookie_name)
-        s = self.sessions.get(sid) if touch else self.sessions.peek(sid)
+    def _session(self, request):
+        s = self._live(request.cookies.get(self.cookie_name), touch=True)
         if s is None:
             raise Refused(401, "log in first")
+        return s
+
+    def _live(self, sid, touch=False):
+        """The session of `sid` while its operator account is unchanged (removed, or given a new
+        password: its sessions end), else None."""
+        s = self.sessions.get(sid) if touch else self.sessions.peek(sid)
+        if s is not None and self.sources.stamp(s.operator) != s.stamp:
+            self.sessions.drop(s.sid)
+            return None
         return s
 
     def _csrf(self, request, session):
@@ -279,8 +287,8 @@ class ConsoleWeb:
             self.sources.audit("operator_login", "deny", "rate_limited", operator=name, peer=peer)
             raise Refused(429, "too many failed logins: try again in %d s" % (int(wait) + 1),
                           {"Retry-After": str(int(wait) + 1)})
-        operator = await self.sources.authenticate(name, password)
-        if operator is None:
+        account = await self.sources.authenticate(name, password)
+        if account is None:
             self.failures.failed(*keys)
             self.sources.audit("operator_login", "deny", "bad_credentials", operator=name, peer=peer)
             raise Refused(401, "wrong name or password")
@@ -288,7 +296,8 @@ class ConsoleWeb:
         old = request.cookies.get(self.cookie_name)
         if old:
             self.sessions.drop(old)          # whatever id came in never becomes this login's
-        s = self.sessions.create(operator)
+        operator, stamp = account
+        s = self.sessions.create(operator, stamp)
         self.sources.audit("operator_login", "allow", "password", operator=operator, peer=peer)
         response = JSONResponse({"operator": operator})
         self._set_cookie(response, s.sid)
@@ -339,7 +348,7 @@ class ConsoleWeb:
             try:
                 yield b"retry: 1000\n\n"
                 while not self._closing:
-                    s = self.sessions.peek(sid)         # watching is not activity: idle logout still applies
+                    s = self._live(sid)                 # watching is not activity: idle logout still applies
                     if s is None:
                         yield b"event: logged_out\ndata: {}\n\n"
                         return
