@@ -112,10 +112,11 @@ class StoreAuthorizer:
     def _asks(self, d):
         """Whether the revocation query applies to decision `d`: a ticket granted locally,
         signed by a key the Registration_Authority distributed, the policy asking for it."""
-        if self.revquery is None or not d.granted or d.kind != "ticket":
+        cred = d.credential
+        if self.revquery is None or not d.granted or cred.kind != "ticket":
             return False
-        rec = self.terminal.keys.records.get(d.key_id)
-        return rec is not None and rec.get("source") == RA_DISTRIBUTED
+        rec = self.terminal.keys.records.get(cred.key_id)
+        return rec is not None and rec["source"] == RA_DISTRIBUTED
 
     async def prepare(self, message_type, body, now):
         """Before a request's check: the online revocation query for its ticket (module doc).

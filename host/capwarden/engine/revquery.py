@@ -103,7 +103,7 @@ class RevocationQuery:
         self._on_timeout = on_timeout or (lambda: None)
         self._on_unreachable = on_unreachable or (lambda: None)
         self._degraded = degraded or (lambda: False)
-        self.cache = {}           # jti -> (revoked, revoked_at, answered at: clock())
+        self.cache = {}           # jti -> (cached Outcome, answered at: clock())
         self._inflight = {}       # jti -> Task of the query under way
         self.asked = 0            # queries sent (tests, bench)
 
@@ -111,32 +111,38 @@ class RevocationQuery:
     def cached(self, jti, fresh=False):
         """The cached (revoked, revoked_at) for jti while valid (fresh=True: while fresh), else None.
         A revoked answer is final: valid as long as it is kept."""
+        out = self._hit(jti, fresh)
+        return None if out is None else (out.revoked, out.revoked_at)
+
+    def _hit(self, jti, fresh):
         hit = self.cache.get(jti)
         if hit is None:
             return None
-        age = self.clock() - hit[2]
-        if hit[0] or age < (self.policy.fresh_s if fresh else self.policy.cache_s):
-            return hit[0], hit[1]
+        out, at = hit
+        age = self.clock() - at
+        if out.revoked or age < (self.policy.fresh_s if fresh else self.policy.cache_s):
+            return out
         if age >= self.policy.cache_s:
             del self.cache[jti]
         return None
 
     def _store(self, jti, revoked, revoked_at):
         if jti not in self.cache and len(self.cache) >= MAX_ENTRIES:
-            oldest = min(self.cache, key=lambda k: self.cache[k][2])
+            oldest = min(self.cache, key=lambda k: self.cache[k][1])
             del self.cache[oldest]
-        self.cache[jti] = (revoked, revoked_at, self.clock())
+        # Kept as the Outcome a cache hit returns: nothing is built per request.
+        self.cache[jti] = (Outcome(ANSWER, revoked, revoked_at, cached=True), self.clock())
 
     # ---- asking --------------------------------------------------------------------------
     async def ask(self, jti):
         """The Outcome for ticket `jti` (never raises for the service's failures)."""
-        hit = self.cached(jti, fresh=True)
+        hit = self._hit(jti, True)
         if hit is not None:
-            return Outcome(ANSWER, hit[0], hit[1], cached=True)
+            return hit
         if self._degraded():
-            hit = self.cached(jti)
+            hit = self._hit(jti, False)
             if hit is not None:
-                return Outcome(ANSWER, hit[0], hit[1], cached=True)
+                return hit
             return Outcome(OFFLINE, detail="the terminal is offline: the ticket's revocation was not asked")
         task = self._inflight.get(jti)
         if task is None:
@@ -158,9 +164,9 @@ class RevocationQuery:
             # Unreachable, failing, or an answer that could not be trusted: the cache, else a timeout.
             if isinstance(exc, TrustUnavailable):
                 self._on_unreachable()
-            hit = self.cached(jti)
+            hit = self._hit(jti, False)
             if hit is not None:
-                return Outcome(ANSWER, hit[0], hit[1], cached=True, detail=str(exc))
+                return hit._replace(detail=str(exc))
             return Outcome(UNREACHABLE, detail="%s; no valid cached answer" % exc)
         self._on_answer()
         self._store(jti, st.revoked, st.revoked_at)
