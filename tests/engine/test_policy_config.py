@@ -35,7 +35,8 @@ def write(tmp_path, obj):
 def test_the_documented_example_loads_and_maps_resources(tmp_path):
     conf = config.load(write(tmp_path, doc_example()))
     table = PolicyTable(conf.handover, TERMINAL)
-    kinds = {name: table.for_resource(TERMINAL + "/sim/" + name).kind for name in ("motor_left", "gps", "camera", "led")}
+    kinds = {name: table.for_resource(TERMINAL + "/sim/" + name).kind
+             for name in ("motor_left", "gps", "camera", "led")}
     assert kinds == {"motor_left": "priority", "gps": "model", "camera": "human", "led": "consent"}
     p = table.for_resource(TERMINAL + "/sim/motor_left")
     assert p.retry == policyconfig.Retry("auto", 2, 50) and p.timeout_ms == 2000 and p.rule_name == "medical"
@@ -61,7 +62,8 @@ def test_a_pattern_of_another_terminal_does_not_match():
     ({"policies": [{"resource": "sim/gps", "policy": "vote"}]}, "one of consent, priority, model, human"),
     ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "[1].map(x, x)[0]"}]}, "macros"),
     ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "secret + 1"}]}, "names secret"),
-    ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "role.matches('x') ? 1 : 0"}]}, "uses matches"),
+    ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "role.matches('x') ? 1 : 0"}]},
+     "uses matches"),
     ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "urgency +"}]}, "not a valid CEL"),
     ({"policies": [{"resource": "sim/gps", "policy": "priority", "rule": "1 + " * 300 + "1"}]}, "the limit is 1024"),
     ({"policies": [{"resource": "sim/gps", "policy": "consent", "retry": {"strategy": "auto"}}]}, "no retry"),

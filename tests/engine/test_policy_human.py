@@ -1,6 +1,6 @@
 """Handover policy `human` (issue 15 item 4; blueprint 2.4 type 3) against the virtual board:
 an operator approves or denies a pending decision (resolved programmatically here; the browser
-is tests/console), nobody answering is a deny; faults.md 39, 42, 58, 59."""
+is tests/console), nobody answering is a deny; faults.md 39, 42, 57, 58, 59."""
 
 import asyncio
 
@@ -57,7 +57,7 @@ def test_operator_denies(world, in_process, run):
     run(scenario())
 
 
-def test_fault_59_nobody_answers_deny_on_timeout_and_a_late_approval_grants_nothing(world, in_process, run):
+def test_fault_57_59_nobody_answers_deny_on_timeout_and_a_late_approval_grants_nothing(world, in_process, run):
     async def scenario():
         app = await in_process(handover=human(world, timeout_ms=300))
         a, b = await runtime(app, "rtA"), await runtime(app, "rtB")

@@ -116,3 +116,46 @@ def test_the_training_script_reproduces_the_shipped_model(tmp_path):
                    check=True, capture_output=True)
     with open(Ranker().path, "rb") as f:
         assert out.read_bytes() == f.read()
+
+
+def test_the_deadline_stops_a_slow_model_mid_run(tmp_path):
+    import time
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # features [n, 11] -> a chain of 40 products of a 400x400 matrix, then back to [n, 1].
+    k = 400
+    inits = [numpy_helper.from_array(np.full((11, k), 0.01, dtype=np.float32), "w_in"),
+             numpy_helper.from_array(np.full((k, k), 0.001, dtype=np.float32), "w_mid"),
+             numpy_helper.from_array(np.full((k, 1), 0.01, dtype=np.float32), "w_out")]
+    # A k x k block made from the input (so the optimizer cannot fold the chain away at load).
+    nodes = [helper.make_node("MatMul", ["features", "w_in"], ["h0"]),
+             helper.make_node("Transpose", ["h0"], ["t0"]),
+             helper.make_node("MatMul", ["t0", "h0"], ["m0"])]
+    for i in range(40):
+        nodes.append(helper.make_node("MatMul", ["m%d" % i, "w_mid"], ["m%d" % (i + 1)]))
+    nodes += [helper.make_node("ReduceSum", ["m40"], ["s"], keepdims=0),
+              helper.make_node("MatMul", ["h0", "w_out"], ["o"]),
+              helper.make_node("Add", ["o", "s"], ["score"])]
+    g = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 11])],
+                          [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = str(tmp_path / "slow.onnx")
+    onnx.save(m, path)
+    rows = [features(1, True, False, False, 0, "camera", 0, 0, "execute")] * 2
+    patient = Ranker(path, deadline_ms=60000)
+    t0 = time.perf_counter()
+    scores, why = patient.rank(rows)
+    full = time.perf_counter() - t0
+    assert why == "" and len(scores) == 2
+    hurried = Ranker(path, deadline_ms=1)
+    t0 = time.perf_counter()
+    scores, why = hurried.rank(rows)
+    cut = time.perf_counter() - t0
+    assert scores is None and why.startswith("late") and hurried.fallbacks == 1
+    assert cut < full / 2, (cut, full)          # stopped mid-run, not waited out (same model, same run)
+    patient.close()
+    hurried.close()

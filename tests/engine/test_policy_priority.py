@@ -1,6 +1,6 @@
 """Handover policy `priority` (issue 15 items 1 and 2; blueprint 2.4 type 1) against the virtual
 board through the runtime API: preemption, queue, deny, ties, two and three contenders, the
-urgency cap, a failing and an over-budget rule; faults.md 50, 51, 53, 58."""
+urgency cap, a failing and an over-budget rule; faults.md 43, 50, 51, 53, 54, 58."""
 
 import asyncio
 
@@ -19,7 +19,7 @@ def prio(world, name="motor_left", rule=RULE, fays=ROLES, **extra):
     return settings(world, [(name, "priority", dict({"rule": rule}, **extra))], fays)
 
 
-def test_fault_50_higher_priority_preempts_and_the_holder_is_told_why(world, in_process, run):
+def test_fault_50_53_higher_priority_preempts_and_the_holder_is_told_why(world, in_process, run):
     async def scenario():
         app = await in_process(handover=prio(world))
         a, b = await runtime(app, "rtA"), await runtime(app, "rtB")
@@ -42,7 +42,7 @@ def test_fault_50_higher_priority_preempts_and_the_holder_is_told_why(world, in_
     run(scenario())
 
 
-def test_lower_priority_is_denied_or_queued_and_a_tie_keeps_the_holder(world, in_process, run):
+def test_fault_54_lower_priority_is_denied_or_queued_and_a_tie_keeps_the_holder(world, in_process, run):
     async def scenario():
         app = await in_process(handover=prio(world, "camera"))
         a, c = await runtime(app, "rtA"), await runtime(app, "rtC")
@@ -132,7 +132,7 @@ def test_fault_58_an_over_budget_rule_denies(world, in_process, run):
     run(scenario())
 
 
-def test_handover_request_under_priority_asks_no_consent(world, in_process, run):
+def test_fault_43_a_handover_request_under_priority_goes_to_the_policy_too(world, in_process, run):
     async def scenario():
         app = await in_process(handover=prio(world))
         a, b = await runtime(app, "rtA"), await runtime(app, "rtB")

@@ -1,7 +1,7 @@
 """Timeouts, rollback and retry strategies of the handover policies (blueprint 2.4 "Timeout
 Handling Principles"; issue 15 item 1): the board's move fails, the holder keeps control and is
 told, then `auto` retries with back-off within the timeout, `person` asks an operator, `none`
-gives up; faults.md 36-38 (rollback), 40 (a lost answer read back), 49 (bounded retries)."""
+gives up; faults.md 38 (rollback on timeout), 40 (a lost answer read back), 49 (bounded retries)."""
 
 import asyncio
 
@@ -49,7 +49,7 @@ def test_auto_retry_with_backoff_then_granted(world, in_process, run):
     run(scenario())
 
 
-def test_retries_are_bounded_and_roll_back_to_the_holder(world, in_process, run):
+def test_fault_49_retries_are_bounded_and_roll_back_to_the_holder(world, in_process, run):
     async def scenario():
         app = await in_process(handover=policy(world, {"strategy": "auto", "attempts": 2, "backoff_ms": 10}))
         a, b = await runtime(app, "rtA"), await runtime(app, "rtB")

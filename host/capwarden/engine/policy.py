@@ -222,8 +222,8 @@ async def _decide(engine, table, pol, new, holder, kind, wait_ms, deadline):
     inputs["requester"]["score"], inputs["holder"]["score"] = s_new, s_hold
     if s_new is None or s_hold is None:
         # A rule that fails or runs out of budget counts as deny: the holder keeps it (faults.md 58).
-        return _Verdict("deny", lose_code, "the %s rule could not decide: %s" % (pol.rule_name[:40], why_new or why_hold),
-                        inputs, "rule")
+        return _Verdict("deny", lose_code, "the %s rule could not decide: %s" % (
+            pol.rule_name[:40], why_new or why_hold), inputs, "rule")
     decided_by, extra = "rule", {}
     if pol.kind == "model":
         ranked, why = table.ranker.rank([_features(engine, table, holder, c_hold, True),

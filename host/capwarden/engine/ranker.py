@@ -18,18 +18,18 @@ holder:
     lost        this Fay's preemptions suffered on this resource in the last HISTORY_S, / 5, at most 1
     exclusive   1 for write, execute or configure
 
-`won` and `lost` are the recent handover history: the engine's audit entries of its policy
-decisions ("preempt"), kept for HISTORY_S in memory beside the log (policy.History).
+`won` and `lost` are the recent handover history: the preemptions the engine audited
+(`handover` entries of a policy), kept for HISTORY_S in memory beside the log (policy.History).
 
-The model runs with onnxruntime on one thread (intra- and inter-op), in one worker thread of
-its own, and the caller waits at most `deadline_ms` (default 2 ms): a late answer is dropped
-(and the run told to stop), so a decision that arrives after its time is never used
-(faults.md 59). Late, failing (a broken file, a wrong shape, an exception) or absent (no file,
-no onnxruntime: an optional extra, `pip install capwarden[model]`) all answer None with the
-reason; the policy then decides by its rule, and counts and audits the fallback.
+The model runs with onnxruntime on one thread (intra- and inter-op), on the caller's thread,
+under a hard deadline (`deadline_ms`, default 2 ms): a watchdog thread stops a run still going
+at its deadline (RunOptions.terminate), and an answer that comes after it is dropped, so a
+decision that arrives after its time is never used (faults.md 59). Late, failing (a broken
+file, a wrong shape, an exception) or absent (no file, no onnxruntime: an optional extra,
+`pip install capwarden[model]`) all answer None with the reason; the policy then decides by
+its rule, and counts and audits the fallback.
 """
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -71,8 +71,6 @@ class Ranker:
         self.runs = 0
         self.absent = None               # why there is no model, when there is none
         self._session = None
-        self._pool = None
-        self._busy = threading.Lock()    # one run at a time: a late run still going means "late"
         self._np = None
         try:
             import numpy
@@ -96,14 +94,7 @@ class Ranker:
             log.warning("handover model: %s; the priority rule decides", self.absent)
             self._session = None
             return
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="capwarden-ranker")
-
-    def _run(self, x, run_options):
-        try:
-            out = self._session.run(None, {self._input: x}, run_options)[0]
-        finally:
-            self._busy.release()
-        return out
+        self._watchdog = _Watchdog()
 
     def rank(self, rows):
         """Scores for the candidates' feature vectors, or (None, why) when the model is absent,
@@ -111,24 +102,22 @@ class Ranker:
         self.runs += 1
         if self._session is None:
             return self._fallback(self.absent)
-        if not self._busy.acquire(blocking=False):
-            return self._fallback("the model is still running a late decision")
         np = self._np
         run_options = self._ort.RunOptions()
         try:
             x = np.asarray(rows, dtype=np.float32)
-            t0 = time.perf_counter()
-            fut = self._pool.submit(self._run, x, run_options)
-        except Exception as exc:
-            self._busy.release()
-            return self._fallback("the model could not be run: %s" % str(exc)[:120])
+        except (ValueError, TypeError) as exc:
+            return self._fallback("the features could not be read: %s" % str(exc)[:120])
+        t0 = time.perf_counter()
+        self._watchdog.arm(run_options, t0 + self.deadline_s)
         try:
-            out = fut.result(timeout=self.deadline_s)
-        except concurrent.futures.TimeoutError:
-            run_options.terminate = True        # stop it; its answer is dropped either way
-            return self._fallback("late: no answer within %.3g ms" % (self.deadline_s * 1000))
-        except Exception as exc:
-            return self._fallback("the model failed: %s" % str(exc)[:120])
+            out = self._session.run(None, {self._input: x}, run_options)[0]
+        except Exception as exc:  # onnxruntime raises its own types; a terminated run raises too
+            late = time.perf_counter() - t0 > self.deadline_s
+            return self._fallback("late: stopped at %.3g ms" % (self.deadline_s * 1000) if late
+                                  else "the model failed: %s" % str(exc)[:120])
+        finally:
+            self._watchdog.disarm()
         if time.perf_counter() - t0 > self.deadline_s:
             return self._fallback("late: answered after %.3g ms" % (self.deadline_s * 1000))
         try:
@@ -144,5 +133,46 @@ class Ranker:
         return None, why
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._session is not None:
+            self._watchdog.stop()
+
+
+class _Watchdog:
+    """One thread that stops a run still going at its deadline (RunOptions.terminate): the
+    deadline holds for any model, while the run itself stays on the caller's thread (no
+    hand-over to another thread on the fast path, which under load cost more than the run)."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._armed = None            # (run_options, deadline) of the run going on
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="capwarden-ranker-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, run_options, deadline):
+        with self._cv:
+            self._armed = (run_options, deadline)
+            self._cv.notify()
+
+    def disarm(self):
+        with self._cv:
+            self._armed = None
+
+    def stop(self):
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+
+    def _loop(self):
+        with self._cv:
+            while not self._stopped:
+                if self._armed is None:
+                    self._cv.wait()
+                    continue
+                run_options, deadline = self._armed
+                left = deadline - time.perf_counter()
+                if left > 0:
+                    self._cv.wait(left)
+                    continue
+                run_options.terminate = True
+                self._armed = None

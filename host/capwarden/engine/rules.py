@@ -90,7 +90,8 @@ class Rule:
         self.budget_ns = int(budget_us * 1000)
         self.clock = clock
         try:
-            self.program.execute(inputs("default", 0, "other", "r", "read", False))   # first run's set-up, not timed later
+            # The first run's set-up, so that it is not timed against the budget later.
+            self.program.execute(inputs("default", 0, "other", "r", "read", False))
         except Exception:  # the library raises several types; the rule is judged when it is used
             pass
 
