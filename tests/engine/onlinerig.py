@@ -127,8 +127,8 @@ def ticket_cred(jws):
 def settings(world, **kw):
     """Trust settings for `world`'s store: its state folder, the enrollment, fast retries."""
     rq = kw.pop("revocation_query", None)
-    s = online.Settings(url=BASE, state_dir=os.path.join(world.store, "trust"), retry_s=0.05, tick_s=0.02,
-                        poll_min_s=0.2, poll_max_s=0.4, **kw)
+    kw = dict({"retry_s": 0.05, "tick_s": 0.02, "poll_min_s": 0.2, "poll_max_s": 0.4}, **kw)
+    s = online.Settings(url=BASE, state_dir=os.path.join(world.store, "trust"), **kw)
     if rq is not None:
         s = s._replace(revocation_query=Policy(**rq))
     return s
