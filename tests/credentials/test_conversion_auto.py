@@ -228,3 +228,23 @@ def test_the_config_object():
     for bad in ({"enabled": "yes"}, {"min_remaining_s": -1}, {"min_remaining_s": 1.5}, {"other": 1}, []):
         with pytest.raises(UsageError):
             Converter.from_config(bad)
+
+
+def test_the_engine_config_file_carries_the_conversion_section(tmp_path):
+    import json
+    import os
+
+    from capwarden.engine import config
+
+    path = str(tmp_path / "engine.json")
+    with open(path, "w") as f:
+        json.dump({"conversion": {"min_remaining_s": 7200}}, f)
+    os.chmod(path, 0o600)
+    conf = config.load(path)
+    assert (conf.conversion.enabled, conf.conversion.min_remaining_s) == (True, 7200)
+    with open(path, "w") as f:
+        json.dump({"conversion": {"enabled": 1}}, f)
+    with pytest.raises(UsageError) as exc:
+        config.load(path)
+    assert "conversion" in str(exc.value)
+    assert config.empty().conversion is None

@@ -175,7 +175,7 @@ def main(args):
                     tls_key=args.tls_key, heapsize=args.heapsize, progress=None if args.json else err,
                     leeway=leeway, max_busy_ms=max_busy, board_settings=board,
                     trust=online.with_url(conf.trust, args.trust) if args.trust else conf.trust,
-                    handover=conf.handover, console=args.console)
+                    handover=conf.handover, console=args.console, conversion=conf.conversion)
     how = {}
 
     async def run():

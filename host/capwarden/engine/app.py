@@ -51,7 +51,8 @@ class EngineApp:
     def __init__(self, store, listen, tokens, sim=False, ports=(), audit_path=None, liveness=None, lease_ms=3000,
                  board_heartbeat_ms=1000, tls_cert=None, tls_key=None, heapsize=None, progress=None, tick_s=0.05,
                  sim_grants=None, fay_bindings=None, leeway=60, max_busy_ms=MAX_BUSY_MS,
-                 board_settings=None, trust=None, trust_options=None, handover=None, console=None):
+                 board_settings=None, trust=None, trust_options=None, handover=None, console=None,
+                 conversion=None):
         if not sim and not ports:
             raise UsageError("give --board sim or at least one --port DEVICE")
         if not tokens:
@@ -78,6 +79,7 @@ class EngineApp:
         self.trust_options = trust_options or {}    # TrustLink keywords (tests: client, clocks)
         self.online = None
         self.handover = handover                    # engine/policyconfig.py Settings, or None: consent everywhere
+        self.conversion = conversion                # engine/conversion.py Converter, or None: the defaults
         self.console = console                      # HOST:PORT of the operator console (engine/console), or None
         self.console_server = None
         self._locks = []
@@ -137,7 +139,8 @@ class EngineApp:
         self.engine = Engine(authorizer, self.boards, audit, liveness=self.liveness,
                              lease_ms=self.lease_ms, board_heartbeat_ms=self.board_heartbeat_ms, tick_s=self.tick_s,
                              fay_bindings=self.fay_bindings, max_busy_ms=self.max_busy_ms,
-                             board_settings=self.board_settings, handover=self.handover)
+                             board_settings=self.board_settings, handover=self.handover,
+                             conversion=self.conversion)
         from capwarden.engine import controlroom
 
         controlroom.attach(self.engine)     # the operator console's view: pushes and board events

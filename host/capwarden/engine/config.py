@@ -24,14 +24,15 @@ from capwarden.engine import boardconfig
 from capwarden.errors import UsageError
 
 MIN_TOKEN = 8
-KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board", "trust", "handover"}
+KEYS = {"runtimes", "liveness", "leeway", "max_busy_ms", "board", "trust", "handover", "conversion"}
 MAX_BUSY_LIMIT_MS = 600000     # the longest busy marker a configuration may allow (faults.md 18)
 
 # What a config file says; None for what it leaves to the defaults.
 # "trust": engine/online.py Settings (the trust service, its thresholds and the revocation query).
 # "handover": engine/policyconfig.py Settings (a handover policy per resource, roles, rules, model).
-Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms trust handover",
-                    defaults=(None, None))
+# "conversion": engine/conversion.py Converter (automatic ticket conversion, section 4.4.1).
+Config = namedtuple("Config", "tokens bindings liveness leeway board max_busy_ms trust handover conversion",
+                    defaults=(None, None, None))
 
 
 def empty():
@@ -84,5 +85,8 @@ def load(path):
     from capwarden.engine import policyconfig
 
     handover = policyconfig.parse(obj.get("handover"), "%s: \"handover\"" % path, os.path.dirname(path))
+    from capwarden.engine.conversion import Converter
+
+    conversion = Converter.from_config(obj.get("conversion"), "%s: \"conversion\"" % path)
     return Config(tokens, bindings, ["%s=%s" % kv for kv in liveness.items()], leeway, board, max_busy, trust,
-                  handover)
+                  handover, conversion)
