@@ -356,8 +356,9 @@ def test_audit_tail_follows_the_chain_and_reports_a_break(tmp_path):
     assert st["intact"] and st["entries_verified"] == 30 and st["head"] == log.last
     assert [e["seq"] for e in st["tail"]] == list(range(30, 10, -1))
     assert not tail.refresh()                     # nothing new
-    log.record("release", "done", "test")
+    log.record("takeover", "completed", "operator", operator="anna", resource="t/sim/motor", from_fays=["fay:x"])
     assert tail.refresh() and tail.state()["tail"][0]["seq"] == 31
+    assert tail.taken_from == {"t/sim/motor": ["fay:x"]}       # the hand-back suggestion
     log.close()
     # An edited line after the verified part breaks the chain, and it stays broken.
     with open(path, "a") as f:

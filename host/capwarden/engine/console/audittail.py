@@ -25,6 +25,7 @@ class AuditTail:
         self.prev = GENESIS
         self.seq = 0
         self.problem = None
+        self.taken_from = {}   # resource id -> the Fays an operator's take-over ended (hand-back suggestion)
 
     def refresh(self):
         """Read what was appended since the last call. Returns True when anything changed."""
@@ -58,6 +59,8 @@ class AuditTail:
                 self.problem = "the hash chain breaks at line %d (edited, removed or reordered)" % (self.seq + 1)
                 return True
             self.entries.append(e)
+            if e.get("action") == "takeover" and e.get("from_fays") and isinstance(e.get("resource"), str):
+                self.taken_from[e["resource"]] = e["from_fays"]
             self.prev, self.seq = e["hash"], e["seq"]
             pos = end + 1
             changed = True

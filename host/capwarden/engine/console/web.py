@@ -323,6 +323,10 @@ class ConsoleWeb:
     # ---- state ----------------------------------------------------------------------------------------
     def snapshot(self, session):
         snap = self.sources.snapshot()
+        for b in snap["boards"]:
+            for r in b["resources"]:
+                if not r.get("last_fay") and r["resource_id"] in self.audit_tail.taken_from:
+                    r["last_fay"] = self.audit_tail.taken_from[r["resource_id"]][0]
         snap["operator"] = session.operator
         snap["audit"] = self.audit_tail.state()
         snap["version"] = self.version

@@ -121,7 +121,7 @@
           el("dt", {}, "Request"), el("dd", {}, d.what || "-"),
           el("dt", {}, "Runtime"), el("dd", {}, req.runtime_id || "-"),
           el("dt", {}, "Now held by"), el("dd", {}, d.holder && d.holder.fay_id ? idText(d.holder.fay_id) : "nobody"),
-          d.detail ? el("dt", {}, "Detail") : null, d.detail ? el("dd", {}, d.detail) : null),
+          d.detail ? el("dt", {}, "Detail") : null, d.detail ? el("dd", {class: "muted detail"}, d.detail) : null),
         el("div", {class: "countdown"},
           el("span", {class: "seconds", "data-role": "seconds"}, ""),
           el("progress", {max: String(d.timeout_ms), value: String(d.remaining_ms), "aria-label": "time left to answer"}),
@@ -193,7 +193,7 @@
   }
 
   function sig(r) {                       // what the row shows: rebuilt only when it changes
-    return JSON.stringify([r.holder, r.mode, r.epoch, r.since, r.suspended, r.lease, r.state, r.override, r.returning_to, latest.operator]);
+    return JSON.stringify([r.holder, r.mode, r.epoch, r.since, r.suspended, r.lease, r.state, r.override, r.returning_to, r.last_fay, latest.operator]);
   }
 
   function renderBoards(boards) {
