@@ -143,12 +143,13 @@ def test_override_with_the_engine_stalled_ends_its_sessions_with_manual_override
             res = {r["name"]: r for r in snap["boards"][0]["resources"]}
             assert res["motor_left"]["override"] and res["motor_left"]["holders"] == []
             assert res["motor_right"]["holders"] == []         # the operator's hold went too
-            ended = [e for e in _entries(app.audit_path, "terminate") if e.get("session") == m.session_id]
-            assert ended[-1]["reason"] == "manual_override"
-            assert any(e["outcome"] == "override_on" and "motor_left" in e["resources"]
-                       for e in _entries(app.audit_path, "board"))
-            rings = [e for e in _entries(app.audit_path, "board_ring") if e.get("reason") == "override"]
-            assert {e["resource"] for e in rings} >= {"motor_left", "motor_right"}
+            assert await wait_until(lambda: [e["reason"] for e in _entries(app.audit_path, "terminate")
+                                             if e.get("session") == m.session_id] == ["manual_override"], 5)
+            assert await wait_until(lambda: any(e["outcome"] == "override_on" and "motor_left" in e["resources"]
+                                                for e in _entries(app.audit_path, "board")), 5)
+            # The board's own record of what it did, copied into the engine's log.
+            assert await wait_until(lambda: {e["resource"] for e in _entries(app.audit_path, "board_ring")
+                                             if e.get("reason") == "override"} >= {"motor_left", "motor_right"}, 5)
             await a.close()
             await g.close()
         finally:

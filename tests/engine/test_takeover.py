@@ -11,7 +11,9 @@ from capwarden.errors import CapError, DeviceError
 from enginerig import refusal, runtime, speed, wait_until
 
 
-def _entries(app, action):
+async def _logged(app, action):
+    """The audit entries of `action`, once every entry recorded so far is on disk."""
+    await app.engine.audit.durable()
     return [e for e in audit.read(app.audit_path)[0] if e.get("action") == action]
 
 
@@ -70,12 +72,12 @@ def test_take_ends_the_fays_session_and_the_fay_cannot_actuate_from_that_instant
         assert r["mode"] == "exclusive" and [h["kind"] for h in r["holders"]] == ["operator"]
         assert r["holders"][0]["operator"] == "alice" and r["holders"][0]["since"] > 0
         # Audited with the operator's identity.
-        t = _entries(app, "takeover")[-1]
+        t = (await _logged(app, "takeover"))[-1]
         assert t["outcome"] == "completed" and t["operator"] == "alice" and t["from_sessions"] == [m.session_id]
         assert t["from_fays"] == [world.A]
-        c = _entries(app, "operator_command")[-1]
+        c = (await _logged(app, "operator_command"))[-1]
         assert c["operator"] == "alice" and c["op"] == 1
-        ended = [e for e in _entries(app, "terminate") if e.get("session") == m.session_id]
+        ended = [e for e in (await _logged(app, "terminate")) if e.get("session") == m.session_id]
         assert ended and ended[-1]["reason"] == "operator_takeover"
         assert any(ch["type"] == "operator" and ch["action"] == "take" for ch in changes)
         assert any(ch["type"] == "session" and ch["reason"] == "operator_takeover" for ch in changes)
@@ -102,7 +104,7 @@ def test_release_gives_the_resource_to_the_board_s_first_waiter(world, run, in_p
         await controlroom.release(engine, "alice", world.res("motor_left"))
         s = await waiter
         assert s.state == "active"
-        assert _entries(app, "operator_release")[-1]["operator"] == "alice"
+        assert (await _logged(app, "operator_release"))[-1]["operator"] == "alice"
         await a.close()
 
     run(scenario())
@@ -141,7 +143,7 @@ def test_hand_back_grants_the_named_fays_pending_request_by_an_atomic_handover(w
         assert exc.value.code == "E_PERMISSION_DENIED"
         await sb.command(1, speed(100))
         assert not wait_a.done()
-        h = _entries(app, "hand_back")[-1]
+        h = (await _logged(app, "hand_back"))[-1]
         assert h["outcome"] == "completed" and h["operator"] == "alice" and h["to_fay"] == world.B
         wait_a.cancel()
         await a.close()
@@ -167,7 +169,9 @@ def test_hand_back_waits_for_the_fays_next_request_and_times_out_to_the_operator
         assert await wait_until(lambda: s.state == "terminated", 5)
         out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.B, timeout_s=0.3)
         assert out["result"] == "waiting"
-        assert await wait_until(lambda: any(e["outcome"] == "timeout" for e in _entries(app, "hand_back")), 5)
+        assert await wait_until(lambda: _resource(controlroom.snapshot(engine), "motor_left")["returning_to"] is None,
+                                5)
+        assert [e["to_fay"] for e in await _logged(app, "hand_back") if e["outcome"] == "timeout"] == [world.B]
         r = _resource(controlroom.snapshot(engine), "motor_left")
         assert r["holders"][0]["kind"] == "operator" and r["returning_to"] is None
         await a.close()
@@ -229,7 +233,7 @@ def test_an_operators_hold_outlives_heartbeat_timeouts_and_leases(world, run, in
         engine, board = app.engine, app.boards["sim"]
         holder = await controlroom.take(engine, "alice", world.res("motor_left"))
         await asyncio.sleep(3.5)        # eight heartbeat timeouts, two board leases
-        ended = [e for e in _entries(app, "terminate") if e.get("session") == holder["session_id"]]
+        ended = [e for e in (await _logged(app, "terminate")) if e.get("session") == holder["session_id"]]
         assert ended == []
         op = engine.sessions[holder["session_id"]]
         assert op.state == "active" and not op.suspended

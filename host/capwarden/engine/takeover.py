@@ -184,7 +184,7 @@ async def _take_once(engine, hold):
 
 
 def _refused(engine, hold, exc):
-    asyncio.ensure_future(engine.cancel(hold, withdraw=True))
+    # take() withdraws the hold when this propagates.
     code = protocol.api_code(exc.code)
     _audit(engine, "takeover", "denied", code, hold.operator, resource=hold.resource_id,
            detail=protocol.refusal_text(exc)[:200])
