@@ -55,8 +55,11 @@ class RuleError(UsageError):
 
 
 def _engine():
-    import cel     # core dependency (pyproject); imported here so the error names the rule's need
-
+    try:
+        import cel     # common-expression-language; imported when a rule is first read
+    except ImportError as exc:
+        raise RuleError("priority rules need the common-expression-language package (pip install "
+                        "common-expression-language): %s" % exc) from None
     return cel
 
 
