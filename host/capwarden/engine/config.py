@@ -13,6 +13,8 @@ in a file readable by its owner only they are not.
 `capwarden serve` reads `--config FILE`, or STORE/engine.json when it exists; command-line
 options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`, `--board-setting`) or
 override it (`--leeway`, `--max-busy-ms`). "board" holds the settings given to every board (boardconfig.py).
+"handover" holds the handover policy per resource, roles, rules and model (policyconfig.py;
+docs/engine.md, Handover policies).
 """
 
 import json
