@@ -61,6 +61,10 @@ class FakeSources:
 
     def audit(self, action, outcome, reason, **fields):
         self.audited.append(dict(fields, action=action, outcome=outcome, reason=reason))
+        self.synced = False
+
+    async def durable(self):
+        self.synced = True
 
 
 run = pytest.fixture(loop_runner)

@@ -116,6 +116,7 @@ def test_every_state_changing_request_needs_the_csrf_token_and_same_origin(conso
                              headers=dict(same_origin(server), **{"X-CSRF-Token": csrf}))
             assert r.status_code == 200, r.text
             assert fake.calls == [("take", "terminal:test/sim/motor_left", OPERATOR)]
+            assert fake.synced                  # the audit log was synced before the answer
             r = await c.post("/api/decisions/resolve", content=json.dumps({"decision_id": "d1", "approve": False}),
                              headers=dict(same_origin(server), **{"X-CSRF-Token": csrf}))
             assert fake.calls[-1] == ("resolve", "d1", False, OPERATOR)
@@ -469,4 +470,23 @@ def test_a_session_ends_with_its_account(console, run, tmp_path):
             accounts.remove(OPERATOR)
             assert (await c.get("/api/state")).status_code == 401
             assert (await login(c, server, password="a new password here")).status_code == 401
+    run(go())
+
+
+def test_nothing_is_said_done_when_the_audit_log_cannot_be_written(console, run):
+    from capwarden.errors import StoreError
+
+    fake = FakeSources()
+    server = console(sources=fake)
+
+    async def go():
+        async with logged_in(server) as (c, csrf):
+            async def broken():
+                raise StoreError("cannot append to the audit log: disk full")
+            fake.durable = broken
+            r = await c.post("/api/resources/release", content=json.dumps({"resource_id": "x"}),
+                             headers=dict(same_origin(server), **{"X-CSRF-Token": csrf}))
+            assert r.status_code == 503 and "audit log" in r.json()["error"]
+            r = await login(c, server)
+            assert r.status_code == 503 and not cookie_header(r)
     run(go())

@@ -51,6 +51,11 @@ class ConsoleSources:
     def audit(self, action, outcome, reason, **fields):
         self.engine.audit.record(action, outcome, reason, **fields)
 
+    async def durable(self):
+        """Return once every audit entry recorded so far is on disk (the engine's rule: nothing is
+        acknowledged before its entry; the log runs in group-commit mode). Raises StoreError."""
+        await self.engine.audit.durable()
+
     # ---- reading ------------------------------------------------------------------------------------
     def snapshot(self):
         snap = controlroom.snapshot(self.engine)

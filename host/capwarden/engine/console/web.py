@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from capwarden.engine.console.audittail import AuditTail
 from capwarden.engine.console.logins import FailedLogins, LoginSessions, csrf_ok
-from capwarden.errors import CapError, CapwardenError
+from capwarden.errors import CapError, CapwardenError, StoreError
 from capwarden.logfmt import kv
 
 log = logging.getLogger("capwarden.console")
@@ -225,12 +225,25 @@ class ConsoleWeb:
             if post:
                 self._check_post(request)
             if login:
-                return self._respond(await handler(request))
-            session = self._session(request)
+                response = await handler(request)
+            else:
+                session = self._session(request)
+                if post:
+                    self._csrf(request, session)
+                response = await handler(request, session)
             if post:
-                self._csrf(request, session)
-            return self._respond(await handler(request, session))
+                await self.sources.durable()    # what the action recorded is on disk before it is said done
+            return self._respond(response)
+        except StoreError as exc:
+            log.error("%s", exc)
+            return self._refusal(Refused(503, "the audit log cannot be written: nothing is acknowledged"))
         except Refused as exc:
+            if post:
+                try:
+                    await self.sources.durable()    # a refusal that was audited (a failed login) too
+                except StoreError as err:
+                    log.error("%s", err)
+                    return self._refusal(Refused(503, "the audit log cannot be written"))
             if exc.status != 401:
                 log.warning("%s", kv(event="console_refused", status=exc.status, reason=exc.message,
                                      path=request.url.path[:80], peer=_peer(request)))
@@ -373,6 +386,8 @@ class ConsoleWeb:
     async def _act(self, coro):
         try:
             result = await coro
+        except StoreError:                  # not recorded, so not done: 503 (_guarded)
+            raise
         except CapError as exc:             # the engine refused: its S2 code and message
             raise Refused(409, exc.message, code=exc.code) from None
         except CapwardenError as exc:       # a decision already closed, the audit log unwritable
