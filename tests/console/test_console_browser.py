@@ -272,3 +272,42 @@ def held_epoch(s, name):
 
 def held_kinds(s, name):
     return [h["kind"] for h in _motor(s, name)["holders"]]
+
+
+def test_text_from_the_engine_is_shown_never_run(console, run):
+    """XSS: names, details and audit reasons reach the page as text (textContent, and a CSP
+    without inline script behind it)."""
+    import time
+
+    from consolerig import FakeSources
+
+    require_chromium()
+    evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    fake = FakeSources()
+    snapshot = fake.snapshot
+
+    def poisoned():
+        snap = snapshot()
+        r = snap["boards"][0]["resources"][0]
+        r["name"], r["class"] = evil, evil
+        r["holder"] = {"kind": "operator", "id": evil}
+        snap["boards"][0]["name"] = evil
+        return snap
+    fake.snapshot = poisoned
+    fake.decisions = [{"decision_id": "d-1", "resource_id": evil, "what": evil, "access_mode": evil,
+                       "requester": {"runtime_id": evil, "fay_id": evil}, "holder": {"fay_id": evil}, "detail": evil,
+                       "created_at": time.time(), "deadline_at": time.time() + 30, "timeout_ms": 30000,
+                       "remaining_ms": 30000, "state": "pending"}]
+    server = console(sources=fake)
+
+    async def go():
+        async with Browser() as b:
+            page = await b.page()
+            await log_in(page, server.url)
+            await expect(page.locator("li.decision")).to_have_count(1)
+            await expect(page.locator("li.decision")).to_contain_text("onerror")
+            await expect(page.locator("#boards")).to_contain_text("<script>")
+            await asyncio.sleep(0.3)
+            assert await page.evaluate("window.pwned === undefined")
+            assert await page.locator("#boards img, #decisions img, main script").count() == 0
+    run(go())
