@@ -15,8 +15,11 @@ What runs (on this machine, two shared cores):
 - in between, for the reader: the issuer in-process (Issuer.issue_ticket: policy check, signing
   and the database commit, no HTTP), on each database.
 
+- batched: the same over POST /v1/tickets/batch (BATCH tickets a request and a transaction,
+  BATCH_CONCURRENCY requests in flight), and Issuer.issue_tickets in-process.
+
 Figures: tickets per second; the service's ratio to in-process signing (target >= 0.5), and
-the service's median latency.
+the service's median latency (of one ticket, of one batch).
 """
 
 import asyncio
@@ -34,6 +37,9 @@ TICKETS = int(os.environ.get("CAPWARDEN_BENCH_TICKETS", "600"))
 WARMUP = 50
 CONCURRENCY = 16
 TARGET = ">= 0.5"
+BULK = int(os.environ.get("CAPWARDEN_BENCH_BULK_TICKETS", "10000"))   # tickets of the batched figures
+BATCH = 250              # tickets per POST /v1/tickets/batch
+BATCH_CONCURRENCY = 4    # batches in flight
 
 
 def _cores():
@@ -74,14 +80,21 @@ def in_process_signing(ring, bodies):
     return best
 
 
-def in_process_issuer(db_url, ring, token, bodies):
-    """Tickets per second of Issuer.issue_ticket (policy, signing, the committed record)."""
+def in_process_issuer(db_url, ring, token, bodies, batch=None):
+    """Tickets per second of Issuer.issue_ticket (policy, signing, the committed record), or of
+    Issuer.issue_tickets with `batch` tickets per transaction."""
     from capwarden.trust.db import open_db
     from capwarden.trust.issuance import Issuer
 
     db = open_db(db_url)
     try:
         issuer = Issuer(db, ring)
+        if batch:
+            issuer.issue_tickets(token, bodies[:batch])
+            t0 = time.perf_counter()
+            for i in range(0, len(bodies), batch):
+                _check_batch(issuer.issue_tickets(token, bodies[i:i + batch]))
+            return len(bodies) / (time.perf_counter() - t0)
         for b in bodies[:WARMUP]:
             issuer.issue_ticket(token, b)
         t0 = time.perf_counter()
@@ -90,6 +103,41 @@ def in_process_issuer(db_url, ring, token, bodies):
         return len(bodies) / (time.perf_counter() - t0)
     finally:
         db.dispose()
+
+
+def _check_batch(results):
+    refused = [r for r in results if "jti" not in r]
+    if refused:
+        raise RuntimeError("batch issuance refused %d: %s" % (len(refused), refused[0]))
+
+
+async def _batches_over_https(url, cafile, token, bodies):
+    import httpx
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    headers = {"Authorization": "Bearer " + token}
+    latencies = []
+    limits = httpx.Limits(max_connections=BATCH_CONCURRENCY, max_keepalive_connections=BATCH_CONCURRENCY)
+    async with httpx.AsyncClient(verify=ctx, timeout=120, limits=limits) as client:
+        async def post(chunk, record):
+            t0 = time.perf_counter()
+            r = await client.post(url + "/v1/tickets/batch", json={"requests": chunk}, headers=headers)
+            if r.status_code != 200:
+                raise RuntimeError("batch issuance refused: %s %s" % (r.status_code, r.text[:200]))
+            _check_batch(r.json()["results"])
+            if record:
+                latencies.append(time.perf_counter() - t0)
+
+        async def worker(queue, record):
+            while queue:
+                await post(queue.pop(), record)
+
+        chunks = [bodies[i:i + BATCH] for i in range(0, len(bodies), BATCH)]
+        await worker(chunks[:1], False)
+        todo = list(chunks)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(todo, True) for _ in range(BATCH_CONCURRENCY)))
+        return len(bodies) / (time.perf_counter() - t0), median(latencies)
 
 
 async def _over_https(url, cafile, token, bodies):
@@ -120,8 +168,9 @@ async def _over_https(url, cafile, token, bodies):
         return len(bodies) / (time.perf_counter() - t0), median(latencies)
 
 
-def over_https(data, db_url, token, bodies, folder, cores):
-    """(tickets per second, median latency in s) of `capwarden trust serve` over HTTPS."""
+def over_https(data, db_url, token, bodies, folder, cores, batched=False):
+    """(tickets per second, median latency in s) of `capwarden trust serve` over HTTPS, one
+    ticket per request or (batched) BATCH tickets per POST /v1/tickets/batch."""
     rig = test_helper("trust", "trustrig")
     procs = test_helper("trust", "procs")
     cert, key = rig.self_signed(folder)
@@ -139,7 +188,7 @@ def over_https(data, db_url, token, bodies, folder, cores):
         if client_core is not None:
             os.sched_setaffinity(0, {client_core})
         try:
-            return asyncio.run(_over_https(url, cert, token, bodies))
+            return asyncio.run((_batches_over_https if batched else _over_https)(url, cert, token, bodies))
         finally:
             if before is not None:
                 os.sched_setaffinity(0, before)
@@ -159,13 +208,14 @@ def _deployment(folder, db_url):
 def run(results, tickets=TICKETS):
     services = test_helper("trust", "services")
     bodies = _bodies(tickets)
+    bulk = _bodies(max(tickets, BULK))
     cores = _cores()
     with tempfile.TemporaryDirectory(prefix="cw-bench-issuance-") as folder:
         sq = os.path.join(folder, "sqlite")
         os.mkdir(sq)
         sqlite_url = "sqlite:///" + os.path.join(sq, "trust.db")
         data, token, ring = _deployment(sq, sqlite_url)
-        baseline = in_process_signing(ring, bodies)
+        baseline = in_process_signing(ring, bulk)
         results.add("trust: in-process ticket signing (claims + JWS), one core", round(baseline), "tickets/s")
         figures = [("SQLite", data, sqlite_url, token, ring, sq)]
         pg = None
@@ -184,11 +234,22 @@ def run(results, tickets=TICKETS):
                 inproc = in_process_issuer(url, rg, tok, bodies)
                 results.add("trust: Issuer.issue_ticket in-process, %s (no HTTP)" % name, round(inproc), "tickets/s",
                             baseline=round(baseline))
+                inbatch = in_process_issuer(url, rg, tok, bulk, batch=BATCH)
+                results.add("trust: Issuer.issue_tickets in-process, %s, %d a transaction" % (name, BATCH),
+                            round(inbatch), "tickets/s", baseline=round(baseline))
                 rate, p50 = over_https(d, url, tok, bodies, sub, cores)
                 results.add("trust: issuance over HTTPS, %s, service on one core" % name, round(rate), "tickets/s",
                             baseline=round(baseline), target=TARGET,
-                            note="%d tickets, %d in flight, signing baseline in-process" % (len(bodies), CONCURRENCY))
+                            note="%d tickets, one a request, %d in flight, signing baseline in-process"
+                            % (len(bodies), CONCURRENCY))
                 results.add("trust: issuance over HTTPS, %s, median latency" % name, round(p50 * 1000, 2), "ms")
+                rate, p50 = over_https(d, url, tok, bulk, sub, cores, batched=True)
+                results.add("trust: batch issuance over HTTPS, %s, service on one core" % name, round(rate),
+                            "tickets/s", baseline=round(baseline), target=TARGET,
+                            note="%d tickets, %d a request, %d requests in flight" % (len(bulk), BATCH,
+                                                                                      BATCH_CONCURRENCY))
+                results.add("trust: batch issuance over HTTPS, %s, median latency of a batch" % name,
+                            round(p50 * 1000, 2), "ms")
         finally:
             if pg is not None:
                 pg.stop()

@@ -132,6 +132,7 @@ def _refuse_used(db):
 def register_serve(sub):
     from capwarden.cli import trust
     from capwarden.cli.logsetup import add_verbosity
+    from capwarden.trust.config import ServiceConfig
 
     p = sub.add_parser("serve", help="run the trust service", description=SERVE_HELP, formatter_class=formatter())
     trust.add_data(p)
@@ -145,9 +146,27 @@ def register_serve(sub):
     p.add_argument("--mqtt-password-file", default=None, metavar="FILE",
                    help="a file holding the service's broker password (keeps it out of the process list)")
     p.add_argument("--mqtt-ca", default=None, metavar="PEM", help="CA certificate(s) to check an mqtts:// broker by")
+    p.add_argument("--require-registration", action="store_true",
+                   help="issue credentials only for terminals registered with the RA (default: also for "
+                        "terminals that never registered, bounded by the authorizer's terminal_ids)")
+    p.add_argument("--keyset-watch", type=_seconds, default=None, metavar="SECONDS",
+                   help="how often to look for a new key-set version (a rotation by the command line) "
+                        "to push (default %g)" % ServiceConfig.keyset_watch_s)
     add_json(p, "print one JSON object when serving starts (url), or on failure")
     add_verbosity(p)
     p.set_defaults(func=trust.database_errors(serve))
+
+
+def _seconds(text):
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not 0.05 <= v <= 3600:
+        raise argparse.ArgumentTypeError("a number of seconds from 0.05 to 3600")
+    return v
 
 
 def serve(args):
@@ -242,6 +261,9 @@ def _run_service(args, data, options):
 
     config = ServiceConfig.from_data_dir(data, db_url=trust.db_url(args, data, _config_of(data)),
                                          broker_url=args.mqtt, **options["mqtt"])
+    config.require_registration = args.require_registration
+    if args.keyset_watch is not None:
+        config.keyset_watch_s = args.keyset_watch
     app = create_app(config)                 # migrates the schema when a newer capwarden added to it
     sock = _listen_socket(options["host"], options["port"])
     host, port = sock.getsockname()[:2]

@@ -29,6 +29,8 @@ class ServiceConfig:
     clock: Callable[[], float] = time.time
     migrate: bool = True                 # bring the schema to head when the app is created
     data_dir: str | None = None
+    require_registration: bool = False   # issue only for registered terminals (default: also unknown ones)
+    keyset_watch_s: float = 2.0          # how often the service looks for a new key-set version to push
 
     @classmethod
     def from_data_dir(cls, data_dir, db_url=None, broker_url=None, **broker_options):

@@ -25,26 +25,31 @@ from capwarden.errors import CapError
 from capwarden.trust import revocations
 from capwarden.trust.authorizers import (add_authorizer, authenticate, list_authorizers,  # noqa: F401
                                          now_s, set_authorizer_status, suspend_authorizer)
-from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound
+from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, TrustError
 from capwarden.trust.models import IssuedDescriptor, IssuedTicket, Revocation
 from capwarden.trust.policy import Policy
 
 TICKET_MAX_S = TICKET_MAX_DAYS * model.DAY
 DESCRIPTOR_MAX_S = DESCRIPTOR_MAX_DAYS * model.DAY
 BLOCKED_TERMINAL = {"suspended": Forbidden, "deregistered": Gone}
+MAX_BATCH = 1000     # ticket requests per batch: ~250 KB of requests, ~700 KB of answers (MAX_BODY 1 MB)
 
 
 class Issuer:
     """Both issuers over one database. keys: an object with issuer_key(now) -> SigningKey
     (trust.servicekeys.KeyRing). terminal_state: fn(session, terminal_id) -> "registered",
-    "suspended", "deregistered" or None (never registered: allowed, the policy's terminal_ids
-    bound it); None skips the check. clock: seconds since the epoch."""
+    "suspended", "deregistered" or None (never registered); suspended is refused (403),
+    deregistered too (410), and a terminal that never registered is allowed (bounded by the
+    policy's terminal_ids: a single operator feeds terminals by hand) unless
+    `require_registration` (then 403). terminal_state None skips the check. clock: seconds
+    since the epoch."""
 
-    def __init__(self, db, keys, terminal_state=None, clock=time.time):
+    def __init__(self, db, keys, terminal_state=None, clock=time.time, require_registration=False):
         self.db = db
         self.keys = keys
         self.terminal_state = terminal_state
         self.clock = clock
+        self.require_registration = require_registration
 
     def _key(self, now):
         return revocations.signing_key(self.keys, now)
@@ -52,41 +57,91 @@ class Issuer:
     def _admit(self, s, token, req, valid_for_s):
         """The authorizer, once the request passes §4.2.1 items 1-3 and the terminal check."""
         a = authenticate(s, token)
+        self._allow(s, a, req, valid_for_s, {})
+        return a
+
+    def _allow(self, s, a, req, valid_for_s, states):
+        """Raises unless authorizer `a` may have credential `req` for `valid_for_s` seconds: its
+        policy, then the terminal's registration (states: a cache terminal -> state for one
+        transaction)."""
         fay, terminal, grants = req
         _policy(a.policy).check(fay, terminal, grants, valid_for_s)
-        if self.terminal_state is not None:
-            state = self.terminal_state(s, terminal)
-            if state in BLOCKED_TERMINAL:
-                raise BLOCKED_TERMINAL[state]("terminal %s is %s: no credential is issued for it" % (terminal, state))
-        return a
+        if self.terminal_state is None:
+            return
+        if terminal not in states:
+            states[terminal] = self.terminal_state(s, terminal)
+        state = states[terminal]
+        if state in BLOCKED_TERMINAL:
+            raise BLOCKED_TERMINAL[state]("terminal %s is %s: no credential is issued for it" % (terminal, state))
+        if state is None and self.require_registration:
+            raise Forbidden("terminal %s is not registered: this service issues only for registered terminals"
+                            % terminal)
 
     def issue_ticket(self, token, body):
         """A ticket for request `body` (docs/trust-api.md POST /v1/tickets), signed and
         recorded. Returns {"ticket", "jti", "exp"}. Raises TrustError subclasses."""
-        req = _subject(body, {"fay_id", "terminal_id", "grants", "valid_for_s"}, {"convertible"})
-        valid_for = body["valid_for_s"]
-        if type(valid_for) is not int or valid_for < 1:
-            raise InvalidRequest("valid_for_s must be a positive integer")
-        if valid_for > TICKET_MAX_S:
-            raise InvalidRequest("a ticket is valid for at most %d s (§4.2.2 step 3: exp - nbf <= 7 days)"
-                                 % TICKET_MAX_S)
-        conv = body.get("convertible")
-        if "convertible" in body and type(conv) is not bool:
-            raise InvalidRequest("convertible must be true or false")
+        req, valid_for, conv = _ticket_request(body)
 
         def run(s):
             a = self._admit(s, token, req, valid_for)
             now = now_s(self.clock)
-            key = self._key(now)
-            fay, terminal, grants = req
-            claims = issue.ticket_claims(fay, terminal, [g.to_obj() for g in grants], key.issuer_id, now,
-                                         now + valid_for, convertible=conv)
-            jws = issue.sign_ticket(key, claims)
-            s.add(IssuedTicket(jti=claims["jti"], issuer_id=key.issuer_id, authorizer_id=a.authorizer_id,
-                               fay_id=fay, terminal_id=terminal, iat=claims["iat"], nbf=claims["nbf"],
-                               exp=claims["exp"], grants=json.dumps(claims["grants"]), ticket=jws))
-            return {"ticket": jws, "jti": claims["jti"], "exp": claims["exp"]}
+            out, row = self._sign_ticket(self._key(now), a, req, valid_for, conv, now)
+            s.connection().execute(IssuedTicket.__table__.insert(), row)
+            return out
         return self.db.run(run)
+
+    def issue_tickets(self, token, bodies):
+        """A batch of ticket requests (POST /v1/tickets/batch): one transaction, one
+        authentication, and per request the same checks as issue_ticket. Returns one result per
+        request, in order: {"ticket", "jti", "exp"} or {"error", "message", "status"} for a
+        request refused on its own (malformed, beyond the policy, a blocked terminal). Every
+        ticket returned is recorded: they are committed together before this returns, and
+        when the commit fails none is returned. Raises InvalidRequest (not a list, empty, over
+        MAX_BATCH), Unauthenticated / Forbidden (the authorizer itself)."""
+        if type(bodies) is not list or not bodies:
+            raise InvalidRequest("requests is a non-empty list of ticket requests")
+        if len(bodies) > MAX_BATCH:
+            raise InvalidRequest("a batch holds at most %d ticket requests (got %d)" % (MAX_BATCH, len(bodies)))
+        parsed = []
+        for body in bodies:
+            try:
+                parsed.append(_ticket_request(body))
+            except TrustError as exc:
+                parsed.append(exc)
+
+        def run(s):
+            a = authenticate(s, token)
+            now = now_s(self.clock)
+            key = self._key(now)
+            states, results, rows = {}, [], []
+            for p in parsed:
+                try:
+                    if isinstance(p, TrustError):
+                        raise p
+                    req, valid_for, conv = p
+                    self._allow(s, a, req, valid_for, states)
+                except TrustError as exc:
+                    results.append({"error": exc.code, "message": str(exc), "status": exc.status})
+                    continue
+                out, row = self._sign_ticket(key, a, req, valid_for, conv, now)
+                results.append(out)
+                rows.append(row)
+            if rows:
+                s.connection().execute(IssuedTicket.__table__.insert(), rows)
+            return results
+        return self.db.run(run)
+
+    @staticmethod
+    def _sign_ticket(key, a, req, valid_for, conv, now):
+        """(answer, issued_tickets row) of one ticket signed by `key` now."""
+        fay, terminal, grants = req
+        claims = issue.ticket_claims(fay, terminal, [g.to_obj() for g in grants], key.issuer_id, now,
+                                     now + valid_for, convertible=conv)
+        jws = issue.sign_ticket(key, claims)
+        row = {"jti": claims["jti"], "issuer_id": key.issuer_id, "authorizer_id": a.authorizer_id, "fay_id": fay,
+               "terminal_id": terminal, "iat": claims["iat"], "nbf": claims["nbf"], "exp": claims["exp"],
+               "grants": json.dumps(claims["grants"]), "ticket": jws}
+        return {"ticket": jws, "jti": claims["jti"], "exp": claims["exp"]}, row
 
     def issue_descriptor(self, token, body):
         """A descriptor for `body` (POST /v1/descriptors), signed and recorded. Returns
@@ -182,6 +237,21 @@ def tickets_issued(session, authorizer_id=None, fay_id=None, terminal_id=None, l
 
 
 # ---- request checks ----------------------------------------------------------------------------
+
+def _ticket_request(body):
+    """(subject, valid_for_s, convertible or None) of a ticket request. Raises InvalidRequest."""
+    req = _subject(body, {"fay_id", "terminal_id", "grants", "valid_for_s"}, {"convertible"})
+    valid_for = body["valid_for_s"]
+    if type(valid_for) is not int or valid_for < 1:
+        raise InvalidRequest("valid_for_s must be a positive integer")
+    if valid_for > TICKET_MAX_S:
+        raise InvalidRequest("a ticket is valid for at most %d s (§4.2.2 step 3: exp - nbf <= 7 days)"
+                             % TICKET_MAX_S)
+    conv = body.get("convertible")
+    if "convertible" in body and type(conv) is not bool:
+        raise InvalidRequest("convertible must be true or false")
+    return req, valid_for, conv
+
 
 def _fields(body, required, optional):
     if type(body) is not dict:
