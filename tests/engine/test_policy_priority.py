@@ -1,12 +1,12 @@
 """Handover policy `priority` (issue 15 items 1 and 2; blueprint 2.4 type 1) against the virtual
 board through the runtime API: preemption, queue, deny, ties, two and three contenders, the
-urgency cap, a failing and an over-budget rule; faults.md 43, 50, 51, 53, 54, 58."""
+urgency cap, a failing and an over-budget rule; faults.md 34, 43, 50, 51, 53, 54, 58."""
 
 import asyncio
 
 import pytest
 
-from capwarden.errors import CapError
+from capwarden.errors import CapError, DeviceError
 from enginerig import refusal, runtime, wait_until
 from policyrig import audit_entries, hand, settings, take
 
@@ -24,7 +24,13 @@ def test_fault_50_53_higher_priority_preempts_and_the_holder_is_told_why(world, 
         app = await in_process(handover=prio(world))
         a, b = await runtime(app, "rtA"), await runtime(app, "rtB")
         sa = await take(world, a, "motor_left", "write", "A", urgency=5)
+        old = app.engine.sessions[sa.session_id]
+        res, token, epoch = old.res, old.token, old.epoch
         sb = await take(world, b, "motor_left", "write", "B")          # emergency: 100 against 15
+        # A holder that ignores what it is told cannot actuate either: the board moved the grant
+        # (faults.md 34).
+        with pytest.raises(DeviceError):
+            await app.boards["sim"].actuate(res, token, epoch, 1, b"\x01\x00")
         assert await sa.ended(5) == "preempted"                         # told why (faults.md 53)
         assert [c["reason"] for c in sa.changes][-2:] == ["preempted", "preempted"]
         assert await refusal(sa.command(1, b"\x01\x00")) == "E_SESSION_NOT_FOUND"   # stops at once
