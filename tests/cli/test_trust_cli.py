@@ -365,6 +365,47 @@ def test_keys_rotate_and_retire_waits_for_the_acknowledgements(dep):
     assert "retired" in ok(dep.run("keys", "list")).out
 
 
+def _collide_once(monkeypatch):
+    """The first key-set publication meets a busy database (retryable): the transaction runs again."""
+    import sqlalchemy as sa
+
+    from capwarden.trust import keydist
+
+    real, calls = keydist.publish_keyset, []
+
+    def publish(session, ring, now=None):
+        calls.append(now)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        return real(session, ring, now)
+    monkeypatch.setattr(keydist, "publish_keyset", publish)
+    return calls
+
+
+def test_a_retried_rotation_rotates_once(dep, monkeypatch):
+    """The ring (files) changes outside the transaction that is retried: one new key, one version."""
+    calls = _collide_once(monkeypatch)
+    before = {k["key_id"] for k in dep.ring.describe()}
+    out = ok(dep.run("keys", "rotate", "--role", "issuer", "--json")).json()
+    dep.ring.refresh()
+    added = {k["key_id"] for k in dep.ring.describe()} - before
+    assert len(calls) == 2 and added == {out["key_id"]} and out["version"] == 2
+    assert dep.db.run(registry.latest_keyset_version, write=False) == 2
+
+
+def test_a_retried_retirement_retires_once(dep, monkeypatch):
+    old = [k["key_id"] for k in dep.ring.describe() if k["role"] == "issuer"][0]
+    new = ok(dep.run("keys", "rotate", "--role", "issuer", "--json")).json()["key_id"]
+    calls = _collide_once(monkeypatch)
+    out = ok(dep.run("keys", "retire", old, "--json")).json()
+    assert len(calls) == 2 and out["key_id"] == old and out["version"] == 3
+    dep.ring.refresh()
+    listed = {k["key_id"]: k for k in dep.ring.describe()}
+    assert listed[old]["retired_at"] is not None and listed[new]["retired_at"] is None
+    doc = dep.db.run(lambda s: registry.keyset_payload_of(s, 3), write=False)
+    assert [k["key_id"] for k in doc["keys"]] == [new]
+
+
 def test_a_later_issuer_key_waits_for_its_time(dep):
     out = ok(dep.run("keys", "rotate", "--role", "issuer", "--effective-in", "3600", "--json")).json()
     assert out["effective_at"] >= int(time.time()) + 3590

@@ -429,9 +429,8 @@ def keys_rotate(args):
         raise UsageError("--effective-in is for issuer keys: a new RA key signs the key set that introduces it")
     now = int(time.time())
     with Deployment(args) as dep:
-        out = dep.db.run(lambda s: registry.rotate(s, dep.ring, args.role, now=now,
-                                                   effective_at=now + args.effective_in if args.role == "issuer"
-                                                   else None))
+        out = registry.rotate(dep.db, dep.ring, args.role, now=now,
+                              effective_at=now + args.effective_in if args.role == "issuer" else None)
     out.update(role=args.role, effective_at=now + args.effective_in)
     if args.json:
         print_json(out)
@@ -452,7 +451,7 @@ def keys_retire(args):
         # Asked first: the RA's check of the terminals would otherwise answer for a retired key.
         if args.key_id in known and known[args.key_id]["retired_at"] is not None:
             raise KeyRingError("key %s is already retired" % args.key_id)
-        out = dep.db.run(lambda s: registry.retire_key(s, dep.ring, args.key_id, force=args.force))
+        out = registry.retire_key(dep.db, dep.ring, args.key_id, force=args.force)
     if args.json:
         print_json(out)
     else:

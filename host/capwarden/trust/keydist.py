@@ -113,17 +113,19 @@ def init_keysets(session, ring, now=None):
     return latest_keyset_version(session) or publish_keyset(session, ring, now)
 
 
-def rotate(session, ring, role, now=None, effective_at=None):
+def rotate(db, ring, role, now=None, effective_at=None):
     """Rotate the `role` key ("issuer" or "ra") and publish the key set that distributes it.
     An issuer key signs from `effective_at` (default now + ROTATION_LEAD_S, the time terminals
     get to fetch it): until then the old one does, and both are in the set. An RA key is in
-    force at once (the set is signed by the old RA key too). Returns {"key_id", "version"}.
-    Raises KeyRingError, Conflict."""
+    force at once (the set is signed by the old RA key too). `db` is the Database: the ring
+    (files, not the database) changes once, before the publishing transaction, which alone is
+    retried when it collides (a ring change inside it would be made again on each try).
+    Returns {"key_id", "version"}. Raises KeyRingError, Conflict."""
     now = _now(now)
     if role == ISSUER and effective_at is None:
         effective_at = now + ROTATION_LEAD_S
     kid = ring.rotate(role, now=now, effective_at=effective_at)
-    return {"key_id": kid, "version": publish_keyset(session, ring, now)}
+    return {"key_id": kid, "version": db.run(lambda s: publish_keyset(s, ring, now))}
 
 
 def _first_version_with(session, field, kids):
@@ -155,26 +157,27 @@ def terminals_needing(session, ring, kid, now=None):
     return v, list(rows)
 
 
-def retire_key(session, ring, kid, force=False, now=None):
+def retire_key(db, ring, kid, force=False, now=None):
     """Retire key `kid`. Refused (Conflict, naming the count and some terminals) while
     registered terminals that have not acknowledged the key set holding its successor still
     need it, unless `force`. An issuer key leaves the key sets: a new version is published
-    without it. An issuer key not yet in force cannot be retired. Returns {"key_id",
-    "version" (published, or None), "forced", "needing": [terminal ids]}. Raises KeyRingError,
-    Conflict."""
+    without it. An issuer key not yet in force cannot be retired. `db` is the Database: the
+    check is one transaction, the ring's change (files) is made once after it, and the
+    publication is another transaction, the only one retried. Returns {"key_id", "version"
+    (published, or None), "forced", "needing": [terminal ids]}. Raises KeyRingError, Conflict."""
     now = _now(now)
     role = ring.role_of(kid)
     ring.get(kid)                       # KeyRingError "retired" before asking who needs it
     if role == ISSUER and ring.valid_from(kid) > now:
         raise KeyRingError("key %s is not in force yet; retiring a pending key is not supported" % kid)
-    v, needing = terminals_needing(session, ring, kid, now)
+    v, needing = db.run(lambda s: terminals_needing(s, ring, kid, now), write=False)
     if needing and not force:
         raise Conflict("%d registered terminal(s) have not acknowledged key set %d and still need key %s "
                        "(%s%s); wait for them, suspend them, or force" % (
                            len(needing), v, kid, ", ".join(needing[:NEEDING_SHOWN]),
                            ", ..." if len(needing) > NEEDING_SHOWN else ""))
     ring.retire(kid, now=now)
-    version = publish_keyset(session, ring, now) if role == ISSUER else None
+    version = db.run(lambda s: publish_keyset(s, ring, now)) if role == ISSUER else None
     return {"key_id": kid, "version": version, "forced": bool(needing), "needing": needing}
 
 

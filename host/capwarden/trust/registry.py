@@ -14,7 +14,8 @@ was matched leaves the secret unspent). Times are integer Unix seconds, `now` in
 - set_status() / terminal_state() / authenticate(): registered, suspended, deregistered
   (final). A suspended terminal gets no key set, no list, no credential.
 - publish_keyset() / rotate() / retire_key() / store_ack() / keyset_status(): key
-  distribution, in trust.keydist and re-exported here: key-set versions built from the key
+  distribution, in trust.keydist and re-exported here (rotate and retire_key take the
+  Database, not a Session: they change the ring's files outside any retried transaction): key-set versions built from the key
   ring, each signed by an RA key of the previous version and every RA key of its own;
   retirement refused while registered terminals that have not acknowledged the successor key
   still need it, unless forced; signed acknowledgements and per-version counts.
@@ -274,10 +275,10 @@ class RegistrationAuthority:
         return self.db.run(lambda s: publish_keyset(s, self._ring(), self.now()))
 
     def rotate(self, role, effective_at=None):
-        return self.db.run(lambda s: rotate(s, self._ring(), role, self.now(), effective_at), retries=1)
+        return rotate(self.db, self._ring(), role, self.now(), effective_at)
 
     def retire(self, key_id, force=False):
-        return self.db.run(lambda s: retire_key(s, self._ring(), key_id, force, self.now()), retries=1)
+        return retire_key(self.db, self._ring(), key_id, force, self.now())
 
     def keyset_status(self):
         return self.db.run(keyset_status, write=False)
