@@ -114,6 +114,10 @@ class RevocationQuery:
         out = self._hit(jti, fresh)
         return None if out is None else (out.revoked, out.revoked_at)
 
+    def fresh(self, jti):
+        """The cached Outcome for jti while fresh (answers without a query), else None."""
+        return self._hit(jti, True)
+
     def _hit(self, jti, fresh):
         hit = self.cache.get(jti)
         if hit is None:
