@@ -165,3 +165,26 @@ def test_other_resources_keep_consent(world, in_process, run):
         assert sa.state == "active" and audit_entries(app, "policy") == []
 
     run(scenario())
+
+
+def test_a_decision_that_cannot_be_audited_grants_nothing(world, in_process, run):
+    from capwarden.errors import StoreError
+
+    async def scenario():
+        app = await in_process(handover=prio(world))
+        a, b = await runtime(app, "rtA"), await runtime(app, "rtB")
+        sa = await take(world, a, "motor_left", "write", "A")
+        record = app.engine.audit.record
+
+        def failing(action, *args, **kw):
+            if action == "policy":
+                raise StoreError("disk full")
+            return record(action, *args, **kw)
+
+        app.engine.audit.record = failing
+        assert await refusal(take(world, b, "motor_left", "write", "B")) == "E_INTERNAL"
+        app.engine.audit.record = record
+        assert [s.fay_id for s in app.engine.sessions.values()] == [world.A]   # no session left behind
+        assert sa.state == "active" and await sa.command(1, b"\x01\x00") is not None
+
+    run(scenario())

@@ -151,6 +151,9 @@ async def preempt(engine, holder, new, how, audit=None):
     (rollback) and `new` stays `creating` when `retry` is true (the move may be tried again).
     Raises StoreError when it cannot be audited."""
     result = {"resource_id": new.resource_id}
+    if new.state != "creating":
+        return dict(result, result="rejected", error_code="E_SESSION_NOT_FOUND", retry=False,
+                    error_message="the request was withdrawn before the move")
     if holder.state != "active":
         return dict(result, result="rejected", error_code="E_HANDOVER_REJECTED", retry=False,
                     error_message="the holder is %s: a policy preempts only an active holder" % holder.state)

@@ -38,6 +38,7 @@ from collections import deque, namedtuple
 from capwarden.engine import decisions as decisions_mod
 from capwarden.engine import policyconfig, rules
 from capwarden.engine.ranker import HISTORY_S, Ranker, features
+from capwarden.errors import StoreError
 
 log = logging.getLogger("capwarden.engine")
 
@@ -157,6 +158,14 @@ async def contend(engine, pol, new, kind, wait_ms=0, request_timeout_ms=None):
     holder went away: take the normal path), "queue" (wait on the board), "granted" (body: the
     completed move, `new` active) or "denied" (body: error_code, error_message). Raises
     StoreError when the decision cannot be audited."""
+    try:
+        return await _contend(engine, pol, new, kind, wait_ms, request_timeout_ms)
+    except StoreError:
+        await engine.cancel(new)        # nothing granted that the log does not say; the holder keeps it
+        raise
+
+
+async def _contend(engine, pol, new, kind, wait_ms, request_timeout_ms):
     table = engine.policies
     res = new.resource_id
     if pol.kind == "human" and res in table._asking:
@@ -168,6 +177,9 @@ async def contend(engine, pol, new, kind, wait_ms=0, request_timeout_ms=None):
     budget_ms = pol.timeout_ms or request_timeout_ms or policyconfig.DEFAULT_TIMEOUT["priority"]
     deadline = engine.clock() + budget_ms / 1000.0
     async with table.lock(res):
+        if new.state != "creating":         # withdrawn while it waited for its turn
+            return "denied", {"error_code": "E_SESSION_NOT_FOUND",
+                              "error_message": "the request was withdrawn while it waited"}
         holder = contended_holder(engine, new)
         if holder is None:
             return "free", None
