@@ -1,4 +1,4 @@
-"""The console's web app (Starlette): pages, the JSON API, the live stream, and their guards.
+"""The console's web app (Starlette): pages, the JSON API and the live stream.
 
 Routes (all but the login page, its script and the login itself need a session):
 
@@ -15,14 +15,9 @@ Routes (all but the login page, its script and the login itself need a session):
     POST /api/resources/hand_back {"resource_id", "fay_id"}
     POST /api/resources/release {"resource_id"}
 
-Guards, in order, on every request: the Host header (plain HTTP on loopback: only a loopback
-name with the console's port, so a DNS-rebound name is refused; over TLS the certificate binds
-the name); on every POST: Origin equal to the console's own origin, `Sec-Fetch-Site` (when
-sent) same-origin, a JSON body (a cross-site form cannot send one without a CORS preflight,
-which this app never answers) of at most MAX_BODY bytes; then the session cookie; then, except
-for the login, the session's CSRF token in the X-CSRF-Token header. Every answer carries a
-strict Content-Security-Policy (scripts and styles from this origin only, no inline script, no
-framing), no-store caching, and nosniff; the pages fill text with textContent only.
+The checks on each request and the headers of every answer are guards.py's; the session
+cookie and the CSRF token (the session's, in the X-CSRF-Token header of every POST but the
+login) are checked here.
 """
 
 import asyncio
@@ -36,42 +31,25 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from capwarden.engine.console.audittail import AuditTail
+from capwarden.engine.console.guards import Guard, Refused
 from capwarden.engine.console.logins import FailedLogins, LoginSessions, csrf_ok
 from capwarden.errors import CapError, CapwardenError, StoreError
 from capwarden.logfmt import kv
 
 log = logging.getLogger("capwarden.console")
 
-MAX_BODY = 16 * 1024
 KEEPALIVE_S = 15.0        # a comment line on an idle stream, so proxies and browsers keep it
 AUDIT_POLL_S = 0.25       # how often the audit log is looked at for new lines
 MAX_STREAMS = 32          # live streams at once (each costs a snapshot per change)
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
           "login.js": "text/javascript; charset=utf-8"}
 PAGES = ("console.html", "login.html")
 
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
 
 
 def _files():
     folder = resources.files("capwarden.engine.console") / "static"
     return {name: (folder / name).read_bytes() for name in tuple(STATIC) + PAGES}
-
-
-class Refused(Exception):
-    def __init__(self, status, message, headers=None, code=None):
-        super().__init__(message)
-        self.status, self.message, self.headers, self.code = status, message, headers or {}, code
 
 
 class ConsoleWeb:
@@ -83,8 +61,7 @@ class ConsoleWeb:
         self.failures = failures or FailedLogins(clock=clock)
         self.audit_tail = AuditTail(audit_path)
         self.files = _files()
-        self.tls = False
-        self.hosts = set()
+        self.guard = Guard()
         self._waiters = set()
         self._closing = False
         self._poller = None
@@ -107,12 +84,15 @@ class ConsoleWeb:
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def serving(self, host, port, tls):
-        """Where the console is reachable: the Host values it answers on plain HTTP."""
-        self.tls = tls
-        names = set(LOOPBACK_NAMES) | {"[%s]" % host if ":" in host else host}
-        self.hosts = {"%s:%d" % (n, port) for n in names}
-        if not tls and port == 80:
-            self.hosts |= names
+        self.guard.serving(host, port, tls)
+
+    @property
+    def tls(self):
+        return self.guard.tls
+
+    @property
+    def cookie_name(self):
+        return self.guard.cookie_name
 
     async def start(self):
         self.audit_tail.refresh()
@@ -143,41 +123,6 @@ class ConsoleWeb:
                 log.exception("%s", kv(event="console_audit_tail_failed"))
 
     # ---- guards -------------------------------------------------------------------------------------
-    def _origin(self, request):
-        return "%s://%s" % ("https" if self.tls else "http", request.headers.get("host", ""))
-
-    def _check_host(self, request):
-        if not self.tls and request.headers.get("host", "") not in self.hosts:
-            raise Refused(421, "this console answers only at its own loopback address")
-
-    def _check_post(self, request):
-        origin = request.headers.get("origin")
-        if origin != self._origin(request):
-            raise Refused(403, "cross-origin request refused (Origin %s)" % ("missing" if origin is None else "mismatch"))
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site != "same-origin":
-            raise Refused(403, "cross-site request refused")
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise Refused(415, "send JSON (Content-Type: application/json)")
-
-    async def _body(self, request):
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-            raise Refused(413, "request body too large")
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_BODY:
-                raise Refused(413, "request body too large")
-        try:
-            body = json.loads(data)
-        except (ValueError, RecursionError):
-            raise Refused(400, "the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise Refused(400, "the body is a JSON object")
-        return body
-
     def _session(self, request):
         s = self._live(request.cookies.get(self.cookie_name), touch=True)
         if s is None:
@@ -197,33 +142,14 @@ class ConsoleWeb:
         if not csrf_ok(session, request.headers.get("x-csrf-token")):
             raise Refused(403, "missing or wrong CSRF token: reload the page")
 
-    @property
-    def cookie_name(self):
-        # __Host-: only ever set over HTTPS, for this host, path / (no subdomain can plant it).
-        return "__Host-cw_session" if self.tls else "cw_session"
-
-    def _set_cookie(self, response, sid):
-        response.set_cookie(self.cookie_name, sid, path="/", secure=self.tls, httponly=True, samesite="strict")
-
-    def _clear_cookie(self, response):
-        response.set_cookie(self.cookie_name, "", max_age=0, path="/", secure=self.tls, httponly=True,
-                            samesite="strict")
-
-    def _respond(self, response):
-        response.headers.update(HEADERS)
-        if self.tls:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        return response
-
     def _refusal(self, exc):
-        body = {"error": exc.message} if exc.code is None else {"error": exc.message, "code": exc.code}
-        return self._respond(JSONResponse(body, status_code=exc.status, headers=exc.headers))
+        return self.guard.respond(JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
 
     async def _guarded(self, request, handler, post=True, login=False):
         try:
-            self._check_host(request)
+            self.guard.check_host(request)
             if post:
-                self._check_post(request)
+                self.guard.check_post(request)
             if login:
                 response = await handler(request)
             else:
@@ -233,7 +159,7 @@ class ConsoleWeb:
                 response = await handler(request, session)
             if post:
                 await self.sources.durable()    # what the action recorded is on disk before it is said done
-            return self._respond(response)
+            return self.guard.respond(response)
         except StoreError as exc:
             log.error("%s", exc)
             return self._refusal(Refused(503, "the audit log cannot be written: nothing is acknowledged"))
@@ -255,40 +181,40 @@ class ConsoleWeb:
 
     async def page(self, request):
         try:
-            self._check_host(request)
+            self.guard.check_host(request)
             self._session(request)
         except Refused as exc:
             if exc.status == 401:
-                return self._respond(RedirectResponse("/login", status_code=303))
+                return self.guard.respond(RedirectResponse("/login", status_code=303))
             return self._refusal(exc)
-        return self._respond(self._html("console.html"))
+        return self.guard.respond(self._html("console.html"))
 
     async def login_page(self, request):
         try:
-            self._check_host(request)
+            self.guard.check_host(request)
         except Refused as exc:
             return self._refusal(exc)
-        return self._respond(self._html("login.html"))
+        return self.guard.respond(self._html("login.html"))
 
     async def static(self, request):
         name = request.path_params["name"]
         try:
-            self._check_host(request)
+            self.guard.check_host(request)
         except Refused as exc:
             return self._refusal(exc)
         if name not in STATIC:
-            return self._respond(Response("not found\n", status_code=404, media_type="text/plain"))
-        return self._respond(Response(self.files[name], media_type=STATIC[name]))
+            return self.guard.respond(Response("not found\n", status_code=404, media_type="text/plain"))
+        return self.guard.respond(Response(self.files[name], media_type=STATIC[name]))
 
     async def no_icon(self, request):
-        return self._respond(Response(status_code=204))
+        return self.guard.respond(Response(status_code=204))
 
     # ---- login --------------------------------------------------------------------------------------
     async def login(self, request):
         return await self._guarded(request, self._login, login=True)
 
     async def _login(self, request):
-        body = await self._body(request)
+        body = await self.guard.body(request)
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name or len(name) > 128 \
                 or len(password) > 1024:
@@ -313,7 +239,7 @@ class ConsoleWeb:
         s = self.sessions.create(operator, stamp)
         self.sources.audit("operator_login", "allow", "password", operator=operator, peer=peer)
         response = JSONResponse({"operator": operator})
-        self._set_cookie(response, s.sid)
+        self.guard.set_cookie(response, s.sid)
         return response
 
     async def logout(self, request):
@@ -324,7 +250,7 @@ class ConsoleWeb:
         self.sources.audit("operator_logout", "done", "logout", operator=session.operator, peer=_peer(request))
         self.changed()                       # its live streams end now
         response = JSONResponse({"logged_out": True})
-        self._clear_cookie(response)
+        self.guard.clear_cookie(response)
         return response
 
     async def me(self, request):
@@ -405,7 +331,7 @@ class ConsoleWeb:
         return await self._guarded(request, self._resolve)
 
     async def _resolve(self, request, session):
-        body = await self._body(request)
+        body = await self.guard.body(request)
         did = self._text(body, "decision_id")
         if not isinstance(body.get("approve"), bool):
             raise Refused(400, "give approve: true or false")
@@ -415,14 +341,14 @@ class ConsoleWeb:
         return await self._guarded(request, self._take)
 
     async def _take(self, request, session):
-        body = await self._body(request)
+        body = await self.guard.body(request)
         return await self._act(self.sources.take(self._text(body, "resource_id"), session.operator))
 
     async def hand_back(self, request):
         return await self._guarded(request, self._hand_back)
 
     async def _hand_back(self, request, session):
-        body = await self._body(request)
+        body = await self.guard.body(request)
         return await self._act(self.sources.hand_back(self._text(body, "resource_id"),
                                                                   self._text(body, "fay_id"), session.operator))
 
@@ -430,7 +356,7 @@ class ConsoleWeb:
         return await self._guarded(request, self._release)
 
     async def _release(self, request, session):
-        body = await self._body(request)
+        body = await self.guard.body(request)
         return await self._act(self.sources.release(self._text(body, "resource_id"), session.operator))
 
 
