@@ -5,7 +5,8 @@
 # the resource answers that wait with the moved grant (an operator's hand-back).
 import micropython
 import board
-from agent_rig import Rig, tick
+from agent_rig import Rig, config, tick
+from capagent.grants import PEND
 from capshared import wire as W
 from capshared.errors import E_DEV_UPGRADE_REFUSED, E_RESOURCE_BUSY
 from capshared.limits import MODE_READ, MODE_WRITE, R_OVERRIDE
@@ -138,3 +139,32 @@ def test_a_handover_to_a_waiting_session_answers_its_wait_with_the_moved_grant()
     assert count_on(r, ml) == 1 and g.find(ml, 6) >= 0            # one grant, not a second one
     for j in range(len(g.w_used)):
         assert not g.w_used[j]
+
+
+def test_fault_55_override_in_the_failsafe_delay_window_and_across_removal():
+    r = fresh()
+    ml = idx(r, "motor_left")
+    g = r.agent.control.g
+    config(r, W.CFG_FAILSAFE_DELAY_MS, 300)
+    assert r.acquire(ml, MODE_WRITE, 5, lease=100) == W.ACQUIRE_R
+    assert r.actuate(ml, 5, 1, 90, 0) == W.ACTUATE_R
+    tick(r, 150)                                     # the lease ran out: the failsafe delay window
+    i = g.find(ml, 5)
+    assert i >= 0 and g.flag[i] & PEND
+    switch(r, ["motor_left"])
+    tick(r, 20)                                      # the person's switch beats the window
+    assert g.find(ml, 5) < 0 and r.agent.resources[ml].speed == 0
+    # Unplugged and plugged back while the switch is on: still a person's.
+    plug(r, ml, False)
+    plug(r, ml, True)
+    assert r.acquire(ml, MODE_WRITE, 6) == W.ERROR and r.line.last_error == E_RESOURCE_BUSY
+    switch(r, [])
+    tick(r, 20)
+    assert r.acquire(ml, MODE_WRITE, 6) == W.ACQUIRE_R
+
+
+def plug(r, res, present):
+    e = r.begin(W.SIM_PLUG)
+    e.u8(res)
+    e.u8(1 if present else 0)
+    return r.send()

@@ -191,7 +191,7 @@ def test_a_handover_request_to_an_operators_resource_is_refused_at_once(world, r
     run(scenario())
 
 
-def test_take_from_readers_and_from_a_holder_with_a_pending_consent_handover(world, run, in_process):
+def test_fault_55_take_over_when_shared_and_mid_handover(world, run, in_process):
     from capwarden.engine import invariants
 
     async def scenario():
@@ -225,19 +225,51 @@ def test_take_from_readers_and_from_a_holder_with_a_pending_consent_handover(wor
     run(scenario())
 
 
-def test_an_operators_hold_outlives_heartbeat_timeouts_and_leases(world, run, in_process):
+def test_fault_57_an_operators_hold_lives_while_the_console_is_there_and_ends_safe_when_it_goes_silent(
+        world, run, in_process, monkeypatch):
+    from capwarden.engine import takeover
     from capwarden.engine.liveness import LivenessPolicy
+
+    monkeypatch.setattr(takeover, "PRESENCE_INTERVAL_MS", 200)
+    monkeypatch.setattr(takeover, "PRESENCE_TIMEOUT_MS", 800)
 
     async def scenario():
         app = await in_process(liveness=LivenessPolicy(default=(100, 400)), lease_ms=1500, board_heartbeat_ms=300)
         engine, board = app.engine, app.boards["sim"]
         holder = await controlroom.take(engine, "alice", world.res("motor_left"))
-        await asyncio.sleep(3.5)        # eight heartbeat timeouts, two board leases
-        ended = [e for e in (await _logged(app, "terminate")) if e.get("session") == holder["session_id"]]
-        assert ended == []
+        await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(500))
         op = engine.sessions[holder["session_id"]]
+        for _ in range(12):             # 2.4 s: Fay-sized heartbeat timeouts and board leases go by
+            assert controlroom.present(engine, "alice") == 1
+            await asyncio.sleep(0.2)
         assert op.state == "active" and not op.suspended
         assert [(t, e) for t, e, _m in await board.grants(op.res)] == [(op.token, op.epoch)]
-        await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(50))
+        # The console goes silent: nobody is there, so nobody holds it, and the motor stops.
+        assert await wait_until(lambda: op.state == "terminated", 5)
+        ended = [e for e in await _logged(app, "terminate") if e.get("session") == op.session_id]
+        assert [e["reason"] for e in ended] == ["heartbeat_timeout"]
+        assert await board.grants(op.res) == []
+        a = await runtime(app, "rtA")
+        s = await world.take(a, "motor_left", "read")
+        assert int.from_bytes(await s.command(2), "little", signed=True) == 0      # stopped
+        await a.close()
+
+    run(scenario())
+
+
+def test_fault_56_after_a_take_over_and_release_the_fay_does_not_regain_control(world, run, in_process):
+    async def scenario():
+        app = await in_process()
+        engine, board = app.engine, app.boards["sim"]
+        a, m = await world.holding(app, "motor_left", "write")
+        res = engine.sessions[m.session_id].res
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        await controlroom.release(engine, "alice", world.res("motor_left"))
+        await asyncio.sleep(0.5)
+        assert m.state == "terminated" and m.changes[-1]["reason"] == "operator_takeover"
+        assert await board.grants(res) == []                 # nobody holds it: not the Fay again
+        assert (await a.request("SessionQuery", {}))["sessions"] == []
+        assert _resource(controlroom.snapshot(engine), "motor_left")["mode"] == "free"
+        await a.close()
 
     run(scenario())

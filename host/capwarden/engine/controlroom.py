@@ -13,6 +13,13 @@ an S2 code when refused (the console maps codes to HTTP answers):
     await hand_back(engine, operator, resource_id, fay_id, timeout_s=30.0)
           -> {"result": "completed", "session_id"} | {"result": "waiting", "until"}
     await release(engine, operator, resource_id) -> {"resource_id", "released": True}
+    present(engine, operator) -> int     the operator is at the console: renews its holds
+
+An operator holds only while present (faults.md 57): take, act and present() renew the hold;
+after takeover.PRESENCE_TIMEOUT_MS (15 s) without any, the engine ends it (heartbeat_timeout)
+and the resource goes to its safe state. The console calls present() for the logged-in
+operator at least every takeover.PRESENCE_INTERVAL_MS (5 s) while the page is open (each
+holder entry also says "heartbeat_interval_ms" and "heartbeat_timeout_ms").
 
 snapshot(engine):
 
@@ -32,8 +39,8 @@ snapshot(engine):
               "epoch", "since" (wall seconds it became the holder), "suspended": bool,
               "lease_ms" (the board lease, renewed by the engine's board heartbeat every
               "board_heartbeat_ms"), "heartbeat_interval_ms", "heartbeat_timeout_ms",
-              "last_heartbeat_at" (wall seconds; an operator: null), "expires_at" (the
-              credential's end; an operator: null)}
+              "last_heartbeat_at" (wall seconds: a Fay's last heartbeat, an operator's last
+              word from the console), "expires_at" (the credential's end; an operator: null)}
 
 Changes passed to subscribers (the console re-reads snapshot() or patches its view):
 
@@ -138,11 +145,16 @@ def _holder(engine, st, s):
          "lease_ms": engine.lease_ms, "board_heartbeat_ms": engine.board_heartbeat_ms,
          "heartbeat_interval_ms": s.interval_ms, "heartbeat_timeout_ms": s.timeout_ms}
     if op:
-        d.update(operator=s.operator, modes=list(s.modes), last_heartbeat_at=None, expires_at=None)
+        d.update(operator=s.operator, modes=list(s.modes), last_heartbeat_at=s.last_heartbeat_at, expires_at=None)
     else:
         d.update(fay_id=s.fay_id, runtime_id=s.runtime_id, last_heartbeat_at=s.last_heartbeat_at,
                  expires_at=s.credential_ref["ends_at"] if s.credential_ref else None)
     return d
+
+
+def present(engine, operator):
+    """The operator is at the console: renews every hold of theirs. Returns how many."""
+    return takeover.present(engine, operator)
 
 
 async def take(engine, operator, resource_id):

@@ -9,11 +9,14 @@ once, acts on it, hands it back to a named Fay or releases it.
   of a shared resource are released first, the last of them moved; a free resource is acquired.
 - **The operator's hold** (`OperatorHold`) is a real grant on the board under an operator
   session: a Session in the registry, so board events, reconciliation, grant counts and
-  `registry.holders()` see it like any holder. It has no credential and no heartbeat of its
-  own (the operator was authenticated by operators.py; the engine's board heartbeat keeps its
-  lease, so a dead engine still lets the board's lease make the hardware safe). It holds every
-  mode the resource has. It ends when released, handed back, or when the board ends it
-  (a manual override, removal, reset: the board's reason).
+  `registry.holders()` see it like any holder. It has no credential (the operator was
+  authenticated by operators.py); the engine's board heartbeat keeps its lease, so a dead
+  engine still lets the board's lease make the hardware safe. It holds every mode the
+  resource has. A person holds only while present (faults.md 57): every take, act and
+  `present()` call is the hold's heartbeat; silent for PRESENCE_TIMEOUT_MS, the engine's own
+  liveness rule ends it (`heartbeat_timeout`: the operator runtime has no connection) and the
+  board releases it to its safe state. It also ends when released, handed back, or when the
+  board ends it (a manual override, removal, reset: the board's reason).
 - **Act** (`act`): an actuation through the engine under the operator's grant and epoch.
 - **Hand back** (`hand_back`) to a named Fay: that Fay's pending AuthRequest for the resource
   (one waiting with `wait_ms`), or if none is pending its next one within `timeout_s`, is
@@ -48,6 +51,8 @@ OPERATOR_PREFIX = "operator:"       # an operator hold's runtime id: "operator:"
 TAKEOVER = "operator_takeover"       # the reason a Fay's session ends with when an operator takes it
 FOREVER = 1 << 62                    # an operator hold has no credential end
 TRIES = 5                            # a take that raced a grant or a release is tried again
+PRESENCE_INTERVAL_MS = 5000          # how often the console says the operator is there (present())
+PRESENCE_TIMEOUT_MS = 15000          # an operator's hold without a word from its console that long ends
 _MOVED = ("E_DEV_NOT_HOLDER", "E_DEV_STALE_EPOCH")   # the holder's grant changed under the take
 
 
@@ -57,6 +62,7 @@ class OperatorHold(Session):
     def __init__(self, engine, operator, resource_id, target):
         self._auth = engine.authorizer
         self._clock = engine.clock
+        self._wall = engine.wall
         h, res, cls = target
         modes = [m for m in ("read", "write", "execute", "configure")
                  if m in next(r.modes for r in h.board.info.resources if r.index == res)]
@@ -67,15 +73,18 @@ class OperatorHold(Session):
         self.modes = modes
         self.granted_modes = tuple(modes)
         self.board, self.res = h, res
-        self.interval_ms, self.timeout_ms = engine.liveness.for_class(cls)
+        self.interval_ms, self.timeout_ms = PRESENCE_INTERVAL_MS, PRESENCE_TIMEOUT_MS
         self.credential_ref = {"type": "operator", "id": operator, "not_after": 0, "ends_at": FOREVER,
                                "key_id": None, "issuer_id": None}
         self.returning = None               # (fay_id, deadline on the engine's clock) while handed back
 
-    # The engine's liveness sweep re-checks credentials and heartbeats: an operator hold has
-    # neither, so it is always "checked" and always "heard from".
+    # The engine's liveness sweep re-checks credentials: an operator's hold has none, so it is
+    # always "checked". Its heartbeat is the operator's presence (present()).
     checked_generation = property(lambda self: self._auth.generation, lambda self, v: None)
-    last_hb_mono = property(lambda self: self._clock(), lambda self, v: None)
+
+    def seen(self):
+        self.last_hb_mono = self._clock()
+        self.last_heartbeat_at = int(self._wall())
 
     @property
     def bits(self):
@@ -90,6 +99,16 @@ def is_operator(s):
 def name_of(operator):
     """An operator's name from an operators.Operator or a plain name."""
     return getattr(operator, "name", operator)
+
+
+def present(engine, operator):
+    """The operator's console is there: every hold of `operator` is renewed (its heartbeat).
+    Returns how many holds it has."""
+    name = name_of(operator)
+    holds = [s for s in engine.registry.live() if is_operator(s) and s.operator == name]
+    for s in holds:
+        s.seen()
+    return len(holds)
 
 
 def hold_of(engine, resource_id, operator=None):
@@ -127,6 +146,7 @@ async def take(engine, operator, resource_id, notify=None):
     other = hold_of(engine, resource_id)
     if other is not None:
         if other.operator == name:
+            other.seen()
             return other
         _audit(engine, "takeover", "denied", "E_RESOURCE_BUSY", name, resource=resource_id,
                detail="held by operator %s" % other.operator)
@@ -207,6 +227,7 @@ async def _unknown_outcome(engine, hold, victim, exc):
 
 async def _commit(engine, hold, epoch, taken_from):
     hold.epoch = epoch
+    hold.seen()
     # Release before acquire, also in what the runtimes are told (blueprint 2.4).
     for s in taken_from:
         if s.state in LIVE:
@@ -230,6 +251,7 @@ def _own_hold(engine, operator, resource_id):
         _audit(engine, "operator_command", "denied", "E_PERMISSION_DENIED", name, resource=resource_id,
                detail="not held by this operator")
         raise CapError("E_PERMISSION_DENIED", "operator %s does not hold %s: take it first" % (name, resource_id))
+    hold.seen()
     return hold
 
 
