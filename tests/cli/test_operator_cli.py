@@ -33,7 +33,10 @@ def test_add_list_authenticate_remove(store, here):
     assert operators.authenticate(store, "bob", PASSWORD) is None
     # Adding again is refused unless --replace; the old password then stops working.
     assert cap("operator", "add", "--store", store, "alice", "--password-stdin", input="another password\n").code == 2
+    before = operators.OperatorStore(store).stamp("alice")
     ok(cap("operator", "add", "--store", store, "alice", "--password-stdin", "--replace", input="another password\n"))
+    after = operators.OperatorStore(store).stamp("alice")
+    assert before and after and before != after and operators.OperatorStore(store).stamp("nobody") is None
     assert operators.authenticate(store, "alice", PASSWORD) is None
     assert operators.authenticate(store, "alice", "another password").name == "alice"
     r = ok(cli("operator", "remove", "--store", store, "alice", "--json")).json()

@@ -102,6 +102,13 @@ class OperatorStore:
         """Every operator, by name."""
         return [Operator(n, e.get("created_at", 0)) for n, e in sorted(self._read().items())]
 
+    def stamp(self, name):
+        """A value that changes whenever `name`'s password is set (its salt), None when there is
+        no such operator: a console session logged in under an older stamp is over. Raises
+        StoreError."""
+        entry = self._read().get(name) if isinstance(name, str) else None
+        return entry["salt"] if entry is not None else None
+
     def add(self, name, password, replace=False):
         """Add operator `name` (or give it a new password, with `replace`). Returns Operator.
         Raises UsageError (a bad name, or it exists), CapwardenError (a bad password), StoreError."""
