@@ -140,3 +140,19 @@ def test_fault_40_a_lost_answer_is_read_back_before_failing(world, in_process, r
         assert await sb.command(1, b"\x01\x00") is not None
 
     run(scenario())
+
+
+def test_a_consent_policy_timeout_caps_the_requests(world, in_process, run):
+    async def scenario():
+        app = await in_process(handover=settings(world, [("camera", "consent", {"timeout_ms": 300})]))
+        a, b = await runtime(app, "rtA"), await runtime(app, "rtB")
+        offers = []
+        a.on_offer(lambda o: offers.append(o) or asyncio.sleep(3600))       # never answers
+        sa = await take(world, a, "camera", "execute", "A")
+        body = {"resource_id": world.res("camera"), "to_fay_id": world.B, "access_mode": "execute",
+                "credential": world.cred(world.dB), "timeout_ms": 30000}
+        r = await b.request("HandoverRequest", body, timeout=10)              # far less than 30 s
+        assert r["error_code"] == "E_HANDOVER_TIMEOUT" and offers[0]["timeout_ms"] == 300
+        assert await wait_until(lambda: sa.changes and sa.changes[-1]["reason"] == "handover_timeout")
+
+    run(scenario())

@@ -76,7 +76,9 @@ async def request_handover(engine, runtime_id, b, origin=None):
     if holder.state == "handover_pending":
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
                          "another handover of this resource is pending")
-    h = Handover(holder, runtime_id, new, b["timeout_ms"])
+    # A consent policy's own timeout, when configured, caps the request's (blueprint 2.4).
+    limit = engine.policies.for_resource(new.resource_id).timeout_ms
+    h = Handover(holder, runtime_id, new, min(b["timeout_ms"], limit) if limit else b["timeout_ms"])
     holder.handover = h
     engine.registry.handovers[h.handover_id] = h
     result["handover_id"] = h.handover_id
