@@ -102,34 +102,57 @@ class Issuer:
             raise InvalidRequest("requests is a non-empty list of ticket requests")
         if len(bodies) > MAX_BATCH:
             raise InvalidRequest("a batch holds at most %d ticket requests (got %d)" % (MAX_BATCH, len(bodies)))
-        parsed = []
-        for body in bodies:
-            try:
-                parsed.append(_ticket_request(body))
-            except TrustError as exc:
-                parsed.append(exc)
+        parsed = [_parsed_or_error(body) for body in bodies]
 
         def run(s):
             a = authenticate(s, token)
-            now = now_s(self.clock)
-            key = self._key(now)
-            states, results, rows = {}, [], []
-            for p in parsed:
-                try:
-                    if isinstance(p, TrustError):
-                        raise p
-                    req, valid_for, conv = p
-                    self._allow(s, a, req, valid_for, states)
-                except TrustError as exc:
-                    results.append({"error": exc.code, "message": str(exc), "status": exc.status})
-                    continue
-                out, row = self._sign_ticket(key, a, req, valid_for, conv, now)
-                results.append(out)
-                rows.append(row)
-            if rows:
-                s.connection().execute(IssuedTicket.__table__.insert(), rows)
-            return results
+            return self._issue_rows(s, [(a, p) for p in parsed])
+        return [_answer(r) for r in self.db.run(run)]
+
+    def issue_group(self, requests):
+        """Single ticket requests [(token, body)] of several callers in one transaction (the
+        service's group commit, trust.groupcommit): per request exactly issue_ticket's checks
+        and answer, the authorizer of each token authenticated once. Returns, in order, the
+        answer {"ticket", "jti", "exp"} or the TrustError that request would have raised alone.
+        Every ticket answered is committed; when the commit fails it raises and none is."""
+        parsed = [_parsed_or_error(body) for _token, body in requests]
+
+        def run(s):
+            who = {}
+            for token, _body in requests:
+                if token not in who:
+                    try:
+                        who[token] = authenticate(s, token)
+                    except TrustError as exc:
+                        who[token] = exc
+            # A malformed request is refused as such before its token is looked at (issue_ticket's order).
+            return self._issue_rows(s, [(p if isinstance(p, TrustError) else who[token], p)
+                                        for (token, _body), p in zip(requests, parsed)])
         return self.db.run(run)
+
+    def _issue_rows(self, s, pairs):
+        """Sign and record a ticket for each (authorizer, parsed request) that passes the
+        checks; (error, _) pairs and refused requests give their TrustError. One INSERT."""
+        now = now_s(self.clock)
+        key = self._key(now)
+        states, results, rows = {}, [], []
+        for a, p in pairs:
+            try:
+                if isinstance(a, TrustError):
+                    raise a
+                if isinstance(p, TrustError):
+                    raise p
+                req, valid_for, conv = p
+                self._allow(s, a, req, valid_for, states)
+            except TrustError as exc:
+                results.append(exc)
+                continue
+            out, row = self._sign_ticket(key, a, req, valid_for, conv, now)
+            results.append(out)
+            rows.append(row)
+        if rows:
+            s.connection().execute(IssuedTicket.__table__.insert(), rows)
+        return results
 
     @staticmethod
     def _sign_ticket(key, a, req, valid_for, conv, now):
@@ -237,6 +260,20 @@ def tickets_issued(session, authorizer_id=None, fay_id=None, terminal_id=None, l
 
 
 # ---- request checks ----------------------------------------------------------------------------
+
+def _parsed_or_error(body):
+    try:
+        return _ticket_request(body)
+    except TrustError as exc:
+        return exc
+
+
+def _answer(result):
+    """A batch item's answer: the ticket, or the refusal as {"error", "message", "status"}."""
+    if isinstance(result, TrustError):
+        return {"error": result.code, "message": str(result), "status": result.status}
+    return result
+
 
 def _ticket_request(body):
     """(subject, valid_for_s, convertible or None) of a ticket request. Raises InvalidRequest."""
