@@ -48,8 +48,13 @@ PAGES = ("console.html", "login.html")
 
 
 def _files():
+    """The pages, read once. Raises CapwardenError when the installation lacks them."""
     folder = resources.files("capwarden.engine.console") / "static"
-    return {name: (folder / name).read_bytes() for name in tuple(STATIC) + PAGES}
+    try:
+        return {name: (folder / name).read_bytes() for name in tuple(STATIC) + PAGES}
+    except OSError as exc:
+        raise CapwardenError("the console's pages are missing from this installation (%s: %s): reinstall "
+                             "capwarden" % (folder, exc.strerror or exc)) from None
 
 
 class ConsoleWeb:
