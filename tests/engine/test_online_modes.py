@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 
+import httpx
+
 import pytest
 from enginerig import refusal, runtime, wait_until
 from onlinerig import FakeClock, TrustService, audit_entries, online_engine, ticket_cred
@@ -329,5 +331,41 @@ def test_mode_changes_are_audited_and_written_for_status(run, world, svc, in_pro
         with open(os.path.join(link.state_dir, online.MODE_FILE)) as f:
             st = json.load(f)
         assert (st["mode"], st["trigger"], st["terminal_id"]) == ("degraded", "network_down", world.tid)
+
+    run(main())
+
+
+def test_a_service_whose_list_cannot_be_verified_counts_as_unreachable(run, world, svc, in_process):
+    """A tampered (or rolled-back) revocation list is not a sync: after unreachable_s the
+    terminal degrades, and it does not recover until a list verifies."""
+    from capwarden.trust import signed
+
+    clock = FakeClock()
+
+    async def main():
+        app, link = await up(world, svc, in_process, clock)
+        handle = svc.line.handle
+
+        async def tampering(request):
+            resp = await handle(request)
+            if "/revocations" in request.url.path:
+                doc = json.loads(resp.content)
+                p = signed.payload_of(doc, signed.REVOCATION_LIST)
+                p["entries"] = []
+                doc["payload"] = signed.sign(p, [svc.ring.issuer_key()])["payload"]   # the old signatures kept
+                return httpx.Response(200, json=doc)
+            return resp
+
+        link.client.http._transport.handler = tampering
+        await svc.revoke((await svc.ticket(world.tid, world.A))[0])
+        await link.step()
+        assert link.fail_since is not None
+        clock.advance(31)
+        assert link.evaluate() == online.UNREACHABLE
+        await link.step()
+        assert link.mode == online.DEGRADED                # no recovery on a list that does not verify
+        link.client.http._transport.handler = handle
+        await link.step()
+        assert link.mode == online.ONLINE
 
     run(main())

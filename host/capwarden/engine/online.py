@@ -318,10 +318,12 @@ class TrustLink:
             log.error("trust link: %s", exc)
             return
         except (TrustClientError, CapwardenError) as exc:
-            # An answer that was refused or could not be trusted: nothing of it was used. The
-            # service answered, so it counts for the link; what it said does not.
+            # An answer that was refused (a suspended terminal) or could not be trusted (a
+            # tampered or rolled-back list): nothing of it was used, and a service that cannot
+            # be synchronised from counts as unreachable (fail closed: degraded after
+            # unreachable_s, and no recovery until a list verifies).
             log.warning("trust service: %s", exc)
-            self.answered()
+            self.failed()
             return
         self.answered()
 
