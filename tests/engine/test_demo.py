@@ -13,8 +13,21 @@ def test_demo_runs_the_whole_scenario(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("Both Fays read the GPS", "coFay refused: E_RESOURCE_BUSY", "handover completed",
-                     "on camera: terminated (revoked)", "motor_left speed is now 0", "chain intact", "Done."):
+                     "on camera: terminated (revoked)", "motor_left speed is now 0", "chain intact", "Done.",
+                     # issue 12: a rekey, the old key and a stranger's frames refused and counted
+                     "capwarden link rekey: the board took", "old key says HELLO: no session",
+                     "dropped both before any handler: bad_tag +2", "the iFay's grant stands: board session",
+                     # issues 13 and 14: the trust service, the engine registered and online,
+                     # a ticket over HTTP, its revocation polled from the service
+                     "key set 1 acknowledged", "mode online", "/v1/tickets for the iFay",
+                     "ends the session: terminated (revoked)",
+                     # issue 15: priority preemption, an operator's take-over and hand-back, the console
+                     "the iFay's session: terminated (preempted)", "the iFay's session ends (operator_takeover)",
+                     "hands motor_left back to the iFay", "iFay drives motor_left at 650 again",
+                     "operator console at http://127.0.0.1:"):
         assert expected in text, expected
+    assert "not in this install" not in text            # the venv has every extra
+    assert "Traceback" not in out.stderr
     assert os.listdir(tmp_path) == []   # the temporary store and the board's files are gone
 
 

@@ -12,11 +12,15 @@ from capwarden.cli._common import heap_size
 
 HELP = """\
 Run the demonstration on the virtual board, end to end: real MicroPython on a pseudo-terminal
-with the agent deployed by mpremote, the Protocol_Engine in front of it, and two agent
-runtimes talking to the engine over WebSocket. An issuer grants rights; two Fays read the GPS
-at once; one is refused a motor held by the other; a handover moves the camera; a revocation
-ends a session; a runtime crash ends its sessions by timeout while the motors go to their safe
-state. Everything runs in a temporary folder that is removed afterwards (--keep to keep it).
+with the agent deployed by mpremote, the Protocol_Engine in front of it over an authenticated
+link, a trust service on SQLite, and two agent runtimes talking to the engine over WebSocket.
+The board's link key is replaced by a rekey; an issuer grants rights; two Fays read the GPS at
+once; one is refused a motor held by the other; a stranger's forged frames are refused and
+counted by the board; a handover moves the camera; a priority policy preempts a holder; a
+ticket from the trust service's Ticket_Issuer is revoked there and the engine ends its session
+at its next poll; a revocation ends a session; an operator takes a motor from a Fay and hands
+it back; a runtime crash ends its sessions by timeout while the motors go to their safe state.
+Everything runs in a temporary folder that is removed afterwards (--keep to keep it).
 """
 
 
@@ -29,8 +33,12 @@ def register(sub):
     p.set_defaults(func=main)
 
 
-def step(n, text):
-    print("\n== %d. %s" % (n, text), flush=True)
+_steps = [0]
+
+
+def step(text):
+    _steps[0] += 1
+    print("\n== %d. %s" % (_steps[0], text), flush=True)
 
 
 def say(text):
@@ -38,6 +46,7 @@ def say(text):
 
 
 async def scenario(folder, heapsize):
+    from capwarden.cli import demo_control, demo_link, demo_trust
     from capwarden.credentials import Terminal
     from capwarden.credentials.ids import new_fay_id
     from capwarden.credentials.issue import SigningKey, descriptor_payload, sign_descriptor, sign_revocation
@@ -47,7 +56,7 @@ async def scenario(folder, heapsize):
     from capwarden.sdk import connect
 
     store = os.path.join(folder, "store")
-    step(1, "A terminal, an issuer, and two Fays")
+    step("A terminal, an issuer, and two Fays")
     t = Terminal.init(store)
     now = int(time.time())
     issuer = SigningKey.generate("ed25519", "acme-2026", "issuer:acme")
@@ -65,28 +74,54 @@ async def scenario(folder, heapsize):
                                                           now + 30 * 86400))
         return t.import_descriptor(data)
 
-    step(2, "The issuer grants the iFay camera and motor rights (signed descriptors, stored sealed)")
+    step("The issuer grants the iFay camera and motor rights (signed descriptors, stored sealed)")
     d_ifay = issue(ifay, [grant("camera", "read", "execute"), grant("motor_left", "read", "write"),
                           grant("motor_right", "read", "write"), grant("gps", "read")])
-    d_cofay = issue(cofay, [grant("gps", "read"), grant("motor_left", "write"), grant("camera", "execute")])
+    d_cofay = issue(cofay, [grant("gps", "read"), grant("motor_left", "write"), grant("motor_right", "write"),
+                            grant("camera", "execute")])
     say("iFay:  camera read+execute, motors read+write, gps read   -> descriptor %s" % d_ifay)
-    say("coFay: gps read, motor_left write, camera execute         -> descriptor %s" % d_cofay)
+    say("coFay: gps read, motors write, camera execute             -> descriptor %s" % d_cofay)
 
-    step(3, "The engine starts in front of the virtual board (MicroPython, deployed with mpremote)")
-    tokens = {"rt-ifay": "demo-token-ifay", "rt-cofay": "demo-token-cofay"}
-    app = EngineApp(store, "127.0.0.1:0", tokens, sim=True, heapsize=heapsize,
-                    fay_bindings={"rt-ifay": {ifay}, "rt-cofay": {cofay}},
-                    liveness=LivenessPolicy({"motor": (300, 1500)}, default=(500, 2500)),
-                    progress=lambda text: say(text.strip()))
-    await app.start()
-    beats, runtimes = [], []
+    step("The virtual board boots (MicroPython, deployed with mpremote) with a link key of its own")
+    vboard = await demo_link.boot_and_rekey(heapsize, lambda text: say(text.strip()))
+    trust, app, beats, runtimes = None, None, [], []
     try:
+        lacking = demo_trust.missing()
+        step("A trust service for the fleet: Ticket_Issuer, revocations, Registration_Authority")
+        if lacking:
+            say("not in this install (pip install 'capwarden[trust]': %s missing); the steps that use it are left out"
+                % ", ".join(lacking))
+        else:
+            trust = demo_trust.DemoTrustService(folder)
+            demo_trust.write_enrollment(store, await trust.start(t.terminal_id))
+            say("capwarden trust init + serve: SQLite in the demo's folder, %s (loopback: plain HTTP), no broker"
+                % trust.url)
+            say("key set %d published; authorizer %r added; the terminal enrolled (a one-time secret)"
+                % (trust.keyset, demo_trust.AUTHORIZER))
+
+        step("The engine starts in front of the board: every frame between them authenticated")
+        tokens = {"rt-ifay": "demo-token-ifay", "rt-cofay": "demo-token-cofay"}
+        with_policy = demo_control.policy_available()
+        app = EngineApp(store, "127.0.0.1:0", tokens, ports=[vboard.port],
+                        fay_bindings={"rt-ifay": {ifay}, "rt-cofay": {cofay}},
+                        liveness=LivenessPolicy({"motor": (300, 1500)}, default=(500, 2500)),
+                        trust=demo_trust.settings(trust.url) if trust else None,
+                        handover=demo_control.handover_settings(ifay, cofay) if with_policy else None,
+                        console="127.0.0.1:0" if demo_control.console_available() else None)
+        await app.start()
         board = app.boards["sim"]
         ping = await board.ping()
         say("runtime API at %s" % app.server.url)
         say("board %r, agent %s, boot id %08x, heap %d bytes free; resources: %s" % (
             board.info.name, board.info.agent_version, board.info.boot_id, ping["mem_free"],
             ", ".join(r.name for r in board.info.resources)))
+        if app.console_server is not None:
+            say("operator console at %s (while the demo runs; capwarden serve --console HOST:PORT)"
+                % app.console_server.url)
+        if trust:
+            await demo_trust.wait_for("registration with the trust service", lambda: app.online.mode == "online")
+            say("the engine starts degraded (tickets refused, as its log says) until its first sync; then it "
+                "registered: %s" % demo_trust.describe(app.online))
         res = lambda name: app.resource_id("sim", name)  # noqa: E731
         cred = lambda did: {"type": "descriptor_ref", "descriptor_id": did}  # noqa: E731
         ifay_rt = await connect(app.server.url, "rt-ifay", tokens["rt-ifay"])
@@ -106,7 +141,7 @@ async def scenario(folder, heapsize):
         beats += [asyncio.ensure_future(keep_alive(ifay_sessions, stop_ifay)),
                   asyncio.ensure_future(keep_alive(cofay_sessions, stop_cofay))]
 
-        step(4, "Both Fays read the GPS at once (read is shared)")
+        step("Both Fays read the GPS at once (read is shared)")
         g1 = await ifay_rt.acquire(ifay, res("gps"), "read", cred(d_ifay))
         g2 = await cofay_rt.acquire(cofay, res("gps"), "read", cred(d_cofay))
         ifay_sessions.append(g1)
@@ -115,7 +150,7 @@ async def scenario(folder, heapsize):
         say("iFay  session %s reads lat %.7f" % (g1.session_id[:13], int.from_bytes(fix1[:4], "little") / 1e7))
         say("coFay session %s reads lat %.7f" % (g2.session_id[:13], int.from_bytes(fix2[:4], "little") / 1e7))
 
-        step(5, "The iFay drives motor_left; the coFay is refused it (write is exclusive)")
+        step("The iFay drives motor_left; the coFay is refused it (write is exclusive)")
         m = await ifay_rt.acquire(ifay, res("motor_left"), "write", cred(d_ifay))
         ifay_sessions.append(m)
         await m.command(1, (650).to_bytes(2, "little", signed=True))
@@ -125,7 +160,10 @@ async def scenario(folder, heapsize):
         except CapError as exc:
             say("coFay refused: %s: %s" % (exc.code, exc.message))
 
-        step(6, "A handover moves the camera from the iFay to the coFay, with the iFay's consent")
+        step("A stranger on the line cannot take the motor: the board obeys only its engine")
+        await demo_link.stranger(vboard, board, "motor_left")
+
+        step("A handover moves the camera from the iFay to the coFay, with the iFay's consent")
         cam = await ifay_rt.acquire(ifay, res("camera"), "execute", cred(d_ifay))
         ifay_sessions.append(cam)
 
@@ -143,7 +181,18 @@ async def scenario(folder, heapsize):
         say("on the board the grant moved in one operation, under a new epoch: %s" % (
             "; ".join("board session %d, epoch %d" % (sid, epoch) for sid, epoch, _modes in held) or "none",))
 
-        step(7, "The issuer revokes the coFay's descriptor: its sessions end")
+        step("A priority policy decides who drives motor_right: the higher score preempts the holder")
+        if with_policy:
+            await demo_control.priority(ifay_rt, cofay_rt, ifay, cofay, res, cred(d_ifay), cred(d_cofay),
+                                        ifay_sessions, cofay_sessions)
+        else:
+            say("not in this install (the rules are CEL: pip install common-expression-language); left out")
+
+        if trust:
+            step("A ticket from the fleet's Ticket_Issuer, then revoked at the service: the engine hears by polling")
+            await demo_trust.ticket_story(trust, app, ifay_rt, ifay, res("imu"), ifay_sessions)
+
+        step("The issuer revokes the coFay's descriptor: its sessions end")
         rev = sign_revocation(issuer, d_cofay, int(time.time()), "no_longer_needed")
         Terminal.open(store).import_revocation(rev, int(time.time()))   # as `capwarden revocations import`
         say("revocation imported into the store; the engine picks it up on its next sweep")
@@ -152,7 +201,11 @@ async def scenario(folder, heapsize):
             say("coFay session %s on %s: %s (%s)" % (s.session_id[:13], s.resource_id.split("/")[-1], s.state,
                                                      s.changes[-1]["reason"]))
 
-        step(8, "The iFay's runtime crashes: heartbeats stop and the connection drops")
+        step("An operator takes motor_left from the iFay at once, then hands it back")
+        await demo_control.take_and_hand_back(app.engine, ifay_rt, ifay, res("motor_left"), cred(d_ifay),
+                                              ifay_sessions)
+
+        step("The iFay's runtime crashes: heartbeats stop and the connection drops")
         stop_ifay.set()
         ifay_rt.ws.transport.abort()
         t0 = time.monotonic()
@@ -175,15 +228,19 @@ async def scenario(folder, heapsize):
         for rt in runtimes:
             with contextlib.suppress(Exception):
                 await rt.close()
-        await app.stop()
+        if app is not None:
+            await app.stop()
+        if trust is not None:
+            await trust.stop()
+        vboard.stop()
 
-    step(9, "The audit log: every decision, hash-chained")
+    step("The audit log: every decision, hash-chained")
     from capwarden.engine.audit import read
 
     entries, problem = read(app.audit_path)
-    say("seq action     outcome    runtime   resource     reason or code")
+    say("seq action           outcome    runtime        resource     reason or code")
     for e in entries:
-        say("%3d %-10s %-10s %-9s %-12s %s" % (e["seq"], e["action"], e["outcome"], e.get("runtime", "-"),
+        say("%3d %-16s %-10s %-14s %-12s %s" % (e["seq"], e["action"], e["outcome"], e.get("runtime", "-"),
                                              e.get("resource", "-").rsplit("/", 1)[-1], e.get("reason", "")))
     say("%d entries, chain %s (run with --keep, then: capwarden audit --store %s)" % (
         len(entries), "intact" if problem is None else problem, store))
