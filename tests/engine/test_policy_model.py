@@ -2,16 +2,12 @@
 the candidates the rule allows, under its deadline; late, broken, failing or absent it falls
 back to the rule, counted and audited; faults.md 58, 59."""
 
-import asyncio
 import logging
 import os
 import sys
 
-import pytest
-
 from capwarden.engine import ranker
 from capwarden.engine.ranker import FEATURES, Ranker, features
-from capwarden.errors import CapError
 from enginerig import refusal, runtime, wait_until
 from policyrig import audit_entries, settings, take
 
