@@ -161,7 +161,9 @@ class Browser:
     with the page's script errors collected in b.errors (a test asserts there are none)."""
 
     async def __aenter__(self):
-        from playwright.async_api import async_playwright
+        from playwright.async_api import async_playwright, expect
+
+        expect.set_options(timeout=15000)     # two shared cores: generous, a hang still fails
 
         self._pw = await async_playwright().start()
         self.browser = await self._pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
