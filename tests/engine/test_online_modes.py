@@ -136,12 +136,22 @@ def test_the_network_file_can_be_configured(run, world, svc, in_process, tmp_pat
 
 
 # ---- 4.5.2 behaviour ------------------------------------------------------------------------
-async def degraded(world, svc, in_process, **kw):
-    app, link = await up(world, svc, in_process, **kw)
+async def cut(svc, link):
+    """The service gone and the network reported down: degraded at the next round."""
     svc.line.down = True
     open(link.network_file, "w").close()
     await link.step()
     assert link.mode == online.DEGRADED
+
+
+def restore(svc, link):
+    svc.line.down = False
+    os.unlink(link.network_file)
+
+
+async def degraded(world, svc, in_process, **kw):
+    app, link = await up(world, svc, in_process, **kw)
+    await cut(svc, link)
     return app, link
 
 
@@ -150,9 +160,7 @@ def test_4_5_2_1_new_tickets_are_refused_while_degraded(run, world, svc, in_proc
         app, link = await up(world, svc, in_process)
         rt = await runtime(app)
         _jti, jws = await svc.ticket(world.tid, world.A)
-        svc.line.down = True
-        open(link.network_file, "w").close()
-        await link.step()
+        await cut(svc, link)
         assert await refusal(rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))) \
             == "E_TICKET_OFFLINE_REJECTED"
         await rt.close()
@@ -166,9 +174,7 @@ def test_4_5_2_1_offline_acceptance_configured(run, world, svc, in_process):
                              revocation_query={"enabled": True, "fresh_s": 0})
         rt = await runtime(app)
         _jti, jws = await svc.ticket(world.tid, world.A)
-        svc.line.down = True
-        open(link.network_file, "w").close()
-        await link.step()
+        await cut(svc, link)
         assert link.mode == online.DEGRADED and not app.engine.authorizer.degraded
         s = await rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))
         assert s.session_id
@@ -184,9 +190,7 @@ def test_4_5_2_2_converted_descriptors_work_as_before(run, world, svc, in_proces
         app, link = await up(world, svc, in_process)
         jti, jws = await svc.ticket(world.tid, world.A, valid_for=4 * 3600)
         did = app.engine.authorizer.terminal.convert_ticket(jws, world.now)
-        svc.line.down = True
-        open(link.network_file, "w").close()
-        await link.step()
+        await cut(svc, link)
         rt = await runtime(app)
         s = await rt.acquire(world.A, world.res("camera"), "read", cred(did))
         assert s.session_id and did == jti
@@ -232,13 +236,10 @@ def test_4_5_3_1_recovery_synchronises_the_revocation_list_first(run, world, svc
         jti, _ = await svc.ticket(world.tid, world.A)
         await svc.revoke(jti)
         await link.step()                                  # version 1 held
-        svc.line.down = True
-        open(link.network_file, "w").close()
-        await link.step()
+        await cut(svc, link)
         jti2, _ = await svc.ticket(world.tid, world.A)
         await svc.revoke(jti2)                             # issued while offline
-        svc.line.down = False
-        os.unlink(link.network_file)
+        restore(svc, link)
         svc.line.calls.clear()
         await link.step()
         assert svc.line.calls[0] == "/v1/terminals/%s/revocations?since=1" % world.tid   # a delta, first
@@ -255,9 +256,7 @@ def test_4_5_3_2_a_session_revoked_while_offline_ends_revoked_before_tickets_are
         rt = await runtime(app)
         jti, jws = await svc.ticket(world.tid, world.A, valid_for=4 * 3600)
         did = app.engine.authorizer.terminal.convert_ticket(jws, world.now)
-        svc.line.down = True
-        open(link.network_file, "w").close()
-        await link.step()
+        await cut(svc, link)
         s = await rt.acquire(world.A, world.res("camera"), "read", cred(did))     # goes on offline
         await svc.revoke(jti)                              # at the service, the terminal offline
         seen = []
@@ -268,8 +267,7 @@ def test_4_5_3_2_a_session_revoked_while_offline_ends_revoked_before_tickets_are
             await terminate(sess, reason)
 
         app.engine.terminate = watching
-        svc.line.down = False
-        os.unlink(link.network_file)
+        restore(svc, link)
         await link.step()
         assert seen[0] == (s.session_id, "revoked", True, online.DEGRADED)       # still refusing tickets
         assert link.mode == online.ONLINE
@@ -290,8 +288,7 @@ def test_4_5_3_3_tickets_are_accepted_again_after_recovery(run, world, svc, in_p
         _jti, jws = await svc.ticket(world.tid, world.A)
         assert await refusal(rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))) \
             == "E_TICKET_OFFLINE_REJECTED"
-        svc.line.down = False
-        os.unlink(link.network_file)
+        restore(svc, link)
         await link.step()
         s = await rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))
         assert s.session_id
