@@ -14,7 +14,8 @@ in a file readable by its owner only they are not.
 options add to it (`--runtime-token`, `--runtime-fays`, `--liveness`, `--board-setting`) or
 override it (`--leeway`, `--max-busy-ms`). "board" holds the settings given to every board (boardconfig.py).
 "handover" holds the handover policy per resource, roles, rules and model (policyconfig.py;
-docs/engine.md, Handover policies).
+docs/engine.md, Handover policies). "trust" names the trust service, its thresholds and the
+revocation query (online.Settings; docs/engine.md, Online and offline); `--trust URL` overrides its url.
 """
 
 import json
