@@ -21,6 +21,12 @@ def test_demo_runs_the_whole_scenario(tmp_path):
                      # a ticket over HTTP, its revocation polled from the service
                      "key set 1 acknowledged", "mode online", "/v1/tickets for the iFay",
                      "ends the session: terminated (revoked)",
+                     # issue 14: degraded, a ticket refused, the converted credential offline,
+                     # recovery ending the session revoked while offline, then online again
+                     "converted at once to a local descriptor", "the terminal is degraded",
+                     "terminal_mode=degraded", "a new ticket is refused: E_TICKET_OFFLINE_REJECTED",
+                     "goes on offline with the converted credential", "the offline session ends (revoked)",
+                     "the terminal is online",
                      # issue 15: priority preemption, an operator's take-over and hand-back, the console
                      "the iFay's session: terminated (preempted)", "the iFay's session ends (operator_takeover)",
                      "hands motor_left back to the iFay", "iFay drives motor_left at 650 again",

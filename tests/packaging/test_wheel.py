@@ -82,7 +82,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs_the_demo(tmp_path):
             "the wheel lacks the mypyc-compiled scanner"
 
     smoke = venv(str(tmp_path / "smoke"))
-    run([os.path.join(smoke, "python"), "-m", "pip", "install", "--quiet", str(dist / wheels[0]) + "[sim]"],
+    run([os.path.join(smoke, "python"), "-m", "pip", "install", "--quiet", str(dist / wheels[0]) + "[sim,trust]"],
         env=clean_env())
     env = clean_env(TMPDIR=str(work))
     exe = os.path.join(smoke, "capwarden")
@@ -98,7 +98,10 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs_the_demo(tmp_path):
     assert all(os.path.exists(p) for p in where), where
 
     demo = run([exe, "demo"], cwd=str(work), env=env, timeout=300)
-    for expected in ("coFay refused: E_RESOURCE_BUSY", "handover completed", "chain intact", "Done."):
+    for expected in ("coFay refused: E_RESOURCE_BUSY", "handover completed", "chain intact", "Done.",
+                     "capwarden link rekey: the board took", "dropped both before any handler",
+                     "mode online", "ends the session: terminated (revoked)",      # the trust extra
+                     "the offline session ends (revoked)", "the iFay's session ends (operator_takeover)"):
         assert expected in demo.stdout, expected
     assert "Traceback" not in demo.stderr
     assert os.listdir(work) == []       # the demo's store and the board's files are gone

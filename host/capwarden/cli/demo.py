@@ -192,6 +192,9 @@ async def scenario(folder, heapsize):
             step("A ticket from the fleet's Ticket_Issuer, then revoked at the service: the engine hears by polling")
             await demo_trust.ticket_story(trust, app, ifay_rt, ifay, res("imu"), ifay_sessions)
 
+            step("The network goes down: the terminal degrades, the Fay goes on offline, recovery catches up")
+            await demo_trust.offline_story(trust, app, ifay_rt, ifay, res("led"), ifay_sessions)
+
         step("The issuer revokes the coFay's descriptor: its sessions end")
         rev = sign_revocation(issuer, d_cofay, int(time.time()), "no_longer_needed")
         Terminal.open(store).import_revocation(rev, int(time.time()))   # as `capwarden revocations import`

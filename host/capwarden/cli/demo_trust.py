@@ -49,8 +49,8 @@ class DemoTrustService:
         db = self.app.state.db
         ra = registry.RegistrationAuthority(db, ring)
         self.keyset = ra.init_keysets()
-        # The authorizer may issue to any Fay on any terminal, what the demo's Fays do, 1 h at most.
-        policy = {"fay_ids": ["*"], "terminal_ids": ["*"], "max_validity_s": 3600,
+        # The authorizer may issue to any Fay on any terminal, what the demo's Fays do, 3 h at most.
+        policy = {"fay_ids": ["*"], "terminal_ids": ["*"], "max_validity_s": 3 * 3600,
                   "grants": [{"resource_pattern": "sim/*", "modes": ["read", "write", "execute"]}]}
         _aid, self.token = authorizers.add_authorizer(db, AUTHORIZER, policy)
         enrollment = ra.enroll(terminal_id=terminal_id)
@@ -167,3 +167,53 @@ async def ticket_story(trust, app, rt, fay, resource_id, sessions):
 
 def demo_name():
     return "the authorizer %r" % AUTHORIZER
+
+
+async def offline_story(trust, app, rt, fay, resource_id, sessions):
+    """Section 4.5: the network goes down (the file a network manager's hook creates), the
+    terminal degrades; a new ticket is refused, the Fay goes on with the terminal's conversion
+    of its ticket (SDK dual credentials); its ticket is revoked at the service meanwhile; the
+    network comes back, and recovery ends that session (revocations first) before going online."""
+    from capwarden.cli.demo import say
+    from capwarden.engine import online
+    from capwarden.errors import CapError
+    from capwarden.sdk.dual import DualCredential
+
+    name = resource_id.rsplit("/", 1)[-1]
+    link = app.online
+    jti, jws = await trust.ticket(fay, resource_id, ["write"], 2 * 3600)
+    cred = DualCredential(ticket=jws)
+    s = await rt.acquire_dual(fay, resource_id, "write", cred)
+    await wait_for("the ticket's conversion", lambda: jti in app.engine.conversion.done)
+    say("a 2 h ticket for %s: granted online, and converted at once to a local descriptor of id %s "
+        "(its expiry is more than an hour away)" % (name, jti[:13]))
+    await s.release()
+    down = link.network_file
+    with open(down, "w"):
+        pass
+    try:
+        await wait_for("the terminal's degradation", lambda: link.mode == online.DEGRADED)
+        await wait_for("the mode notice", lambda: rt.terminal_mode == online.DEGRADED)
+        say("the network is reported down (%s exists): the terminal is %s, and the runtime is told "
+            "(SessionStateChanged terminal_mode=%s)" % (os.path.basename(down), link.mode, rt.terminal_mode))
+        _jti2, jws2 = await trust.ticket(fay, resource_id, ["write"], 600)
+        try:
+            await rt.acquire(fay, resource_id, "write", {"type": "ticket", "ticket": jws2})
+            raise ValueError("a new ticket was accepted while degraded")
+        except CapError as exc:
+            say("a new ticket is refused: %s" % exc.code)
+        off = await rt.acquire_dual(fay, resource_id, "write", cred)
+        sessions.append(off)
+        await off.command(1, b"\x01")
+        say("the iFay goes on offline with the converted credential (descriptor_ref %s): session %s"
+            % (jti[:13], off.session_id[:13]))
+        await trust.revoke(jti, "compromised")
+        say("meanwhile the authorizer revokes the ticket at the service; the terminal cannot hear it: "
+            "the session is %s" % off.state)
+    finally:
+        os.unlink(down)
+    t0 = time.monotonic()
+    reason = await asyncio.wait_for(off.ended(), 20)
+    await wait_for("the terminal back online", lambda: link.mode == online.ONLINE)
+    say("the network is back: recovery fetches the revocations first; %.1f s later the offline session "
+        "ends (%s), then tickets are accepted again: the terminal is %s" % (time.monotonic() - t0, reason, link.mode))
