@@ -116,7 +116,7 @@ class Stack:
     """EngineApp on the virtual board with its console, an operator account, the runtimes'
     test world (tests/engine/enginerig.World), and runtimes connected as SDK clients."""
 
-    def __init__(self, folder, handover=None):
+    def __init__(self, folder, handover=None, liveness=QUIET_LIVENESS):
         from enginerig import TOKENS, World
 
         from capwarden.engine import policyconfig
@@ -127,7 +127,7 @@ class Stack:
         self.world = World(folder)
         OperatorStore(self.world.store).add(OPERATOR, PASSWORD)
         self.app = EngineApp(self.world.store, "127.0.0.1:0", TOKENS, sim=True, leeway=0, console="127.0.0.1:0",
-                             liveness=LivenessPolicy.parse(QUIET_LIVENESS),
+                             liveness=LivenessPolicy.parse(liveness),
                              handover=policyconfig.parse(handover) if handover else None)
         self.clients = []
 

@@ -21,8 +21,8 @@ def stack(run, tmp_path):
     require_chromium()
     made = []
 
-    def start(handover=None):
-        s = run(Stack(str(tmp_path), handover).start())
+    def start(handover=None, **kw):
+        s = run(Stack(str(tmp_path), handover, **kw).start())
         made.append(s)
         return s
 
@@ -143,6 +143,34 @@ def test_a_request_nobody_answers_is_denied_when_its_countdown_ends(stack, run):
             [d] = s.app.engine.decisions._settled.values()
             assert d.state == "expired" and d.operator_id is None
             assert b.errors == []
+    run(go())
+
+
+def test_a_suspended_session_and_its_recovery_are_shown(stack, run):
+    """A holder whose heartbeats are late (its connection up) is suspended: the page says so, and
+    says it no more after the next heartbeat."""
+    s = stack(liveness=["default=100/600"])
+    w = s.world
+
+    async def go():
+        async with Browser() as b:
+            page = await b.page()
+            await log_in(page, s.url)
+            a = await s.runtime("rtA")
+            held = await w.take(a, "motor_left", "write", who="A")
+            suspended = row(page, s, "motor_left").locator('[data-col="suspended"]')
+            await expect(suspended).to_have_text("SUSPENDED")
+            assert held.state == "active"
+
+            async def beat():
+                while True:
+                    await held.heartbeat()
+                    await asyncio.sleep(0.1)
+            beating = asyncio.ensure_future(beat())
+            try:
+                await expect(suspended).to_have_text("no")
+            finally:
+                beating.cancel()
     run(go())
 
 
