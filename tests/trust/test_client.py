@@ -23,7 +23,7 @@ from capwarden.credentials.ids import new_fay_id
 from capwarden.trust import authorizers, push, registry, servicekeys, signed
 from capwarden.trust.client import (NotRegistered, RollbackRefused, TrustClient, TrustConfigError, TrustRefused,
                                     TrustTimeout,
-                                    TrustUnavailable, UntrustedDocument)
+                                    TrustUnavailable, UnknownSigner, UntrustedDocument)
 from capwarden.trust.config import ServiceConfig
 from capwarden.trust.models import Revocation
 from capwarden.trust.service import create_app
@@ -359,6 +359,24 @@ def test_a_failing_store_leaves_the_version_held(run, tmp_path, svc, mitm):
     run(main())
 
 
+def test_a_list_signed_by_an_issuer_key_rotated_in_at_once_syncs_the_key_sets_first(run, tmp_path, svc, mitm):
+    """An issuer rotation with no lead time: the next list is signed by a key the terminal does
+    not hold yet. The client fetches the key sets (verified as always) and tries once more."""
+    async def main():
+        c, term = await registered(tmp_path, svc, mitm)
+        assert c.keyset_version == 1
+        t = int(time.time())
+        svc.ra.clock = lambda: t
+        rotated = svc.ra.rotate(servicekeys.ISSUER, effective_at=t)        # signs at once
+        await svc.revoke(await svc.issue_ticket(c.terminal_id))
+        assert await c.sync_revocations() == 1
+        assert c.keyset_version == rotated["version"] == 2 and svc.acked(c.terminal_id) == 2
+        assert len(term.statements) == 1
+        assert len(mitm.seen[_path(c.terminal_id, 0)]) == 2          # asked again after the key sets
+
+    run(main())
+
+
 def test_entry_signed_by_a_key_outside_the_key_set(run, tmp_path, svc, mitm):
     """The service's own list holds a statement it did not sign (a tampered database row): the
     list's signature is good, the entry's is not, and nothing of the list is applied."""
@@ -369,8 +387,8 @@ def test_entry_signed_by_a_key_outside_the_key_set(run, tmp_path, svc, mitm):
         rogue = issue.SigningKey.generate("ed25519", "rogue", ISSUER)
         bad = issue.sign_revocation(rogue, jti, int(time.time()))
         svc.app.state.db.run(lambda s: s.execute(sa.update(Revocation).values(statement=bad)))
-        with pytest.raises(UntrustedDocument, match="not a key of issuer"):
-            await c.sync_revocations()
+        with pytest.raises(UnknownSigner, match="not in the key set held"):
+            await c.sync_revocations()          # after one key-set sync and a second try
         assert term.statements == [] and c.revocations_version == 0
 
     run(main())

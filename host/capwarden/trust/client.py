@@ -84,6 +84,12 @@ class UntrustedDocument(TrustClientError):
     wrong type or terminal, a key-set walk that does not hold. Nothing of it was used."""
 
 
+class UnknownSigner(UntrustedDocument):
+    """A document (or a revocation list entry) signed only by keys the key set held does not
+    list: perhaps an issuer key rotated in with no lead time, so the client syncs its key sets
+    and tries once more before refusing it."""
+
+
 class RollbackRefused(UntrustedDocument):
     """A document older than what the terminal holds (a replayed revocation list, a lower key
     set): refused, the terminal never goes back to a lower version."""
@@ -205,6 +211,11 @@ class TrustClient:
         try:
             return signed.verify(doc, kind, trusted, need=1)
         except SignedDocError as exc:
+            sigs = doc.get("signatures") if isinstance(doc, dict) else None
+            kids = [s.get("kid") for s in sigs if isinstance(s, dict)] if isinstance(sigs, list) else []
+            if kids and not any(k in trusted for k in kids):
+                raise UnknownSigner("%s signed by %s, not a key of the key set held (version %d)" % (
+                    kind, ", ".join(str(k)[:64] for k in kids[:4]), self.state["keyset_version"])) from None
             raise UntrustedDocument(str(exc)) from None
 
     # ---- HTTP ----------------------------------------------------------------------------
@@ -332,8 +343,20 @@ class TrustClient:
         """Fetch the revocation list from the version held: a delta applied only on that exact
         base, a full list otherwise; never back to a lower version. A delta on another base (a
         gap, or a base the terminal does not hold) is refused and a full list asked for.
-        Verified entries go to on_revocations before the new version is recorded. Returns the
-        version held. Raises UntrustedDocument, RollbackRefused, TrustRefused, TrustUnavailable."""
+        Verified entries go to on_revocations before the new version is recorded. A list (or an
+        entry) signed by a key the key set held does not know makes it sync the key sets and
+        try once more (UnknownSigner if it still does not verify). Returns the version held.
+        Raises UntrustedDocument, RollbackRefused, TrustRefused, TrustUnavailable."""
+        try:
+            return await self._sync_revocations()
+        except UnknownSigner as exc:
+            # An issuer key rotated in with no lead time signs lists before this terminal has
+            # the key set that holds it: fetch the key sets (each verified as always), once.
+            log.info("revocation list: %s; synchronising the key sets and trying again", exc)
+            await self.sync_keysets()
+            return await self._sync_revocations()
+
+    async def _sync_revocations(self):
         async with self._rl_lock:
             held = self.state["revocations_version"]
             p = await self._fetch_list(held)
@@ -378,7 +401,10 @@ class TrustClient:
         except (cbor.CborError, CapError) as exc:
             raise UntrustedDocument("a revocation list entry is malformed: %s" % exc) from None
         pub, issuer = issuer_keys.get(rec["key_id"], (None, None))
-        if pub is None or issuer != rec["issuer_id"] or pub.algorithm != rec["algorithm"]:
+        if pub is None:
+            raise UnknownSigner("revocation %s is signed by key %s, not in the key set held"
+                                % (rec["revocation_id"], rec["key_id"]))
+        if issuer != rec["issuer_id"] or pub.algorithm != rec["algorithm"]:
             raise UntrustedDocument("revocation %s is signed by key %s, not a key of issuer %s in the key set"
                                     % (rec["revocation_id"], rec["key_id"], rec["issuer_id"]))
         if not pub.verify(statement_signed_bytes(obj), rec["signature"]):
