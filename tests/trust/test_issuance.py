@@ -238,6 +238,37 @@ def test_suspended_or_deregistered_terminal_gets_no_credential(rig, state, error
     assert seen and _count(rig, models.IssuedTicket) == 1 and _count(rig, models.IssuedDescriptor) == 0
 
 
+def test_a_never_registered_terminal_is_issued_for_unless_registration_is_required(rig):
+    from capwarden.trust import registry
+
+    rig.issuer.terminal_state = registry.terminal_state       # as the service wires it
+    assert rig.ticket()["jti"] and rig.descriptor()["descriptor_id"]      # default: allowed
+    rig.issuer.require_registration = True
+    with pytest.raises(Forbidden, match="not registered"):
+        rig.ticket()
+    with pytest.raises(Forbidden, match="not registered"):
+        rig.descriptor()
+    results = rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])
+    assert results[0]["status"] == 403 and "not registered" in results[0]["message"]
+    assert _count(rig, models.IssuedTicket) == 1 and _count(rig, models.IssuedDescriptor) == 1
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+def test_require_registration_is_a_service_option(rig):
+    from fastapi.testclient import TestClient
+
+    from capwarden.trust.config import ServiceConfig
+    from capwarden.trust.service import create_app
+
+    auth = {"Authorization": "Bearer " + rig.token}
+    for required, status in ((False, 200), (True, 403)):
+        app = create_app(ServiceConfig(db_url=rig.db.url, keys=rig.ring, clock=rig.clock,
+                                       require_registration=required))
+        with TestClient(app) as client:
+            r = client.post("/v1/tickets", json=rig.ticket_body(), headers=auth)
+            assert r.status_code == status, r.text
+
+
 @pytest.mark.parametrize("change, match", [
     ({"fay_id": "fay:nope"}, "fay_id"),
     ({"terminal_id": "terminal:nope"}, "terminal_id"),

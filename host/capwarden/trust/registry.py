@@ -151,7 +151,11 @@ def _flush(session, conflict_message):
 # ---- status ---------------------------------------------------------------------------------
 def terminal_state(session, terminal_id):
     """The registration status of `terminal_id`: "registered", "suspended", "deregistered",
-    or None when it never registered. The issuers refuse credentials unless "registered"."""
+    or None when it never registered. The issuers refuse credentials for a suspended terminal
+    (403) and a deregistered one (410), and issue for one that never registered (None: a
+    single operator feeds terminals by hand, bounded by the authorizer's terminal_ids) unless
+    the service requires registration (ServiceConfig.require_registration, serve
+    --require-registration: then 403)."""
     t = session.get(RegisteredTerminal, terminal_id)
     return None if t is None else t.status
 
