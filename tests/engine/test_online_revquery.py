@@ -15,6 +15,7 @@ from capwarden.credentials.validate import Decision
 from capwarden.engine import revquery
 from capwarden.engine.revquery import Policy, RevocationQuery
 from capwarden.errors import UsageError
+from capwarden.trust import push
 from capwarden.trust.client import TicketStatus, TrustTimeout, TrustUnavailable
 
 
@@ -57,7 +58,8 @@ def make(issuer, clock=None, audit=None, **policy):
     q = RevocationQuery(issuer, Policy(enabled=True, **policy), audit=audit, clock=clock or FakeClock(),
                         on_answer=lambda: counts.__setitem__("answer", counts["answer"] + 1),
                         on_timeout=lambda: counts.__setitem__("timeout", counts["timeout"] + 1),
-                        on_unreachable=lambda: counts.__setitem__("unreachable", counts["unreachable"] + 1))
+                        on_unreachable=lambda: counts.__setitem__("unreachable", counts["unreachable"] + 1),
+                        on_revoked=lambda: counts.__setitem__("revoked", counts.get("revoked", 0) + 1))
     q.counts = counts
     return q
 
@@ -95,6 +97,7 @@ def test_revoked_is_E_TICKET_REVOKED(loop):
     out = decide(q, d)
     assert not out.granted and out.error_code == "E_TICKET_REVOKED"
     assert decide(q).granted is False and iss.asked == [d.credential_id]   # revoked is final: from the cache
+    assert q.counts.get("revoked") == 1                                   # the link fetches the list
 
 
 def test_unreachable_without_a_cache_entry_is_a_timeout(loop):
@@ -194,6 +197,7 @@ def test_engine_asks_the_issuer_and_refuses_a_ticket_revoked_there(run, world, s
         assert link.revquery.asked == 1
         await svc.revoke(jti)                     # the list is not fetched: only the query knows
         assert await refusal(rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))) == "E_TICKET_REVOKED"
+        assert push.REVOCATIONS in link._wanted       # the list is fetched next
         await rt.close()
 
     run(main())

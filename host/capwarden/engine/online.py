@@ -151,7 +151,7 @@ class TrustLink:
         self.revquery = revquery.RevocationQuery(
             client.ticket_status, settings.revocation_query, audit=engine.audit, clock=clock,
             on_answer=self.answered, on_timeout=self.query_timed_out, on_unreachable=self.failed,
-            degraded=lambda: self.mode == DEGRADED)
+            degraded=lambda: self.mode == DEGRADED, on_revoked=lambda: self.kick(push.REVOCATIONS))
         self.auth.revquery = self.revquery if settings.revocation_query.enabled else None
         self._set_mode(DEGRADED, STARTING)
 

@@ -90,11 +90,11 @@ class RevocationQuery:
     """`status(jti)`: coroutine returning a trust.client.TicketStatus (TrustClient.ticket_status).
     `policy`: Policy. `clock`: monotonic seconds (the cache's ages). Callbacks for the online
     state (engine/online.py): `on_answer()` after any answer, `on_timeout()` after a timeout,
-    `on_unreachable()` after a failure; `degraded()` True while the terminal is degraded with
+    `on_unreachable()` after a failure, `on_revoked()` after a revoked answer; `degraded()` True while the terminal is degraded with
     offline acceptance. `audit`: the engine's audit log (the fail-open entries)."""
 
     def __init__(self, status, policy, audit=None, clock=time.monotonic, on_answer=None, on_timeout=None,
-                 on_unreachable=None, degraded=None):
+                 on_unreachable=None, degraded=None, on_revoked=None):
         self.status = status
         self.policy = policy
         self.audit = audit
@@ -103,6 +103,7 @@ class RevocationQuery:
         self._on_timeout = on_timeout or (lambda: None)
         self._on_unreachable = on_unreachable or (lambda: None)
         self._degraded = degraded or (lambda: False)
+        self._on_revoked = on_revoked or (lambda: None)
         self.cache = {}           # jti -> (cached Outcome, answered at: clock())
         self._inflight = {}       # jti -> Task of the query under way
         self.asked = 0            # queries sent (tests, bench)
@@ -174,6 +175,8 @@ class RevocationQuery:
             return Outcome(UNREACHABLE, detail="%s; no valid cached answer" % exc)
         self._on_answer()
         self._store(jti, st.revoked, st.revoked_at)
+        if st.revoked:
+            self._on_revoked()      # the statement is in the list by now: fetch it (its sessions end)
         return Outcome(ANSWER, st.revoked, st.revoked_at)
 
     # ---- the decision --------------------------------------------------------------------
