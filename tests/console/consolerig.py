@@ -52,6 +52,10 @@ class FakeSources:
     async def release(self, resource_id, operator):
         self.calls.append(("release", resource_id, operator))
 
+    async def act(self, resource_id, op, args, operator):
+        self.calls.append(("act", resource_id, op, args, operator))
+        return {"resource_id": resource_id, "op": op, "data": ""}
+
     def subscribe(self, cb):
         self.subscribers.append(cb)
 

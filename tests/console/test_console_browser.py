@@ -96,6 +96,11 @@ def test_operator_approves_a_request_takes_the_motor_and_hands_it_back(stack, ru
             await expect(right.locator('[data-col="epoch"]')).to_have_text(str(m["holders"][0]["epoch"]))
             with pytest.raises(CapError):                   # the Fay cannot actuate any more
                 await driving.command(1, speed(100))
+            # The operator drives it from the page (op 1: speed, little-endian): -200.
+            await right.get_by_label("Operation number for motor_right").fill("1")
+            await right.get_by_label("Arguments (hex) for motor_right").fill("38ff")
+            await right.get_by_role("button", name="Send to motor_right").click()
+            await expect(page.locator("#notice")).to_contain_text("answer 38ff")
 
             # Hand it back to the Fay it was taken from (the page suggests it); its next request gets it.
             fay = right.locator("input.fay-input")

@@ -11,6 +11,7 @@ import pytest
 from consolerig import OPERATOR, PASSWORD, FakeSources
 
 ACTIONS = [("/api/decisions/resolve", {"decision_id": "d1", "approve": True}),
+           ("/api/resources/act", {"resource_id": "terminal:test/sim/motor_left", "op": 1, "args": "6400"}),
            ("/api/resources/take", {"resource_id": "terminal:test/sim/motor_left"}),
            ("/api/resources/hand_back", {"resource_id": "terminal:test/sim/motor_left", "fay_id": "fay:x"}),
            ("/api/resources/release", {"resource_id": "terminal:test/sim/motor_left"}),
@@ -112,7 +113,7 @@ def test_every_state_changing_request_needs_the_csrf_token_and_same_origin(conso
                     assert fake.calls == [], (path, what)
                 assert (await c.get("/api/me")).status_code == 200          # still logged in
             # With both, the action is done, with the operator's identity.
-            r = await c.post("/api/resources/take", content=json.dumps(ACTIONS[1][1]),
+            r = await c.post("/api/resources/take", content=json.dumps(ACTIONS[2][1]),
                              headers=dict(same_origin(server), **{"X-CSRF-Token": csrf}))
             assert r.status_code == 200, r.text
             assert fake.calls == [("take", "terminal:test/sim/motor_left", OPERATOR)]
@@ -406,8 +407,17 @@ def test_against_the_engine_refusals_carry_the_s2_code_and_actions_are_audited_a
                 r = await c.post("/api/decisions/resolve", content=json.dumps({"decision_id": d.decision_id,
                                                                                  "approve": True}), headers=h)
                 assert r.status_code == 409 and "expired" in r.json()["error"]
+                act = {"resource_id": motor, "op": 1, "args": "6400"}
+                r = await c.post("/api/resources/act", content=json.dumps(act), headers=h)
+                assert r.status_code == 409 and r.json()["code"] == "E_PERMISSION_DENIED"    # not held
                 r = await c.post("/api/resources/take", content=json.dumps({"resource_id": motor}), headers=h)
                 assert r.status_code == 200 and r.json()["result"]["kind"] == "operator"
+                r = await c.post("/api/resources/act", content=json.dumps(act), headers=h)
+                assert r.status_code == 200 and r.json()["result"]["data"] == "6400"         # speed 100
+                r = await c.post("/api/resources/act", content=json.dumps(dict(act, args="zz")), headers=h)
+                assert r.status_code == 400
+                r = await c.post("/api/resources/act", content=json.dumps(dict(act, args="ffff7f")), headers=h)
+                assert r.status_code == 409 and r.json()["code"].startswith("E_")             # the board refuses
                 r = await c.post("/api/resources/release", content=json.dumps({"resource_id": motor}), headers=h)
                 assert r.status_code == 200
                 state = (await c.get("/api/state")).json()
@@ -421,6 +431,7 @@ def test_against_the_engine_refusals_carry_the_s2_code_and_actions_are_audited_a
     by_operator = [(e["action"], e["outcome"]) for e in entries if e.get("operator") == OPERATOR]
     assert ("operator_login", "allow") in by_operator
     assert ("takeover", "completed") in by_operator and ("operator_release", "done") in by_operator
+    assert ("operator_command", "done") in by_operator
     assert [e["outcome"] for e in entries if e["action"] == "decision"] == ["pending", "expired"]
 
 

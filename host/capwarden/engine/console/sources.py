@@ -14,6 +14,7 @@ countdown.
 
 import asyncio
 
+from capwarden.credentials.b64 import b64u_decode
 from capwarden.engine import controlroom
 from capwarden.engine.operators import OperatorStore
 
@@ -104,6 +105,11 @@ class ConsoleSources:
 
     async def release(self, resource_id, operator):
         return await controlroom.release(self.engine, operator, resource_id)
+
+    async def act(self, resource_id, op, args, operator):
+        """One driver operation under the operator's grant: {"resource_id", "op", "data": hex}."""
+        out = await controlroom.act(self.engine, operator, resource_id, op, args)
+        return dict(out, data=b64u_decode(out["data"]).hex())
 
 
 def _holder(h):

@@ -14,6 +14,8 @@ Routes (all but the login page, its script and the login itself need a session):
     POST /api/resources/take    {"resource_id"}
     POST /api/resources/hand_back {"resource_id", "fay_id"}
     POST /api/resources/release {"resource_id"}
+    POST /api/resources/act     {"resource_id", "op" (0..255), "args" (hex)}: one driver operation
+                                under the operator's own grant; answers {"data": hex}
 
 The checks on each request and the headers of every answer are guards.py's; the session
 cookie and the CSRF token (the session's, in the X-CSRF-Token header of every POST but the
@@ -85,6 +87,7 @@ class ConsoleWeb:
             Route("/api/resources/take", self.take, methods=["POST"]),
             Route("/api/resources/hand_back", self.hand_back, methods=["POST"]),
             Route("/api/resources/release", self.release, methods=["POST"]),
+            Route("/api/resources/act", self.act, methods=["POST"]),
         ])
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -363,6 +366,22 @@ class ConsoleWeb:
     async def _release(self, request, session):
         body = await self.guard.body(request)
         return await self._act(self.sources.release(self._text(body, "resource_id"), session.operator))
+
+    async def act(self, request):
+        return await self._guarded(request, self._act_on)
+
+    async def _act_on(self, request, session):
+        body = await self.guard.body(request)
+        op, args = body.get("op"), body.get("args", "")
+        if type(op) is not int or not 0 <= op <= 255:
+            raise Refused(400, "give op: an integer 0..255")
+        if not isinstance(args, str):            # its size: the engine's to refuse (E_MALFORMED_REQUEST)
+            raise Refused(400, "give args as hex")
+        try:
+            data = bytes.fromhex(args)
+        except ValueError:
+            raise Refused(400, "args is hex (e.g. 6400)") from None
+        return await self._act(self.sources.act(self._text(body, "resource_id"), op, data, session.operator))
 
 
 def _peer(request):

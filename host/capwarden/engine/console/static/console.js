@@ -64,7 +64,7 @@
   }
 
   // ---- actions ----------------------------------------------------------------------------
-  async function post(path, body, what) {
+  async function post(path, body, what, quiet) {
     try {
       const r = await fetch(path, {
         method: "POST", credentials: "same-origin", cache: "no-store",
@@ -76,6 +76,7 @@
       try { data = await r.json(); } catch (e) { /* not JSON */ }
       if (!r.ok) { notice(what + " refused: " + (data.error || r.status), true); return false; }
       const res = data.result || {};
+      if (quiet) return data;
       if (res.result === "waiting") {
         notice(what + ": waiting for " + short(body.fay_id) + " to ask for it again (until " + utc(res.until) +
                " UTC); you keep control until then.", false);
@@ -181,7 +182,19 @@
         if (!fay) { notice("Name the Fay to hand " + r.name + " back to.", true); input.focus(); return; }
         post("/api/resources/hand_back", {resource_id: r.resource_id, fay_id: fay}, "Hand " + r.name + " back");
       }}, input, el("button", {type: "submit", "aria-label": "Hand " + r.name + " back"}, "Hand back"));
-      box.append(form, el("button", {type: "button", class: "release", "aria-label": "Release " + r.name,
+      const op = el("input", {type: "number", min: "0", max: "255", name: "op", class: "op-input",
+        "aria-label": "Operation number for " + r.name, placeholder: "op"});
+      const args = el("input", {type: "text", name: "args", class: "args-input", spellcheck: "false",
+        "aria-label": "Arguments (hex) for " + r.name, placeholder: "args (hex)"});
+      const command = el("form", {class: "command", onsubmit: async (ev) => {
+        ev.preventDefault();
+        const n = Number(op.value);
+        if (op.value === "" || !Number.isInteger(n) || n < 0 || n > 255) { notice("Give an operation number 0..255.", true); op.focus(); return; }
+        const data = await post("/api/resources/act", {resource_id: r.resource_id, op: n, args: args.value.replace(/\s+/g, "")},
+                                "Operation " + n + " on " + r.name, true);
+        if (data) notice("Operation " + n + " on " + r.name + ": answer " + (data.result.data || "(empty)") + ".", false);
+      }}, op, args, el("button", {type: "submit", "aria-label": "Send to " + r.name}, "Send"));
+      box.append(form, command, el("button", {type: "button", class: "release", "aria-label": "Release " + r.name,
         onclick: () => post("/api/resources/release", {resource_id: r.resource_id}, "Release " + r.name)}, "Release"));
     }
     return box;
