@@ -188,3 +188,23 @@ def test_a_decision_that_cannot_be_audited_grants_nothing(world, in_process, run
         assert sa.state == "active" and await sa.command(1, b"\x01\x00") is not None
 
     run(scenario())
+
+
+def test_no_priority_preempts_an_operators_hold(world, in_process, run):
+    # An emergency Fay outranks every Fay under the rule, never a human who took the motor.
+    from capwarden.engine import controlroom
+
+    async def scenario():
+        app = await in_process(handover=prio(world))
+        a, b = await runtime(app, "rtA"), await runtime(app, "rtB")
+        await take(world, a, "motor_left", "write", "A")
+        held = await controlroom.take(app.engine, "alice", world.res("motor_left"))
+        with pytest.raises(CapError) as exc:
+            await take(world, b, "motor_left", "write", "B", urgency=5)    # score 105
+        r = next(r for bd in controlroom.snapshot(app.engine)["boards"] for r in bd["resources"]
+                 if r["name"] == "motor_left")
+        return exc.value.code, held, r
+
+    code, held, r = run(scenario())
+    assert code == "E_RESOURCE_BUSY"
+    assert [h["kind"] for h in r["holders"]] == ["operator"] and r["holders"][0]["session_id"] == held["session_id"]

@@ -141,6 +141,12 @@ def contended_holder(engine, s):
     if len(holders) != 1:
         return None
     h = holders[0]
+    from capwarden.engine.takeover import is_operator   # here: takeover imports this module's users
+
+    if is_operator(h):
+        # A human holds it (issue 15 item 5): no policy preempts an operator. The request goes
+        # the board's way: busy, or queued for the operator's hand-back.
+        return None
     if h.access_mode not in EXCLUSIVE and s.access_mode not in EXCLUSIVE:
         return None
     return h
