@@ -22,7 +22,7 @@ from setuptools.command.build_py import build_py
 SCANNER = "host/capwarden/credentials/cborscan.py"
 
 # (folder in the repository, folder under capwarden/data/ in the wheel): capwarden.resources.
-SHIPPED = (("shared/schema", "schema"), ("device", "device"), ("boards", "boards"))
+SHIPPED = (("shared/schema", "schema"), ("device", "device"), ("boards", "boards"), ("models", "models"))
 NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.mpy", "*.so")
 
 

@@ -51,3 +51,8 @@ def shared_dir():
 def boards_dir():
     """The board descriptions (one folder per board)."""
     return _data("boards")
+
+
+def handover_model_path(name):
+    """A shipped handover-ranking model (the repository's models/ folder; issue 15)."""
+    return _data("models", name)

@@ -208,3 +208,20 @@ def test_no_priority_preempts_an_operators_hold(world, in_process, run):
     code, held, r = run(scenario())
     assert code == "E_RESOURCE_BUSY"
     assert [h["kind"] for h in r["holders"]] == ["operator"] and r["holders"][0]["session_id"] == held["session_id"]
+
+
+def test_the_sdk_sends_the_claimed_urgency(world, in_process, run):
+    # Through the SDK's acquire(urgency=): B (routine here, 10 + 7) outranks A (routine, 10 + 5);
+    # without its urgency B would score 10 and be refused.
+    async def scenario():
+        fays = {"A": {"role": "routine", "max_urgency": 5}, "B": {"role": "routine", "max_urgency": 10}}
+        app = await in_process(handover=prio(world, fays=fays))
+        a, c = await runtime(app, "rtA"), await runtime(app, "rtB")
+        sa = await take(world, a, "motor_left", "write", "A", urgency=5)
+        b = world.auth_body("motor_left", "write", "B")
+        sc = await c.acquire(b["fay_id"], b["resource_id"], b["access_mode"], b["credential"], urgency=7)
+        return await sa.ended(5), sc.state, audit_entries(app, "policy")[-1]
+
+    ended, state, pol = run(scenario())
+    assert ended == "preempted" and state == "active"
+    assert pol["inputs"]["requester"]["score"] == 17

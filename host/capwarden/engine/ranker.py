@@ -58,7 +58,7 @@ def shipped_model():
     from capwarden import resources
 
     # The repository's models/ folder, or capwarden/data/models in a wheel (resources._data).
-    return resources._data("models", MODEL_FILE)
+    return resources.handover_model_path(MODEL_FILE)
 
 
 class Ranker:

@@ -112,11 +112,15 @@ class Client:
         return reply["body"]
 
     @sends("AuthRequest")
-    async def acquire(self, fay_id, resource_id, mode, credential, wait_ms=0):
-        """AuthRequest; returns a Session. Raises CapError with the S2 code when denied."""
+    async def acquire(self, fay_id, resource_id, mode, credential, wait_ms=0, urgency=None):
+        """AuthRequest; returns a Session. Raises CapError with the S2 code when denied.
+        `urgency` (0..10): the task's urgency for a priority policy, an input the engine caps
+        per Fay, never authority (docs/engine.md "Handover policies")."""
         body = {"fay_id": fay_id, "resource_id": resource_id, "access_mode": mode, "credential": credential}
         if wait_ms:
             body["wait_ms"] = wait_ms
+        if urgency is not None:
+            body["urgency"] = urgency
         r = await self.request("AuthRequest", body, timeout=60 + wait_ms / 1000.0)
         if r["result"] != "granted":
             raise CapError(r["error_code"], r["error_message"])
@@ -160,11 +164,14 @@ class Client:
         return ids
 
     @sends("HandoverRequest")
-    async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000):
-        """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed."""
-        r = await self.request("HandoverRequest", {"resource_id": resource_id, "to_fay_id": to_fay_id,
-                                                   "access_mode": mode, "credential": credential,
-                                                   "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000.0 + 30)
+    async def handover(self, resource_id, to_fay_id, mode, credential, timeout_ms=10000, urgency=None):
+        """HandoverRequest; returns the HandoverResult body, with `session` (a Session) when completed.
+        `urgency`: as for acquire()."""
+        body = {"resource_id": resource_id, "to_fay_id": to_fay_id, "access_mode": mode, "credential": credential,
+                "timeout_ms": timeout_ms}
+        if urgency is not None:
+            body["urgency"] = urgency
+        r = await self.request("HandoverRequest", body, timeout=timeout_ms / 1000.0 + 30)
         if r["result"] == "completed":
             r["session"] = self._track(Session(self, r, to_fay_id, resource_id, mode))
         return r
