@@ -154,6 +154,25 @@ def test_no_conversion_while_degraded_audited_as_skipped(rig):
     run(scenario())
 
 
+def test_a_ticket_granted_while_degraded_with_offline_acceptance_is_not_converted(rig):
+    """Offline acceptance lets tickets through while degraded (the validator does not refuse
+    them): the mode notice tells the converter, which converts none of them, audited."""
+    from capwarden.engine import modepush
+
+    async def scenario():
+        modepush.notify_mode(rig.engine, False, "unreachable")
+        token, jti, _r = await granted_ticket(rig)
+        assert jti not in rig.t.stored_ids()
+        (entry,) = rig.actions("convert")
+        assert (entry["outcome"], entry["reason"], entry["ticket"]) == ("skipped", "offline", jti)
+        modepush.notify_mode(rig.engine, True, "recovered")
+        assert (await rig.ask(ticket_cred(token)))["result"] == "granted"
+        await rig.engine.conversion.settle()
+        assert jti in rig.t.stored_ids()
+
+    run(scenario())
+
+
 def test_revoking_the_origin_ticket_deletes_its_descriptor_and_ends_the_session(rig):
     async def scenario():
         token, jti, _r = await granted_ticket(rig)

@@ -7,6 +7,7 @@ import pytest
 
 from capwarden import runtimeapi
 from capwarden.engine import modepush
+from capwarden.engine.conversion import Converter
 
 U = "01927b34-7e21-7c4d-a89f-1234567890ab"
 BASE = {"session_id": U, "state": "active", "previous_state": "active", "suspended": False}
@@ -52,6 +53,7 @@ class _Engine:
     def __init__(self, sessions):
         self.registry = _Registry(sessions)
         self.pushed = []
+        self.conversion = Converter()
 
     def push(self, runtime_id, mtype, body):
         self.pushed.append((runtime_id, mtype, body))
@@ -70,7 +72,9 @@ def test_notify_mode_tells_every_live_session_and_keeps_its_state():
     assert second["state"] == second["previous_state"] == "handover_pending"
     for _, _, body in eng.pushed:
         assert _valid(body)
+    assert eng.conversion.offline
     eng.pushed.clear()
     modepush.notify_mode(eng, True, "recovered")
+    assert not eng.conversion.offline
     assert {body["terminal_mode"] for _, _, body in eng.pushed} == {"online"}
     assert {body["reason"] for _, _, body in eng.pushed} == {"terminal_online"}

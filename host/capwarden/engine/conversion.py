@@ -12,8 +12,9 @@ is the ticket's jti, so the Fay goes on offline with `descriptor_ref` = jti. It 
 worker thread after the grant (two sealed files written and synced): the AuthResult does not
 wait for it, and other requests are not held up. Each ticket is converted once (a bounded memo
 here, and conversions.json in the store across restarts). Audited: `convert` `done` with the
-ticket and the descriptor, or `convert` `skipped` with the S2 code when the credential layer
-refused (e.g. degraded, revoked meanwhile).
+ticket and the descriptor, or `convert` `skipped`: with the S2 code when the credential layer
+refused (e.g. revoked meanwhile), with `offline` for a ticket granted while the terminal is
+degraded (offline acceptance: its revocation could not be checked, so it is not made to last).
 
 Removal is the store's (4.4.4): the revocation of the origin ticket deletes its converted
 descriptor at once (Terminal's revocation listener, whatever brought the revocation: import,
@@ -45,6 +46,9 @@ class Converter:
                              % (min_remaining_s,))
         self.enabled = enabled
         self.min_remaining_s = min_remaining_s
+        # Set by the mode notice (modepush.notify_mode): while the terminal is degraded, a ticket
+        # granted anyway (offline acceptance) is not converted, its revocation unchecked.
+        self.offline = False
         self.done = OrderedDict()        # ticket jti -> descriptor id
         self.pending = {}                # ticket jti -> the conversion's task
 
@@ -74,6 +78,10 @@ class Converter:
         granted `decision` when the policy wants it. Returns the task, or None."""
         now = int(engine.wall())
         if not self.wants(decision, now):
+            return None
+        if self.offline:
+            _audit(engine, "skipped", "offline", ticket=decision.credential_id,
+                   detail="granted while the terminal is degraded (offline acceptance): not converted")
             return None
         terminal = getattr(engine.authorizer, "terminal", None)
         if terminal is None or not hasattr(terminal, "convert_verified"):

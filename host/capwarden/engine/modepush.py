@@ -16,7 +16,8 @@ the SDK needs (capwarden.sdk.dual).
 The online side (engine/online.py) calls `notify_mode` after a transition is complete: on
 degradation once new tickets are refused, on recovery after the revocation sync and the
 re-check of every session (section 4.5.3 steps 1-2), when tickets are accepted again. It
-audits the transition itself; this module only pushes.
+audits the transition itself; this module pushes, and tells the engine's ticket conversion
+(conversion.py), which converts nothing granted while degraded.
 """
 
 import logging
@@ -40,6 +41,7 @@ def notify_mode(engine, online, reason=None):
     `unreachable`, `query_timeouts`, `network_down`, `recovered`...) is logged; the caller
     audits it. It is not sent. Returns the number of notices pushed."""
     mode = ONLINE if online else DEGRADED
+    engine.conversion.offline = not online       # no conversion of tickets accepted offline
     sent = 0
     for s in list(engine.registry.live()):
         if s.state in LIVE:
