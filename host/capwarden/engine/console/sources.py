@@ -42,12 +42,10 @@ class ConsoleSources:
         return op.name, before
 
     def stamp(self, name):
-        """The account's stamp now, None once it is removed: a console session lives only as long
-        as the account it logged in with. The stamp is the entry's salt, new with every password
-        (created_at counts whole seconds: a password set twice in one second would keep it).
-        OperatorStore has no public accessor for it yet (_read is stat-cached). Raises StoreError."""
-        entry = self.operators._read().get(name)
-        return entry.get("salt") if isinstance(entry, dict) else None
+        """The account's stamp now (OperatorStore.stamp: its salt, new with every password), None
+        once it is removed: a console session lives only as long as the account it logged in
+        with. Raises StoreError."""
+        return self.operators.stamp(name)
 
     def audit(self, action, outcome, reason, **fields):
         self.engine.audit.record(action, outcome, reason, **fields)
