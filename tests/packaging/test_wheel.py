@@ -103,5 +103,9 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs_the_demo(tmp_path):
                      "mode online", "ends the session: terminated (revoked)",      # the trust extra
                      "the offline session ends (revoked)", "the iFay's session ends (operator_takeover)"):
         assert expected in demo.stdout, expected
+    # The priority rules need CEL and the console its pages: in the wheel, each is shown or said
+    # to be left out (neither is in the wheel's extras or package data yet).
+    assert "the iFay's session: terminated (preempted)" in demo.stdout or "the rules are CEL" in demo.stdout
+    assert "operator console at" in demo.stdout or "operator console: not in this install" in demo.stdout
     assert "Traceback" not in demo.stderr
     assert os.listdir(work) == []       # the demo's store and the board's files are gone

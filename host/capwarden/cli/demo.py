@@ -116,8 +116,10 @@ async def scenario(folder, heapsize):
             board.info.name, board.info.agent_version, board.info.boot_id, ping["mem_free"],
             ", ".join(r.name for r in board.info.resources)))
         if app.console_server is not None:
-            say("operator console at %s (while the demo runs; capwarden serve --console HOST:PORT)"
-                % app.console_server.url)
+            await demo_control.show_console(app.console_server.url)
+        else:
+            say("operator console: not in this install (it needs the 'trust' extra's starlette and uvicorn, and "
+                "its pages); left out")
         if trust:
             await demo_trust.wait_for("registration with the trust service", lambda: app.online.mode == "online")
             say("the engine starts degraded (tickets refused, as its log says) until its first sync; then it "

@@ -30,6 +30,21 @@ def console_available():
         return False
 
 
+async def show_console(url):
+    """The console's address, and that it answers (its login page: operators log in there)."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:   # loopback: no proxy
+            page = await http.get(url + "login")
+    except httpx.HTTPError as exc:
+        raise OSError("the console did not answer: %s" % (exc or exc.__class__.__name__)) from None
+    if page.status_code != 200:
+        raise ValueError("the console answered GET /login with %d" % page.status_code)
+    say("operator console at %s (GET /login: %d; while the demo runs. capwarden serve --console HOST:PORT, "
+        "accounts: capwarden operator add)" % (url, page.status_code))
+
+
 def handover_settings(ifay, cofay):
     """The engine's "handover" section: a priority rule on motor_right, consent elsewhere. The
     roles come from this configuration only: a runtime cannot name its own."""

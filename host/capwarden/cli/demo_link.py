@@ -73,11 +73,12 @@ async def stranger(vb, board, resource):
         raise ValueError("no grant on %s to attack" % resource)
     token, epoch, _modes = held[0]
     before = await board.stats()
-    # What a process that opened the port writes: frames without a valid tag (it has no key),
-    # naming the very grant it read off the wire.
-    vb.cable.inject_bytes(TO_BOARD, codec.encode_frame("RELEASE", 60001, {"res": res, "session": token, "epoch": epoch}))
-    vb.cable.inject_bytes(TO_BOARD, codec.encode_frame("ACTUATE", 60002, {
-        "res": res, "session": token, "epoch": epoch, "op": 1, "args": (-1000).to_bytes(2, "little", signed=True)}))
+    # Bytes put on the line itself (the virtual cable), as a stranger wired to it writes them:
+    # frames without a valid tag (it has no key), naming the very grant it read off the wire.
+    grant = {"res": res, "session": token, "epoch": epoch}
+    vb.cable.inject_bytes(TO_BOARD, codec.encode_frame("RELEASE", 60001, grant))
+    vb.cable.inject_bytes(TO_BOARD, codec.encode_frame("ACTUATE", 60002, dict(
+        grant, op=1, args=(-1000).to_bytes(2, "little", signed=True))))
     say("a stranger on the line sends RELEASE and a full-reverse ACTUATE for the iFay's grant "
         "(board session %d, epoch %d), without the link key" % (token, epoch))
     deadline = time.monotonic() + 10

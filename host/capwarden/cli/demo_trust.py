@@ -69,12 +69,17 @@ class DemoTrustService:
         if server.should_exit:
             raise OSError("the trust service did not start")
         self._server = server
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=10,
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=10, trust_env=False,
                                        headers={"Authorization": "Bearer " + self.token})
         return enrollment
 
     async def _post(self, path, body):
-        r = await self._http.post(path, json=body)
+        import httpx
+
+        try:
+            r = await self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise OSError("the trust service did not answer %s: %s" % (path, exc or exc.__class__.__name__)) from None
         if r.status_code != 200:
             raise ValueError("the trust service answered %s %d: %s" % (path, r.status_code, r.text[:200]))
         return r.json()
