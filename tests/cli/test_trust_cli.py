@@ -331,11 +331,25 @@ def test_status_shows_terminals_acks_and_stale_revocations(dep):
     assert out["stale_revocations"][0]["target_id"] == jti and out["stale_revocations"][0]["terminal_id"] == tid
     # Not stale yet under the default threshold (300 s): it was just made.
     assert ok(dep.run("status", "--json")).json()["stale_revocations_count"] == 0
-    # The terminal acknowledges key set 1 (and is in touch): counted, and nothing stale.
+    # The terminal acknowledges key set 1: counted. It is in touch, but it has not fetched its
+    # revocation list: the revocation is still not fetched.
     assert ack_latest(dep, tid, token, device) == 1
     out = ok(dep.run("status", "--stale", "0", "--json")).json()
     assert out["key_sets"][0]["acknowledged"] == 1 and out["key_sets"][0]["registered_behind"] == 1
+    assert out["stale_revocations_count"] == 1
+    assert out["stale_revocations"][0]["terminal_served_version"] == 0
+    # It fetches the list from the service (the version served is recorded): nothing stale.
+    from fastapi.testclient import TestClient
+
+    from capwarden.trust.config import ServiceConfig
+    from capwarden.trust.service import create_app
+
+    with TestClient(create_app(ServiceConfig.from_data_dir(dep.data))) as client:
+        r = client.get("/v1/terminals/%s/revocations" % tid, headers=trustrig.auth(token))
+        assert r.status_code == 200, r.text
+    out = ok(dep.run("status", "--stale", "0", "--json")).json()
     assert out["stale_revocations_count"] == 0
+    assert {t["terminal_id"]: t["revocations_served"] for t in out["terminals"]} == {tid: 1, quiet: 0}
     text = ok(dep.run("status")).out
     assert tid in text and "key set 1" in text and "1 acknowledged" in text
 

@@ -19,8 +19,8 @@ from capwarden.trust.servicekeys import RA
 REGISTRY_TABLES = ("ra_terminals", "ra_enrollments", "ra_key_sets", "ra_key_set_acks")
 
 
-def test_migration_0002_matches_the_models(ra):
-    assert ra.db.revision() == "0002"
+def test_migrations_0002_0003_match_the_models(ra):
+    assert ra.db.revision() == "0003"
     insp = sa.inspect(ra.db.engine)
     for name in REGISTRY_TABLES:
         table = Base.metadata.tables[name]
@@ -55,6 +55,24 @@ def test_migration_0002_downgrades_to_0001(ra):
     assert not names & set(REGISTRY_TABLES) and "revocations" in names
     ra.db.migrate()
     assert set(REGISTRY_TABLES) <= set(sa.inspect(ra.db.engine).get_table_names())
+
+
+def test_migration_0003_adds_revocations_served_to_existing_terminals(ra):
+    from alembic import command
+    from alembic.config import Config
+
+    from capwarden.trust.db import MIGRATIONS
+
+    tid = register(ra)[0]
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    with ra.db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert "revocations_served" not in {c["name"] for c in sa.inspect(ra.db.engine).get_columns("ra_terminals")}
+    ra.db.migrate()
+    assert ra.db.revision() == "0003"
+    assert [(t["terminal_id"], t["revocations_served"]) for t in ra.list_terminals()] == [(tid, 0)]
 
 
 # ---- §4.4 terminal registration ------------------------------------------------------------

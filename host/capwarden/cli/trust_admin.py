@@ -46,8 +46,8 @@ examples:
 STATUS_HELP = """\
 The deployment at a glance: every terminal with its status, its last contact with the service
 and the newest key set it acknowledged; per key-set version, how many terminals acknowledged it
-and how many registered ones are behind; and the revocations older than --stale SECONDS whose
-terminal has not been in touch since (it cannot have them yet).
+and how many registered ones are behind; and the revocations older than --stale SECONDS that
+their terminal has not fetched yet (no list of that version was served to it).
 
 examples:
   capwarden trust status --data ./trust
@@ -352,21 +352,22 @@ def _push(url, versions, timeout=10.0):
 
 def stale_revocations(session, older_than, now, limit=STALE_SHOWN):
     """(count, first `limit` rows) of revocations made before now - older_than whose terminal is
-    registered and has not been in touch with the service since: it cannot hold them yet."""
+    registered and was never served a revocation list of that version or later (trust.served;
+    being in touch otherwise is not fetching the list): it cannot hold them yet."""
     import sqlalchemy as sa
 
     from capwarden.trust.models import Revocation
     from capwarden.trust.models_registry import REGISTERED, RegisteredTerminal
 
     cond = sa.and_(Revocation.revoked_at <= now - older_than, RegisteredTerminal.status == REGISTERED,
-                   sa.or_(RegisteredTerminal.last_sync_at.is_(None), RegisteredTerminal.last_sync_at < Revocation.revoked_at))
-    base = sa.select(Revocation, RegisteredTerminal.last_sync_at).join(
+                   RegisteredTerminal.revocations_served < Revocation.list_version)
+    base = sa.select(Revocation, RegisteredTerminal.last_sync_at, RegisteredTerminal.revocations_served).join(
         RegisteredTerminal, RegisteredTerminal.terminal_id == Revocation.terminal_id).where(cond)
     count = session.scalar(sa.select(sa.func.count()).select_from(base.subquery()))
     rows = [{"revocation_id": r.revocation_id, "target_id": r.target_id, "kind": r.target_kind,
              "terminal_id": r.terminal_id, "revoked_at": r.revoked_at, "version": r.list_version,
-             "terminal_last_sync_at": last}
-            for r, last in session.execute(base.order_by(Revocation.revoked_at).limit(limit))]
+             "terminal_last_sync_at": last, "terminal_served_version": served}
+            for r, last, served in session.execute(base.order_by(Revocation.revoked_at).limit(limit))]
     return count, rows
 
 

@@ -28,7 +28,8 @@ STATUSES = (REGISTERED, SUSPENDED, DEREGISTERED)
 
 class RegisteredTerminal(Base):
     """A terminal that registered with its device key; key_set_acked is the highest key-set
-    version it acknowledged (0: none yet)."""
+    version it acknowledged (0: none yet), revocations_served the highest revocation-list
+    version handed to it."""
     __tablename__ = "ra_terminals"
     terminal_id: Mapped[str] = mapped_column(TERMINAL, primary_key=True)
     device_algorithm: Mapped[str] = mapped_column(sa.String(32))
@@ -40,6 +41,8 @@ class RegisteredTerminal(Base):
     status_at: Mapped[int] = mapped_column(TS)
     last_sync_at: Mapped[int | None] = mapped_column(TS, nullable=True)
     key_set_acked: Mapped[int] = mapped_column(sa.BigInteger)
+    # The highest revocation-list version served to it (trust.served; migration 0003).
+    revocations_served: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
 
 
 class Enrollment(Base):

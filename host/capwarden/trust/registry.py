@@ -130,7 +130,8 @@ def register(session, ring, enrollment_secret, device_key, proof, terminal_id=No
     token = _new_secret()
     session.add(RegisteredTerminal(terminal_id=tid, device_algorithm=pub.algorithm, device_key=pub.raw,
                                    token_sha256=secret_hash(token), status=REGISTERED, group_name=en.group_name,
-                                   registered_at=now, status_at=now, last_sync_at=now, key_set_acked=0))
+                                   registered_at=now, status_at=now, last_sync_at=now, key_set_acked=0,
+                                   revocations_served=0))
     _flush(session, "%s is already registered" % tid)
     # key_set_version: the version the enrollment's anchor signs, where the terminal's walk starts.
     payload = {"type": signed.REGISTRATION, "terminal_id": tid, "device_key": dict(device_key),
@@ -203,10 +204,11 @@ def terminal_info(session, terminal_id):
 
 def list_terminals(session):
     """Every terminal for `capwarden trust status`: terminal_id, status, group, registered_at,
-    last_sync_at, key_set_acked; by Terminal_ID."""
+    last_sync_at, key_set_acked, revocations_served (the list version last served); by Terminal_ID."""
     rows = session.scalars(sa.select(RegisteredTerminal).order_by(RegisteredTerminal.terminal_id))
     return [{"terminal_id": t.terminal_id, "status": t.status, "group": t.group_name,
-             "registered_at": t.registered_at, "last_sync_at": t.last_sync_at, "key_set_acked": t.key_set_acked}
+             "registered_at": t.registered_at, "last_sync_at": t.last_sync_at, "key_set_acked": t.key_set_acked,
+             "revocations_served": t.revocations_served}
             for t in rows]
 
 

@@ -192,9 +192,14 @@ class RevocationService:
             return self.db.run(run)
 
     def revocation_list(self, terminal_id, since=None):
+        return self.revocation_list_versioned(terminal_id, since)[0]
+
+    def revocation_list_versioned(self, terminal_id, since=None):
+        """(signed revocation list, its version) for `terminal_id`."""
         def run(s):
             now = int(self.clock())
-            return revocation_list(s, signing_key(self.keys, now), terminal_id, since, now)
+            p = list_payload(s, terminal_id, since, now)
+            return signed.sign(p, [signing_key(self.keys, now)]), p["version"]
         return self.db.run(run, write=False)
 
     def ticket_status(self, jti):

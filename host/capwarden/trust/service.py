@@ -28,6 +28,7 @@ from capwarden.trust.groupcommit import GroupIssuer
 from capwarden.trust.issuance import MAX_BATCH, Issuer
 from capwarden.trust.keydist import latest_keyset_version
 from capwarden.trust.revocations import RevocationService
+from capwarden.trust.served import ServedVersions
 
 log = logging.getLogger("capwarden.trust.service")
 PREFIX = "/v1"
@@ -151,18 +152,23 @@ def create_app(config):
     if config.migrate:
         db.migrate()
     publisher = config.publisher or push.NullPublisher()
+    served = ServedVersions(db)
 
     async def lifespan(app):
         await publisher.start()
-        watcher = None
+        tasks = [asyncio.ensure_future(served.run())]
         if not isinstance(publisher, push.NullPublisher) and config.keyset_watch_s:
-            watcher = asyncio.ensure_future(watch_keysets(db, publisher, config.keyset_watch_s))
+            tasks.append(asyncio.ensure_future(watch_keysets(db, publisher, config.keyset_watch_s)))
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await run_in_threadpool(served.flush)
+            except Exception:   # noqa: BLE001 - status only: never fail the shutdown for it
+                log.warning("recording the revocation-list versions served failed at shutdown")
             await publisher.aclose()
             db.dispose()
 
@@ -171,6 +177,7 @@ def create_app(config):
     app.state.config = config
     app.state.db = db
     app.state.publisher = publisher
+    app.state.served = served
     app.state.issuer = Issuer(db, config.keys, terminal_state=registry_api.terminal_state, clock=config.clock,
                               require_registration=config.require_registration)
     app.state.tickets = GroupIssuer(app.state.issuer)     # POST /v1/tickets: group commit
@@ -226,6 +233,7 @@ def _issuance_routes(app):
 
 def _revocation_routes(app):
     service = app.state.revocations
+    served = app.state.served
 
     @app.post(PREFIX + "/revocations", tags=["revocations"])
     async def revoke(body: RevocationRequest, request: Request, token: str = Depends(bearer_token)):
@@ -239,7 +247,10 @@ def _revocation_routes(app):
     @app.get(PREFIX + "/terminals/{tid}/revocations", tags=["revocations"])
     async def revocation_list(tid: str, since: int | None = Query(None, ge=0),
                               terminal=Depends(registry_api.that_terminal)):
-        return await run_in_threadpool(service.revocation_list, tid, since)
+        doc, version = await run_in_threadpool(service.revocation_list_versioned, tid, since)
+        if version > terminal.revocations_served:
+            served.note(tid, version)      # for `capwarden trust status` (trust.served)
+        return doc
 
     @app.get(PREFIX + "/tickets/{jti}/status", tags=["revocations"])
     async def ticket_status(jti: str, terminal=Depends(registry_api.current_terminal)):
