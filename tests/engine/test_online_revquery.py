@@ -5,6 +5,7 @@ injected clock; the engine tests run the real trust service (SQLite) and the eng
 virtual board."""
 
 import asyncio
+import time
 import types
 
 import pytest
@@ -259,5 +260,31 @@ def test_engine_tickets_under_a_preinstalled_key_are_not_asked(run, world, svc, 
         s = await rt.acquire(world.A, world.res("camera"), "read", ticket_cred(sign_ticket(key, claims)))
         assert s.session_id and link.revquery.asked == 0
         await rt.close()
+
+    run(main())
+
+
+def test_a_query_that_degrades_the_terminal_keeps_its_own_answer(run, world, svc, in_process):
+    """The third timeout degrades the terminal while its request waits: that request is told
+    E_REVOCATION_QUERY_TIMEOUT (what happened to it), not E_TICKET_OFFLINE_REJECTED, even when
+    the check runs in the next second; a request arriving after it gets the offline code."""
+    async def main():
+        app, link = await online_engine(world, svc, in_process, revocation_query=QUERY)
+        await link.step()
+        _jti, jws = await svc.ticket(world.tid, world.A)
+        auth = app.engine.authorizer
+        link.timeouts = 2
+        svc.line.hang = True
+        body = {"fay_id": world.A, "resource_id": world.res("camera"), "access_mode": "read",
+                "credential": ticket_cred(jws)}
+        now = int(time.time())
+        await auth.prepare("AuthRequest", body, now)
+        assert link.mode == "degraded"
+        d = auth.check(body["credential"], world.A, body["resource_id"], "read", now + 1)
+        assert d.error_code == "E_REVOCATION_QUERY_TIMEOUT"
+        await auth.prepare("AuthRequest", body, now + 1)
+        d = auth.check(body["credential"], world.A, body["resource_id"], "read", now + 1)
+        assert d.error_code == "E_TICKET_OFFLINE_REJECTED"
+        svc.line.release()
 
     run(main())

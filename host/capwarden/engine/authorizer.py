@@ -93,7 +93,12 @@ class StoreAuthorizer:
             _PREPARED.set(None)
             d, outcome = pre[5], pre[6]
             if pre[7] != now:        # the query took a while: the local steps again, at this time
-                d = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+                again = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
+                # A terminal that degraded meanwhile (this very query's timeout may have been the
+                # third) does not turn the query's own answer into E_TICKET_OFFLINE_REJECTED:
+                # that code is for requests that arrive while degraded.
+                if again.granted or again.error_code != "E_TICKET_OFFLINE_REJECTED":
+                    d = again
         else:
             d = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
             outcome = None

@@ -311,7 +311,8 @@ class TrustLink:
                 await self._revocations()
                 await self.client.sync_keysets()
         except TrustUnavailable as exc:
-            log.warning("trust service: %s", exc)
+            # Said once per outage (then at debug level): a retry every retry_s is not news.
+            (log.warning if self.fail_since is None else log.debug)("trust service: %s", exc)
             self.failed()
             return
         except UsageError as exc:        # not registered and no enrollment: said, tried again later
@@ -322,9 +323,11 @@ class TrustLink:
             # tampered or rolled-back list): nothing of it was used, and a service that cannot
             # be synchronised from counts as unreachable (fail closed: degraded after
             # unreachable_s, and no recovery until a list verifies).
-            log.warning("trust service: %s", exc)
+            (log.warning if self.fail_since is None else log.debug)("trust service: %s", exc)
             self.failed()
             return
+        if self.fail_since is not None:
+            log.info("trust service answers again")
         self.answered()
 
     async def recover(self):
