@@ -37,7 +37,8 @@ RA_DISTRIBUTED = "ra-distributed"
 # Requests whose credential prepare() looks at: message type -> the body field naming the Fay.
 CREDENTIAL_REQUESTS = {"AuthRequest": "fay_id", "HandoverRequest": "to_fay_id"}
 # What prepare() left for check() in this request's task: (credential object, fay, resource,
-# mode, terminal view, decision, revocation-query outcome).
+# mode, terminal view, decision, revocation-query outcome, time). Each request runs in a task of
+# its own, and the entry matches only that request's credential object, so it is not cleared.
 _PREPARED = contextvars.ContextVar("capwarden_prepared", default=None)
 
 
@@ -90,7 +91,6 @@ class StoreAuthorizer:
         pre = _PREPARED.get()
         if pre is not None and pre[0] is credential and pre[1:4] == (fay_id, resource_id, mode) \
                 and pre[4] is self.terminal:
-            _PREPARED.set(None)
             d, outcome = pre[5], pre[6]
             if pre[7] != now:        # the query took a while: the local steps again, at this time
                 again = self.terminal.validator.check_ticket(credential["ticket"], fay_id, resource_id, mode, now)
