@@ -5,7 +5,9 @@ folders and stopped afterwards, never mocked.
   folder (listen_addresses=''), fsync off (test data need not survive a power cut; durable=True
   keeps it on, for benchmarks). Run as root
   (CI), the server runs as the `postgres` user, since PostgreSQL refuses to run as root.
-  `create_database()` gives a new empty database and its SQLAlchemy URL.
+  `create_database()` gives a new empty database and its SQLAlchemy URL; `create_schema()` a
+  new empty schema in a shared database, as the URL of that database searching that schema
+  (what the per-test db_url fixture of tests/trust uses: milliseconds instead of 0.5 s).
 - MosquittoBroker: a config in a temporary folder, one listener on 127.0.0.1 and a free port;
   anonymous, or with a password file (users={name: password}) and an ACL file.
 
@@ -211,6 +213,26 @@ class PostgresServer:
         with self.connect() as conn:
             conn.execute('CREATE DATABASE "%s"' % name)
         return self.url(name)
+
+    SHARED_DB = "cw_schemas"
+
+    def create_schema(self, prefix="s"):
+        """A new empty schema in one shared database, as the SQLAlchemy URL of that database
+        with the schema as its search_path: to the code under test an empty database (its
+        tables, its alembic_version), made in milliseconds where CREATE DATABASE takes about
+        0.5 s. What is database-wide (advisory locks, connections) is shared between schemas,
+        so tests of those that must not see another test's use create_database()."""
+        import urllib.parse
+
+        if not getattr(self, "_shared", False):
+            with self.connect() as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.SHARED_DB,)).fetchone() is None:
+                    conn.execute('CREATE DATABASE "%s"' % self.SHARED_DB)
+            self._shared = True
+        name = "%s_%s" % (prefix, uuid.uuid4().hex[:16])
+        with self.connect(self.SHARED_DB) as conn:
+            conn.execute('CREATE SCHEMA "%s"' % name)
+        return self.url(self.SHARED_DB) + "&options=" + urllib.parse.quote("-csearch_path=%s" % name)
 
     def stop(self):
         """pg_ctl stop -m fast, then the process itself if that did not do it; the folder

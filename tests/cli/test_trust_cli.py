@@ -88,6 +88,12 @@ def ack_latest(d, tid, token, device):
 
 
 @pytest.fixture
+def tmp_path(request, tmp_path_factory):
+    """On tmpfs when there is one (trustrig.shm_tmp_path: no fsync cost)."""
+    yield from trustrig.shm_tmp_path(request, tmp_path_factory)
+
+
+@pytest.fixture
 def mosquitto_broker():
     import services
 
@@ -461,7 +467,9 @@ def test_serve_over_tls(dep, tmp_path):
         s.stop()
 
 
-def test_serve_refusals_are_usage_errors_before_anything_starts(dep, tmp_path):
+def test_serve_refusals_are_usage_errors_before_anything_starts(dep, tmp_path, monkeypatch):
+    from capwarden.cli import trust_serve
+
     tls = trustrig.self_signed(str(tmp_path))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
@@ -481,12 +489,23 @@ def test_serve_refusals_are_usage_errors_before_anything_starts(dep, tmp_path):
             (["--listen", "127.0.0.1:0", "--mqtt", "http://x"], 2, "--mqtt"),
             (["--listen", "127.0.0.1:0", "--mqtt-username", "u"], 2, "--mqtt"),
         ]
-        # All at once (each is a fresh process that must refuse before starting anything).
-        runs = [(extra, code, text, False) for extra, code, text in cases]
+        # As processes, all at once: the address in use (refused once the service binds, before
+        # it serves) and, with --json, the three kinds of refusal (usage, bad file, address).
+        runs = [(cases[6][0], cases[6][1], cases[6][2], False)]
         runs += [(cases[i][0], cases[i][1], cases[i][2], True) for i in (0, 5, 6)]
         started = [subprocess.Popen([trustrig.EXE, "trust", "serve", "--data", dep.data, *extra,
                                      *(["--json"] if js else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True) for extra, _c, _t, js in runs]
+        # The argument checks in this process, with the service's start replaced by a failure:
+        # each must be refused before anything would start.
+        def must_not_start(*_a):
+            raise AssertionError("trust serve got as far as starting the service")
+        monkeypatch.setattr(trust_serve, "_run_service", must_not_start)
+        for i, (extra, code, text) in enumerate(cases):
+            if i != 6:
+                r = cli("trust", "serve", "--data", dep.data, *extra)
+                refused(r, code)
+                assert text in r.err, (extra, r)
         for (extra, code, text, js), p in zip(runs, started):
             out, err = p.communicate(timeout=120)
             r = Result(p.returncode, out, err)
@@ -495,7 +514,7 @@ def test_serve_refusals_are_usage_errors_before_anything_starts(dep, tmp_path):
             else:
                 refused(r, code)
                 assert text in r.err, (extra, r)
-        refused(cap("trust", "serve", "--data", str(tmp_path / "none"), "--listen", "127.0.0.1:0"), 2)
+        refused(cli("trust", "serve", "--data", str(tmp_path / "none"), "--listen", "127.0.0.1:0"), 2)
     finally:
         busy.close()
 

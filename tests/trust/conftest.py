@@ -3,9 +3,11 @@
 
 - pg_server (session): one PostgreSQL server for the whole run, started on first use only.
 - db_url: parametrized sqlite / postgresql; a new empty database each test (sqlite: a file in
-  tmp_path; postgresql: CREATE DATABASE on pg_server, reached through its Unix socket).
+  tmp_path; postgresql: a new schema in one shared database on pg_server, reached through its
+  Unix socket with that schema as its search_path: services.PostgresServer.create_schema).
 - mosquitto: a fresh anonymous broker on 127.0.0.1 (unpacks as host, port; .url).
 - mosquitto_factory: brokers with a password file and an ACL (MosquittoBroker(users=, acl=)).
+- tmp_path: on tmpfs when the machine has one (trustrig.shm_tmp_path: no fsync cost).
 
 A missing server binary skips the test with the reason, or fails it under CI=true.
 """
@@ -18,8 +20,15 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import services  # noqa: E402
+import trustrig  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def tmp_path(request, tmp_path_factory):
+    """On tmpfs when there is one (tests/trustrig.shm_tmp_path)."""
+    yield from trustrig.shm_tmp_path(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +51,7 @@ def db_url(db_backend, request, tmp_path):
     """A fresh, empty database URL on each backend (no schema: the code under test migrates)."""
     if db_backend == "sqlite":
         return "sqlite:///%s" % (tmp_path / "trust.db")
-    return request.getfixturevalue("pg_server").create_database()
+    return request.getfixturevalue("pg_server").create_schema()
 
 
 @pytest.fixture
