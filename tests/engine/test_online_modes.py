@@ -366,3 +366,25 @@ def test_a_service_whose_list_cannot_be_verified_counts_as_unreachable(run, worl
         assert link.mode == online.ONLINE
 
     run(main())
+
+
+def test_the_mode_is_in_the_control_rooms_snapshot_and_its_change_is_announced(run, world, svc, in_process):
+    # What the console shows (issue 14 item 6: mode changes visible): the snapshot carries the
+    # online side's status, and subscribers hear of each transition at once.
+    from capwarden.engine import controlroom
+
+    async def main():
+        app, link = await up(world, svc, in_process)
+        changes = []
+        controlroom.subscribe(app.engine, changes.append)
+        assert controlroom.snapshot(app.engine)["online"]["mode"] == online.ONLINE
+        open(link.network_file, "w").close()
+        await link.step()
+        snap = controlroom.snapshot(app.engine)["online"]
+        assert snap["mode"] == online.DEGRADED and snap["trigger"] == online.NETWORK_DOWN
+        assert {"type": "terminal", "mode": "degraded"} in changes
+        os.unlink(link.network_file)
+        await link.step()
+        assert {"type": "terminal", "mode": "online"} in changes
+
+    run(main())

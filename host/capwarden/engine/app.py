@@ -164,6 +164,8 @@ class EngineApp:
         if server:
             await server.close()
         online, self.online = self.online, None
+        if engine is not None:
+            engine.online = None
         if online:
             await online.stop()
         if engine:

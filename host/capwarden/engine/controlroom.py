@@ -135,7 +135,14 @@ def snapshot(engine):
                        "boot_id": info.boot_id,
                        "override": [r.name for r in info.resources if mask >> r.index & 1],
                        "resources": resources})
-    return {"terminal_id": engine.terminal_id, "at": int(engine.wall()), "boards": boards}
+    online = getattr(engine, "online", None)
+    return {"terminal_id": engine.terminal_id, "at": int(engine.wall()), "boards": boards,
+            "online": online.status() if online is not None else None}
+
+
+def terminal_changed(engine, mode):
+    """The terminal went degraded or online (engine/modepush.py): subscribers look again."""
+    _watch(engine).notify({"type": "terminal", "mode": mode})
 
 
 def _holder(engine, st, s):

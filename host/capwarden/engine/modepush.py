@@ -47,5 +47,8 @@ def notify_mode(engine, online, reason=None):
         if s.state in LIVE:
             engine.push(s.runtime_id, "SessionStateChanged", mode_notice(s, mode))
             sent += 1
+    from capwarden.engine import controlroom   # here: controlroom imports the engine's session modules
+
+    controlroom.terminal_changed(engine, mode)    # the console shows the mode at once
     log.info("terminal %s (%s): %d live sessions told", mode, reason or "-", sent)
     return sent

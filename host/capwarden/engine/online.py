@@ -117,6 +117,7 @@ class TrustLink:
         if not settings.url and client is None:
             raise UsageError("the trust section needs a \"url\" (or give --trust URL)")
         self.engine = engine
+        engine.online = self        # the control room (console) shows the mode: controlroom.snapshot
         self.auth = engine.authorizer
         self.settings = settings
         self.clock, self.wall = clock, wall

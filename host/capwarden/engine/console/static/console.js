@@ -292,6 +292,10 @@
     latest = state;
     receivedAt = performance.now();
     $("terminal-id").textContent = state.terminal_id || "";
+    const mode = $("terminal-mode"), on = state.online;
+    // The terminal's online mode (issue 14): online, or degraded with the trigger.
+    mode.textContent = on ? (on.mode === "online" ? "online" : "degraded (" + (on.trigger || "offline") + ")") : "no trust service";
+    mode.dataset.mode = on ? on.mode : "none";
     $("operator").textContent = state.operator || "";
     renderDecisions(state.decisions || []);
     renderBoards(state.boards || []);
