@@ -63,6 +63,44 @@ class RevocationList:
 
     def import_statement(self, data, now):
         """Verify and record a CBOR RevocationStatement. Returns its record; raises CapError."""
+        return self.import_statements([data], now)[0]
+
+    def import_statements(self, batch, now):
+        """Verify and record CBOR RevocationStatements with one write (a sync after an offline
+        period brings thousands). Every statement that verifies is recorded, even when another
+        in the batch does not: a revocation is never held back by someone else's bad signature
+        (fail closed). Returns their records, in order; then raises CapError for the first that
+        failed, so that the caller does not take the batch as complete."""
+        checked, failure = [], None
+        for data in batch:
+            try:
+                checked.append((self._verify(data, now), data))
+            except CapError as exc:
+                failure = failure or exc
+        # Re-read, add and write under the store's lock, so that an import by another process
+        # in between is kept; listeners hear of every entry new to this process, outside it.
+        with locked(self.folder):
+            new = self._merge()
+            out, added = [], False
+            for rec, data in checked:
+                key = (rec["issuer_id"], rec["target"])
+                entry = self.entries.get(key)
+                if entry is None:
+                    entry = {k: rec[k] for k in ENTRY if k != "statement"}
+                    entry["statement"] = b64u_encode(bytes(data))
+                    self.entries[key] = entry
+                    new.append(entry)
+                    added = True
+                out.append(entry)
+            if added:
+                write_json(self.path, list(self.entries.values()))
+        self._tell(new)
+        if failure is not None:
+            raise failure
+        return out
+
+    def _verify(self, data, now):
+        """The parsed statement `data` once its signature holds. Raises CapError."""
         try:
             obj = cbor.decode(data, MAX_STATEMENT)
         except cbor.CborError as exc:
@@ -73,20 +111,7 @@ class RevocationList:
             raise CapError("E_VERIFICATION_KEY_INVALID", "revocation statement: %s" % why, "signature.key_id")
         if not pub.verify(statement_signed_bytes(obj), rec["signature"]):
             raise CapError("E_INVALID_SIGNATURE", "revocation statement signature does not verify", "signature")
-        key = (rec["issuer_id"], rec["target"])
-        # Re-read, add and write under the store's lock, so that an import by another process
-        # in between is kept; listeners hear of every entry new to this process, outside it.
-        with locked(self.folder):
-            new = self._merge()
-            entry = self.entries.get(key)
-            if entry is None:
-                entry = {k: rec[k] for k in ENTRY if k != "statement"}
-                entry["statement"] = b64u_encode(bytes(data))
-                self.entries[key] = entry
-                new.append(entry)
-                write_json(self.path, list(self.entries.values()))
-        self._tell(new)
-        return entry
+        return rec
 
     def statement_bytes(self, entry):
         return b64u_decode(entry["statement"])

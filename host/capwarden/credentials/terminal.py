@@ -89,6 +89,11 @@ class Terminal:
     def import_revocation(self, data, now):
         return self.revocations.import_statement(data, now)
 
+    def import_revocations(self, batch, now):
+        """Many statements at once, all or none, the list written once (a sync after an offline
+        period). Returns their records; raises CapError for the first that fails."""
+        return self.revocations.import_statements(batch, now)
+
     def _on_revocation(self, entry):
         # A revoked ticket takes its converted descriptors with it (attacks.md F59).
         with locked(self.folder):

@@ -214,9 +214,9 @@ class TrustLink:
         its sessions through the store's listener (Engine._on_revocation)."""
         t = self.auth.terminal
         wall = int(self.wall())
-        for data in statements:
+        if statements:
             try:
-                t.import_revocation(data, wall)
+                t.import_revocations(statements, wall)
             except CapError as exc:
                 # The client checked it against the key set; the store refuses it (a key retired
                 # since): the version is not recorded, so the list is fetched again.
