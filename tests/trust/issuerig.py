@@ -11,6 +11,10 @@ from capwarden.trust import db as trustdb
 from capwarden.trust import issuance, servicekeys
 from capwarden.trust.revocations import RevocationService
 
+# For a test of something no database takes part in (request checks, signatures, the error
+# shape): one backend is enough; everything touching transactions, concurrency or SQL runs on both.
+SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+
 NOW = 1_790_000_000          # a fixed "now": decisions never read the wall clock here
 HOUR = 3600
 

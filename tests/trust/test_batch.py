@@ -13,7 +13,7 @@ from capwarden.trust.config import ServiceConfig
 from capwarden.trust.errors import Forbidden, InvalidRequest, Unauthenticated
 from capwarden.trust.service import create_app
 
-from issuerig import HOUR, NOW, rig  # noqa: F401  (rig is a fixture)
+from issuerig import HOUR, NOW, SQLITE_ONLY, rig  # noqa: F401  (rig is a fixture)
 
 
 def _recorded(rig):
@@ -77,6 +77,7 @@ def test_a_batch_is_recorded_all_or_nothing(rig, monkeypatch):
     assert len(rig.issuer.issue_tickets(rig.token, [rig.ticket_body()] * 3)) == 3 and len(_recorded(rig)) == 3
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("bodies, match", [([], "non-empty"), ({"a": 1}, "non-empty"),
                                            (None, "non-empty"),
                                            ("many", "non-empty")])
@@ -102,6 +103,7 @@ def test_the_authorizer_itself_refused_refuses_the_batch(rig):
     assert _recorded(rig) == {}
 
 
+@SQLITE_ONLY
 def test_batch_route_over_http(rig):
     app = create_app(ServiceConfig(db_url=rig.db.url, keys=rig.ring, clock=rig.clock))
     auth = {"Authorization": "Bearer " + rig.token}

@@ -22,6 +22,7 @@ from capwarden.trust.models_registry import KeySetAck
 from capwarden.trust.servicekeys import ISSUER as ISSUER_ROLE
 from capwarden.trust.servicekeys import RA, KeyRing, KeyRingError
 from capwarden.trust.signed import SignedDocError
+from issuerig import SQLITE_ONLY
 
 
 def _anchor(ra):
@@ -177,6 +178,7 @@ def test_ra_rotation_is_signed_by_the_old_ra_key_and_the_new(ra):
 
 
 # ---- refused key sets --------------------------------------------------------------------------
+@SQLITE_ONLY
 def test_tampered_keyset_refused(ra, clock):
     p1 = keysets.verify_next(_anchor(ra), ra.keyset(1))
     ra.rotate(ISSUER_ROLE, effective_at=T0)
@@ -197,6 +199,7 @@ def test_tampered_keyset_refused(ra, clock):
         keysets.verify_next(p1, bad_sig)
 
 
+@SQLITE_ONLY
 def test_keyset_signed_only_by_the_new_key_refused(ra):
     """A stolen (or made-up) new RA key cannot install itself: version N+1 needs the old trust."""
     p1 = keysets.verify_next(_anchor(ra), ra.keyset(1))
@@ -215,6 +218,7 @@ def test_keyset_signed_only_by_the_new_key_refused(ra):
         keysets.verify_next(p1, only_new)
 
 
+@SQLITE_ONLY
 def test_keyset_signed_only_by_the_old_key_refused(ra):
     """The old RA key alone cannot name a new RA key nobody vouches for."""
     p1 = keysets.verify_next(_anchor(ra), ra.keyset(1))
@@ -246,6 +250,7 @@ def test_effective_time_going_back_refused(ra):
         keysets.verify_next(p1, back)
 
 
+@SQLITE_ONLY
 def test_ra_key_id_reused_with_other_material_refused(ra):
     p1 = keysets.verify_next(_anchor(ra), ra.keyset(1))
     old = ra.ring.ra_keys()[0]
@@ -256,6 +261,7 @@ def test_ra_key_id_reused_with_other_material_refused(ra):
         keysets.verify_next(p1, signed.sign(p, [old, twin]))
 
 
+@SQLITE_ONLY
 def test_a_keyset_is_not_a_revocation_list_or_an_ack(ra):
     doc = ra.keyset(1)
     trust = keysets.ra_trust(_anchor(ra))
@@ -267,6 +273,7 @@ def test_a_keyset_is_not_a_revocation_list_or_an_ack(ra):
         keysets.verify_next(_anchor(ra), ack)
 
 
+@SQLITE_ONLY
 def test_anchor_not_among_the_signers_refused(ra):
     other = SigningKey.generate(keys.ED25519, "ra-other", ISSUER)
     anchor = [{"key_id": other.key_id, "algorithm": other.algorithm, "key_material": b64u_encode(other.private.public)}]

@@ -13,6 +13,7 @@ from capwarden.trust.db import Base
 from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, Unauthenticated
 from capwarden.trust.models_registry import Enrollment, RegisteredTerminal
 from capwarden.trust.servicekeys import RA
+from issuerig import SQLITE_ONLY
 
 
 # ---- schema -------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ def test_enrollment_secret_expires(ra, clock):
         ra.register(registration_body(bundle["enrollment_secret"], device()))
 
 
+@SQLITE_ONLY
 def test_registration_needs_proof_of_the_device_key(ra):
     bundle = ra.enroll()
     s = bundle["enrollment_secret"]
@@ -220,6 +222,7 @@ def test_enroll_needs_a_published_key_set_and_sane_arguments(db_url, tmp_path):
         db.dispose()
 
 
+@SQLITE_ONLY
 def test_enroll_refuses_bad_arguments(ra):
     for kw in ({"terminal_id": "terminal:nope"}, {"group": ""}, {"group": "g" * 129}, {"ttl_s": 0},
                {"ttl_s": registry.MAX_ENROLLMENT_TTL_S + 1}):

@@ -10,6 +10,7 @@ from capwarden.credentials.ids import new_fay_id, new_terminal_id
 from capwarden.trust import authorizers, keysets
 from capwarden.trust.config import ServiceConfig
 from capwarden.trust.service import create_app
+from issuerig import SQLITE_ONLY
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ def test_register_walk_and_acknowledge_over_http(ra, http):
     assert ra.keyset_status()[0]["acknowledged"] == 1
 
 
+@SQLITE_ONLY
 def test_registration_errors_answer_the_contract(ra, http):
     bundle = ra.enroll()
     body = registration_body(bundle["enrollment_secret"], device())
@@ -62,6 +64,7 @@ def test_registration_errors_answer_the_contract(ra, http):
                                                                   terminal_id=new_terminal_id())), 403, "forbidden")
 
 
+@SQLITE_ONLY
 def test_terminal_routes_need_a_terminal_token(ra, http):
     _register(ra, http)
     for path in ("/v1/keysets/latest", "/v1/keysets/1"):

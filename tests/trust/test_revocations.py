@@ -15,7 +15,7 @@ from capwarden.credentials.revocation import MAX_STATEMENT, statement_signed_byt
 from capwarden.trust import models, signed
 from capwarden.trust.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
 
-from issuerig import HOUR, NOW, rig  # noqa: F401  (rig is a fixture)
+from issuerig import HOUR, NOW, SQLITE_ONLY, rig  # noqa: F401  (rig is a fixture)
 
 
 def trusted(rig):
@@ -88,11 +88,13 @@ def test_revoking_twice_is_a_conflict_and_takes_no_version(rig):
     ({}, InvalidRequest),
     ({"target_id": "01900000-0000-7000-8000-000000000000", "extra": 1}, InvalidRequest),
 ])
+@SQLITE_ONLY
 def test_bad_revocation_requests(rig, body, error):
     with pytest.raises(error):
         rig.revocations.revoke(rig.token, body)
 
 
+@SQLITE_ONLY
 def test_bad_reason_is_refused(rig):
     t = rig.ticket()
     with pytest.raises(InvalidRequest, match="reason"):
@@ -187,12 +189,14 @@ def test_expired_credentials_leave_the_full_list_but_the_version_stays(rig):
     assert p["version"] == 2 and targets(p) == [long]
 
 
+@SQLITE_ONLY
 def test_negative_or_huge_since_is_refused(rig):
     for since in (-1, 1 << 60, "1"):
         with pytest.raises(InvalidRequest):
             rig.revocations.revocation_list(rig.tid, since)
 
 
+@SQLITE_ONLY
 def test_list_is_signed_and_a_tampered_one_fails(rig):
     j = rig.ticket()["jti"]
     rig.revocations.revoke(rig.token, {"target_id": j})

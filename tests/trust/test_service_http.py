@@ -25,7 +25,7 @@ from capwarden.trust.service import create_app, run
 
 import procs
 import services
-from issuerig import HOUR, NOW, rig  # noqa: F401  (rig is a fixture)
+from issuerig import HOUR, NOW, SQLITE_ONLY, rig  # noqa: F401  (rig is a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -112,6 +112,7 @@ def error_of(r, status, code):
 
 # ---- the document and the error shape ----------------------------------------------------------
 
+@SQLITE_ONLY
 def test_openapi_document_lists_the_contract(http):
     r = http.client.get("/openapi.json")
     assert r.status_code == 200
@@ -123,6 +124,7 @@ def test_openapi_document_lists_the_contract(http):
         assert method in paths.get(p, {}), (p, method)
 
 
+@SQLITE_ONLY
 def test_missing_or_unknown_token_is_401(http):
     body = http.rig.ticket_body()
     error_of(http.client.post("/v1/tickets", json=body), 401, "unauthenticated")
@@ -137,6 +139,7 @@ def test_beyond_policy_is_403_naming_the_rule(http):
     assert "max_validity_s" in msg
 
 
+@SQLITE_ONLY
 def test_malformed_bodies_are_bad_request(http):
     body = http.rig.ticket_body()
     del body["grants"]
@@ -148,11 +151,13 @@ def test_malformed_bodies_are_bad_request(http):
     error_of(r, 422, "bad_request")
 
 
+@SQLITE_ONLY
 def test_unknown_route_and_method_answer_json(http):
     error_of(http.client.get("/v1/nothing-here"), 404, "not_found")
     error_of(http.client.delete("/v1/tickets", headers=http.auth), 405, "bad_request")
 
 
+@SQLITE_ONLY
 def test_an_unexpected_error_is_500_without_a_traceback(rig):
     class BrokenKeys:
         def issuer_key(self, now):
@@ -281,6 +286,7 @@ def test_ticket_status_query_over_http(http):
 
 # ---- serving -----------------------------------------------------------------------------------
 
+@SQLITE_ONLY
 def test_run_refuses_plain_http_off_loopback(rig):
     config = ServiceConfig(db_url=rig.db.url, keys=rig.ring)
     with pytest.raises(UsageError, match="loopback"):
@@ -401,6 +407,7 @@ def test_the_terminal_client_against_the_service_end_to_end(rig, tmp_path):
     assert status.revoked and status.revoked_at == NOW
 
 
+@SQLITE_ONLY
 def test_an_oversized_body_is_refused_413(http):
     from capwarden.trust.service import MAX_BODY
 
@@ -416,6 +423,7 @@ def test_an_oversized_body_is_refused_413(http):
     assert _count(http.rig, models.IssuedTicket) == 0
 
 
+@SQLITE_ONLY
 def test_issuance_revocation_and_refusals_are_logged_without_tokens(http, caplog):
     import logging
 
