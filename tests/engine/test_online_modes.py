@@ -388,3 +388,27 @@ def test_the_mode_is_in_the_control_rooms_snapshot_and_its_change_is_announced(r
         assert {"type": "terminal", "mode": "online"} in changes
 
     run(main())
+
+
+def test_4_5_3_2_recovery_waits_for_a_session_already_ending(run, world, svc, in_process):
+    # The revocation listener may have begun to end a session before the re-check reaches it:
+    # recovery must not say "online" before that end is complete.
+    import types
+
+    async def main():
+        app, link = await up(world, svc, in_process)
+        ending = types.SimpleNamespace(session_id="s-ending", state="terminating", runtime_id="rt",
+                                       resource_id="x", fay_id=None)
+        app.engine.registry.sessions[ending.session_id] = ending
+
+        async def finish():
+            await asyncio.sleep(0.1)
+            ending.state = "terminated"
+
+        asyncio.ensure_future(finish())
+        await link.recheck_sessions()
+        state = ending.state
+        del app.engine.registry.sessions[ending.session_id]
+        return state
+
+    assert run(main()) == "terminated"

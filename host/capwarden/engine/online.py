@@ -107,6 +107,9 @@ def with_url(settings, url):
     return (settings or Settings())._replace(url=url)
 
 
+TERMINATING_WAIT_S = 5.0   # recovery waits this long at most for sessions already ending
+
+
 class TrustLink:
     """One engine's link to its trust service. `client`: a TrustClient (tests give one over an
     in-process service); else made from the settings. `clock` (monotonic) and `wall` are the
@@ -370,6 +373,15 @@ class TrustLink:
                 ended.append(s.session_id)
             else:
                 s.checked_generation = self.auth.generation
+        # A session the revocation listener began to end first is still `terminating`: wait
+        # (bounded) until it is over, so that no runtime hears "online" before its session's
+        # end (section 4.5.3: revocations and their ends, then tickets).
+        # (Counted in rounds of the event loop's own sleep: the state machine's clock may be a
+        # test's, which does not move while we wait.)
+        for _ in range(int(TERMINATING_WAIT_S / 0.01)):
+            if not any(s.state == "terminating" for s in self.engine.registry.sessions.values()):
+                break
+            await asyncio.sleep(0.01)
         return ended
 
     # ---- the task ---------------------------------------------------------------------------
