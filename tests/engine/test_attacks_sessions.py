@@ -16,12 +16,14 @@ from enginerig import EXE, exchange, refusal
 
 
 def test_I69_descriptor_expiring_mid_session_ends_it(world, client, run):
-    short = world.descriptor(world.A, [world.grant("led", "write")], seconds=3)
     a = client()
+    # Made once the engine is up (its start may take seconds on a loaded machine): the 3 s of
+    # validity are the session's, not the start-up's.
+    short = world.descriptor(world.A, [world.grant("led", "write")], seconds=3)
 
     async def scenario():
         s = await a.acquire(world.A, world.res("led"), "write", world.cred(short))
-        for _ in range(40):
+        for _ in range(60):
             if s.state == "terminated":
                 break
             await s.heartbeat()
