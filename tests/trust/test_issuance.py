@@ -518,3 +518,36 @@ def test_two_processes_migrating_a_fresh_database_at_once_both_succeed(db_url):
     finally:
         for d in dbs:
             d.dispose()
+
+
+@SQLITE_ONLY
+def test_sqlite_writers_of_one_process_take_turns_without_busy_retries(rig):
+    """Two threads writing through one Database (which now queues them on a lock of its own):
+    the second waits for the first, then both are committed; nothing fails or is retried."""
+    import threading
+
+    held, release, calls = threading.Event(), threading.Event(), []
+
+    def first():
+        with rig.db.transaction() as s:
+            s.execute(sa.text("INSERT INTO revocation_list_versions (terminal_id, version) VALUES ('a', 1)"))
+            held.set()
+            release.wait(20)
+
+    def second(s):
+        calls.append(1)
+        s.execute(sa.text("INSERT INTO revocation_list_versions (terminal_id, version) VALUES ('b', 1)"))
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert held.wait(20)
+    u = threading.Thread(target=rig.db.run, args=(second,))
+    u.start()
+    u.join(0.3)
+    assert u.is_alive() and calls == []          # waiting for its turn, not failing or retrying
+    release.set()
+    t.join(20)
+    u.join(20)
+    assert calls == [1]
+    with rig.db.transaction(write=False) as s:
+        assert s.scalar(sa.text("SELECT count(*) FROM revocation_list_versions")) == 2

@@ -14,6 +14,7 @@ unique constraints (docs/DECISIONS.md, "Trust services: storage and issuance").
 import contextlib
 import os
 import random
+import threading
 import time
 
 import sqlalchemy as sa
@@ -65,6 +66,10 @@ class Database:
             self.engine = sa.create_engine(u, isolation_level="READ COMMITTED", pool_pre_ping=True)
         else:
             raise DatabaseError("database %r not supported: use sqlite:/// or postgresql+psycopg://" % self.dialect)
+        # SQLite has one writer at a time: this process's write transactions take turns on a
+        # lock of their own rather than on SQLite's, whose busy handler sleeps (1, 2, 5, 10 ms...)
+        # between tries; other processes still queue on SQLite's lock and its busy timeout.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
         self._writer = self.engine.execution_options(capwarden_write=True)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self._writer, expire_on_commit=False)
@@ -106,9 +111,11 @@ class Database:
     @contextlib.contextmanager
     def transaction(self, write=True):
         """A Session in one transaction: committed when the block ends, rolled back if it raises."""
-        with (self._write if write else self._read)() as s:
-            with s.begin():
-                yield s
+        lock = self._write_lock if write else None
+        with lock if lock is not None else contextlib.nullcontext():
+            with (self._write if write else self._read)() as s:
+                with s.begin():
+                    yield s
 
     session = transaction
 
