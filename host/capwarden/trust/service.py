@@ -86,9 +86,10 @@ def _plain(body):
 
 # ---- authentication ----------------------------------------------------------------------------
 
-def bearer_token(request: Request):
+async def bearer_token(request: Request):
     """The bearer token of the request. Raises Unauthenticated when there is none; whose token
-    it is (authorizer or terminal) is checked inside the request's transaction."""
+    it is (authorizer or terminal) is checked inside the request's transaction. A coroutine:
+    FastAPI would run a plain function in the thread pool, a thread hop per request."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send Authorization: Bearer TOKEN")
