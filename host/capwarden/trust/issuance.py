@@ -98,16 +98,42 @@ class Issuer:
         ticket returned is recorded: they are committed together before this returns, and
         when the commit fails none is returned. Raises InvalidRequest (not a list, empty, over
         MAX_BATCH), Unauthenticated / Forbidden (the authorizer itself)."""
-        if type(bodies) is not list or not bodies:
-            raise InvalidRequest("requests is a non-empty list of ticket requests")
-        if len(bodies) > MAX_BATCH:
-            raise InvalidRequest("a batch holds at most %d ticket requests (got %d)" % (MAX_BATCH, len(bodies)))
-        parsed = [_parsed_or_error(body) for body in bodies]
+        out = self.issue_batches([(token, bodies)])[0]
+        if isinstance(out, TrustError):
+            raise out
+        return out
+
+    def issue_batches(self, batches):
+        """Batches [(token, bodies)] of several callers in one transaction (the service's group
+        commit of POST /v1/tickets/batch, trust.groupcommit): per batch exactly issue_tickets'
+        checks and answer. Returns, in order, the answer list of each batch or the TrustError
+        that batch would have raised alone (malformed batch, its authorizer refused). Every
+        ticket answered is committed; when the commit fails it raises and none is."""
+        parsed = []
+        for _token, bodies in batches:
+            try:
+                parsed.append(_batch_requests(bodies))
+            except TrustError as exc:
+                parsed.append(exc)
 
         def run(s):
-            a = authenticate(s, token)
-            return self._issue_rows(s, [(a, p) for p in parsed])
-        return [_answer(r) for r in self.db.run(run)]
+            who, pairs, spans = {}, [], []
+            for (token, _bodies), p in zip(batches, parsed):
+                if not isinstance(p, TrustError) and token not in who:
+                    try:
+                        who[token] = authenticate(s, token)
+                    except TrustError as exc:
+                        who[token] = exc
+                a = p if isinstance(p, TrustError) else who[token]
+                if isinstance(a, TrustError):
+                    spans.append(a)
+                    continue
+                spans.append((len(pairs), len(pairs) + len(p)))
+                pairs.extend((a, q) for q in p)
+            return spans, self._issue_rows(s, pairs)
+        spans, results = self.db.run(run)
+        return [span if isinstance(span, TrustError) else [_answer(r) for r in results[span[0]:span[1]]]
+                for span in spans]
 
     def issue_group(self, requests):
         """Single ticket requests [(token, body)] of several callers in one transaction (the
@@ -260,6 +286,15 @@ def tickets_issued(session, authorizer_id=None, fay_id=None, terminal_id=None, l
 
 
 # ---- request checks ----------------------------------------------------------------------------
+
+def _batch_requests(bodies):
+    """The parsed (or refused) requests of a batch. Raises InvalidRequest for the batch itself."""
+    if type(bodies) is not list or not bodies:
+        raise InvalidRequest("requests is a non-empty list of ticket requests")
+    if len(bodies) > MAX_BATCH:
+        raise InvalidRequest("a batch holds at most %d ticket requests (got %d)" % (MAX_BATCH, len(bodies)))
+    return [_parsed_or_error(body) for body in bodies]
+
 
 def _parsed_or_error(body):
     try:
