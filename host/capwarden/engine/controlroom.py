@@ -142,7 +142,9 @@ def snapshot(engine):
 
 def terminal_changed(engine, mode):
     """The terminal went degraded or online (engine/modepush.py): subscribers look again."""
-    _watch(engine).notify({"type": "terminal", "mode": mode})
+    st = getattr(engine, "_controlroom", None)     # nobody watching yet: nobody to tell
+    if st is not None:
+        st.notify({"type": "terminal", "mode": mode})
 
 
 def _holder(engine, st, s):
