@@ -327,3 +327,25 @@ def test_rekey_refuses_a_wrapped_key_of_the_wrong_size(board, run):
 
     exc = run(scenario())
     assert exc is not None and run(board.ping())["mem_free"] > 0     # same key, same session
+
+
+def test_the_signed_agents_heap_stays_flat_on_the_board(board, run):
+    # On the deployed agent (not the rig): 1,000 signed acquire/heartbeat/release cycles leave
+    # its heap exactly where it was. A board input that allocated now and then (the sim's
+    # override switch looking for a missing file) showed here as growth.
+    ml = board.resource_index("motor_left")
+
+    async def scenario():
+        for k in range(50):
+            g = await board.acquire(ml, W, 7, LONG)
+            await board.heartbeat(k + 1)
+            await board.release(ml, 7, g.epoch)
+        before = await board.ping()
+        for k in range(50, 1050):
+            g = await board.acquire(ml, W, 7, LONG)
+            await board.heartbeat(k + 1)
+            await board.release(ml, 7, g.epoch)
+        return before, await board.ping()
+
+    before, after = run(scenario())
+    assert after["mem_alloc"] == before["mem_alloc"], (before, after)

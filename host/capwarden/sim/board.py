@@ -101,6 +101,13 @@ class VirtualBoard:
     def _boot(self):
         if self._own_fs and self.fs_dir is None:
             self.fs_dir = tempfile.mkdtemp(prefix="capwarden-sim-fs-")
+        # The manual override switch, all off (boards/sim/board.py reads it in place each tick):
+        # made before boot so the agent opens it once; a board that had to look for a missing
+        # file would allocate an exception every few ticks and its heap would not stay flat.
+        switch = os.path.join(self.fs_dir, "override")
+        if not os.path.exists(switch):
+            with open(switch, "wb") as f:
+                f.write(b"0" * 8)
         key_file = os.path.join(self.fs_dir, "link.key")
         if self.link_key is not None:
             if os.path.exists(key_file):      # the flash's key is the board's (capwarden flash wrote it)
