@@ -110,7 +110,7 @@ class StoreAuthorizer:
                 hit = self.revquery.cached(d.credential_id)
                 outcome = revquery.Outcome(revquery.ANSWER, hit[0], hit[1], cached=True) if hit else \
                     revquery.Outcome(revquery.UNREACHABLE, detail="no query was made for this request")
-        if d.granted and outcome is not None:
+        if d.granted and outcome is not None and self.revquery is not None:
             d = self.revquery.decide(d, outcome, fay_id, resource_id)
         return d
 
