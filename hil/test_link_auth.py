@@ -349,3 +349,31 @@ def test_the_signed_agents_heap_stays_flat_on_the_board(board, run):
 
     before, after = run(scenario())
     assert after["mem_alloc"] == before["mem_alloc"], (before, after)
+
+
+def test_sixteen_requests_at_once_are_sealed_in_the_order_they_go_out(board, run):
+    # Many requests waiting for flow-control credit at once: each is numbered and sealed only
+    # when it is written, so none reaches the board with a counter below the newest (refused as
+    # a replay, then retried after a timeout) or a request id far behind (refused as stale).
+    from capshared.limits import MODE_READ
+
+    gps = board.resource_index("gps")
+
+    async def scenario():
+        before = await board.stats()
+        errors = []
+
+        async def loop(i):
+            for _ in range(40):
+                try:
+                    g = await board.acquire(gps, MODE_READ, 500 + i, LONG)
+                    await board.release(gps, 500 + i, g.epoch)
+                except Exception as exc:
+                    errors.append(repr(exc))
+
+        await asyncio.gather(*(loop(i) for i in range(16)))
+        return errors, before, await board.stats()
+
+    errors, before, after = run(scenario())
+    assert errors == []
+    assert after["replay"] == before["replay"] and after["stale"] == before["stale"]

@@ -28,10 +28,12 @@ import time
 from dataclasses import dataclass
 
 from capshared import codec, errors, messages
-from capshared.limits import DEFAULT_RX_BUFFER, RID_MAX
-from capwarden.errors import BadReply, BadRequest, DeviceError, LinkClosed, LinkTimeout
+from capshared.limits import AUTH_SIZE, DEFAULT_RX_BUFFER, RID_MAX
+from capwarden.errors import BadReply, BadRequest, DeviceError, LinkClosed, LinkError, LinkTimeout
 from capwarden.link.events import LinkDown, LinkUp
 from capwarden.link.linkauth import OK, HostAuth
+
+_HELLO = messages.ID["HELLO"]
 
 # Every frame in and out, readable after a failed run: `capwarden ping --trace`, or
 # logging.getLogger("capwarden.link").setLevel(logging.DEBUG) in a test.
@@ -102,22 +104,32 @@ class RequestLink:
         except codec.CodecError as exc:
             raise BadRequest("cannot send %s: %s" % (name, exc)) from None
         mid = messages.ID[name]
-        rid = self._next_rid()
+        rid = None
         loop = asyncio.get_running_loop()
         p = _Pending(name, fields, loop.create_future())
-        self._pending[rid] = p
         started = self.clock()
         try:
             for attempt in range(retries + 1):
+                if self.auth is not None and resync and not self.auth.has_session():
+                    await self._resync()
+                await self._take_credit(p, len(wire) if attempt else self._estimate(mid, payload))
+                # From here to the write nothing is awaited, so request id, link sequence and
+                # counter are taken in the order the frames go out: a frame that waited for
+                # credit while others went first would otherwise carry a counter below the
+                # board's newest (refused as a replay) or a request id far behind its newest
+                # (refused as stale), and with many runtimes at once that was most of them.
+                if rid is None:
+                    rid = self._next_rid()
+                    self._pending[rid] = p
                 if self.auth is None:
                     wire = codec.frame_bytes(mid, rid, payload, self._next_seq())
-                else:
-                    if resync and not self.auth.has_session():
-                        await self._resync()
+                elif self.auth.has_session() or mid == _HELLO:
                     wire = self._sealed(mid, rid, payload)
+                else:
+                    raise LinkError("no authenticated session with the board (a HELLO failed meanwhile)")
                 if attempt:
                     wire = b"\x00" + wire  # resynchronise the board's decoder before a retry
-                await self._take_credit(p, len(wire))
+                self._resize_credit(p, len(wire))
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("-> %s rid=%d try=%d %r (%d bytes)", name, rid, attempt + 1, fields, len(wire))
                 self._write(wire)
@@ -162,7 +174,7 @@ class RequestLink:
     def _sealed(self, mid, rid, payload):
         # header | payload | counter | tag, framed. A HELLO is tagged under the key alone.
         raw = bytes((self._next_seq(), mid, rid & 0xFF, (rid >> 8) & 0xFF)) + payload
-        if mid == messages.ID["HELLO"]:
+        if mid == _HELLO:
             ctr, tag = 0, self.auth.hello_tag(raw)
         else:
             ctr, tag = self.auth.seal(raw)
@@ -191,6 +203,18 @@ class RequestLink:
         self.max_inflight = max(self.max_inflight, self._inflight)
         p.size = size
         p.credited = True
+
+    def _estimate(self, mid, payload):
+        # The wire size of a frame not made yet, from above: the same frame unsealed, plus the
+        # trailer and every byte of it (and of the request id) escaped. Credited first, then
+        # corrected to the real size once the frame is sealed (_resize_credit).
+        n = len(codec.frame_bytes(mid, 1, payload, 0)) + 4
+        return n + 2 * AUTH_SIZE if self.auth is not None else n
+
+    def _resize_credit(self, p, size):
+        if p.credited:
+            self._inflight += size - p.size
+            p.size = size
 
     def _release_credit(self, p):
         if p.credited:
