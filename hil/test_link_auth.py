@@ -14,7 +14,7 @@ import sys
 from capshared import codec
 from capshared.limits import AUTH_SIZE
 from capwarden.errors import DeviceError, LinkTimeout
-from capwarden.link import Board, linkauth, open_board, open_transport
+from capwarden.link import Board, linkauth, open_board, opens_session, rekey
 from capwarden.link.linkauth import generate
 from capwarden.sim import TO_BOARD
 from hil.helpers import LONG, W, speed
@@ -242,15 +242,11 @@ def test_rekey_old_engines_frames_refused_new_key_served(vboard, run):
     async def scenario():
         b = await open_board(vboard.port, timeout=0.5, retries=3)
         ml = b.resource_index("motor_left")
-        old = b.auth.key
         sent = _capture(b)
         g = await b.acquire(ml, W, 7, LONG)
         await b.release(ml, 7, g.epoch)
         captured = _frames(sent)
-        new = generate()
-        linkauth.stage(vboard.port, new)
-        await b.rekey(new)
-        linkauth.promote(vboard.port)
+        old, new = await rekey(b, vboard.port)
         try:
             before = await b.stats()
             for f in captured:
@@ -260,14 +256,7 @@ def test_rekey_old_engines_frames_refused_new_key_served(vboard, run):
             grants = await b.grants(ml)
         finally:
             await b.close()
-        stale = Board(open_transport(vboard.port), timeout=0.3, retries=1, key=old)
-        try:
-            await stale.open()
-            opened = True
-        except LinkTimeout:
-            opened = False
-        finally:
-            await stale.transport.close()
+        opened = await opens_session(vboard.port, old)
         return before, after, grants, g2, opened, old, new
 
     before, after, grants, g2, opened, old, new = run(scenario())
@@ -280,10 +269,7 @@ def test_rekey_old_engines_frames_refused_new_key_served(vboard, run):
 def test_rekey_survives_a_board_reboot(vboard, run):
     async def scenario():
         b = await open_board(vboard.port, timeout=0.5, retries=3)
-        new = generate()
-        linkauth.stage(vboard.port, new)
-        await b.rekey(new)
-        linkauth.promote(vboard.port)
+        _old, new = await rekey(b, vboard.port)
         await b.close()
         vboard.restart()                                      # the key file is on its flash
         b = await open_board(vboard.port, timeout=0.5, retries=3)

@@ -7,8 +7,7 @@ import os
 import subprocess
 import sys
 
-from capwarden.errors import LinkTimeout
-from capwarden.link import Board, linkauth, open_board, open_transport
+from capwarden.link import linkauth, open_board, opens_session
 from capwarden.sim import VirtualBoard
 
 EXE = os.path.join(os.path.dirname(sys.executable), "capwarden")
@@ -26,17 +25,6 @@ async def _ping(port, key=None):
         await board.close()
 
 
-async def _opens_with(port, key):
-    board = Board(open_transport(port), timeout=0.3, retries=1, key=key)
-    try:
-        await board.open()
-        return True
-    except LinkTimeout:
-        return False
-    finally:
-        await board.transport.close()
-
-
 def test_rekey_replaces_the_key_and_the_old_one_opens_nothing():
     with VirtualBoard() as vb:
         old = vb.link_key
@@ -49,7 +37,7 @@ def test_rekey_replaces_the_key_and_the_old_one_opens_nothing():
         for secret in (old.material(), new.material()):      # never printed, in any form
             assert secret.hex() not in out.stdout + out.stderr
         assert asyncio.run(_ping(vb.port))["mem_free"] > 0   # the engine's next open: new key
-        assert asyncio.run(_opens_with(vb.port, old)) is False
+        assert asyncio.run(opens_session(vb.port, old)) is False
         with open(os.path.join(vb.fs_dir, "link.key"), "rb") as f:
             assert f.read() == new.material()                # on the board's flash too
 

@@ -20,8 +20,7 @@ def _refused(before, after):
 
 async def boot_and_rekey(heapsize, progress):
     """Start the virtual board (returned, running) and rekey it. The caller stops it."""
-    from capwarden.errors import LinkTimeout
-    from capwarden.link import Board, linkauth, open_board, open_transport
+    from capwarden.link import open_board, opens_session, rekey
     from capwarden.sim import DEFAULT_HEAP, VirtualBoard
 
     vb = VirtualBoard(heapsize=heapsize or DEFAULT_HEAP, progress=progress)
@@ -29,25 +28,13 @@ async def boot_and_rekey(heapsize, progress):
         vb.start()
         b = await open_board(vb.port, timeout=0.5, retries=3)
         try:
-            old = b.auth.key
-            say("the board made its link key when it was flashed: %r (only its key id is ever shown)" % old)
-            new = linkauth.generate()
-            linkauth.stage(vb.port, new)     # kept before the board is asked: a lost answer loses nothing
-            await b.rekey(new)
-            linkauth.promote(vb.port)
+            say("the board made its link key when it was flashed: %r (only its key id is ever shown)" % b.auth.key)
+            old, new = await rekey(b, vb.port)
             say("capwarden link rekey: the board took %r over the authenticated link, no re-flash" % new)
             before = await b.stats()
         finally:
             await b.close()
-        stale = Board(open_transport(vb.port), timeout=0.3, retries=1, key=old)
-        try:
-            await stale.open()
-            opened = True
-        except LinkTimeout:
-            opened = False
-        finally:
-            await stale.transport.close()
-        if opened:
+        if await opens_session(vb.port, old):
             raise ValueError("a host with the old link key still got a session")
         check = await open_board(vb.port, timeout=0.5, retries=3)
         try:

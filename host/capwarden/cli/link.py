@@ -35,16 +35,11 @@ def register(sub):
 
 
 async def _rekey(port, timeout):
-    from capwarden.link import linkauth, open_board
+    from capwarden.link import open_board, rekey
 
     board = await open_board(port, timeout=timeout)
     try:
-        old = board.auth.key
-        new = linkauth.generate()
-        linkauth.stage(port, new)       # before the board is asked: a lost answer loses nothing
-        await board.rekey(new)
-        linkauth.promote(port)
-        return old, new
+        return await rekey(board, port)
     finally:
         await board.close()
 

@@ -51,6 +51,34 @@ async def open_board(url, timeout=1.0, retries=2, key=None, **transport_kw):
     return board
 
 
+async def rekey(board, url, new_key=None):
+    """Give the board at `url` (open as `board`) a new link key, the one safe way: the new key
+    is staged in the store before the board is asked, and promoted once it answered (a lost
+    answer is finished by the next open_board, by the key id the board announces).
+    Returns (old, new) LinkKeys. Raises LinkError, StoreError."""
+    from capwarden.link import linkauth
+
+    old = board.auth.key
+    new = new_key or linkauth.generate()
+    linkauth.stage(url, new)
+    await board.rekey(new)
+    linkauth.promote(url)
+    return old, new
+
+
+async def opens_session(url, key, timeout=0.3):
+    """Whether a host holding `key` gets an authenticated session from the board at `url`
+    (after a rekey, the old key must not). Raises LinkError when the port cannot be opened."""
+    board = Board(open_transport(url), timeout=timeout, retries=1, key=key)
+    try:
+        await board.open()
+        return True
+    except LinkTimeout:
+        return False
+    finally:
+        await board.transport.close()
+
+
 def _staged_for(url, key_id):
     from capwarden.link.linkauth import staged
 
@@ -58,6 +86,6 @@ def _staged_for(url, key_id):
     return nxt if nxt is not None and key_id == nxt.key_id else None
 
 
-__all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "open_transport", "Transport",
+__all__ = ["Board", "BoardInfo", "Grant", "ResourceInfo", "open_board", "rekey", "opens_session", "open_transport", "Transport",
            "SerialTransport", "FdTransport", "ResourceEvent", "GrantEnded", "OrphanGrant", "Failsafe", "Reset", "LinkDown", "LinkUp",
            "ManualOverride"]
