@@ -129,8 +129,11 @@ class Agent:
             try:
                 rk.rekey(link, rid)
             finally:
-                del sys.modules["capagent.rekey"]
-                del sys.modules["capagent"].rekey
+                sys.modules.pop("capagent.rekey", None)
+                try:
+                    del sys.modules["capagent"].rekey
+                except (KeyError, AttributeError):
+                    pass    # the import itself failed (MemoryError): its error is the one to see
         elif mid == W.REPL:
             e.begin(W.REPL_R, rid)
             link.send()

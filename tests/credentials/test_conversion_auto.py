@@ -267,3 +267,22 @@ def test_the_engine_config_file_carries_the_conversion_section(tmp_path):
         config.load(path)
     assert "conversion" in str(exc.value)
     assert config.empty().conversion is None
+
+
+def test_a_ticket_refused_by_the_board_is_not_converted(rig, monkeypatch):
+    # Only a grant that became final converts (4.4.1): the credential was valid, but the board
+    # refused the lock (busy), so no local descriptor may outlive the refused request.
+    from capwarden.errors import DeviceError
+
+    async def busy(res, modes, session, lease_ms, wait_ms=0):
+        raise DeviceError("E_RESOURCE_BUSY", "held by another session")
+
+    monkeypatch.setattr(rig.engine.registry.boards["sim"].board, "acquire", busy)
+
+    async def scenario():
+        token, jti = rig.ticket(seconds=3 * HOUR)
+        assert (await rig.ask(ticket_cred(token)))["result"] == "denied"
+        await rig.engine.conversion.settle()
+        assert jti not in rig.t.stored_ids() and not rig.actions("convert")
+
+    run(scenario())

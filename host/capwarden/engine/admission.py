@@ -51,7 +51,7 @@ def new_session(engine, runtime_id, fay_id, resource_id, mode, credential, origi
     s.token = engine.registry.new_token()
     engine.registry.add(s)
     engine.policies.note(s, cls, (REQUEST.get() or {}).get("urgency", 0))
-    engine.conversion.after_grant(engine, decision)     # a convertible ticket -> a local descriptor (4.4.1)
+    s.to_convert = decision     # a convertible ticket -> a local descriptor (4.4.1), once it is granted (Engine.move)
     return s, decision
 
 

@@ -174,6 +174,11 @@ class Engine:
     # ---- state changes ------------------------------------------------------------------------
     def move(self, s, state, reason):
         old = s.move(state)
+        if state == "active" and getattr(s, "to_convert", None) is not None:
+            # Only a grant that became final converts its ticket (section 4.4.1): a request then
+            # refused as busy, by a policy or by the holder made no local descriptor.
+            decision, s.to_convert = s.to_convert, None
+            self.conversion.after_grant(self, decision)
         self.push(s.runtime_id, "SessionStateChanged", {"session_id": s.session_id, "state": state,
                                                          "previous_state": old, "reason": reason,
                                                          "suspended": s.suspended})

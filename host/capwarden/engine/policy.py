@@ -184,8 +184,9 @@ async def _contend(engine, pol, new, kind, wait_ms, request_timeout_ms):
     deadline = engine.clock() + budget_ms / 1000.0
     async with table.lock(res):
         if new.state != "creating":         # withdrawn while it waited for its turn
-            return "denied", {"error_code": "E_SESSION_NOT_FOUND",
-                              "error_message": "the request was withdrawn while it waited"}
+            verdict = _Verdict("deny", "E_SESSION_NOT_FOUND", "the request was withdrawn while it waited", {})
+            _audit(engine, pol, new, None, kind, verdict)      # every deny audited
+            return "denied", verdict.body()
         holder = contended_holder(engine, new)
         if holder is None:
             return "free", None
