@@ -282,6 +282,9 @@ def test_ticket_status_query_over_http(http):
     assert (p["revoked"], p["revoked_at"]) == (1, NOW)
     error_of(http.get("/tickets/%s/status" % "01900000-0000-7000-8000-000000000000", token=token), 404, "not_found")
     error_of(http.get("/tickets/%s/status" % jti, token=http.rig.token), 401, "unauthenticated")
+    # Another terminal learns nothing of a ticket issued for this one, not even that it exists.
+    other = http.register(new_terminal_id())
+    error_of(http.get("/tickets/%s/status" % jti, token=other), 404, "not_found")
 
 
 # ---- serving -----------------------------------------------------------------------------------

@@ -126,13 +126,15 @@ def revocation_list(session, key, terminal_id, since, now):
     return signed.sign(list_payload(session, terminal_id, since, now), [key])
 
 
-def ticket_status(session, key, jti, now):
+def ticket_status(session, key, jti, now, terminal_id=None):
     """The signed ticket-status document of §4.3.2 step 5 for ticket `jti`: revoked 0/1,
-    revoked_at when revoked, checked_at now. Raises InvalidRequest, NotFound."""
+    revoked_at when revoked, checked_at now. With `terminal_id` (the asking terminal), only a
+    ticket issued for that terminal is answered: another terminal learns nothing, not even that
+    the ticket exists. Raises InvalidRequest, NotFound."""
     if type(jti) is not str or not UUID_RE.match(jti):
         raise InvalidRequest("jti is a UUIDv7 in text form")
     t = session.get(IssuedTicket, jti)
-    if t is None:
+    if t is None or (terminal_id is not None and t.terminal_id != terminal_id):
         raise NotFound("no ticket %s was issued here" % jti)
     rev = revoked_target(session, t.issuer_id, jti)
     payload = {"type": signed.TICKET_STATUS, "jti": jti, "revoked": 0 if rev is None else 1, "checked_at": now}
@@ -202,10 +204,10 @@ class RevocationService:
             return signed.sign(p, [signing_key(self.keys, now)]), p["version"]
         return self.db.run(run, write=False)
 
-    def ticket_status(self, jti):
+    def ticket_status(self, jti, terminal_id=None):
         def run(s):
             now = int(self.clock())
-            return ticket_status(s, signing_key(self.keys, now), jti, now)
+            return ticket_status(s, signing_key(self.keys, now), jti, now, terminal_id)
         return self.db.run(run, write=False)
 
     def versions(self, terminal_ids):

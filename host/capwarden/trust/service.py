@@ -256,7 +256,7 @@ def _revocation_routes(app):
 
     @app.get(PREFIX + "/tickets/{jti}/status", tags=["revocations"])
     async def ticket_status(jti: str, terminal=Depends(registry_api.current_terminal)):
-        return await run_in_threadpool(service.ticket_status, jti)
+        return await run_in_threadpool(service.ticket_status, jti, terminal.terminal_id)
 
 
 async def _json_body(request, model):
