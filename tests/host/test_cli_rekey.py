@@ -56,3 +56,10 @@ def test_rekey_errors_are_one_line_with_exit_codes():
 def test_link_help_teaches_with_examples():
     out = cap("link", "rekey", "--help")
     assert out.returncode == 0 and "examples:" in out.stdout and "capwarden link rekey --port" in out.stdout
+
+
+def test_link_without_an_action_or_with_a_bad_timeout_is_a_usage_error_with_json():
+    out = cap("link", "--json")
+    assert out.returncode == 2 and json.loads(out.stdout)["ok"] is False
+    out = cap("link", "rekey", "--port", "/dev/null", "--timeout", "0")
+    assert out.returncode == 2 and "--timeout" in out.stderr

@@ -1,8 +1,6 @@
 """`capwarden link rekey`: a new link key for a board, over its authenticated link."""
 
-import argparse
-
-from capwarden.cli._common import add_json, err, print_json, run
+from capwarden.cli._common import add_json, err, formatter, needs_action, positive_float, print_json, run
 
 HELP = """\
 Manage a board's link key: the 16-byte key that authenticates every frame between the engine
@@ -24,12 +22,14 @@ examples:
 
 def register(sub):
     p = sub.add_parser("link", help="manage a board's link key (rekey)", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s = p.add_subparsers(dest="link_command", metavar="SUBCOMMAND", required=True)
+                       formatter_class=formatter())
+    p.set_defaults(func=needs_action(p))
+    s = p.add_subparsers(dest="link_command", metavar="SUBCOMMAND")
     r = s.add_parser("rekey", help="give a board a new link key over its authenticated link", description=HELP,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     formatter_class=formatter())
     r.add_argument("--port", required=True, help="device: a serial port, any pyserial URL, ble://ADDR or 'auto'")
-    r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
+    r.add_argument("--timeout", type=positive_float("--timeout"), default=2.0,
+                   help="seconds to wait for each answer (default 2)")
     add_json(r)
     r.set_defaults(func=main)
 
