@@ -257,13 +257,19 @@ def test_rekey_old_engines_frames_refused_new_key_served(vboard, run):
         finally:
             await b.close()
         opened = await opens_session(vboard.port, old)
-        return before, after, grants, g2, opened, old, new
+        check = await open_board(vboard.port, timeout=0.5, retries=3)    # the new key, again
+        try:
+            probed = await check.stats()
+        finally:
+            await check.close()
+        return before, after, grants, g2, opened, old, new, probed
 
-    before, after, grants, g2, opened, old, new = run(scenario())
+    before, after, grants, g2, opened, old, new, probed = run(scenario())
     assert old != new and linkauth.key_for(vboard.port) == new
     assert grants == [(8, g2.epoch, W)]
     assert _refused(before, after)["bad_tag"] == 2            # the recorded ACQUIRE and RELEASE
-    assert not opened                                          # the old key gets no session
+    assert not opened                                          # the old key gets no session:
+    assert probed["bad_tag"] > after["bad_tag"]                # its HELLOs were heard and refused
 
 
 def test_rekey_survives_a_board_reboot(vboard, run):
@@ -312,7 +318,8 @@ def test_rekey_refuses_a_wrapped_key_of_the_wrong_size(board, run):
         return None
 
     exc = run(scenario())
-    assert exc is not None and run(board.ping())["mem_free"] > 0     # same key, same session
+    assert exc is not None and exc.code == "E_DEV_BAD_MESSAGE"         # refused, not taken
+    assert run(board.ping())["mem_free"] > 0                            # same key, same session
 
 
 def test_the_signed_agents_heap_stays_flat_on_the_board(board, run):

@@ -218,11 +218,9 @@ def test_service_paused_degrades_on_three_query_timeouts_and_recovers_when_resum
             with pytest.raises(CapError) as exc:
                 await rt.acquire(world.B, world.res("gps"), "read", {"type": "ticket", "ticket": tok})
             codes.append(exc.value.code)
-        # The third timeout degrades the terminal while its own request is decided: that one is
-        # answered as a timeout or as offline, depending on whether the wall second turned
-        # meanwhile (the local steps are made again then, degraded; engine/authorizer.py).
-        assert codes[:2] == ["E_REVOCATION_QUERY_TIMEOUT"] * 2, codes
-        assert codes[2] in ("E_REVOCATION_QUERY_TIMEOUT", "E_TICKET_OFFLINE_REJECTED"), codes
+        # The third timeout degrades the terminal while its own request is decided: that request
+        # still gets its own answer, a timeout (engine/authorizer.py check).
+        assert codes == ["E_REVOCATION_QUERY_TIMEOUT"] * 3, codes
         assert await wait_until(lambda: link.mode == online.DEGRADED, 10), link.transitions
         assert (online.DEGRADED, online.QUERY_TIMEOUTS) in link.transitions
         await offline_then_recover(world, deploy, app, link, rt, jti, token, s_ticket, s_gps, fresh, deploy.resume)
