@@ -182,10 +182,12 @@ def test_hand_back_waits_for_the_fays_next_request_and_times_out_to_the_operator
 def test_a_handover_request_to_an_operators_resource_is_refused_at_once(world, run, in_process):
     async def scenario():
         app = await in_process()
-        await controlroom.take(app.engine, "alice", world.res("motor_left"))
+        held = await controlroom.take(app.engine, "alice", world.res("motor_left"))
         b = await runtime(app, "rtB")
         r = await world.hand_over(b, "motor_left", "write", 10000)
         assert r["result"] == "rejected" and r["error_code"] == "E_HANDOVER_REJECTED"
+        assert "operator holds" in r["error_message"] and "handover_id" not in r    # no offer was made
+        assert app.engine.sessions[held["session_id"]].state == "active"
         await b.close()
 
     run(scenario())

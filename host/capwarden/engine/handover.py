@@ -73,6 +73,12 @@ async def request_handover(engine, runtime_id, b, origin=None):
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
                          "the resource is shared by %d sessions: a handover moves one holder's grant" % len(holders))
     holder = holders[0]
+    from capwarden.engine.takeover import is_operator   # here: takeover imports this module
+
+    if is_operator(holder):
+        # A human holds it (issue 15 item 5): nobody to ask, and no Fay's request moves it.
+        return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
+                               "an operator holds the resource: it comes back by the operator's hand-back")
     if holder.state == "handover_pending":
         return await _rollback(engine, None, new, result, "E_HANDOVER_REJECTED",
                          "another handover of this resource is pending")

@@ -406,12 +406,7 @@ class _State:
                 log.exception("control room subscriber failed")
 
     def on_push(self, runtime_id, mtype, body):
-        if mtype == "HandoverOffered" and runtime_id and runtime_id.startswith(OPERATOR_PREFIX):
-            # Nobody to ask for consent: an operator's hold is not handed over by a Fay's request.
-            h = self.engine.registry.handovers.get(body["handover_id"])
-            if h is not None:
-                h.settle(False)
-            return
+        # (A HandoverRequest for an operator's hold is refused before any offer: handover.py.)
         if mtype != "SessionStateChanged":
             return
         sid = body["session_id"]
