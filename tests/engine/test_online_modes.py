@@ -6,6 +6,7 @@ clock for the state machine (link.step() and link.evaluate() are driven by the t
 import asyncio
 import json
 import os
+import time
 
 import httpx
 
@@ -412,3 +413,23 @@ def test_4_5_3_2_recovery_waits_for_a_session_already_ending(run, world, svc, in
         return state
 
     assert run(main()) == "terminated"
+
+
+def test_a_revoked_answer_not_yet_in_the_local_list_still_counts_at_use(run, world, svc, in_process):
+    # The issuer answered "revoked" to a query but the statement has not reached the local list
+    # (its fetch failed): a session on that ticket, or a request that waited, is not valid.
+    async def main():
+        app, link = await up(world, svc, in_process, revocation_query={"enabled": True, "timeout_s": 1.0})
+        rt = await runtime(app)
+        jti, jws = await svc.ticket(world.tid, world.A)
+        s = await rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))
+        ref = app.engine.sessions[s.session_id].credential_ref
+        auth = app.engine.authorizer
+        now = int(time.time())
+        assert auth.still_valid(ref, now) is None
+        auth.revquery._store(jti, True, now)                # the answer, without its statement
+        assert not auth.terminal.revocations.revoked(ref["issuer_id"], jti)
+        assert auth.still_valid(ref, now) == "revoked"
+        await rt.close()
+
+    run(main())

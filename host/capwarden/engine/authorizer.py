@@ -172,6 +172,13 @@ class StoreAuthorizer:
         revs = t.revocations
         if revs.revoked(ref["issuer_id"], ref["id"]) or ("origin" in ref and revs.revoked(*ref["origin"])):
             return "revoked"
+        if self.revquery is not None and ref["type"] == "ticket":
+            # The issuer said revoked (online query, section 4.3.2 step 5) but its statement
+            # has not reached the local list yet: a request that waited (a queue, a holder's
+            # consent, a person) is not granted on it, and a live session ends.
+            hit = self.revquery.cached(ref["id"])
+            if hit is not None and hit[0]:
+                return "revoked"
         return None
 
     def refresh(self, now):
