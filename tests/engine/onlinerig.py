@@ -98,11 +98,12 @@ class TrustService:
         assert r.status_code == 200, r.text
         return r.json()
 
-    async def ticket(self, tid, fay, resource="sim/camera", modes=("read",), valid_for=3600):
-        """(jti, JWS) of a ticket for `fay` on resource TERMINAL/`resource`."""
-        out = await self._post("/v1/tickets", {"fay_id": fay, "terminal_id": tid, "valid_for_s": valid_for,
-                                               "grants": [{"resource_pattern": "%s/%s" % (tid, resource),
-                                                           "modes": list(modes)}]})
+    async def ticket(self, tid, fay, resource="sim/camera", modes=("read",), valid_for=3600, **extra):
+        """(jti, JWS) of a ticket for `fay` on resource TERMINAL/`resource` (`extra`: more
+        request fields, e.g. convertible=True)."""
+        out = await self._post("/v1/tickets", dict({"fay_id": fay, "terminal_id": tid, "valid_for_s": valid_for,
+                                                    "grants": [{"resource_pattern": "%s/%s" % (tid, resource),
+                                                                "modes": list(modes)}]}, **extra))
         return out["jti"], out["ticket"]
 
     async def revoke(self, target):

@@ -209,7 +209,7 @@ def test_engine_query_timeout_then_fail_open_audited(run, world, svc, in_process
         app, link = await online_engine(world, svc, in_process, revocation_query=QUERY)
         await link.step()
         rt = await runtime(app)
-        _jti, jws = await svc.ticket(world.tid, world.A)
+        jti, jws = await svc.ticket(world.tid, world.A, valid_for=3 * 3600, convertible=True)
         svc.line.hang = True
         assert await refusal(rt.acquire(world.A, world.res("camera"), "read", ticket_cred(jws))) \
             == "E_REVOCATION_QUERY_TIMEOUT"
@@ -218,6 +218,10 @@ def test_engine_query_timeout_then_fail_open_audited(run, world, svc, in_process
         assert s.session_id
         (e,) = [e for e in audit_entries(world, "revocation_query")]
         assert e["outcome"] == "allowed" and e["reason"] == "E_REVOCATION_QUERY_TIMEOUT"
+        # Let through unchecked: not made to last as a converted descriptor.
+        await app.engine.conversion.settle()
+        assert jti not in app.engine.authorizer.terminal.stored_ids()
+        assert [(c["outcome"], c["reason"]) for c in audit_entries(world, "convert")] == [("skipped", "unchecked")]
         svc.line.release()
         await rt.close()
 

@@ -83,6 +83,11 @@ class Converter:
             _audit(engine, "skipped", "offline", ticket=decision.credential_id,
                    detail="granted while the terminal is degraded (offline acceptance): not converted")
             return None
+        rq = getattr(engine.authorizer, "revquery", None)
+        if rq is not None and rq.was_unchecked(decision.credential_id):
+            _audit(engine, "skipped", "unchecked", ticket=decision.credential_id,
+                   detail="let through without the issuer's revocation answer (risk accepted): not converted")
+            return None
         terminal = getattr(engine.authorizer, "terminal", None)
         if terminal is None or not hasattr(terminal, "convert_verified"):
             return None                   # an authorizer without a store (unit-test fakes)

@@ -105,6 +105,7 @@ class RevocationQuery:
         self._degraded = degraded or (lambda: False)
         self._on_revoked = on_revoked or (lambda: None)
         self.cache = {}           # jti -> (cached Outcome, answered at: clock())
+        self.unchecked = {}       # jtis let through without an answer (their risk audited), oldest first
         self._inflight = {}       # jti -> Task of the query under way
         self.asked = 0            # queries sent (tests, bench)
 
@@ -193,13 +194,28 @@ class RevocationQuery:
             return d
         if outcome.kind == OFFLINE:
             self._risk(d, "offline_accepted", outcome.detail, fay_id, resource_id)
+            self._unchecked(jti)
             return d
         why = "the revocation query did not complete (%s)" % outcome.detail
         if self.policy.on_timeout == ALLOW:
             self._risk(d, "E_REVOCATION_QUERY_TIMEOUT", why + ": allowed through by configuration, the revocation "
                        "delay risk accepted", fay_id, resource_id)
+            self._unchecked(jti)
             return d
         return Decision(False, "E_REVOCATION_QUERY_TIMEOUT", why[:300], "jti", d.credential)
+
+    def _unchecked(self, jti):
+        # Remembered so that the ticket is not made to last as a converted descriptor
+        # (conversion.py): its revocation was never checked. Bounded like the cache.
+        self.unchecked.pop(jti, None)
+        self.unchecked[jti] = True
+        if len(self.unchecked) > MAX_ENTRIES:
+            del self.unchecked[next(iter(self.unchecked))]
+
+    def was_unchecked(self, jti):
+        """True when ticket `jti` was let through without the issuer's answer (allowed on a
+        timeout, or accepted while degraded)."""
+        return jti in self.unchecked
 
     def _risk(self, d, reason, detail, fay_id, resource_id):
         if self.audit is None:
