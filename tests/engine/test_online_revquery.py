@@ -292,3 +292,13 @@ def test_a_query_that_degrades_the_terminal_keeps_its_own_answer(run, world, svc
         svc.line.release()
 
     run(main())
+
+
+def test_the_answer_cache_is_bounded_and_drops_the_oldest_answer(loop):
+    q = make(Issuer())
+    for k in range(revquery.MAX_ENTRIES + 10):
+        q._store("jti-%d" % k, False, None)
+    q._store("jti-5", False, None)                           # answered again: now among the newest
+    assert len(q.cache) == revquery.MAX_ENTRIES
+    assert "jti-0" not in q.cache and "jti-10" not in q.cache and "jti-11" in q.cache and "jti-5" in q.cache
+    assert "jti-%d" % (revquery.MAX_ENTRIES + 9) in q.cache

@@ -133,9 +133,11 @@ class RevocationQuery:
         return None
 
     def _store(self, jti, revoked, revoked_at):
-        if jti not in self.cache and len(self.cache) >= MAX_ENTRIES:
-            oldest = min(self.cache, key=lambda k: self.cache[k][1])
-            del self.cache[oldest]
+        # Re-inserted on every answer, so the dict's order is the answers' order and the oldest
+        # goes first without a search over the full cache.
+        self.cache.pop(jti, None)
+        if len(self.cache) >= MAX_ENTRIES:
+            del self.cache[next(iter(self.cache))]
         # Kept as the Outcome a cache hit returns: nothing is built per request.
         self.cache[jti] = (Outcome(ANSWER, revoked, revoked_at, cached=True), self.clock())
 
