@@ -41,7 +41,7 @@ from capwarden.engine import revquery
 from capwarden.engine.authorizer import RA_DISTRIBUTED
 from capwarden.errors import CapError, CapwardenError, StoreError, UsageError
 from capwarden.trust import push
-from capwarden.trust.client import TrustClient, TrustClientError, TrustUnavailable, UntrustedDocument
+from capwarden.trust.client import TrustClient, TrustClientError, TrustUnavailable
 
 log = logging.getLogger("capwarden.engine.online")
 
@@ -350,17 +350,10 @@ class TrustLink:
         await self.client.sync_keysets()
 
     async def _revocations(self):
-        """The revocation list; when it is signed by an issuer key the terminal does not hold yet
-        (a rotation in force before this terminal fetched its key set), the key set first, then
-        the list again."""
-        try:
-            return await self.client.sync_revocations()
-        except UntrustedDocument as exc:
-            if not self.client.state["keyset"]:
-                raise
-            log.info("revocation list not verified (%s): fetching the key set first", exc)
-            await self.client.sync_keysets()
-            return await self.client.sync_revocations()
+        """The revocation list. One signed by an issuer key the terminal does not hold yet (a
+        rotation in force before this terminal fetched its key set) is handled by the client:
+        it fetches the key set (through on_keyset) and the list again (TrustClient.sync_revocations)."""
+        return await self.client.sync_revocations()
 
     async def recheck_sessions(self):
         wall = int(self.wall())
