@@ -90,8 +90,9 @@ class Terminal:
         return self.revocations.import_statement(data, now)
 
     def import_revocations(self, batch, now):
-        """Many statements at once, all or none, the list written once (a sync after an offline
-        period). Returns their records; raises CapError for the first that fails."""
+        """Many statements at once, the list written once (a sync after an offline period):
+        every one that verifies is recorded, then CapError is raised for the first that did not
+        (RevocationList.import_statements). Returns their records."""
         return self.revocations.import_statements(batch, now)
 
     def _on_revocation(self, entry):
