@@ -110,13 +110,9 @@ class RequestLink:
         started = self.clock()
         try:
             for attempt in range(retries + 1):
-                while True:
-                    if self.auth is not None and resync and not self.auth.has_session():
-                        await self._resync()
-                    await self._take_credit(p, len(wire) if attempt else self._estimate(mid, payload))
-                    if self.auth is None or self.auth.has_session() or mid == _HELLO or not resync:
-                        break
-                    self._release_credit(p)     # the session ended while this one waited: HELLO again
+                if self.auth is not None and resync and not self.auth.has_session():
+                    await self._resync()
+                await self._take_credit(p, len(wire) if attempt else self._estimate(mid, payload))
                 # From here to the write nothing is awaited, so request id, link sequence and
                 # counter are taken in the order the frames go out: a frame that waited for
                 # credit while others went first would otherwise carry a counter below the
