@@ -418,3 +418,29 @@ def test_watchdog_cannot_be_rearmed_with_another_timeout(board, run):
         now = run(board.ping())["uptime_ms"]
         assert now > up
         up = now
+
+
+async def test_a_frame_cut_off_mid_line_does_not_stall_the_failsafe(vboard, board, res, events):
+    """The host dies halfway through a frame: the board (which reads what the line holds in
+    one call where it can) never waits for the rest, so the lease still ends on time and the
+    motor is driven safe; the next whole frame after a delimiter is served."""
+    from capshared import codec
+    from capwarden.sim import TO_BOARD
+
+    ml = res["motor_left"]
+    g = await board.acquire(ml, W, 1, 800)
+    await board.actuate(ml, 1, g.epoch, 1, speed(700))
+    from capshared import messages
+
+    whole = codec.frame_bytes(messages.ID["PING"], 1, codec.encode_payload("PING", {"nonce": 1}), 0)
+    vboard.cable.inject_bytes(TO_BOARD, whole[:len(whole) // 2])   # no delimiter, no more bytes
+    await asyncio.sleep(0.05)
+    vboard.cable.disconnect()          # and then the host says nothing
+    t0 = time.monotonic()
+    await asyncio.sleep(1.5)
+    vboard.cable.reconnect()
+    await board.ping()                 # the host's frame after a delimiter: answered
+    assert await wait_until(lambda: any(isinstance(e, Failsafe) for e in events))
+    g2 = await board.acquire(ml, R, 2, LONG)
+    assert await board.actuate(ml, 2, g2.epoch, 2) == speed(0)
+    assert time.monotonic() - t0 < 30

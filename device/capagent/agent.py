@@ -199,8 +199,10 @@ class Agent:
             while self.running:
                 self.step(self.control.g.sleep_ms(_TICK_MS, self.clock.ticks_ms()))
         finally:
-            # Leaving the agent (Ctrl-C, REPL request, or a crash) leaves the hardware safe.
+            # Leaving the agent (Ctrl-C, REPL request, or a crash) leaves the hardware safe,
+            # and the line as the REPL wants it.
             self.control.stop()
+            self.link.close()
 
 
 def main():

@@ -19,6 +19,13 @@
 #
 # Nothing here allocates per frame: the decoder and encoder work in buffers made at start-up,
 # stream writes use write(buf, n), and reads use readinto(buf, 1) while poll says ready.
+#
+# Where the line is a POSIX terminal (the unix port: the virtual board) the link sets it to
+# return what is there at once (VMIN 0) and reads it into a preallocated chunk, one call per
+# burst instead of a poll and a read per byte: those two calls were the largest part of the
+# board's cost per byte, which is what the signed link's 12-byte trailer paid for (issue 12).
+# close() puts the terminal back before the REPL reads from it again. A blocking readinto of
+# more than one byte is never made: a cut frame must not stall the leases' fail-safe.
 import select
 
 from micropython import const
@@ -29,6 +36,7 @@ from capshared.linkauth import CURRENT, DIR_TO_HOST, OK, REPLAY, LinkAuth
 from capshared.wire import ANNOUNCE as _ANNOUNCE, ERROR as _ERROR, HELLO as _HELLO
 
 _REPLAY_SLOTS = const(4)
+_CHUNK = const(64)         # bytes read at once from a terminal line
 _RID_WINDOW = const(256)   # request ids remembered behind the newest (a power of two)
 EOF = 9  # read() result: the input stream ended
 KEY_FILE = "link.key"   # the board's link key, 16 raw bytes (capwarden flash writes it)
@@ -51,6 +59,21 @@ class Link:
         self.dec = FrameDecoder()
         self.enc = FrameEncoder()
         self.b1 = bytearray(1)
+        self.chunk = None       # a terminal set to VMIN 0: bytes read, position, count
+        self.ci = self.cn = 0
+        self._tty = None
+        try:
+            import termios
+
+            fd = pollable.fileno()
+            t = termios.tcgetattr(fd)
+            self._tty = (fd, t[6][6], t[6][5])   # kept small: the REPL's VMIN and VTIME
+            t[6][6] = 0         # VMIN (Linux index 6): a read returns what is there, or 0
+            t[6][5] = 0         # VTIME: and does not wait for more
+            termios.tcsetattr(fd, termios.TCSANOW, t)
+            self.chunk = bytearray(_CHUNK)
+        except Exception:
+            pass                # no termios (a real board's port), or not a terminal: byte by byte
         self.frames_rx = 0
         self.frames_tx = 0
         self.lost = 0
@@ -75,8 +98,26 @@ class Link:
         self.stale = False                    # the frame just read is a late copy
         self.stale_n = 0
 
+    def close(self):
+        # The terminal as it was (the REPL reads it byte by byte, blocking).
+        if self._tty is not None:
+            fd, vmin, vtime = self._tty
+            self._tty = None
+            try:
+                import termios
+
+                t = termios.tcgetattr(fd)
+                t[6][6] = vmin
+                t[6][5] = vtime
+                termios.tcsetattr(fd, termios.TCSANOW, t)
+            except Exception:
+                pass
+
     def wait(self, timeout_ms):
-        # Block until the line is readable or timeout. True if readable.
+        # Block until the line is readable or timeout. True if readable (or bytes read before
+        # are still to be decoded).
+        if self.ci < self.cn:
+            return True
         for _ in self.poller.ipoll(timeout_ms):
             return True
         return False
@@ -85,6 +126,30 @@ class Link:
         # Consume available bytes until a frame, an interrupt, or nothing left.
         # Returns FRAME, INTERRUPT or 0 (nothing complete).
         dec = self.dec
+        c = self.chunk
+        if c is not None:
+            while True:
+                i = self.ci
+                n = self.cn
+                if i >= n:
+                    if not self.wait(0):
+                        return 0
+                    n = self.rd.readinto(c)
+                    if not n:
+                        return EOF      # readable but empty: the line was hung up
+                    self.cn = n
+                    i = 0
+                while i < n:
+                    r = dec.feed(c[i])
+                    i += 1
+                    if r == FRAME:
+                        self.ci = i
+                        if self._accept():
+                            return FRAME
+                    elif r == INTERRUPT:
+                        self.ci = i
+                        return INTERRUPT
+                self.ci = i
         b1 = self.b1
         while self.wait(0):
             if not self.rd.readinto(b1, 1):
