@@ -20,6 +20,9 @@ What runs (on this machine, two shared cores):
   requests in flight; batches that arrive together share a transaction, trust.groupcommit), and
   Issuer.issue_tickets in-process (one batch a transaction, one after the other).
 
+Each rate is the best of three passes, the baseline's too: the two cores are shared with other
+work, and a pass that another process slowed says nothing about the service.
+
 Figures: tickets per second; the service's ratio to in-process signing (target >= 0.5), and
 the service's median latency (of one ticket, of one batch).
 """
@@ -43,6 +46,7 @@ TARGET = ">= %g" % TARGET_RATIO
 BULK = int(os.environ.get("CAPWARDEN_BENCH_BULK_TICKETS", "10000"))   # tickets of the batched figures
 BATCH = 250              # tickets per POST /v1/tickets/batch
 BATCH_CONCURRENCY = 4    # batches in flight
+ROUNDS = 3               # timed passes over the same tickets; the best counts (as for the baseline)
 
 
 def _cores():
@@ -182,10 +186,13 @@ async def _lean(url, cafile, token, payloads, path, concurrency, check):
     try:
         warm = list(payloads[:max(concurrency, len(payloads) // 10)])
         await asyncio.gather(*(worker(c, warm, False) for c in conns))
-        todo = list(payloads)
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(c, todo, True) for c in conns))
-        return len(payloads) / (time.perf_counter() - t0), median(latencies)
+        best = 0.0
+        for _ in range(ROUNDS):     # the best of ROUNDS, as the signing baseline: the cores are shared
+            todo = list(payloads)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(c, todo, True) for c in conns))
+            best = max(best, len(payloads) / (time.perf_counter() - t0))
+        return best, median(latencies)
     finally:
         for c in conns:
             c.close()

@@ -71,7 +71,7 @@ class Dep:
         return out["terminal_id"], out["token"], device
 
     def ticket(self, terminal_id, token=None):
-        issuer = Issuer(self.db, self.ring, terminal_state=registry.terminal_state)   # as the service wires it
+        issuer = Issuer(self.db, self.ring, terminal_states=registry.terminal_states)   # as the service wires it
         return issuer.issue_ticket(token or self.token, trustrig.ticket_body(terminal_id))
 
     def close(self):

@@ -40,7 +40,7 @@ def test_policy_and_request_checks_refuse_each_item_on_its_own(rig):
     other_fay = new_fay_id()
     token = rig.authorizer("narrow", fays=(rig.fay,), max_validity_s=HOUR)
     blocked = new_terminal_id()
-    rig.issuer.terminal_state = lambda s, tid: "suspended" if tid == blocked else None
+    rig.issuer.terminal_states = lambda s, ids: {tid: "suspended" if tid == blocked else None for tid in ids}
     bodies = [rig.ticket_body(),                                                    # ok
               rig.ticket_body(fay_id=other_fay),                                    # beyond the policy: Fay
               rig.ticket_body(valid_for_s=HOUR + 1),                                # beyond: validity
@@ -127,3 +127,84 @@ def test_batch_route_over_http(rig):
         batch = spec["paths"]["/v1/tickets/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert batch["properties"]["requests"]["maxItems"] == issuance.MAX_BATCH
     assert len(_recorded(rig)) == 1
+
+
+def test_recorded_rows_keep_every_character_on_each_backend(rig):
+    """The batch's records go in through COPY on PostgreSQL (trust.db.insert_rows): constraint
+    values with tabs, newlines, backslashes, quotes and non-ASCII text come back as signed."""
+    odd = {"note": "tab\there\nnew line \\ back\\slash \"quoted\" \u00e9t\u00e9 \u2603", "empty": ""}
+    grants = [dict(rig.grants()[0], constraints=odd)]
+    results = rig.issuer.issue_tickets(rig.token, [rig.ticket_body(grants=grants), rig.ticket_body()])
+    rows = _recorded(rig)
+    import json
+    assert json.loads(rows[results[0]["jti"]].grants)[0]["constraints"] == odd
+    assert rows[results[0]["jti"]].ticket == results[0]["ticket"]
+    assert json.loads(rows[results[1]["jti"]].grants) == rig.grants()
+
+
+def test_insert_rows_reports_a_duplicate_as_an_integrity_error(rig):
+    """COPY's errors come out as SQLAlchemy's (Database.run retries by them), and the
+    transaction leaves nothing behind."""
+    from capwarden.trust.db import insert_rows
+
+    rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])
+    (row,) = _recorded(rig).values()
+    copy = {c.name: getattr(row, c.name) for c in models.IssuedTicket.__table__.columns}
+    fresh = dict(copy, jti="0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+    with pytest.raises(sa.exc.IntegrityError):
+        rig.db.run(lambda s: insert_rows(s, models.IssuedTicket.__table__, [fresh, copy]))
+    assert set(_recorded(rig)) == {row.jti}
+    rig.db.run(lambda s: insert_rows(s, models.IssuedTicket.__table__, [fresh]))
+    assert set(_recorded(rig)) == {row.jti, fresh["jti"]}
+
+
+def test_a_grant_list_parsed_once_is_still_checked_against_each_authorizers_policy(rig):
+    """Grant lists are parsed once and a policy remembers the lists it covers: a list another
+    authorizer may have is still refused to one whose policy does not cover it, in the same
+    batch and the next; and a malformed list is never remembered."""
+    narrow = rig.authorizer("readers", grants=(("sim/**", ("read",)),))
+    rw = rig.grants(modes=("read", "write"))
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [rig.ticket_body(grants=rw)])[0]
+    for _ in range(2):
+        out = rig.issuer.issue_tickets(narrow, [rig.ticket_body(grants=rw), rig.ticket_body()])
+        assert out[0]["status"] == 403 and "mode write" in out[0]["message"] and "jti" in out[1]
+    bad = [{"resource_pattern": rig.grants()[0]["resource_pattern"], "modes": ["read", "read"]}]
+    for _ in range(2):
+        out = rig.issuer.issue_tickets(rig.token, [rig.ticket_body(grants=bad)])
+        assert out[0]["status"] == 400 and "twice" in out[0]["message"]
+    assert issuance._plain_grants_key(bad) not in issuance._PARSED
+
+
+def _after_first_signature(monkeypatch, action):
+    """Run `action` once, right after the first ticket of the next group is signed (between
+    the issuer's signing transaction and its recording one)."""
+    real = issuance.Issuer._sign_ticket
+    done = []
+
+    def sign(*a, **kw):
+        out = real(*a, **kw)
+        if not done:
+            done.append(1)
+            action()
+        return out
+    monkeypatch.setattr(issuance.Issuer, "_sign_ticket", staticmethod(sign))
+
+
+def test_an_authorizer_suspended_while_its_batch_is_signed_gets_nothing(rig, monkeypatch):
+    """The checks are made again in the transaction that records the tickets: an authorizer
+    suspended after the batch was signed gets the refusal, and nothing is recorded."""
+    _after_first_signature(monkeypatch, lambda: issuance.suspend_authorizer(rig.db, "alice"))
+    with pytest.raises(Forbidden, match="suspended"):
+        rig.issuer.issue_tickets(rig.token, [rig.ticket_body() for _ in range(5)])
+    assert _recorded(rig) == {}
+
+
+def test_a_terminal_suspended_while_a_group_is_signed_gets_nothing(rig, monkeypatch):
+    blocked = new_terminal_id()
+    states = {}
+    rig.issuer.terminal_states = lambda s, ids: {t: states.get(t) for t in ids}
+    _after_first_signature(monkeypatch, lambda: states.update({blocked: "suspended"}))
+    out = rig.issuer.issue_group([(rig.token, rig.ticket_body(terminal_id=blocked, grants=rig.grants(tid=blocked))),
+                                  (rig.token, rig.ticket_body())])
+    assert isinstance(out[0], Forbidden) and "suspended" in str(out[0]) and "jti" in out[1]
+    assert set(_recorded(rig)) == {out[1]["jti"]}

@@ -229,7 +229,7 @@ def test_4_2_1_item3_longer_validity_than_policy_is_refused(rig):
 @pytest.mark.parametrize("state, error", [("suspended", Forbidden), ("deregistered", Gone)])
 def test_suspended_or_deregistered_terminal_gets_no_credential(rig, state, error):
     seen = []
-    rig.issuer.terminal_state = lambda s, tid: seen.append(tid) or (state if tid == rig.tid else None)
+    rig.issuer.terminal_states = lambda s, ids: {tid: seen.append(tid) or (state if tid == rig.tid else None) for tid in ids}
     with pytest.raises(error, match=state):
         rig.ticket()
     with pytest.raises(error, match=state):
@@ -242,7 +242,7 @@ def test_suspended_or_deregistered_terminal_gets_no_credential(rig, state, error
 def test_a_never_registered_terminal_is_issued_for_unless_registration_is_required(rig):
     from capwarden.trust import registry
 
-    rig.issuer.terminal_state = registry.terminal_state       # as the service wires it
+    rig.issuer.terminal_states = registry.terminal_states     # as the service wires it
     assert rig.ticket()["jti"] and rig.descriptor()["descriptor_id"]      # default: allowed
     rig.issuer.require_registration = True
     with pytest.raises(Forbidden, match="not registered"):

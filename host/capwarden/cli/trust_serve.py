@@ -257,7 +257,7 @@ def _run_service(args, data, options):
     from capwarden.cli import trust
     from capwarden.cli._common import EXIT_INTERRUPTED, EXIT_OK, err
     from capwarden.trust.config import ServiceConfig
-    from capwarden.trust.service import create_app
+    from capwarden.trust.service import create_app, freeze_startup_heap
 
     config = ServiceConfig.from_data_dir(data, db_url=trust.db_url(args, data, _config_of(data)),
                                          broker_url=args.mqtt, **options["mqtt"])
@@ -299,6 +299,7 @@ def _run_service(args, data, options):
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         if server.started:
+            freeze_startup_heap()
             if args.json:
                 print_json({"serving": True, "url": url, "issuer_id": config.keys.issuer_id,
                             "db": trust.safe_url(config.db_url), "push": bool(args.mqtt)})

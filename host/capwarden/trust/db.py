@@ -145,6 +145,33 @@ class Database:
         self.engine.dispose()
 
 
+def insert_rows(session, table, rows):
+    """INSERT `rows` (dicts, each with the same keys) into `table` in the session's transaction.
+
+    On PostgreSQL through COPY: psycopg's executemany (what SQLAlchemy's insert uses) spent
+    about 10 us of CPU a row in Python, COPY 2.3 (bench trust_issuance: a batch of tickets, issue
+    13). Errors come out as SQLAlchemy's, as from any statement (a serialization failure is
+    still retried by Database.run). Elsewhere SQLAlchemy's executemany, which on SQLite costs
+    no more than the driver's own."""
+    if not rows:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), rows)
+        return
+    import psycopg
+
+    cols = list(rows[0])
+    sql = "COPY %s (%s) FROM STDIN" % (table.name, ", ".join(cols))
+    try:
+        with conn.connection.driver_connection.cursor() as cur:
+            with cur.copy(sql) as copy:
+                for r in rows:
+                    copy.write_row(tuple(r[c] for c in cols))
+    except psycopg.Error as e:
+        raise exc.DBAPIError.instance(sql, None, e, psycopg.Error) from e
+
+
 def _reason(error):
     """The database's own words for `error`, on one line (never the URL: it may hold a password)."""
     orig = getattr(error, "orig", None) or error

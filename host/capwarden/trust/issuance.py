@@ -25,6 +25,7 @@ from capwarden.errors import CapError
 from capwarden.trust import revocations
 from capwarden.trust.authorizers import (add_authorizer, authenticate, list_authorizers,  # noqa: F401
                                          now_s, set_authorizer_status, suspend_authorizer)
+from capwarden.trust.db import insert_rows
 from capwarden.trust.errors import Conflict, Forbidden, Gone, InvalidRequest, NotFound, TrustError
 from capwarden.trust.models import IssuedDescriptor, IssuedTicket, Revocation
 from capwarden.trust.policy import Policy
@@ -37,17 +38,17 @@ MAX_BATCH = 1000     # ticket requests per batch: ~250 KB of requests, ~700 KB o
 
 class Issuer:
     """Both issuers over one database. keys: an object with issuer_key(now) -> SigningKey
-    (trust.servicekeys.KeyRing). terminal_state: fn(session, terminal_id) -> "registered",
-    "suspended", "deregistered" or None (never registered); suspended is refused (403),
-    deregistered too (410), and a terminal that never registered is allowed (bounded by the
-    policy's terminal_ids: a single operator feeds terminals by hand) unless
-    `require_registration` (then 403). terminal_state None skips the check. clock: seconds
+    (trust.servicekeys.KeyRing). terminal_states: fn(session, terminal_ids) -> {terminal_id:
+    "registered", "suspended", "deregistered" or None (never registered)}; suspended is refused
+    (403), deregistered too (410), and a terminal that never registered is allowed (bounded by
+    the policy's terminal_ids: a single operator feeds terminals by hand) unless
+    `require_registration` (then 403). terminal_states None skips the check. clock: seconds
     since the epoch."""
 
-    def __init__(self, db, keys, terminal_state=None, clock=time.time, require_registration=False):
+    def __init__(self, db, keys, terminal_states=None, clock=time.time, require_registration=False):
         self.db = db
         self.keys = keys
-        self.terminal_state = terminal_state
+        self.terminal_states = terminal_states
         self.clock = clock
         self.require_registration = require_registration
 
@@ -66,10 +67,10 @@ class Issuer:
         transaction)."""
         fay, terminal, grants = req
         _policy(a.policy).check(fay, terminal, grants, valid_for_s)
-        if self.terminal_state is None:
+        if self.terminal_states is None:
             return
         if terminal not in states:
-            states[terminal] = self.terminal_state(s, terminal)
+            states.update(self.terminal_states(s, (terminal,)))
         state = states[terminal]
         if state in BLOCKED_TERMINAL:
             raise BLOCKED_TERMINAL[state]("terminal %s is %s: no credential is issued for it" % (terminal, state))
@@ -104,92 +105,110 @@ class Issuer:
         return out
 
     def issue_batches(self, batches):
-        """Batches [(token, bodies)] of several callers in one transaction (the service's group
+        """Batches [(token, bodies)] of several callers in one group (the service's group
         commit of POST /v1/tickets/batch, trust.groupcommit): per batch exactly issue_tickets'
         checks and answer. Returns, in order, the answer list of each batch or the TrustError
         that batch would have raised alone (malformed batch, its authorizer refused). Every
         ticket answered is committed; when the commit fails it raises and none is."""
-        parsed = []
-        for _token, bodies in batches:
+        spans, entries = [], []
+        for token, bodies in batches:
             try:
-                parsed.append(_batch_requests(bodies))
+                p = _batch_requests(bodies)
             except TrustError as exc:
-                parsed.append(exc)
-
-        def run(s):
-            who, pairs, spans = {}, [], []
-            for (token, _bodies), p in zip(batches, parsed):
-                if not isinstance(p, TrustError) and token not in who:
-                    try:
-                        who[token] = authenticate(s, token)
-                    except TrustError as exc:
-                        who[token] = exc
-                a = p if isinstance(p, TrustError) else who[token]
-                if isinstance(a, TrustError):
-                    spans.append(a)
-                    continue
-                spans.append((len(pairs), len(pairs) + len(p)))
-                pairs.extend((a, q) for q in p)
-            return spans, self._issue_rows(s, pairs)
-        spans, results = self.db.run(run)
-        return [span if isinstance(span, TrustError) else [_answer(r) for r in results[span[0]:span[1]]]
+                spans.append(exc)
+                continue
+            spans.append((token, len(entries), len(entries) + len(p)))
+            entries.extend((token, q) for q in p)
+        results, refused = self._issue(entries)
+        return [span if isinstance(span, TrustError) else
+                refused[span[0]] if span[0] in refused else [_answer(r) for r in results[span[1]:span[2]]]
                 for span in spans]
 
     def issue_group(self, requests):
-        """Single ticket requests [(token, body)] of several callers in one transaction (the
+        """Single ticket requests [(token, body)] of several callers in one group (the
         service's group commit, trust.groupcommit): per request exactly issue_ticket's checks
         and answer, the authorizer of each token authenticated once. Returns, in order, the
         answer {"ticket", "jti", "exp"} or the TrustError that request would have raised alone.
         Every ticket answered is committed; when the commit fails it raises and none is."""
-        parsed = [_parsed_or_error(body) for _token, body in requests]
+        # A malformed request is refused as such before its token is looked at (issue_ticket's order).
+        return self._issue([(token, _parsed_or_error(body)) for token, body in requests])[0]
 
-        def run(s):
-            who = {}
-            for token, _body in requests:
-                if token not in who:
+    def _issue(self, entries):
+        """Tickets for entries [(token, parsed request or its TrustError)]: ([per entry its
+        answer or TrustError], {token: TrustError of an authorizer refused}).
+
+        In two transactions, so that the signing (most of the work) holds no write lock and a
+        group's signing can run while the group before it commits (trust.groupcommit):
+        1. reading: authenticate each token, check each request (policy, terminal), sign;
+        2. writing: authenticate again, read the terminals again and check each signed
+           ticket's request once more against the database as it is now (an authorizer or a
+           terminal suspended in between gets nothing), then record what still passes, in one
+           INSERT, and commit. A ticket that fails now is dropped: never recorded, never
+           handed out. The decision is the one taken in the transaction that records it."""
+        def sign(s):
+            who = _authenticate_all(s, {t for t, p in entries if not isinstance(p, TrustError)})
+            states = self._states(s, [p for t, p in entries if not isinstance(p, TrustError)
+                                      and not isinstance(who[t], TrustError)])
+            now = now_s(self.clock)
+            key = self._key(now)
+            signed = []
+            for token, p in entries:
+                try:
+                    if isinstance(p, TrustError):
+                        raise p
+                    a = who[token]
+                    if isinstance(a, TrustError):
+                        raise a
+                    req, valid_for, conv = p
+                    self._allow(s, a, req, valid_for, states)
+                except TrustError as exc:
+                    signed.append(exc)
+                    continue
+                signed.append(self._sign_ticket(key, a, req, valid_for, conv, now))
+            return who, signed
+        first, signed = self.db.run(sign, write=False)
+
+        def record(s):
+            mine = [(t, p) for (t, p), r in zip(entries, signed) if type(r) is tuple]
+            who = _authenticate_all(s, {t for t, _p in mine})
+            states = self._states(s, [p for t, p in mine if not isinstance(who[t], TrustError)])
+            results, rows = [], []
+            for (token, p), r in zip(entries, signed):
+                if type(r) is tuple:
                     try:
-                        who[token] = authenticate(s, token)
+                        a = who[token]
+                        if isinstance(a, TrustError):
+                            raise a
+                        self._allow(s, a, p[0], p[1], states)
                     except TrustError as exc:
-                        who[token] = exc
-            # A malformed request is refused as such before its token is looked at (issue_ticket's order).
-            return self._issue_rows(s, [(p if isinstance(p, TrustError) else who[token], p)
-                                        for (token, _body), p in zip(requests, parsed)])
-        return self.db.run(run)
+                        r = (exc, None)
+                    else:
+                        rows.append(r[1])
+                    r = r[0]
+                results.append(r)
+            insert_rows(s, IssuedTicket.__table__, rows)
+            return who, results
+        then, results = self.db.run(record)
+        refused = {t: a for who in (first, then) for t, a in who.items() if isinstance(a, TrustError)}
+        return results, refused
 
-    def _issue_rows(self, s, pairs):
-        """Sign and record a ticket for each (authorizer, parsed request) that passes the
-        checks; (error, _) pairs and refused requests give their TrustError. One INSERT."""
-        now = now_s(self.clock)
-        key = self._key(now)
-        states, results, rows = {}, [], []
-        for a, p in pairs:
-            try:
-                if isinstance(a, TrustError):
-                    raise a
-                if isinstance(p, TrustError):
-                    raise p
-                req, valid_for, conv = p
-                self._allow(s, a, req, valid_for, states)
-            except TrustError as exc:
-                results.append(exc)
-                continue
-            out, row = self._sign_ticket(key, a, req, valid_for, conv, now)
-            results.append(out)
-            rows.append(row)
-        if rows:
-            s.connection().execute(IssuedTicket.__table__.insert(), rows)
-        return results
+    def _states(self, s, requests):
+        """{terminal: state} of every terminal the parsed `requests` name, in one query ({}
+        without a registry)."""
+        if self.terminal_states is None:
+            return {}
+        return self.terminal_states(s, {p[0][1] for p in requests})
 
     @staticmethod
     def _sign_ticket(key, a, req, valid_for, conv, now):
         """(answer, issued_tickets row) of one ticket signed by `key` now."""
         fay, terminal, grants = req
-        claims = issue.ticket_claims(fay, terminal, [g.to_obj() for g in grants], key.issuer_id, now,
-                                     now + valid_for, convertible=conv)
+        objs, text = _grant_forms(grants)
+        claims = issue.ticket_claims(fay, terminal, objs, key.issuer_id, now, now + valid_for, convertible=conv)
         jws = issue.sign_ticket(key, claims)
         row = {"jti": claims["jti"], "issuer_id": key.issuer_id, "authorizer_id": a.authorizer_id, "fay_id": fay,
                "terminal_id": terminal, "iat": claims["iat"], "nbf": claims["nbf"], "exp": claims["exp"],
-               "grants": json.dumps(claims["grants"]), "ticket": jws}
+               "grants": text, "ticket": jws}
         return {"ticket": jws, "jti": claims["jti"], "exp": claims["exp"]}, row
 
     def issue_descriptor(self, token, body):
@@ -257,6 +276,17 @@ class Issuer:
             a = authenticate(s, token)
             return tickets_issued(s, a.authorizer_id, fay_id, terminal_id)
         return self.db.run(run, write=False)
+
+
+def _authenticate_all(s, tokens):
+    """{token: its Authorizer, or the TrustError authenticate raised}."""
+    who = {}
+    for token in tokens:
+        try:
+            who[token] = authenticate(s, token)
+        except TrustError as exc:
+            who[token] = exc
+    return who
 
 
 @functools.lru_cache(maxsize=1024)
@@ -344,14 +374,70 @@ def _subject(body, required, optional):
         raise InvalidRequest("fay_id is not a Fay_ID (fay:UUIDv7)")
     if type(terminal) is not str or not TERMINAL_RE.match(terminal):
         raise InvalidRequest("terminal_id is not a Terminal_ID (terminal:UUIDv7)")
-    try:
-        grants = model.parse_grants(body["grants"], "E_MALFORMED_REQUEST", "grants")
-    except CapError as exc:
-        raise InvalidRequest(exc.message) from None
+    grants = _grants(body["grants"])
     for g in grants:
         if g.parsed[0] != terminal:
             raise InvalidRequest("grant %s names another terminal than %s" % (g.resource_pattern, terminal))
     return fay, terminal, grants
+
+
+# Parsed grant lists, by their plain JSON form: a fleet asks for the same few grant lists over
+# and over (a batch of 250 tickets for eight terminals holds eight), and parsing one (patterns,
+# modes, field checks) cost a sixth of a ticket's issuance beyond its signature (bench
+# trust_issuance, issue 13). Only a list of {"resource_pattern": str, "modes": [str]} is kept,
+# and only once it parsed: the key is everything parse_grants reads of it, so a hit is what
+# parsing it again would give. Bounded; cleared when full. Grant objects are never changed
+# after parsing, so one may serve several requests.
+_MEMO_MAX = 4096
+_PARSED = {}    # ((pattern, modes), ...) -> Grant tuple
+_FORMS = {}     # a kept Grant tuple -> (its JSON objects, their JSON text): credential and record
+
+
+def _grants(value):
+    """model.parse_grants(value) of a request's "grants". Raises InvalidRequest."""
+    key = _plain_grants_key(value)
+    grants = _PARSED.get(key) if key is not None else None
+    if grants is None:
+        try:
+            grants = model.parse_grants(value, "E_MALFORMED_REQUEST", "grants")
+        except CapError as exc:
+            raise InvalidRequest(exc.message) from None
+        if key is not None:
+            if len(_PARSED) >= _MEMO_MAX:
+                _PARSED.clear()
+                _FORMS.clear()
+            _PARSED[key] = grants
+            _FORMS[grants] = _forms(grants)
+    return grants
+
+
+def _plain_grants_key(value):
+    if type(value) is not list:
+        return None
+    key = []
+    for g in value:
+        if type(g) is not dict or len(g) != 2:
+            return None
+        pattern, modes = g.get("resource_pattern"), g.get("modes")
+        if type(pattern) is not str or type(modes) is not list:
+            return None
+        for m in modes:
+            if type(m) is not str:
+                return None
+        key.append((pattern, tuple(modes)))
+    return tuple(key)
+
+
+def _grant_forms(grants):
+    """([grant objects], their JSON text) of a Grant tuple; the objects are copied by whoever
+    puts them in a credential (issue.ticket_claims does)."""
+    forms = _FORMS.get(grants)
+    return forms if forms is not None else _forms(grants)
+
+
+def _forms(grants):
+    objs = [g.to_obj() for g in grants]
+    return objs, json.dumps(objs)
 
 
 def _window(not_before, not_after, now):

@@ -19,13 +19,16 @@ MAX_LIST = 10_000
 
 
 class Policy:
-    __slots__ = ("fay_ids", "terminal_ids", "grants", "max_validity_s")
+    __slots__ = ("fay_ids", "terminal_ids", "grants", "max_validity_s", "_covered")
 
     def __init__(self, fay_ids, terminal_ids, grants, max_validity_s):
         self.fay_ids = tuple(fay_ids)
         self.terminal_ids = tuple(terminal_ids)
         self.grants = tuple((tuple(p), tuple(m)) for p, m in grants)   # (segments, modes)
         self.max_validity_s = max_validity_s
+        # Grant tuples found within this policy's patterns: the issuers parse each distinct
+        # grant list once (trust.issuance._grants), so a fleet's requests hit this. Bounded.
+        self._covered = {}
 
     @classmethod
     def from_json(cls, obj):
@@ -60,12 +63,15 @@ class Policy:
             raise Forbidden("policy rule fay_ids: this authorizer may not grant to %s" % fay_id)
         if ANY not in self.terminal_ids and terminal_id not in self.terminal_ids:
             raise Forbidden("policy rule terminal_ids: this authorizer may not grant on %s" % terminal_id)
-        for g in grants:
-            _terminal, segs = g.parsed
-            for mode in g.modes:
-                if not any(mode in modes and covers(p, segs) for p, modes in self.grants):
-                    raise Forbidden("policy rule grants: %s with mode %s is beyond this authorizer's "
-                                    "resource patterns" % (g.resource_pattern, mode))
+        if not (type(grants) is tuple and grants in self._covered):
+            for g in grants:
+                _terminal, segs = g.parsed
+                for mode in g.modes:
+                    if not any(mode in modes and covers(p, segs) for p, modes in self.grants):
+                        raise Forbidden("policy rule grants: %s with mode %s is beyond this authorizer's "
+                                        "resource patterns" % (g.resource_pattern, mode))
+            if type(grants) is tuple and len(self._covered) < 1024:
+                self._covered[grants] = True
         if valid_for_s > self.max_validity_s:
             raise Forbidden("policy rule max_validity_s: %d s asked, at most %d s allowed"
                             % (valid_for_s, self.max_validity_s))

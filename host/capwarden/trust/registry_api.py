@@ -5,7 +5,7 @@ create_app), which turns every trust.errors.TrustError into {"error", "message"}
 status. The routes use the registry.RegistrationAuthority in `app.state.ra`, made on first use
 from the app's `state.db`, `state.config.keys` (the key ring), `state.config.clock` and
 `state.publisher` when the app did not set one (install() sets it and includes the router).
-`terminal_state` is registry.terminal_state, for the issuers. `current_terminal` is the
+`terminal_states` is registry.terminal_states, for the issuers. `current_terminal` is the
 dependency for every route a terminal calls with its bearer token: it answers 401 for a missing
 or unknown token, 403 for a suspended terminal (no key sets, no lists, no credentials) and 410
 for a deregistered one; the revocation-list and ticket-status routes use it too. `that_terminal`
@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from capwarden.trust.errors import Forbidden, Unauthenticated
-from capwarden.trust.registry import RegistrationAuthority, terminal_state  # noqa: F401 (for the service)
+from capwarden.trust.registry import RegistrationAuthority, terminal_state, terminal_states  # noqa: F401 (for the service)
 
 PREFIX = "/v1"
 router = APIRouter(tags=["Registration_Authority"])
