@@ -106,6 +106,23 @@ def _write(tmp_path, cases):
     return str(path)
 
 
+@given(st.lists(case, min_size=1, max_size=8))
+def test_the_hosts_continued_cmac_is_one_cmac_over_the_whole_string(cases):
+    """HostAuth continues each tag from a saved state after the session prefix: the same tag as
+    one CMAC over prefix, direction, counter and frame, whatever came before it, and a key
+    changed under it is the key used."""
+    host = hl.HostAuth(hl.LinkKey(cases[0][0]))
+    for key, nh, nb, boot_id, d, ctr, frame in cases:
+        host.key = hl.LinkKey(key)
+        host.nh = nh
+        host.begin(nb, boot_id)
+        for _ in range(2):
+            whole = host._prefix + bytes((d,)) + struct.pack("<I", ctr) + frame
+            assert host._mac(host._prefix, d, ctr, frame) == hl._cmac(key, whole, la.TAG_SIZE)
+            assert host.hello_tag(frame) == hl._cmac(key, la.L_HELLO + bytes(24) + bytes((1,)) + bytes(4) + frame,
+                                                     la.TAG_SIZE)
+
+
 @given(st.lists(case, min_size=1, max_size=20))
 def test_board_code_agrees_with_the_host_in_process(tmp_path_factory, cases):
     path = _write(tmp_path_factory.mktemp("la"), cases)

@@ -112,7 +112,7 @@ class RequestLink:
             for attempt in range(retries + 1):
                 if self.auth is not None and resync and not self.auth.has_session():
                     await self._resync()
-                await self._take_credit(p, len(wire) if attempt else self._estimate(mid, payload))
+                await self._take_credit(p, len(wire) if attempt else (lambda: self._estimate(mid, payload)))
                 # From here to the write nothing is awaited, so request id, link sequence and
                 # counter are taken in the order the frames go out: a frame that waited for
                 # credit while others went first would otherwise carry a counter below the
@@ -194,11 +194,21 @@ class RequestLink:
         return self._seq
 
     async def _take_credit(self, p, size):
+        # size: the frame's wire size, or a function that bounds it from above, called only
+        # when other requests are in flight (an idle link takes any frame: the estimate, a
+        # whole encoding of the frame, was a tenth of a request's time on the host). The caller
+        # corrects the credit to the real size before anything is awaited (_resize_credit).
         self._release_credit(p)
-        while not (self._inflight == 0 or self._inflight + size <= self._rx_buf):
+        while self._inflight != 0:
+            if callable(size):
+                size = size()
+            if self._inflight + size <= self._rx_buf:
+                break
             waiter = asyncio.get_running_loop().create_future()
             self._credit_waiters.append(waiter)
             await waiter
+        if callable(size):
+            size = 0            # nothing in flight: corrected once the frame is made
         self._inflight += size
         self.max_inflight = max(self.max_inflight, self._inflight)
         p.size = size
@@ -215,6 +225,7 @@ class RequestLink:
         if p.credited:
             self._inflight += size - p.size
             p.size = size
+            self.max_inflight = max(self.max_inflight, self._inflight)
 
     def _release_credit(self, p):
         if p.credited:
