@@ -209,7 +209,8 @@ def main():
     import select  # noqa: F401  (fail early on a port without select)
     import board
     micropython.kbd_intr(3)  # Ctrl-C stays the documented way back to the REPL
-    link = board.link() if hasattr(board, "link") else Link(sys.stdin.buffer, sys.stdout.buffer, sys.stdin)
+    link = board.link() if hasattr(board, "link") else Link(sys.stdin.buffer, sys.stdout.buffer, sys.stdin,
+                                                            terminal=True)
     agent = Agent(board, link)
     try:
         agent.run()

@@ -20,7 +20,8 @@
 # Nothing here allocates per frame: the decoder and encoder work in buffers made at start-up,
 # stream writes use write(buf, n), and reads use readinto(buf, 1) while poll says ready.
 #
-# Where the line is a POSIX terminal (the unix port: the virtual board) the link sets it to
+# Where the line is the board's own stdin and a POSIX terminal (the unix port: the virtual
+# board; main() says so with terminal=True) the link sets it to
 # return what is there at once (VMIN 0) and reads it into a preallocated chunk, one call per
 # burst instead of a poll and a read per byte: those two calls were the largest part of the
 # board's cost per byte, which is what the signed link's 12-byte trailer paid for (issue 12).
@@ -43,7 +44,7 @@ KEY_FILE = "link.key"   # the board's link key, 16 raw bytes (capwarden flash wr
 
 
 class Link:
-    def __init__(self, rd, wr, pollable, key_file=KEY_FILE):
+    def __init__(self, rd, wr, pollable, key_file=KEY_FILE, terminal=False):
         self.auth = a = LinkAuth(DIR_TO_HOST)
         self.key_file = key_file
         try:
@@ -63,6 +64,8 @@ class Link:
         self.ci = self.cn = 0
         self._tty = None
         try:
+            if not terminal:    # the line is not the board's own stdin (a test's rig, a UART)
+                raise OSError
             import termios
 
             fd = pollable.fileno()
