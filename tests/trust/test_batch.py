@@ -208,3 +208,22 @@ def test_a_terminal_suspended_while_a_group_is_signed_gets_nothing(rig, monkeypa
                                   (rig.token, rig.ticket_body())])
     assert isinstance(out[0], Forbidden) and "suspended" in str(out[0]) and "jti" in out[1]
     assert set(_recorded(rig)) == {out[1]["jti"]}
+
+
+def test_a_policy_narrowed_while_a_batch_is_signed_is_the_policy_applied(rig, monkeypatch):
+    """A decision taken while signing is reused at recording only when the authorizer's policy
+    and the terminal's state are what they were; a policy changed in between is applied."""
+    import json
+
+    from issuerig import policy
+
+    narrow = json.dumps(policy(grants=(("sim/**", ("read",)),)))
+
+    def narrow_it():
+        with rig.db.transaction() as s:
+            s.execute(sa.update(models.Authorizer).where(models.Authorizer.name == "alice").values(policy=narrow))
+    _after_first_signature(monkeypatch, narrow_it)
+    out = rig.issuer.issue_tickets(rig.token, [rig.ticket_body(grants=rig.grants(modes=("read", "write"))),
+                                               rig.ticket_body()])
+    assert out[0]["status"] == 403 and "mode write" in out[0]["message"] and "jti" in out[1]
+    assert set(_recorded(rig)) == {out[1]["jti"]}
