@@ -160,6 +160,8 @@ def create_app(config):
         tasks = [asyncio.ensure_future(served.run())]
         if not isinstance(publisher, push.NullPublisher) and config.keyset_watch_s:
             tasks.append(asyncio.ensure_future(watch_keysets(db, publisher, config.keyset_watch_s)))
+        if config.prune_every_s:
+            tasks.append(asyncio.ensure_future(prune_regularly(db, config)))
         try:
             yield
         finally:
@@ -302,6 +304,22 @@ async def watch_keysets(db, publisher, every_s):
                 log.warning("push: watching key-set versions failed: %s", exc.__class__.__name__)
             failing = True
         await asyncio.sleep(every_s)
+
+
+async def prune_regularly(db, config):
+    """trust.prune every config.prune_every_s seconds, the first time one period after start
+    (a restart loop never prunes more often). In the thread pool, in short transactions; a
+    failure is logged and tried again next time. Runs until cancelled."""
+    from capwarden.trust import prune
+
+    while True:
+        await asyncio.sleep(config.prune_every_s)
+        try:
+            done = await run_in_threadpool(prune.prune, db, int(config.clock()), config.prune_keep_s)
+            if any(done.values()):
+                log.info("%s", kv(event="pruned", **done))
+        except Exception as exc:   # noqa: BLE001 - pruning must not take the service down
+            log.warning("pruning the trust tables failed: %s: %s", exc.__class__.__name__, exc)
 
 
 def _errors(app):
