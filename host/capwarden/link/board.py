@@ -23,7 +23,8 @@ capwarden.link.operations. This module holds the board's side of the conversatio
 - Link authentication (issue 12): HELLO carries a fresh host nonce and starts the session the
   board's HELLO_R proposes (capwarden.link.linkauth.HostAuth); each try is a new HELLO with a
   new nonce. An attempt that gets no answer says HELLO again before its retry (the board may
-  have rebooted, or another engine taken the line). An ANNOUNCE, which is not authenticated,
+  have rebooted, or another engine taken the line). Every HELLO goes through one handshake
+  task (_handshake), shared by whoever needs a session meanwhile; its failure is theirs. An ANNOUNCE, which is not authenticated,
   is never taken as a reset by itself: it makes a HELLO, and HELLO_R's authenticated boot id
   decides.
 """
@@ -164,13 +165,20 @@ class Board(BoardOperations, RequestLink):
         return "#%d" % i
 
     async def _resync(self):
-        # One handshake at a time; every request that needs it waits for the same one.
-        if self._handshake_task is None or self._handshake_task.done():
-            self._handshake_task = asyncio.ensure_future(self._hello())
-        try:
-            await asyncio.shield(self._handshake_task)
-        except LinkError:
-            pass            # the request's own retries and timeout say what happened
+        await self._handshake()
+
+    async def _handshake(self):
+        """Say HELLO and return HELLO_R's fields: every HELLO of this board (open, a request
+        without a session, _read_info, rekey) goes through here. One handshake at a time: a
+        caller that comes while one runs awaits that one, since a second HELLO with its own
+        nonce would make the first's HELLO_R useless (and the first's retry the second's).
+        Its failure reaches every caller: LinkTimeout or LinkError saying why."""
+        task = self._handshake_task
+        if task is None or task.done():
+            task = self._handshake_task = asyncio.ensure_future(self._hello())
+            task.add_done_callback(_retrieved)
+        # Shielded: a caller cancelled (its own timeout) leaves the handshake to the others.
+        return await asyncio.shield(task)
 
     async def _hello(self):
         """HELLO until answered: a new host nonce each try. Returns HELLO_R's fields. Raises
@@ -196,7 +204,7 @@ class Board(BoardOperations, RequestLink):
         raise LinkTimeout("the board did not answer HELLO within %.1f s (%d tries)%s" % (self.timeout, tries, why))
 
     async def _read_info(self, number_on=False):
-        hello = await self._hello()
+        hello = await self._handshake()
         if hello["proto"] != PROTOCOL_VERSION:
             # Another layout: its fields would be misread (a board flashed by another version).
             raise LinkError("the board speaks link protocol %d, this host %d: flash it again with "
@@ -217,6 +225,13 @@ class Board(BoardOperations, RequestLink):
             ))
         return BoardInfo(name=name, agent_version=version, boot_id=hello["boot_id"], protocol=hello["proto"],
                          rx_buf=hello["rx_buf"], uptime_ms=hello["uptime_ms"], resources=resources)
+
+
+def _retrieved(task):
+    # The handshake's exception is its callers' (each awaits the task); marked retrieved here
+    # so a handshake whose every caller was cancelled logs no "never retrieved".
+    if not task.cancelled():
+        task.exception()
 
 
 def _grant_key(f):

@@ -131,10 +131,12 @@ class HostAuth:
     """The engine's side of one board's link: HELLO nonces, the session, counters.
 
     seal(frame) -> (ctr, tag); verify(frame, ctr, tag) -> OK, BAD_TAG, REPLAY or NO_KEY, each
-    refusal counted (bad_tag, replay, no_key). A new HELLO ends the session for sending; the
-    board's frames of it are still accepted until the board's answer starts the next (the
-    board keeps its session until then too, and answers what it was asked before the HELLO
-    under it), and none after.
+    refusal counted (bad_tag, replay, no_key). A new HELLO ends the session for sending. The
+    board keeps its session until the host's first frame in the new one arrives (it takes the
+    one it proposed then, docs/link-auth.md), so its frames of the previous session are still
+    accepted, with that session's own replay counter, after HELLO_R too: until one of the
+    board's frames verifies in the new session. One previous session only, never an older one;
+    nothing is ever sent in it.
     """
 
     def __init__(self, key=None):
@@ -143,7 +145,7 @@ class HostAuth:
         self._bases_of = key
         self.nh = None
         self._prefix = None
-        self._old = None        # (prefix, rx) of the session a HELLO ended, until begin()
+        self._old = None        # (prefix, rx): the session the board may still speak in, or None
         self._tx = 0
         self._rx = 0
         self.bad_tag = 0
@@ -158,14 +160,12 @@ class HostAuth:
         return self._prefix is not None
 
     def hello(self, frame=None):
-        """Start a handshake: a fresh host nonce (returned), the old session ended. With the
-        HELLO frame bytes (which must carry the nonce), also returns its tag: (nh, tag)."""
+        """Start a handshake: a fresh host nonce (returned), the old session ended for sending.
+        With the HELLO frame bytes (which must carry the nonce), also returns its tag: (nh, tag)."""
         if self.key is None:
             raise LinkError("no link key for this board: 'capwarden flash' makes one")
         self.nh = os.urandom(NONCE_SIZE)
-        if self._prefix is not None:
-            self._old = (self._prefix, self._rx)
-        self._prefix = None
+        self._step_back()
         if frame is None:
             return self.nh
         return self.nh, self.hello_tag(frame)
@@ -175,23 +175,30 @@ class HostAuth:
 
     def begin(self, nb, boot_id):
         """Take the session the board proposed in HELLO_R (its nonce and boot id). Verify the
-        HELLO_R itself next (verify()); if it fails, end() the session."""
+        HELLO_R itself next (verify()); if it fails, end() the session. The previous session is
+        still heard until the board speaks in this one (verify)."""
         if self.key is None or self.nh is None:
             raise LinkError("no HELLO sent: no session to begin")
         self._prefix = (la.L_SESSION + self.nh + bytes(nb) + struct.pack("<I", boot_id) + bytes(4))
-        self._old = None
         self._tx = 0
         self._rx = 0
         self.sessions += 1
 
     def end(self):
+        """Drop the session begin() took (its HELLO_R did not verify): the board never took
+        it, so the previous one, if any, is still the board's."""
         self._prefix = None
-        self._old = None
 
     def retire(self):
         """Stop sending in this session (the next frame needs a new HELLO) while still taking
         the board's frames of it: a late answer is still the board's."""
-        if self._prefix is not None:
+        self._step_back()
+
+    def _step_back(self):
+        # The current session stops sending and becomes the one still heard, unless the board
+        # cannot have taken it yet (not one frame sent in it while an older one is still
+        # heard): then the board still speaks the older one, which stays.
+        if self._prefix is not None and (self._old is None or self._tx > 0):
             self._old = (self._prefix, self._rx)
         self._prefix = None
 
@@ -221,22 +228,33 @@ class HostAuth:
         return self._tx, self._mac(self._prefix, DIR_TO_BOARD, self._tx, frame)
 
     def verify(self, frame, ctr, tag):
-        prefix, rx = (self._prefix, self._rx) if self._prefix is not None else (self._old or (None, 0))
-        if prefix is None:
+        """A board frame: OK in the current session, or in the previous one while the board may
+        still speak it (each with its own counter); else BAD_TAG, REPLAY or NO_KEY, counted."""
+        tag = bytes(tag)
+        if self._prefix is not None:
+            if hmac.compare_digest(self._mac(self._prefix, DIR_TO_HOST, ctr, frame), tag):
+                if ctr <= self._rx or ctr >= CTR_LIMIT:
+                    self.replay += 1
+                    return REPLAY
+                if self._rx:
+                    # Not the HELLO_R (the session's first frame, sealed in the proposal): the
+                    # board has taken this session and never speaks the previous one again.
+                    self._old = None
+                self._rx = ctr
+                return OK
+        elif self._old is None:
             self.no_key += 1
             return NO_KEY
-        want = self._mac(prefix, DIR_TO_HOST, ctr, frame)
-        if not hmac.compare_digest(want, bytes(tag)):
-            self.bad_tag += 1
-            return BAD_TAG
-        if ctr <= rx or ctr >= CTR_LIMIT:
-            self.replay += 1
-            return REPLAY
-        if self._prefix is not None:
-            self._rx = ctr
-        else:
-            self._old = (prefix, ctr)
-        return OK
+        if self._old is not None:
+            prefix, rx = self._old
+            if hmac.compare_digest(self._mac(prefix, DIR_TO_HOST, ctr, frame), tag):
+                if ctr <= rx or ctr >= CTR_LIMIT:
+                    self.replay += 1
+                    return REPLAY
+                self._old = (prefix, ctr)
+                return OK
+        self.bad_tag += 1
+        return BAD_TAG
 
 
 # ---- where the engine keeps each board's key ---------------------------------------------

@@ -143,7 +143,7 @@ class BoardOperations:
             raise BadRequest("this link has no key to rekey from")
         await self.request("REKEY", {"wrapped": wrap(self.auth.key, new_key)}, retries=0)
         self.auth = HostAuth(new_key)
-        hello = await self._hello()
+        hello = await self._handshake()
         self._hb_base = hello["hb_seq"]
         return hello
 

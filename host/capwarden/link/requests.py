@@ -91,8 +91,9 @@ class RequestLink:
         board refused: .code is the code name), BadReply (the board answered with another
         message), LinkTimeout (no answer after the retries), DeviceReset (the board rebooted
         meanwhile), LinkClosed. `resync`: on an authenticated link without a session (none yet,
-        or ended when a request went unanswered while the board said nothing), say HELLO first;
-        the handshake's own requests pass False.
+        or ended when a request went unanswered while the board said nothing), say HELLO first
+        (the board's one shared handshake, _resync); when it fails, its LinkTimeout or LinkError,
+        which says why, is this request's. The handshake's own requests pass False.
         """
         if self._closed:
             raise LinkClosed("link closed")
@@ -181,7 +182,8 @@ class RequestLink:
         return codec.raw_frame_bytes(raw + ctr.to_bytes(4, "little") + tag)
 
     async def _resync(self):
-        """Make a new authenticated session (the Board says HELLO). Raises LinkError."""
+        """Make a new authenticated session (the Board says HELLO, one handshake for all who
+        need it). Raises the handshake's LinkError."""
 
     def _next_rid(self):
         while True:
