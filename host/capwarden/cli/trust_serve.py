@@ -152,9 +152,25 @@ def register_serve(sub):
     p.add_argument("--keyset-watch", type=_seconds, default=None, metavar="SECONDS",
                    help="how often to look for a new key-set version (a rotation by the command line) "
                         "to push (default %g)" % ServiceConfig.keyset_watch_s)
+    p.add_argument("--prune-every", type=_prune_period, default=None, metavar="SECONDS",
+                   help="how often to delete records that can no longer matter, %d days past their end "
+                        "(as 'capwarden trust prune' does; default %d; 0: never)"
+                        % (ServiceConfig.prune_keep_s // 86400, ServiceConfig.prune_every_s))
     add_json(p, "print one JSON object when serving starts (url), or on failure")
     add_verbosity(p)
     p.set_defaults(func=trust.database_errors(serve))
+
+
+def _prune_period(text):
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not (v == 0 or 60 <= v <= 7 * 86400):
+        raise argparse.ArgumentTypeError("0 (never) or a number of seconds from 60 to 604800")
+    return v
 
 
 def _seconds(text):
@@ -264,6 +280,8 @@ def _run_service(args, data, options):
     config.require_registration = args.require_registration
     if args.keyset_watch is not None:
         config.keyset_watch_s = args.keyset_watch
+    if args.prune_every is not None:
+        config.prune_every_s = args.prune_every
     app = create_app(config)                 # migrates the schema when a newer capwarden added to it
     sock = _listen_socket(options["host"], options["port"])
     host, port = sock.getsockname()[:2]
