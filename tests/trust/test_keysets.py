@@ -29,6 +29,11 @@ def _anchor(ra):
     return ra.enroll()["ra_keys"]
 
 
+def _published(ring, kid):
+    """What a published key set carrying `kid` tells the ring (keydist.finish_rotation)."""
+    return ring.confirm({kid: ring.valid_from(kid)})
+
+
 def _resign(doc, payload_changes, signers):
     p = dict(signed.payload_of(doc, signed.KEY_SET), **payload_changes)
     return signed.sign(p, signers)
@@ -74,6 +79,8 @@ def test_issuer_key_in_force_follows_the_effective_time(tmp_path):
     ring = KeyRing.init(str(tmp_path / "keys"), ISSUER, now=T0)
     old = ring.issuer_key(T0).key_id
     new = ring.rotate(ISSUER_ROLE, now=T0 + 1, effective_at=T0 + 100)
+    assert ring.issuer_key(T0 + 100).key_id == old          # pending: no key set carries it yet
+    assert _published(ring, new) == [new]
     assert ring.issuer_key(T0 + 99).key_id == old
     assert ring.issuer_key(T0 + 100).key_id == new
     assert [k.key_id for k in ring.issuer_keys()] == [old, new]
@@ -86,6 +93,7 @@ def test_a_rotation_by_another_process_reaches_a_running_ring(tmp_path):
     assert serving.refresh() is False
     cli = KeyRing.open(str(tmp_path / "keys"))
     new = cli.rotate(ISSUER_ROLE, now=T0 + 1, effective_at=T0 + 1)
+    _published(cli, new)
     assert serving.issuer_key(T0 + 2).key_id != new
     assert serving.refresh() is True
     assert serving.issuer_key(T0 + 2).key_id == new
@@ -98,7 +106,7 @@ def test_retired_key_file_is_gone_and_the_key_in_force_cannot_be_retired(tmp_pat
         ring.retire(old, now=T0)
     with pytest.raises(KeyRingError, match="current RA key"):
         ring.retire(ring.ra_keys()[0].key_id, now=T0)
-    ring.rotate(ISSUER_ROLE, now=T0, effective_at=T0 + 10)
+    _published(ring, ring.rotate(ISSUER_ROLE, now=T0, effective_at=T0 + 10))
     with pytest.raises(KeyRingError, match="in force"):
         ring.retire(old, now=T0 + 9)      # the new key does not sign yet
     ring.retire(old, now=T0 + 10)

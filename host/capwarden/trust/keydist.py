@@ -6,6 +6,12 @@ Every function takes a Session inside the caller's transaction, as registry's do
 built from the key ring as it is (servicekeys.KeyRing): every issuer key not retired, the
 current RA keys. Version 1 is signed by its own RA keys, version N > 1 by an RA key of N-1 and
 every RA key of N; keysets.verify_next, what a terminal runs, checks each before it is stored.
+
+A rotation or retirement changes the ring's files first and publishes second, in another
+transaction; a crash in between leaves the ring ahead of the latest key set. That is safe (a
+rotated issuer key is pending in the ring and does not sign until a published set carries it)
+and unfinished: rotation_state() says so, finish_rotation() completes it (`capwarden trust
+keys publish`, and every later rotate or retire).
 """
 
 import json
@@ -20,7 +26,8 @@ from capwarden.trust.errors import Conflict, Forbidden, NotFound
 from capwarden.trust.models_registry import REGISTERED, KeySetAck, KeySetVersion, RegisteredTerminal
 from capwarden.trust.servicekeys import ISSUER, KeyRingError
 
-ROTATION_LEAD_S = 3600                # a new issuer key signs an hour after its key set is out
+ROTATION_LEAD_S = 3600                # a new issuer key signs an hour after its key set is out (the
+                                      # library's and the CLI's default: this is its one home)
 PUBLISH_TRIES = 5                     # versions built again when another process published first
 NEEDING_SHOWN = 10                    # terminal ids named in a refused retirement's message
 
@@ -119,13 +126,78 @@ def rotate(db, ring, role, now=None, effective_at=None):
     get to fetch it): until then the old one does, and both are in the set. An RA key is in
     force at once (the set is signed by the old RA key too). `db` is the Database: the ring
     (files, not the database) changes once, before the publishing transaction, which alone is
-    retried when it collides (a ring change inside it would be made again on each try).
-    Returns {"key_id", "version"}. Raises KeyRingError, Conflict."""
+    retried when it collides (a ring change inside it would be made again on each try); the
+    new issuer key is pending until that transaction committed (finish_rotation).
+    Returns {"key_id", "version", "valid_from"}. Raises KeyRingError, Conflict."""
     now = _now(now)
     if role == ISSUER and effective_at is None:
         effective_at = now + ROTATION_LEAD_S
     kid = ring.rotate(role, now=now, effective_at=effective_at)
-    return {"key_id": kid, "version": db.run(lambda s: publish_keyset(s, ring, now))}
+    done = finish_rotation(db, ring, now)
+    return {"key_id": kid, "version": done["version"], "valid_from": ring.valid_from(kid)}
+
+
+def _carried(payload):
+    """{key_id: valid_from} of the issuer keys a key-set payload (or None) distributes."""
+    return {} if payload is None else {k["key_id"]: k["valid_from"] for k in payload["keys"]}
+
+
+def _latest_payload(session):
+    v = latest_keyset_version(session)
+    return keyset_payload_of(session, v) if v else None
+
+
+def _behind(ring, payload):
+    """Whether the ring holds what key-set `payload` does not distribute (or the reverse): its
+    live issuer keys and valid_from, its current RA keys."""
+    return (payload is None or keyset_payload(ring, payload["version"])["keys"] != payload["keys"]
+            or ring.ra_public() != payload["ra_keys"])
+
+
+def rotation_state(session, ring):
+    """What `trust status` and `trust keys list` say about the ring and the latest key set:
+    {"unfinished" (bool), "key_set_version", "pending" (issuer key ids that do not sign yet:
+    no confirmed published set carries them), "unpublished" (live issuer and current RA key
+    ids the latest set lacks), "withdrawn" (key ids the latest set lists that the ring
+    retired)}. Unfinished: run finish_rotation."""
+    p = _latest_payload(session)
+    listed = set(_carried(p)) | {k["key_id"] for k in (p or {}).get("ra_keys", [])}
+    live = [k.key_id for k in ring.issuer_keys()] + [k["key_id"] for k in ring.ra_public()]
+    retired = {k["key_id"] for k in ring.describe() if k["retired_at"] is not None}
+    out = {"key_set_version": p["version"] if p else 0, "pending": ring.pending(),
+           "unpublished": [kid for kid in live if kid not in listed], "withdrawn": sorted(listed & retired)}
+    out["unfinished"] = bool(out["pending"]) or _behind(ring, p)
+    return out
+
+
+def finish_rotation(db, ring, now=None):
+    """Bring the published key sets up to the ring and let the ring's new issuer keys sign:
+    what every rotate and retire ends with, and `capwarden trust keys publish` after one was
+    interrupted between its ring change and its publication.
+
+    1. pending keys the latest set already carries (the crash came after the commit) are
+       confirmed; 2. the other pending keys get their lead again from now (rebase_pending: a
+       late set still gives terminals the whole lead); 3. a new version is published unless the
+       latest set already distributes the ring as it is (checked in the publishing transaction,
+       so processes finishing at once publish one version); 4. the keys it carries are
+       confirmed once that transaction committed. A crash at any step leaves no key signing
+       undistributed, and running this again completes it.
+    Returns {"version" (the latest), "published" (bool), "confirmed": [key ids]}. Raises
+    KeyRingError (no RA key of the latest set left to sign the next), Conflict."""
+    now = _now(now)
+    carried = _carried(db.run(_latest_payload, write=False))
+    confirmed = ring.confirm(carried)
+    ring.rebase_pending(now, carried)
+
+    def publish(session):
+        p = _latest_payload(session)
+        if not _behind(ring, p):
+            return p["version"], p, False
+        v = publish_keyset(session, ring, now)
+        return v, keyset_payload_of(session, v), True
+    version, payload, published = db.run(publish)
+    confirmed += ring.confirm(_carried(payload))
+    return {"version": version, "published": published, "confirmed": confirmed}
 
 
 def _first_version_with(session, field, kids):
@@ -177,7 +249,7 @@ def retire_key(db, ring, kid, force=False, now=None):
                            len(needing), v, kid, ", ".join(needing[:NEEDING_SHOWN]),
                            ", ..." if len(needing) > NEEDING_SHOWN else ""))
     ring.retire(kid, now=now)
-    version = db.run(lambda s: publish_keyset(s, ring, now)) if role == ISSUER else None
+    version = finish_rotation(db, ring, now)["version"] if role == ISSUER else None
     return {"key_id": kid, "version": version, "forced": bool(needing), "needing": needing}
 
 

@@ -9,11 +9,16 @@ Two roles, each a list of signing keys in files of the service's data folder:
   Each issuer key has a `valid_from`: the newest key already valid is the one that signs
   (issuer_key(now)), so a rotation with a later effective time gives terminals until then to
   fetch the new key before anything signed by it reaches them.
+  A rotated issuer key is also `pending` until a published key set is shown to carry it
+  (confirm()), and a pending key never signs: the ring's files are written before the key set
+  is published, and a crash in between must not leave a key that signs what no terminal can
+  verify. keydist.finish_rotation publishes and confirms (again, after such a crash).
 - ra: signs the key sets and registrations. A rotation makes the new key the current RA key;
   the old one is kept (it signs the key set that introduces the new one) until retired.
 
 Layout of FOLDER (the ring's folder, mode 0700):
-    ring.json            which keys exist, their role, valid_from, retired_at; no secret
+    ring.json            which keys exist, their role, valid_from, lead_s, pending, retired_at;
+                         no secret
     KEY_ID.key           the secret, owner-only (0600), SigningKey.save's format
     KEY_ID.pub.json      the public part
 
@@ -146,12 +151,21 @@ class KeyRing:
         return [(m, loaded[m["key_id"]]) for m in sorted(ms, key=lambda m: (m["valid_from"], m["created_at"], m["seq"]))]
 
     def issuer_key(self, now=None):
-        """The issuer key that signs now: the newest one whose valid_from has come (the oldest
-        live one if none has, which only a ring created with a future time can reach)."""
+        """The issuer key that signs now: the newest one not pending whose valid_from has come
+        (the oldest one not pending if none has, which only a ring created with a future time
+        can reach). Raises KeyRingError when every live issuer key is pending."""
         now = int(time.time()) if now is None else now
-        live = self._live(ISSUER)
+        live = [(m, k) for m, k in self._live(ISSUER) if not m.get("pending")]
+        if not live:
+            raise KeyRingError("no issuer key of the ring is in a published key set: run "
+                               "'capwarden trust keys publish'")
         ready = [k for m, k in live if m["valid_from"] <= now]
         return ready[-1] if ready else live[0][1]
+
+    def pending(self):
+        """Key ids of the live issuer keys that no published key set is known to carry yet
+        (they do not sign), oldest first."""
+        return [m["key_id"] for m, _k in self._live(ISSUER) if m.get("pending")]
 
     def issuer_keys(self):
         """Every live issuer key (SigningKey), oldest first: what a key set distributes."""
@@ -203,20 +217,26 @@ class KeyRing:
 
     def describe(self):
         """Every key, retired ones too, as JSON-ready dicts without any secret: key_id, role,
-        algorithm, valid_from, created_at, current (RA), retired_at, in_use (signs now)."""
-        signing = self.issuer_key().key_id if self._live(ISSUER) else None
+        algorithm, valid_from, created_at, retired_at, current (the RA key in force, or the
+        issuer key that signs now), pending (an issuer key no published key set carries yet)."""
+        try:
+            signing = self.issuer_key().key_id
+        except KeyRingError:                    # every issuer key pending
+            signing = None
         out = []
         for m in sorted(self._state[0].values(), key=lambda m: m["seq"]):
             d = {k: m.get(k) for k in ("key_id", "role", "algorithm", "valid_from", "created_at", "retired_at")}
             d["current"] = bool(m.get("current")) if m["role"] == RA else m["key_id"] == signing
+            d["pending"] = bool(m.get("pending")) and m.get("retired_at") is None
             out.append(d)
         return out
 
     # ---- rotation and retirement -----------------------------------------------------------
     def rotate(self, role, now=None, effective_at=None):
-        """Add a new key of `role`; the old ones stay until retired. An issuer key signs from
-        `effective_at` (default now); an RA key becomes the current RA key at once (the key
-        set that introduces it is signed by the old RA key too). Returns the new key id.
+        """Add a new key of `role`; the old ones stay until retired. An issuer key is pending
+        (it does not sign) until confirm() is told a published key set carries it, then signs
+        from `effective_at` (default now); an RA key becomes the current RA key at once (the
+        key set that introduces it is signed by the old RA key too). Returns the new key id.
         Raises KeyRingError for an unknown role or an effective time in the past."""
         now = int(time.time()) if now is None else now
         if role not in ROLES:
@@ -234,10 +254,64 @@ class KeyRing:
                     m.pop("current", None)
             m = _new_key(self.folder, role, ring["issuer_id"], ring["algorithm"], now, effective_at,
                          seq=1 + max(k["seq"] for k in ring["keys"]))
+            if role == ISSUER:
+                # The lead is kept so that a key set published late (after a crash) still gives
+                # terminals all of it: rebase_pending().
+                m.update(pending=True, lead_s=effective_at - now)
             ring["keys"].append(m)
             write_json(os.path.join(self.folder, RING), ring)
             self._load()
         return m["key_id"]
+
+    def confirm(self, carried):
+        """Clear `pending` on the issuer keys that a published key set carries: `carried` is
+        {key_id: valid_from} of that set's keys, and a key is confirmed only when the set
+        carries it with the ring's valid_from (a set built before rebase_pending moved it does
+        not count). Call it only after that set's transaction committed. Returns the key ids
+        confirmed."""
+        def change(ring):
+            done = []
+            for m in ring["keys"]:
+                if m.get("pending") and m.get("retired_at") is None and carried.get(m["key_id"]) == m["valid_from"]:
+                    del m["pending"]
+                    done.append(m["key_id"])
+            return done
+        return self._change(change, lambda: [kid for kid in self.pending() if kid in carried])
+
+    def rebase_pending(self, now, carried=()):
+        """Move each pending issuer key not in `carried` (key ids a published key set already
+        holds) to valid_from = max(valid_from, now + its lead): a key set published now, late,
+        still gives terminals the lead the rotation asked for before the key signs. Returns the
+        key ids moved."""
+        def change(ring):
+            moved = []
+            for m in ring["keys"]:
+                if m.get("pending") and m.get("retired_at") is None and m["key_id"] not in carried:
+                    at = max(m["valid_from"], now + m.get("lead_s", 0))
+                    if at != m["valid_from"]:
+                        m["valid_from"] = at
+                        key = self._state[1][m["key_id"]]
+                        write_json(self._prefix(m["key_id"]) + ".pub.json", key.public_json(at))
+                        moved.append(m["key_id"])
+            return moved
+        return self._change(change, lambda: [kid for kid in self.pending() if kid not in carried])
+
+    def _change(self, change, needed):
+        """Run change(ring dict) under the folder's lock on a fresh read of ring.json and write it
+        back when it returns a non-empty list (which is returned). `needed()`, asked first on
+        the ring as it is now (refreshed: another process may have rotated), saves taking the
+        lock when there is nothing to do."""
+        self.refresh()
+        if not needed():
+            return []
+        with locked(self.folder):
+            self._load()
+            ring = read_json(os.path.join(self.folder, RING), kind=dict)
+            done = change(ring)
+            if done:
+                write_json(os.path.join(self.folder, RING), ring)
+                self._load()
+        return done
 
     def retire(self, kid, now=None):
         """Retire key `kid`: its secret file is deleted and key sets no longer list it. Refuses
