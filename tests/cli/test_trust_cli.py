@@ -366,7 +366,7 @@ def test_keys_rotate_and_retire_waits_for_the_acknowledgements(dep):
     tid, token, device = dep.register()
     keys = ok(dep.run("keys", "list", "--json")).json()["keys"]
     old = [k["key_id"] for k in keys if k["role"] == "issuer"][0]
-    out = ok(dep.run("keys", "rotate", "--role", "issuer", "--json")).json()
+    out = ok(dep.run("keys", "rotate", "--role", "issuer", "--now", "--json")).json()
     assert out["version"] == 2 and out["role"] == "issuer" and out["key_id"] != old
     # The terminal has not acknowledged key set 2: the old key is still needed.
     obj = refused_json(dep.run("keys", "retire", old, "--json"), 1)
@@ -379,6 +379,8 @@ def test_keys_rotate_and_retire_waits_for_the_acknowledgements(dep):
     refused(dep.run("keys", "retire", old), 2)                             # already retired
     refused(dep.run("keys", "retire", "issuer-nope"), 2)
     refused(dep.run("keys", "rotate", "--role", "ra", "--effective-in", "60"), 2)
+    refused(dep.run("keys", "rotate", "--role", "ra", "--now"), 2)
+    refused(dep.run("keys", "rotate", "--role", "issuer", "--now", "--effective-in", "60"), 2)
     refused(dep.run("keys", "rotate", "--role", "nobody"), 2)
     ra = ok(dep.run("keys", "rotate", "--role", "ra", "--json")).json()
     assert ra["version"] == 4
@@ -415,7 +417,7 @@ def test_a_retried_rotation_rotates_once(dep, monkeypatch):
 
 def test_a_retried_retirement_retires_once(dep, monkeypatch):
     old = [k["key_id"] for k in dep.ring.describe() if k["role"] == "issuer"][0]
-    new = ok(dep.run("keys", "rotate", "--role", "issuer", "--json")).json()["key_id"]
+    new = ok(dep.run("keys", "rotate", "--role", "issuer", "--now", "--json")).json()["key_id"]
     calls = _collide_once(monkeypatch)
     out = ok(dep.run("keys", "retire", old, "--json")).json()
     assert len(calls) == 2 and out["key_id"] == old and out["version"] == 3
@@ -431,6 +433,22 @@ def test_a_later_issuer_key_waits_for_its_time(dep):
     assert out["effective_at"] >= int(time.time()) + 3590
     listed = {k["key_id"]: k for k in ok(dep.run("keys", "list", "--json")).json()["keys"]}
     assert listed[out["key_id"]]["current"] is False                      # the old key signs until then
+
+
+def test_an_issuer_rotation_defaults_to_the_librarys_lead(dep):
+    """No --effective-in: the new key waits keydist.ROTATION_LEAD_S (it once signed at once)."""
+    from capwarden.trust.keydist import ROTATION_LEAD_S
+
+    old = dep.ring.issuer_key().key_id
+    before = int(time.time())
+    out = ok(dep.run("keys", "rotate", "--role", "issuer", "--json")).json()
+    assert before + ROTATION_LEAD_S <= out["effective_at"] <= int(time.time()) + ROTATION_LEAD_S
+    dep.ring.refresh()
+    assert dep.ring.issuer_key().key_id == old and dep.ring.valid_from(out["key_id"]) == out["effective_at"]
+    listed = {k["key_id"]: k for k in ok(dep.run("keys", "list", "--json")).json()["keys"]}
+    assert listed[old]["current"] is True and listed[out["key_id"]]["current"] is False
+    text = cli("trust", "keys", "rotate", "--help").out
+    assert "--now" in text and "default %d" % ROTATION_LEAD_S in text and "refuse" in text
 
 
 # ---- serve -------------------------------------------------------------------------------------
@@ -599,7 +617,7 @@ def test_the_help_examples_run_as_written(tmp_path, monkeypatch):
                 # What the operator does before the retire example: a key in force now, and the
                 # terminals' acknowledgement of the key set that carries it.
                 d = state["dep"]
-                ok(cli("trust", "keys", "rotate", "--data", d.data, "--role", "issuer"))
+                ok(cli("trust", "keys", "rotate", "--data", d.data, "--role", "issuer", "--now"))
                 assert ack_latest(d, state["acker"], state["token"], state["device"]) >= 3
     state["dep"].close()
     assert ran >= 12

@@ -21,7 +21,7 @@ and the Registration_Authority in one service (docs/trust-api.md, docs/deploymen
   terminal    enroll | list | suspend | resume | deregister: the Registration_Authority's terminals
   revoke      revoke an issued ticket or descriptor
   status      terminals, their last sync, key-set acknowledgements, revocations not yet fetched
-  keys        list | rotate | retire: the service's issuer and RA keys
+  keys        list | rotate | publish | retire: the service's issuer and RA keys
 
 The data folder is --data DIR (default: $CAPWARDEN_TRUST_DATA, else %s).
 

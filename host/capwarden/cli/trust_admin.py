@@ -46,8 +46,10 @@ examples:
 STATUS_HELP = """\
 The deployment at a glance: every terminal with its status, its last contact with the service
 and the newest key set it acknowledged; per key-set version, how many terminals acknowledged it
-and how many registered ones are behind; and the revocations older than --stale SECONDS that
-their terminal has not fetched yet (no list of that version was served to it).
+and how many registered ones are behind; a key rotation left unfinished (the keys changed, the
+key set not published: 'capwarden trust keys publish' finishes it); and the revocations older
+than --stale SECONDS that their terminal has not fetched yet (no list of that version was
+served to it).
 
 examples:
   capwarden trust status --data ./trust
@@ -57,14 +59,19 @@ examples:
 KEYS_HELP = """\
 The service's keys: issuer keys (sign tickets, descriptors, revocations, lists) and
 Registration_Authority keys (sign key sets and registrations). rotate adds a new key and
-publishes the key set that distributes it; an issuer key can start signing later
-(--effective-in SECONDS) so terminals fetch it first. retire removes an old key; it is refused
-while registered terminals that have not acknowledged the key set with its successor still need
-it, unless --force. See docs/deployment.md, "Rotating keys".
+publishes the key set that distributes it; a new issuer key starts signing %d s later (or
+--effective-in SECONDS) so terminals fetch it first; --now makes it sign at once, for tests and
+emergencies only: terminals that have not fetched the new key set refuse what it signs until
+they do. A new issuer key never signs before a published key set carries it: if rotate or
+retire was interrupted between changing the keys and publishing, list and status say the
+rotation is unfinished, and publish finishes it (rotate and retire also do). retire removes an
+old key; it is refused while registered terminals that have not acknowledged the key set with
+its successor still need it, unless --force. See docs/deployment.md, "Rotating keys".
 
 examples:
   capwarden trust keys list --data ./trust
   capwarden trust keys rotate --data ./trust --role issuer --effective-in 86400
+  capwarden trust keys publish --data ./trust
   capwarden trust keys retire --data ./trust issuer-0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b
 """
 
@@ -109,12 +116,23 @@ def register(sub):
                    help="list revocations older than this not yet fetched by their terminal (default %d)"
                         % STALE_DEFAULT_S)
 
-    k = group(sub, "keys", "list, rotate or retire the service's keys", KEYS_HELP)
-    leaf(k, "list", "list the service's keys", KEYS_HELP, keys_list)
-    p = leaf(k, "rotate", "add a new key and publish the key set with it", KEYS_HELP, keys_rotate)
+    from capwarden.trust.keydist import ROTATION_LEAD_S
+
+    keys_help = KEYS_HELP % ROTATION_LEAD_S
+    k = group(sub, "keys", "list, rotate, publish or retire the service's keys", keys_help)
+    leaf(k, "list", "list the service's keys (and an unfinished rotation)", keys_help, keys_list)
+    p = leaf(k, "rotate", "add a new key and publish the key set with it", keys_help, keys_rotate)
     p.add_argument("--role", required=True, choices=["issuer", "ra"], help="which key to rotate")
-    p.add_argument("--effective-in", type=int_range(0, 365 * DAY, "--effective-in"), default=0, metavar="SECONDS",
-                   help="an issuer key starts signing this long from now (default 0: at once)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--effective-in", type=int_range(0, 365 * DAY, "--effective-in"), default=None,
+                      metavar="SECONDS",
+                      help="a new issuer key starts signing this long after its key set is published "
+                           "(default %d: time for terminals to fetch it)" % ROTATION_LEAD_S)
+    when.add_argument("--now", action="store_true",
+                      help="a new issuer key signs as soon as its key set is published, for tests and emergencies "
+                           "(a compromised key): terminals that have not fetched that set refuse what it signs")
+    leaf(k, "publish", "finish an interrupted rotation or retirement: publish the key set the keys call for",
+         keys_help, keys_publish)
     p = leaf(k, "retire", "retire an old key", KEYS_HELP, keys_retire)
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("--force", action="store_true",
@@ -373,16 +391,18 @@ def stale_revocations(session, older_than, now, limit=STALE_SHOWN):
 
 def status(args):
     from capwarden.cli.trust import Deployment
-    from capwarden.trust import registry
+    from capwarden.trust import keydist, registry
 
     now = int(time.time())
     with Deployment(args) as dep:
         def read(s):
             count, stale = stale_revocations(s, args.stale, now)
             return {"terminals": registry.list_terminals(s), "key_sets": registry.keyset_status(s),
-                    "stale_revocations": stale, "stale_revocations_count": count}
+                    "stale_revocations": stale, "stale_revocations_count": count,
+                    "rotation": keydist.rotation_state(s, dep.ring)}
         out = dep.db.run(read, write=False)
         out.update(issuer_id=dep.issuer_id, stale_after_s=args.stale, checked_at=now)
+        data = dep.data
     if args.json:
         print_json(out)
         return 0
@@ -394,6 +414,8 @@ def status(args):
     for k in out["key_sets"]:
         print("key set %d (effective %s): %d acknowledged, %d registered terminal(s) behind" % (
             k["version"], human_time(k["effective_at"], now), k["acknowledged"], k["registered_behind"]))
+    for line in unfinished_text(out["rotation"], data):
+        print(line)
     print("%d revocation(s) older than %d s not yet fetched by their terminal" % (out["stale_revocations_count"],
                                                                                   args.stale))
     for r in out["stale_revocations"]:
@@ -405,19 +427,48 @@ def status(args):
 
 # ---- keys ------------------------------------------------------------------------------------
 
+def rotation_state(dep):
+    """keydist.rotation_state of a Deployment's ring and database (one read transaction)."""
+    from capwarden.trust.keydist import rotation_state as state
+
+    return dep.db.run(lambda s: state(s, dep.ring), write=False)
+
+
+def unfinished_text(rotation, data):
+    """The lines that tell the operator a rotation is unfinished and what to run, or []."""
+    if not rotation["unfinished"]:
+        return []
+    what = []
+    if rotation["pending"]:
+        what.append("issuer key(s) %s not yet in a published key set (they do not sign)"
+                    % ", ".join(rotation["pending"]))
+    others = [kid for kid in rotation["unpublished"] if kid not in rotation["pending"]]
+    if others:
+        what.append("key(s) %s not in key set %d" % (", ".join(others), rotation["key_set_version"]))
+    if rotation["withdrawn"]:
+        what.append("retired key(s) %s still in key set %d" % (", ".join(rotation["withdrawn"]),
+                                                              rotation["key_set_version"]))
+    return ["key rotation unfinished: %s; run 'capwarden trust keys publish --data %s'"
+            % ("; ".join(what) or "the keys and key set %d differ" % rotation["key_set_version"], data)]
+
+
 def keys_list(args):
     from capwarden.cli.trust import Deployment
 
     with Deployment(args) as dep:
         rows = dep.ring.describe()
+        rotation = rotation_state(dep)
+        data = dep.data
     if args.json:
-        print_json({"keys": rows})
+        print_json({"keys": rows, "rotation": rotation})
         return 0
     for k in rows:
         state = "retired %s" % human_time(k["retired_at"]) if k["retired_at"] is not None else (
-            "current" if k["current"] else "kept")
+            "pending (in no published key set yet)" if k["pending"] else "current" if k["current"] else "kept")
         print("%s  %-6s  %s  valid from %s  %s" % (k["key_id"], k["role"], k["algorithm"], human_time(k["valid_from"]),
                                                    state))
+    for line in unfinished_text(rotation, data):
+        print(line)
     return 0
 
 
@@ -426,18 +477,41 @@ def keys_rotate(args):
     from capwarden.errors import UsageError
     from capwarden.trust import registry
 
-    if args.role == "ra" and args.effective_in:
-        raise UsageError("--effective-in is for issuer keys: a new RA key signs the key set that introduces it")
+    if args.role == "ra" and (args.effective_in is not None or args.now):
+        raise UsageError("--effective-in and --now are for issuer keys: a new RA key signs the key set that "
+                         "introduces it at once")
     now = int(time.time())
+    # None: the library's lead (keydist.ROTATION_LEAD_S), decided there and nowhere else.
+    effective_at = now if args.now else None if args.effective_in is None else now + args.effective_in
     with Deployment(args) as dep:
-        out = registry.rotate(dep.db, dep.ring, args.role, now=now,
-                              effective_at=now + args.effective_in if args.role == "issuer" else None)
-    out.update(role=args.role, effective_at=now + args.effective_in)
+        out = registry.rotate(dep.db, dep.ring, args.role, now=now, effective_at=effective_at)
+    out.update(role=args.role, effective_at=out.pop("valid_from"))
     if args.json:
         print_json(out)
     else:
         print("new %s key %s (signs from %s); key set version %d published" % (
             args.role, out["key_id"], human_time(out["effective_at"], now), out["version"]))
+    return 0
+
+
+def keys_publish(args):
+    from capwarden.cli.trust import Deployment
+    from capwarden.trust.keydist import finish_rotation
+
+    now = int(time.time())
+    with Deployment(args) as dep:
+        out = finish_rotation(dep.db, dep.ring, now=now)
+        out["keys"] = [k for k in dep.ring.describe() if k["key_id"] in out["confirmed"]]
+        out["rotation"] = rotation_state(dep)
+    if args.json:
+        print_json(out)
+        return 0
+    if out["published"]:
+        print("key set version %d published" % out["version"])
+    else:
+        print("key set version %d already carries the service's keys: nothing to publish" % out["version"])
+    for k in out["keys"]:
+        print("issuer key %s is distributed: it signs from %s" % (k["key_id"], human_time(k["valid_from"], now)))
     return 0
 
 
