@@ -579,7 +579,7 @@ def test_the_help_examples_run_as_written(tmp_path, monkeypatch):
     fresh folder: the placeholder ids replaced by the real ones of the deployment they made."""
     monkeypatch.chdir(tmp_path)
     sections = [["trust"], ["trust", "init"], ["trust", "authorizer"], ["trust", "terminal"], ["trust", "revoke"],
-                ["trust", "status"], ["trust", "keys"]]
+                ["trust", "status"], ["trust", "keys"], ["trust", "prune"]]
     seen = set()
     state = {}
     ran = 0
@@ -656,3 +656,26 @@ def test_serve_connections_have_nodelay():
             client.close()
     finally:
         sock.close()
+
+
+def test_prune_deletes_expired_records_and_a_dry_run_only_counts(tmp_path):
+    d = Dep(str(tmp_path))
+    try:
+        past = int(time.time()) - 40 * 86400          # expired a month and more ago: past the 30 days kept
+        old = Issuer(d.db, d.ring, clock=lambda: past).issue_ticket(d.token, trustrig.ticket_body(
+            "terminal:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"))
+        new = d.ticket("terminal:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+        counted = ok(d.run("prune", "--dry-run", "--json")).json()
+        assert counted["dry_run"] is True and counted["pruned"]["tickets"] == 1
+        assert ok(d.run("prune", "--keep-days", "60", "--json")).json()["pruned"]["tickets"] == 0
+        r = ok(d.run("prune"))
+        assert "deleted 1 tickets" in r.out
+        with d.db.transaction(write=False) as s:
+            import sqlalchemy as sa
+
+            from capwarden.trust.models import IssuedTicket
+            assert set(s.scalars(sa.select(IssuedTicket.jti))) == {new["jti"]} and old["jti"] != new["jti"]
+        r = cli("trust", "prune", "--data", d.data, "--keep-days", "-1")
+        assert r.code == 2 and "--keep-days" in r.err
+    finally:
+        d.close()

@@ -167,3 +167,28 @@ def test_cli_rotation_killed_before_publication_is_finished_by_keys_publish(tmp_
     assert code == 0 and "nothing to publish" in out
     code, out, err = cli("trust", "status", "--data", data)
     assert code == 0 and "unfinished" not in out
+
+
+def test_trust_serve_finishes_an_interrupted_rotation_before_serving(tmp_path):
+    import trustrig
+
+    data = str(tmp_path / "trust")
+    code, out, err = cli("trust", "init", "--data", data, "--issuer", "issuer:acme", "--json")
+    assert code == 0, err
+    ring = KeyRing.open(ring_folder(data))
+    old = ring.issuer_key().key_id
+    p = subprocess.run([sys.executable, "-c", CRASHING_ROTATE, data], capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    proc = subprocess.Popen([trustrig.EXE, "trust", "serve", "--data", data, "--listen", "127.0.0.1:0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _rest, said = proc.communicate(timeout=30)
+    assert json.loads(line)["serving"] is True, said
+    assert "unfinished key rotation was finished at start" in said
+    ring.refresh()
+    assert ring.issuer_key().key_id != old and not ring.pending()
+    code, out, err = cli("trust", "status", "--data", data, "--json")
+    assert json.loads(out)["rotation"]["unfinished"] is False and json.loads(out)["rotation"]["key_set_version"] == 2

@@ -22,6 +22,7 @@ and the Registration_Authority in one service (docs/trust-api.md, docs/deploymen
   revoke      revoke an issued ticket or descriptor
   status      terminals, their last sync, key-set acknowledgements, revocations not yet fetched
   keys        list | rotate | publish | retire: the service's issuer and RA keys
+  prune       delete records that can no longer matter (expired credentials, old revocations)
 
 The data folder is --data DIR (default: $CAPWARDEN_TRUST_DATA, else %s).
 
@@ -102,7 +103,7 @@ def group(sub, name, help_, text):
 
 
 def register(sub):
-    from capwarden.cli import trust_admin, trust_serve
+    from capwarden.cli import trust_admin, trust_prune, trust_serve
 
     p = sub.add_parser("trust", help="the trust services: issuers, revocations, registration authority",
                        description=HELP % default_data(), formatter_class=formatter())
@@ -110,6 +111,7 @@ def register(sub):
     trust_serve.register_init(s)
     trust_serve.register_serve(s)
     trust_admin.register(s)
+    trust_prune.register(s)
     p.set_defaults(func=needs_action(p))
 
 

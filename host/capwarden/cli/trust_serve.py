@@ -192,8 +192,32 @@ def serve(args):
     configure(args.verbosity)
     options = _serve_options(args)
     data = os.path.abspath(args.data or trust.default_data())
-    trust.Deployment(args, migrate=True).close()   # initialised (else a usage error), schema brought to head
+    with trust.Deployment(args, migrate=True) as dep:   # initialised (else a usage error), schema at head
+        _finish_rotation(dep)
     return _run_service(args, data, options)
+
+
+def _finish_rotation(dep):
+    """A rotation or retirement interrupted between its key-ring change and its key-set
+    publication (keydist.rotation_state) is finished before serving, as 'capwarden trust keys
+    publish' would: until then the new issuer key does not sign. When it cannot be finished
+    here (no RA key in this ring, the database refuses), the service starts anyway, still signing
+    with the old key, and says what to run."""
+    import logging
+
+    from capwarden.trust import keydist
+
+    log = logging.getLogger("capwarden.trust")
+    try:
+        state = dep.db.run(lambda s: keydist.rotation_state(s, dep.ring), write=False)
+        if not state["unfinished"]:
+            return
+        done = keydist.finish_rotation(dep.db, dep.ring)
+        log.warning("an unfinished key rotation was finished at start: key set version %d%s", done["version"],
+                    " published" if done["published"] else "")
+    except Exception as exc:   # noqa: BLE001 - the old key still signs: serving stays safe
+        log.warning("an unfinished key rotation could not be finished at start (%s: %s); run 'capwarden trust "
+                    "keys publish --data %s'", exc.__class__.__name__, exc, dep.data)
 
 
 def _serve_options(args):
