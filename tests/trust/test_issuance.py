@@ -40,6 +40,29 @@ def test_migration_creates_exactly_the_models_tables(rig):
     assert diff == []
 
 
+def test_migration_0004_keeps_the_tickets_and_leaves_one_index(rig):
+    """Upgraded from 0003 with tickets recorded: they stay, listed newest first, and
+    issued_tickets has the one (authorizer_id, iat) index; downgrading puts the three back."""
+    from alembic import command
+    from alembic.config import Config
+
+    from capwarden.trust.db import MIGRATIONS
+
+    jtis = [rig.ticket(valid_for_s=HOUR + i)["jti"] for i in range(3)]
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+
+    def indexes():
+        return sorted(tuple(i["column_names"]) for i in sa.inspect(rig.db.engine).get_indexes("issued_tickets"))
+    with rig.db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    assert indexes() == [("authorizer_id",), ("fay_id",), ("terminal_id",)]
+    rig.db.migrate()
+    assert indexes() == [("authorizer_id", "iat")]
+    assert {t["jti"] for t in rig.issuer.list_tickets(rig.token)} == set(jtis)
+
+
 def test_migrate_twice_stays_at_head(rig):
     rev = rig.db.revision()
     rig.db.migrate()
