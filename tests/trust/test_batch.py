@@ -227,3 +227,41 @@ def test_a_policy_narrowed_while_a_batch_is_signed_is_the_policy_applied(rig, mo
                                                rig.ticket_body()])
     assert out[0]["status"] == 403 and "mode write" in out[0]["message"] and "jti" in out[1]
     assert set(_recorded(rig)) == {out[1]["jti"]}
+
+
+def test_a_group_is_signed_on_the_last_groups_findings_and_recorded_on_a_fresh_read(rig, monkeypatch):
+    """The signing step of a group reuses what the last recording transaction found (under a
+    second old, allowing answers only), so it reads nothing; the recording step always reads:
+    an authorizer suspended after the last group still gets nothing, and once resumed is served
+    again at once (a refusal is never taken from those findings)."""
+    reads = []
+    real = rig.db.run
+
+    def run(fn, *a, write=True, **kw):
+        reads.append(write)
+        return real(fn, *a, write=write, **kw)
+    monkeypatch.setattr(rig.db, "run", run)
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])[0]
+    assert reads == [False, True]                      # nothing found before: read, then record
+    del reads[:]
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])[0]
+    assert reads == [True]                             # signed on the findings; recorded on a read
+    issuance.suspend_authorizer(rig.db, "alice")
+    with pytest.raises(Forbidden, match="suspended"):
+        rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])
+    issuance.set_authorizer_status(rig.db, "alice", "active")
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [rig.ticket_body()])[0]
+    assert len(_recorded(rig)) == 3
+
+
+def test_a_terminal_suspended_after_the_last_group_gets_nothing_and_resumed_is_served(rig):
+    states = {}
+    rig.issuer.terminal_states = lambda s, ids: {t: states.get(t) for t in ids}
+    body = rig.ticket_body()
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [body])[0]
+    states[rig.tid] = "suspended"
+    out = rig.issuer.issue_tickets(rig.token, [body])
+    assert out[0]["status"] == 403 and "suspended" in out[0]["message"]
+    states[rig.tid] = "registered"
+    assert "jti" in rig.issuer.issue_tickets(rig.token, [body])[0]
+    assert len(_recorded(rig)) == 2

@@ -51,6 +51,10 @@ class Issuer:
         self.terminal_states = terminal_states
         self.clock = clock
         self.require_registration = require_registration
+        # What the last recording transactions found, for the next group's signing only
+        # (_issue): token -> (Authorizer, when), terminal -> (state, when), positive answers
+        # only, for HINT_S. The recording transaction always reads them again and decides.
+        self._hints = ({}, {})
 
     def _key(self, now):
         return revocations.signing_key(self.keys, now)
@@ -137,18 +141,26 @@ class Issuer:
         """Tickets for entries [(token, parsed request or its TrustError)]: ([per entry its
         answer or TrustError], {token: TrustError of an authorizer refused}).
 
-        In two transactions, so that the signing (most of the work) holds no write lock and a
-        group's signing can run while the group before it commits (trust.groupcommit):
-        1. reading: authenticate each token, check each request (policy, terminal), sign;
+        In two steps, so that the signing (most of the work) holds no write lock and a group's
+        signing can run while the group before it commits (trust.groupcommit):
+        1. signing: authenticate each token, check each request (policy, terminal), sign; on
+           what the last recording transaction found when that is under HINT_S old and covers
+           the group (allowing answers only: a refusal here is final, so it is always made on
+           a fresh read), else in a reading transaction;
         2. writing: authenticate again, read the terminals again and check each signed
            ticket's request once more against the database as it is now (an authorizer or a
            terminal suspended in between gets nothing), then record what still passes, in one
            INSERT, and commit. A ticket that fails now is dropped: never recorded, never
            handed out. The decision is the one taken in the transaction that records it."""
         def sign(s):
-            who = _authenticate_all(s, {t for t, p in entries if not isinstance(p, TrustError)})
-            states = self._states(s, [p for t, p in entries if not isinstance(p, TrustError)
-                                      and not isinstance(who[t], TrustError)])
+            who, states = self._hinted(entries)
+            tokens = {t for t, p in entries if not isinstance(p, TrustError)} - set(who)
+            if tokens or states is None:
+                if s is None:                   # a hint is missing: read them in a transaction
+                    return None
+                who.update(_authenticate_all(s, tokens))
+                states = self._states(s, [p for t, p in entries if not isinstance(p, TrustError)
+                                          and not isinstance(who[t], TrustError)])
             now = now_s(self.clock)
             key = self._key(now)
             signed = []
@@ -166,7 +178,8 @@ class Issuer:
                     continue
                 signed.append(self._sign_ticket(key, a, req, valid_for, conv, now))
             return who, states, signed
-        first, states_then, signed = self.db.run(sign, write=False)
+        done = sign(None)       # from the last group's findings alone, when they cover this one
+        first, states_then, signed = done if done is not None else self.db.run(sign, write=False)
 
         def record(s):
             mine = [(t, p) for (t, p), r in zip(entries, signed) if type(r) is tuple]
@@ -193,10 +206,52 @@ class Issuer:
                     r = r[0]
                 results.append(r)
             insert_rows(s, IssuedTicket.__table__, rows)
-            return who, results
-        then, results = self.db.run(record)
+            return who, states, results
+        then, states_now, results = self.db.run(record)
+        self._hint(then, states_now)
         refused = {t: a for who in (first, then) for t, a in who.items() if isinstance(a, TrustError)}
         return results, refused
+
+    def _hinted(self, entries):
+        """(who, states) for signing `entries` from the hints alone: {token: Authorizer} of the
+        tokens hinted, and {terminal: state} of every terminal named, or None when one is not
+        hinted. Only allowing answers are hinted: a refusal at signing is final, so it is
+        always made on what the database says."""
+        now = time.monotonic()
+        auths, terminals = self._hints
+        who = {}
+        for token, p in entries:
+            if not isinstance(p, TrustError) and token not in who:
+                h = auths.get(token)
+                if h is not None and now - h[1] < HINT_S:
+                    who[token] = h[0]
+        if self.terminal_states is None:
+            return who, {}
+        states = {}
+        for _token, p in entries:
+            if not isinstance(p, TrustError):
+                h = terminals.get(p[0][1])
+                if h is None or now - h[1] >= HINT_S:
+                    return who, None
+                states[p[0][1]] = h[0]
+        return who, states
+
+    def _hint(self, who, states):
+        now = time.monotonic()
+        auths, terminals = self._hints
+        if len(auths) + len(terminals) > HINTS_MAX:
+            auths.clear()
+            terminals.clear()
+        for token, a in who.items():
+            if isinstance(a, TrustError):
+                auths.pop(token, None)
+            else:
+                auths[token] = (a, now)
+        for terminal, state in states.items():
+            if state in BLOCKED_TERMINAL or (state is None and self.require_registration):
+                terminals.pop(terminal, None)
+            else:
+                terminals[terminal] = (state, now)
 
     def _states(self, s, requests):
         """{terminal: state} of every terminal the parsed `requests` name, in one query ({}
@@ -282,6 +337,10 @@ class Issuer:
             a = authenticate(s, token)
             return tickets_issued(s, a.authorizer_id, fay_id, terminal_id)
         return self.db.run(run, write=False)
+
+
+HINT_S = 1.0          # how long a recording transaction's findings guide the next signing
+HINTS_MAX = 10_000
 
 
 def _authenticate_all(s, tokens):
