@@ -302,3 +302,33 @@ def test_the_answer_cache_is_bounded_and_drops_the_oldest_answer(loop):
     assert len(q.cache) == revquery.MAX_ENTRIES
     assert "jti-0" not in q.cache and "jti-10" not in q.cache and "jti-11" in q.cache and "jti-5" in q.cache
     assert "jti-%d" % (revquery.MAX_ENTRIES + 9) in q.cache
+
+
+def test_a_revoked_answer_outlives_any_number_of_newer_answers(loop):
+    """A revoked answer is kept apart from the bounded cache of "not revoked" ones: 4,096 newer
+    answers used to push it out before the revocation list brought its statement, and a
+    degraded terminal then granted the ticket with the risk audited. Now it is still refused,
+    online (without asking again) and degraded."""
+    issuer = Issuer()
+    revoked = "0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+    issuer.revoked.add(revoked)
+    degraded = []
+    q = make(issuer)
+    q._degraded = lambda: bool(degraded)
+    assert decide(q, granted(revoked)).error_code == "E_TICKET_REVOKED"
+    for k in range(revquery.MAX_ENTRIES + 10):
+        q._store("jti-%d" % k, False, None)
+    asked = len(issuer.asked)
+    assert decide(q, granted(revoked)).error_code == "E_TICKET_REVOKED" and len(issuer.asked) == asked
+    degraded.append(1)
+    assert decide(q, granted(revoked)).error_code == "E_TICKET_REVOKED"
+    q._store(revoked, False, None)                           # a later "not revoked" changes nothing
+    assert decide(q, granted(revoked)).error_code == "E_TICKET_REVOKED"
+
+
+def test_the_revoked_answers_are_bounded_too(loop, caplog):
+    q = make(Issuer())
+    for k in range(revquery.MAX_REVOKED + 2):
+        q._store("jti-%d" % k, True, 1)
+    assert len(q.revoked) == revquery.MAX_REVOKED and "jti-0" not in q.revoked and "jti-2" in q.revoked
+    assert "revoked answers kept" in caplog.text

@@ -40,7 +40,12 @@ MAX_CACHE_S = 300            # section 4.3.2: cache validity not exceeding 5 min
 DEFAULT_TIMEOUT_S = 2.0      # section 4.3.2: query timeout, default 2 seconds
 MAX_TIMEOUT_S = 30.0
 DEFAULT_FRESH_S = 60
-MAX_ENTRIES = 4096           # cached jtis; the oldest answer goes first beyond that
+MAX_ENTRIES = 4096           # cached "not revoked" jtis; the oldest answer goes first beyond that
+# Revoked answers are kept apart and much longer: 4,096 newer "not revoked" answers used to push
+# a revoked one out before the revocation list brought its statement, and a degraded terminal
+# then granted the ticket with the risk audited. Beyond this many (a fleet's revocations of
+# live tickets do not come near it) the oldest goes, with a warning.
+MAX_REVOKED = 65536
 REJECT, ALLOW = "reject", "allow"
 
 # Outcome kinds
@@ -104,7 +109,8 @@ class RevocationQuery:
         self._on_unreachable = on_unreachable or (lambda: None)
         self._degraded = degraded or (lambda: False)
         self._on_revoked = on_revoked or (lambda: None)
-        self.cache = {}           # jti -> (cached Outcome, answered at: clock())
+        self.cache = {}           # jti -> (cached Outcome, answered at: clock()), not revoked
+        self.revoked = {}         # jti -> (cached Outcome, answered at) of the revoked answers
         self.unchecked = {}       # jtis let through without an answer (their risk audited), oldest first
         self._inflight = {}       # jti -> Task of the query under way
         self.asked = 0            # queries sent (tests, bench)
@@ -121,6 +127,9 @@ class RevocationQuery:
         return self._hit(jti, True)
 
     def _hit(self, jti, fresh):
+        hit = self.revoked.get(jti)
+        if hit is not None:
+            return hit[0]          # final
         hit = self.cache.get(jti)
         if hit is None:
             return None
@@ -134,12 +143,23 @@ class RevocationQuery:
 
     def _store(self, jti, revoked, revoked_at):
         # Re-inserted on every answer, so the dict's order is the answers' order and the oldest
-        # goes first without a search over the full cache.
+        # goes first without a search over the full cache. Kept as the Outcome a cache hit
+        # returns: nothing is built per request.
+        entry = (Outcome(ANSWER, revoked, revoked_at, cached=True), self.clock())
         self.cache.pop(jti, None)
+        if revoked:
+            if jti not in self.revoked and len(self.revoked) >= MAX_REVOKED:
+                old = next(iter(self.revoked))
+                del self.revoked[old]
+                log.warning("revocation query: more than %d revoked answers kept; the oldest (%s) is dropped",
+                            MAX_REVOKED, old)
+            self.revoked.setdefault(jti, entry)
+            return
+        if jti in self.revoked:
+            return                 # a revoked answer is final: a later "not revoked" changes nothing
         if len(self.cache) >= MAX_ENTRIES:
             del self.cache[next(iter(self.cache))]
-        # Kept as the Outcome a cache hit returns: nothing is built per request.
-        self.cache[jti] = (Outcome(ANSWER, revoked, revoked_at, cached=True), self.clock())
+        self.cache[jti] = entry
 
     # ---- asking --------------------------------------------------------------------------
     async def ask(self, jti):
