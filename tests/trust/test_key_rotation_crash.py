@@ -133,7 +133,9 @@ def cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def test_cli_rotation_killed_before_publication_is_finished_by_keys_publish(tmp_path):
+def _rotation_killed_before_publication(tmp_path):
+    """A fresh deployment whose `trust keys rotate` was SIGKILLed between writing the ring and
+    publishing the key set: (data folder, its KeyRing, the old issuer key id)."""
     data = str(tmp_path / "trust")
     code, out, err = cli("trust", "init", "--data", data, "--issuer", "issuer:acme", "--json")
     assert code == 0, err
@@ -141,6 +143,11 @@ def test_cli_rotation_killed_before_publication_is_finished_by_keys_publish(tmp_
     old = ring.issuer_key().key_id
     p = subprocess.run([sys.executable, "-c", CRASHING_ROTATE, data], capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL, p.stderr
+    return data, ring, old
+
+
+def test_cli_rotation_killed_before_publication_is_finished_by_keys_publish(tmp_path):
+    data, ring, old = _rotation_killed_before_publication(tmp_path)
     ring.refresh()
     new, = [k.key_id for k in ring.issuer_keys() if k.key_id != old]
     assert ring.issuer_key().key_id == old               # a service reloading the ring signs with the old key
@@ -172,13 +179,7 @@ def test_cli_rotation_killed_before_publication_is_finished_by_keys_publish(tmp_
 def test_trust_serve_finishes_an_interrupted_rotation_before_serving(tmp_path):
     import trustrig
 
-    data = str(tmp_path / "trust")
-    code, out, err = cli("trust", "init", "--data", data, "--issuer", "issuer:acme", "--json")
-    assert code == 0, err
-    ring = KeyRing.open(ring_folder(data))
-    old = ring.issuer_key().key_id
-    p = subprocess.run([sys.executable, "-c", CRASHING_ROTATE, data], capture_output=True, text=True, timeout=120)
-    assert p.returncode == -signal.SIGKILL, p.stderr
+    data, ring, old = _rotation_killed_before_publication(tmp_path)
     proc = subprocess.Popen([trustrig.EXE, "trust", "serve", "--data", data, "--listen", "127.0.0.1:0", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -24,9 +24,9 @@ capwarden.link.operations. This module holds the board's side of the conversatio
   board's HELLO_R proposes (capwarden.link.linkauth.HostAuth); each try is a new HELLO with a
   new nonce. An attempt that gets no answer says HELLO again before its retry (the board may
   have rebooted, or another engine taken the line). Every HELLO goes through one handshake
-  task (_handshake), shared by whoever needs a session meanwhile; its failure is theirs. An ANNOUNCE, which is not authenticated,
-  is never taken as a reset by itself: it makes a HELLO, and HELLO_R's authenticated boot id
-  decides.
+  task (_handshake), shared by whoever needs a session meanwhile; its failure is theirs. An
+  ANNOUNCE, which is not authenticated, is never taken as a reset by itself: it makes a HELLO,
+  and HELLO_R's authenticated boot id decides.
 """
 
 import asyncio

@@ -149,8 +149,8 @@ def insert_rows(session, table, rows):
     """INSERT `rows` (dicts, each with the same keys) into `table` in the session's transaction.
 
     On PostgreSQL through COPY: psycopg's executemany (what SQLAlchemy's insert uses) spent
-    about 10 us of CPU a row in Python, COPY 2.3 (bench trust_issuance: a batch of tickets, issue
-    13). Errors come out as SQLAlchemy's, as from any statement (a serialization failure is
+    about 10 us of CPU a row in Python, COPY 2.3 (thread CPU time around a 250-row insert,
+    measured once; issue 13's bench shows the effect end to end). Errors come out as SQLAlchemy's, as from any statement (a serialization failure is
     still retried by Database.run). Elsewhere SQLAlchemy's executemany, which on SQLite costs
     no more than the driver's own."""
     if not rows:

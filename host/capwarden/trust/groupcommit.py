@@ -21,7 +21,7 @@ MAX_BATCH tickets a group.
 Two groups are in flight at most (DEPTH): the issuer signs a group in a reading transaction and
 records it in a writing one (Issuer._issue, which checks each ticket again there), so the next
 group is signed while the one before waits on its commit's fsync, and one core is not left
-idle during every commit (on PostgreSQL a fifth of the time: bench trust_issuance, issue 13).
+idle during every commit (on PostgreSQL a fifth of the time in a traced run, issue 13).
 """
 
 import asyncio

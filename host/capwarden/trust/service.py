@@ -354,8 +354,8 @@ def freeze_startup_heap():
     """Move every object made so far (modules, the app, its schemas and routes: the largest part
     of the service's heap, and never garbage) out of the collector's sight (gc.freeze). A full
     collection otherwise walks all of them again and again while a batch's thousands of small
-    objects are made, and that cost each ticket more than parsing its request (bench
-    trust_issuance, issue 13). Call once, when the service is up."""
+    objects are made, and that cost each ticket more than parsing its request (thread CPU time
+    in an instrumented service, measured once, issue 13). Call once, when the service is up."""
     import gc
 
     gc.collect()

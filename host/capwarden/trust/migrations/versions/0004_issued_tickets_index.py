@@ -5,7 +5,8 @@ Revises: 0003
 The issuance record is read only as "an authorizer's tickets, newest first" (GET /v1/tickets,
 optionally narrowed to a Fay or a terminal), which this index serves, and by jti (the primary
 key). The fay_id and terminal_id indexes were never used alone, and every ticket paid for
-keeping them: on SQLite about 0.85 us each of a ticket's issuance (bench trust_issuance).
+keeping them: a random B-tree insert each (bench trust_issuance: in-process batch issuance
+went from about 0.52 to 0.6 of signing with this migration).
 """
 
 from alembic import op
