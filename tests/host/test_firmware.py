@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from capwarden.sim import firmware
 from capwarden.sim.board import micropython_exe
 
@@ -77,6 +79,40 @@ def test_inline_folds_shared_constants_into_private_consts():
     assert "_E_X = const(33)" in out and "_MODE_READ = const(1)" in out
     assert "return _W_ACQUIRE + _E_DEV_STALE_EPOCH + _E_X + _MODE_READ + d.W.x + d.MODE_READ" in out
     assert out.startswith("# header\nimport gc\n")
+
+
+def test_the_fold_outlasts_cpythons_shared_ast_depth_counter(monkeypatch):
+    """CPython 3.11 shares ast.parse's recursion counter between threads: another thread parsing
+    at the same moment (3.11 parses every source line a traceback shows) raised SystemError
+    into a virtual board's start (CI, test_policy_human). The fold tries again; other errors
+    are not swallowed."""
+    import ast
+
+    from capwarden.sim import inline as fold
+
+    real, calls = ast.parse, []
+
+    def racing(source, *a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=183, after=200)")
+        return real(source, *a, **kw)
+
+    src = "from capshared.limits import MODE_READ\nx = MODE_READ\n"
+    expected = fold.inline(src)
+    assert "_MODE_READ = const(" in expected
+    monkeypatch.setattr(fold.ast, "parse", racing)
+    assert fold.inline(src) == expected and len(calls) == 2
+
+    def broken(source, *a, **kw):
+        raise SystemError("some other interpreter error")
+
+    monkeypatch.setattr(fold.ast, "parse", broken)
+    with pytest.raises(SystemError, match="other"):
+        fold.inline(src)
+    monkeypatch.setattr(fold.ast, "parse", real)
+    with pytest.raises(SyntaxError):
+        fold.inline("from capshared.wire import (\n")
 
 
 def test_deployed_agent_loads_no_constant_modules(tmp_path):

@@ -45,9 +45,23 @@ def _literal(value):
     return "const(%d)" % value if isinstance(value, int) else repr(value)
 
 
+def _parse(source, tries=3):
+    """ast.parse, tried again on CPython 3.11's spurious "AST constructor recursion depth
+    mismatch": the counter behind it is shared by every thread, so another thread building an
+    AST at the same moment (3.11's traceback formatting parses each source line it shows)
+    trips the check though this source is fine (python/cpython#106905). Parsing is
+    deterministic, so a second try gives the real answer; a real error is raised as it is."""
+    for attempt in range(tries):
+        try:
+            return ast.parse(source)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == tries - 1:
+                raise
+
+
 def inline(source):
     """The module's source with shared constants folded in. Raises ValueError if it cannot."""
-    tree = ast.parse(source)
+    tree = _parse(source)
     lines = source.splitlines(keepends=True)
     direct = {}      # local name -> value
     modules = {}     # alias -> module, for `from capshared import wire as W`
