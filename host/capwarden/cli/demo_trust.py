@@ -36,8 +36,8 @@ class DemoTrustService:
         """Initialise the data folder (keys, database, key set 1, one authorizer), serve it on
         127.0.0.1 (a free port) and enroll `terminal_id`. Returns the enrollment document."""
         import httpx
-        import uvicorn
 
+        from capwarden.asgiloop import LoopServer
         from capwarden.cli.trust_serve import _listen_socket
         from capwarden.trust import authorizers, registry, servicekeys
         from capwarden.trust.config import ServiceConfig
@@ -60,15 +60,8 @@ class DemoTrustService:
         # On this loop, without uvicorn's signal handlers (the demo's Ctrl-C stays asyncio's) and
         # without the app's lifespan task: its work (the publisher, here none; the database's
         # disposal) is done by stop(), so an interrupted start leaves no task to cancel.
-        cfg = uvicorn.Config(self.app, log_config=None, access_log=False, server_header=False, proxy_headers=False,
-                             lifespan="off", timeout_graceful_shutdown=2)
-        cfg.load()
-        server = uvicorn.Server(cfg)
-        server.lifespan = cfg.lifespan_class(cfg)
-        await server.startup(sockets=[self._sock])
-        if server.should_exit:
-            raise OSError("the trust service did not start")
-        self._server = server
+        self._server = await LoopServer(self.app, self._sock).start()
+        self._sock = None                   # the LoopServer's to close now
         self._http = httpx.AsyncClient(base_url=self.url, timeout=10, trust_env=False,
                                        headers={"Authorization": "Bearer " + self.token})
         return enrollment
@@ -101,9 +94,8 @@ class DemoTrustService:
             await http.aclose()
         server, self._server = self._server, None
         if server is not None:
-            server.should_exit = True
-            await server.shutdown()
-        if self._sock is not None:
+            await server.stop()
+        if self._sock is not None:          # bound, never served
             self._sock.close()
             self._sock = None
         app, self.app = self.app, None

@@ -10,6 +10,7 @@ keys/ (the service's key ring, trust.servicekeys).
 import os
 
 from capwarden.cli._common import add_json, formatter, needs_action
+from capwarden.paths import data_dir
 
 HELP = """\
 The trust services of a fleet: the Ticket_Issuer, the Descriptor_Issuer, the revocation service
@@ -39,11 +40,7 @@ CONFIG_FORMAT = 1
 
 
 def default_data():
-    env = os.environ.get("CAPWARDEN_TRUST_DATA")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "capwarden-trust")
+    return data_dir("CAPWARDEN_TRUST_DATA", "capwarden-trust")
 
 
 def add_data(p):

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from capwarden.credentials import strictjson
 from capwarden.errors import StoreError
+from capwarden.paths import data_dir
 
 TERMINAL = "terminal.json"
 STORAGE_KEY = "storage.key"
@@ -31,11 +32,7 @@ MAX_SECRET = 4096      # a secret file: the storage key, a signing key (about 15
 
 
 def default_store():
-    env = os.environ.get("CAPWARDEN_STORE")
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "capwarden")
+    return data_dir("CAPWARDEN_STORE", "capwarden")
 
 
 def write_atomic(path, data, mode=0o644):

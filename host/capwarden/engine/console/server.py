@@ -11,6 +11,7 @@ only its startup() and shutdown() run, on the engine's loop.
 import logging
 import socket
 
+from capwarden.asgiloop import LoopServer
 from capwarden.engine.server import bind_error, is_loopback, load_tls, parse_listen
 from capwarden.errors import UsageError
 from capwarden.logfmt import kv
@@ -81,22 +82,14 @@ class ConsoleServer:
 
     async def start(self, web):
         """Serve `web` (a web.ConsoleWeb) on the bound socket, on the running loop."""
-        import uvicorn
-
         if self._sock is None:
             self.bind()
         self.web = web
         web.serving(self.host, self.port, self.tls)
         ctx = self.ssl
-        config = uvicorn.Config(web.asgi, log_config=None, access_log=False, server_header=False, date_header=False,
-                                proxy_headers=False, lifespan="off", ws="none", timeout_graceful_shutdown=2,
-                                ssl_context_factory=(lambda _config, _default: ctx) if ctx else None)
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[self._sock])
-        await server.on_tick(0)             # its default headers (no Server, no Date)
-        self._uvicorn = server
+        self._uvicorn = await LoopServer(web.asgi, self._sock, date_header=False, ws="none",
+                                         ssl_context_factory=(lambda _config, _default: ctx) if ctx else None).start()
+        self._sock = None                   # the LoopServer's to close now
         await web.start()
         log.info("%s", kv(event="console_listening", url=self.url))
         return self
@@ -106,9 +99,8 @@ class ConsoleServer:
         if self.web is not None:
             await self.web.close()          # live streams end, so shutdown need not wait for them
         if server is not None:
-            server.should_exit = True
-            await server.shutdown()
-        if self._sock is not None:
+            await server.stop()
+        if self._sock is not None:          # bound, never served
             self._sock.close()
             self._sock = None
 

@@ -1,0 +1,14 @@
+"""Where capwarden keeps its data unless told: one rule for every store (the engine's, the
+trust service's), the XDG base directory one."""
+
+import os
+
+
+def data_dir(env_var, name):
+    """`$env_var` when it is set, else the folder `name` in the user's data home
+    ($XDG_DATA_HOME, or ~/.local/share)."""
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, name)
