@@ -17,9 +17,9 @@ from enginerig import EXE, exchange, refusal
 
 def test_I69_descriptor_expiring_mid_session_ends_it(world, client, run):
     a = client()
-    # Made once the engine is up (its start may take seconds on a loaded machine): the 3 s of
-    # validity are the session's, not the start-up's.
-    short = world.descriptor(world.A, [world.grant("led", "write")], seconds=3)
+    # Made once the engine is up (its start may take seconds on a loaded machine), valid from
+    # now: the 4 s of validity (3 at least, whole seconds) are the session's, not the start-up's.
+    short = world.descriptor(world.A, [world.grant("led", "write")], seconds=4)
 
     async def scenario():
         s = await a.acquire(world.A, world.res("led"), "write", world.cred(short))
