@@ -234,6 +234,41 @@ def test_interrupt_is_130(monkeypatch):
     assert r.code == 130 and r.json()["exit_code"] == 130 and "interrupted" in r.err
 
 
+# Runs the installed `capwarden` script the way its shell does, with a Ctrl-C sent to the
+# process the moment the command line's package starts importing (a user's early Ctrl-C).
+_EARLY_CTRL_C = r"""
+import os, runpy, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "capwarden.cli":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_a_ctrl_c_while_the_command_line_is_still_imported_is_130_without_a_traceback(json_flag):
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "capwarden")
+    argv = ["id", "new", "fay"] + (["--json"] if json_flag else [])
+    r = subprocess.run([sys.executable, "-c", _EARLY_CTRL_C, exe] + argv, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "capwarden id: interrupted", r.stderr
+    if json_flag:
+        assert json.loads(r.stdout) == {"ok": False, "exit_code": 130, "error_code": None, "error": "interrupted"}
+    else:
+        assert r.stdout == ""               # the command itself never ran
+
+
 def test_parse_listen_refuses_ports_out_of_range():
     from capwarden.engine.server import parse_listen
     from capwarden.errors import UsageError

@@ -14,6 +14,7 @@ import sys
 from capwarden import __version__
 from capwarden.cli._common import (EXIT_DENIED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, error_line, failure_object,
                                    json_printed, json_reset, print_json)
+from capwarden.entry import release_interrupts
 from capwarden.errors import CapwardenError, UsageError
 
 # Subcommand modules, in the order `--help` lists them. A fixed list: no plugin discovery.
@@ -104,6 +105,7 @@ def main(argv=None):
     json_reset()
     command = _command_of(argv)
     try:
+        release_interrupts()            # a Ctrl-C held back while this was imported lands here
         try:
             parser = build_parser()
             args = parser.parse_args(argv)
