@@ -164,7 +164,9 @@ async def offline_then_recover(world, deploy, app, link, rt, jti, token, s_ticke
     await deploy.revoke(jti)
     await asyncio.sleep(0.5)
     assert s_conv.state == "active"                       # nobody could tell the terminal yet
-    restore()
+    # Off the loop: the in-process engine must keep renewing the board's leases while a
+    # service process starts (seconds on a loaded machine; a 3 s lease ran out once).
+    await asyncio.get_running_loop().run_in_executor(None, restore)
     assert await wait_until(lambda: link.mode == online.ONLINE, 30), link.transitions
     assert await wait_until(lambda: s_conv.state == "terminated", 10)
     assert s_conv.changes[-1]["reason"] == "revoked"
@@ -195,7 +197,7 @@ def test_service_stopped_degrades_on_unreachable_and_recovery_ends_the_revoked_s
     async def main():
         app, link, rt, jti, token, s_ticket, s_gps = await online_with_converted_session(world, deploy, in_process)
         _j, fresh = await deploy.ticket(world, world.A)
-        deploy.stop_service()
+        await asyncio.get_running_loop().run_in_executor(None, deploy.stop_service)
         assert await wait_until(lambda: link.mode == online.DEGRADED, 15), link.transitions
         assert link.transitions[-1] == (online.DEGRADED, online.UNREACHABLE)
         await offline_then_recover(world, deploy, app, link, rt, jti, token, s_ticket, s_gps, fresh, deploy.start)
