@@ -152,6 +152,44 @@ def test_hand_back_grants_the_named_fays_pending_request_by_an_atomic_handover(w
     run(scenario())
 
 
+def test_a_hand_back_to_a_waiting_request_never_shows_two_exclusive_holders(world, run, in_process):
+    """The board answers the Fay's waiting ACQUIRE with the moved grant before it answers the
+    HANDOVER. The operator's hold used to end only with the HANDOVER's answer, so for a moment
+    the engine had two exclusive holders of the motor (seen once in CI: the control room listed
+    the operator first). Checked at the instant the Fay's session becomes active."""
+    from capwarden.engine.registry import LIVE
+
+    async def scenario():
+        app = await in_process()
+        engine = app.engine
+        at_activation = []
+        real_move = engine.move
+
+        def move(s, state, reason):
+            if state == "active" and s.fay_id == world.A:
+                at_activation.append(sorted((x.fay_id or "operator") for x in engine.registry.holders(s.resource_id)
+                                            if x.state in LIVE))
+            return real_move(s, state, reason)
+
+        engine.move = move
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        a = await runtime(app, "rtA")
+        waiting = asyncio.ensure_future(world.take(a, "motor_left", "write", wait_ms=5000))
+        assert await wait_until(lambda: any(s.fay_id == world.A and s.state == "creating"
+                                            for s in engine.sessions.values()))
+        await asyncio.sleep(0.2)                     # its ACQUIRE is queued on the board
+        out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.A, timeout_s=5)
+        s = await waiting
+        assert out["result"] == "completed" and s.state == "active"
+        assert at_activation == [[]], at_activation  # the hold had ended: nobody else held it
+        holders = _resource(controlroom.snapshot(engine), "motor_left")["holders"]
+        assert [h["kind"] for h in holders] == ["fay"] and holders[0]["fay_id"] == world.A
+        assert [e["outcome"] for e in await _logged(app, "hand_back")] == ["requested", "completed"]
+        await a.close()
+
+    run(scenario())
+
+
 def test_hand_back_waits_for_the_fays_next_request_and_times_out_to_the_operator(world, run, in_process):
     async def scenario():
         app = await in_process()

@@ -107,6 +107,12 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
         code = protocol.refusal_code(s.credential_ref["type"], why)
         return await _denied_after_board(engine, s, result, code, "the credential is no longer valid (%s): checked "
                                          "again when the resource was granted" % why.replace("_", " "))
+    # A hand-back (takeover.py) moves an operator's grant to a request waiting on the board,
+    # and the board answers that wait before the HANDOVER itself: the operator's hold ends
+    # here, before this session is active, so the engine never has two exclusive holders.
+    for moved in engine.registry.on_board(s.board, s.res):
+        if getattr(moved, "moving_to", None) is s:
+            await engine.terminate(moved, "handover")
     s.epoch = grant.epoch
     s.last_hb_mono = engine.clock()
     engine.move(s, "active", "granted")

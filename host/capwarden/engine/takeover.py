@@ -77,6 +77,7 @@ class OperatorHold(Session):
         self.credential_ref = {"type": "operator", "id": operator, "not_after": 0, "ends_at": FOREVER,
                                "key_id": None, "issuer_id": None}
         self.returning = None               # (fay_id, deadline on the engine's clock) while handed back
+        self.moving_to = None               # the waiting session a hand-back is moving the grant to
 
     # The engine's liveness sweep re-checks credentials: an operator's hold has none, so it is
     # always "checked". Its heartbeat is the operator's presence (present()).
@@ -349,6 +350,9 @@ async def _give(engine, hold, s):
                resource=hold.resource_id, to_fay=s.fay_id, detail="the Fay's credential: %s" % why)
         return False
     board = hold.board.board
+    # The board answers the request's own waiting ACQUIRE with the moved grant before it answers
+    # the HANDOVER; admission.lock ends this hold then, before the session is active.
+    hold.moving_to = s
     try:
         epoch = (await board.handover(hold.res, hold.token, hold.epoch, s.token, mode_bits([s.access_mode]),
                                       engine.lease_ms)).epoch
@@ -365,6 +369,8 @@ async def _give(engine, hold, s):
         if s.token not in held:
             return False
         epoch = held[s.token]
+    finally:
+        hold.moving_to = None
     hold.returning = None
     # The board answered the request's own ACQUIRE with the moved grant first, so the session may
     # already be active; one that is gone did not wait (or was withdrawn) meanwhile.
