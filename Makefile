@@ -26,7 +26,10 @@ demo: $(STAMP)
 # (MicroPython boards, servers, a browser), so the 2-core machines finish in about half the time
 # and make test stays under 10 minutes. make chaos stays in one process (its report counts
 # every schedule and fuzz input).
+# The tests start hundreds of `capwarden` processes: the checkout's modules are compiled once
+# here, or with PYTHONDONTWRITEBYTECODE set (CI machines set it) every process compiles them again.
 test: $(STAMP)
+	@$(BIN)/python -m compileall -q host shared >/dev/null
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 bench: $(STAMP)

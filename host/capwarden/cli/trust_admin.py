@@ -116,7 +116,7 @@ def register(sub):
                    help="list revocations older than this not yet fetched by their terminal (default %d)"
                         % STALE_DEFAULT_S)
 
-    from capwarden.trust.keydist import ROTATION_LEAD_S
+    from capwarden.trust.periods import ROTATION_LEAD_S
 
     keys_help = KEYS_HELP % ROTATION_LEAD_S
     k = group(sub, "keys", "list, rotate, publish or retire the service's keys", keys_help)
@@ -481,7 +481,7 @@ def keys_rotate(args):
         raise UsageError("--effective-in and --now are for issuer keys: a new RA key signs the key set that "
                          "introduces it at once")
     now = int(time.time())
-    # None: the library's lead (keydist.ROTATION_LEAD_S), decided there and nowhere else.
+    # None: the library's lead (trust.periods.ROTATION_LEAD_S, applied by keydist), decided there only.
     effective_at = now if args.now else None if args.effective_in is None else now + args.effective_in
     with Deployment(args) as dep:
         out = registry.rotate(dep.db, dep.ring, args.role, now=now, effective_at=effective_at)

@@ -21,7 +21,7 @@ examples:
 def register(sub):
     from capwarden.cli._common import int_range
     from capwarden.cli.trust import leaf
-    from capwarden.trust.prune import KEEP_S
+    from capwarden.trust.periods import KEEP_S
 
     p = leaf(sub, "prune", "delete records that can no longer matter (expired credentials, old revocations)",
              PRUNE_HELP % (KEEP_S // DAY), prune)

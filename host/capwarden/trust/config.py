@@ -13,6 +13,8 @@ import os
 import time
 from typing import Any, Callable
 
+from capwarden.trust.periods import KEEP_S, PRUNE_EVERY_S
+
 DB_FILE = "trust.db"
 
 
@@ -31,8 +33,8 @@ class ServiceConfig:
     data_dir: str | None = None
     require_registration: bool = False   # issue only for registered terminals (default: also unknown ones)
     keyset_watch_s: float = 2.0          # how often the service looks for a new key-set version to push
-    prune_every_s: float = 3600.0        # how often it prunes what can no longer matter (trust.prune); 0: never
-    prune_keep_s: int = 30 * 86400       # kept this long past its end (trust.prune.KEEP_S)
+    prune_every_s: float = float(PRUNE_EVERY_S)   # how often it prunes what can no longer matter; 0: never
+    prune_keep_s: int = KEEP_S           # kept this long past its end (trust.prune)
 
     @classmethod
     def from_data_dir(cls, data_dir, db_url=None, broker_url=None, **broker_options):

@@ -24,10 +24,9 @@ from capwarden.credentials import keys
 from capwarden.trust import keysets, signed
 from capwarden.trust.errors import Conflict, Forbidden, NotFound
 from capwarden.trust.models_registry import REGISTERED, KeySetAck, KeySetVersion, RegisteredTerminal
+from capwarden.trust.periods import ROTATION_LEAD_S
 from capwarden.trust.servicekeys import ISSUER, KeyRingError
 
-ROTATION_LEAD_S = 3600                # a new issuer key signs an hour after its key set is out (the
-                                      # library's and the CLI's default: this is its one home)
 PUBLISH_TRIES = 5                     # versions built again when another process published first
 NEEDING_SHOWN = 10                    # terminal ids named in a refused retirement's message
 

@@ -25,9 +25,8 @@ import sqlalchemy as sa
 from capwarden.trust.authorizers import now_s
 from capwarden.trust.models import IssuedDescriptor, IssuedTicket, Revocation
 from capwarden.trust.models_registry import Enrollment
+from capwarden.trust.periods import KEEP_S
 
-KEEP_S = 30 * 86400         # kept this long after a record stopped mattering
-EVERY_S = 3600              # the service prunes this often
 BATCH = 5000                # rows a transaction
 
 # (what, table, primary key, the condition that makes a row prunable before `cut`)
