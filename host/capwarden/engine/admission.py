@@ -110,9 +110,8 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
     # A hand-back (takeover.py) moves an operator's grant to a request waiting on the board,
     # and the board answers that wait before the HANDOVER itself: the operator's hold ends
     # here, before this session is active, so the engine never has two exclusive holders.
-    for moved in engine.registry.on_board(s.board, s.res):
-        if getattr(moved, "moving_to", None) is s:
-            await engine.terminate(moved, "handover")
+    if s.moved_from is not None:
+        await engine.terminate(s.moved_from, "handover")
     s.epoch = grant.epoch
     s.last_hb_mono = engine.clock()
     engine.move(s, "active", "granted")

@@ -72,6 +72,7 @@ class Session:
         self.timeout_ms = 5000
         self.busy_ms = 0                      # the busy marker of the last heartbeat (faults.md 18)
         self.handover = None                  # handover.Handover offered to this holder
+        self.moved_from = None                # the operator's hold a hand-back is moving to this waiting request
         self.origin = None                    # the connection a creating session's answer goes to
 
     def move(self, new_state):

@@ -77,7 +77,6 @@ class OperatorHold(Session):
         self.credential_ref = {"type": "operator", "id": operator, "not_after": 0, "ends_at": FOREVER,
                                "key_id": None, "issuer_id": None}
         self.returning = None               # (fay_id, deadline on the engine's clock) while handed back
-        self.moving_to = None               # the waiting session a hand-back is moving the grant to
 
     # The engine's liveness sweep re-checks credentials: an operator's hold has none, so it is
     # always "checked". Its heartbeat is the operator's presence (present()).
@@ -352,7 +351,7 @@ async def _give(engine, hold, s):
     board = hold.board.board
     # The board answers the request's own waiting ACQUIRE with the moved grant before it answers
     # the HANDOVER; admission.lock ends this hold then, before the session is active.
-    hold.moving_to = s
+    s.moved_from = hold
     try:
         epoch = (await board.handover(hold.res, hold.token, hold.epoch, s.token, mode_bits([s.access_mode]),
                                       engine.lease_ms)).epoch
@@ -370,7 +369,7 @@ async def _give(engine, hold, s):
             return False
         epoch = held[s.token]
     finally:
-        hold.moving_to = None
+        s.moved_from = None
     hold.returning = None
     # The board answered the request's own ACQUIRE with the moved grant first, so the session may
     # already be active; one that is gone did not wait (or was withdrawn) meanwhile.
