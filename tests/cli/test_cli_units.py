@@ -284,6 +284,18 @@ def test_building_the_command_line_imports_no_service_or_link_stack():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+def test_an_os_error_with_only_a_message_keeps_it(monkeypatch):
+    import capwarden.cli.id as idcmd
+
+    def fails(args):
+        raise OSError("the HTTP server did not start on ('127.0.0.1', 8080)")
+
+    monkeypatch.setattr(idcmd, "main", fails)
+    r = cli("id", "new", "fay", "--json")
+    assert r.code == 1 and "the HTTP server did not start" in r.err and "Traceback" not in r.err
+    assert r.json()["error"] == "the HTTP server did not start on ('127.0.0.1', 8080)"
+
+
 def test_parse_listen_refuses_ports_out_of_range():
     from capwarden.engine.server import parse_listen
     from capwarden.errors import UsageError

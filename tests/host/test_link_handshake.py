@@ -128,6 +128,11 @@ async def _open(vb):
     return await open_board(vb.port, timeout=0.5, retries=2)
 
 
+def _no_frame_refused(board):
+    counts = board.host_counts()
+    assert (counts["bad_tag"], counts["replay"], counts["no_key"]) == (0, 0, 0), counts
+
+
 def test_an_event_the_board_sends_in_the_old_session_after_a_new_hello_is_taken(vb, run):
     async def go():
         board = await _open(vb)
@@ -143,8 +148,7 @@ def test_an_event_the_board_sends_in_the_old_session_after_a_new_hello_is_taken(
             ended = [e for e in seen if isinstance(e, GrantEnded)]
             assert ended[0].session == 5 and ended[0].reason == "lease_expired"
             assert (await board.ping())["mem_free"] > 0          # the new session, taken
-            counts = board.host_counts()
-            assert (counts["bad_tag"], counts["replay"], counts["no_key"]) == (0, 0, 0)
+            _no_frame_refused(board)
         finally:
             await board.close()
 
@@ -163,8 +167,7 @@ def test_concurrent_handshakes_are_one_and_every_caller_gets_it(vb, run):
             board.auth.retire()
             out = await asyncio.gather(board.ping(), board.stats(), board._read_info())
             assert board.auth.sessions == before + 2 and out[0]["mem_free"] > 0
-            counts = board.host_counts()
-            assert (counts["bad_tag"], counts["replay"], counts["no_key"]) == (0, 0, 0)
+            _no_frame_refused(board)
         finally:
             await board.close()
 

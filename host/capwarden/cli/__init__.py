@@ -137,7 +137,8 @@ def main(argv=None):
         # The files a command line names are checked before use (usage errors); an OSError
         # here is the system failing under it (a full disk, a store made read-only meanwhile).
         where = " (%s)" % exc.filename if getattr(exc, "filename", None) else ""
-        return _fail(command, CapwardenError("%s%s" % (exc.strerror or exc.__class__.__name__, where)),
+        # A plain OSError("...") (the demo's trust service not answering, say) has no strerror.
+        return _fail(command, CapwardenError("%s%s" % (exc.strerror or str(exc) or exc.__class__.__name__, where)),
                      EXIT_DENIED, wants_json)
 
 
