@@ -32,7 +32,7 @@ MODE_BIT = dict(MODE_NAMES)
 # lease_expired, failsafe, board_unreachable, whatever a later engine adds) ending a session
 # whose runtime heartbeated in time is a violation.
 NOT_LIVENESS = {"released", "fay_terminated", "credential_expired", "revoked", "key_invalid", "resource_removed",
-                "resource_fault", "handover", "engine_stopped", "board_reset"}
+                "resource_fault", "handover", "engine_stopped", "board_reset", "operator_takeover"}
 
 
 class Violation(AssertionError):

@@ -8,7 +8,8 @@ seed, `run(steps)` plays it on a freshly reset board and checks every invariant
 steps while the same invariant still fails (delta debugging), so a failure ends as a short
 reproduction.
 
-Two runtimes: rtA (Fays A and C) and rtB (Fay B, by descriptor and by ticket). A runtime
+Two runtimes: rtA (Fays A and C) and rtB (Fay B, by descriptor and by ticket), and one operator
+at the console (OPERATOR: take, act, hand back, release through engine/takeover.py). A runtime
 heartbeats every live session it knows every RUNTIME_HB_S, unless a `silence` step stopped it;
 sessions of a silenced runtime, and sessions whose leases a fault put at risk, are "excused"
 from the liveness invariant. Every other session is healthy: it must never end or be
@@ -22,11 +23,11 @@ import random
 import time
 
 from capwarden.credentials.b64 import b64u_encode
-from capwarden.engine import protocol
+from capwarden.engine import protocol, takeover
 from capwarden.engine.audit import AuditLog
 from capwarden.engine.authorizer import StoreAuthorizer
 from capwarden.engine.engine import Engine
-from capwarden.errors import DeviceError, LinkError
+from capwarden.errors import CapError, DeviceError, LinkError
 from capwarden.link import open_board
 from capwarden.sim import TO_BOARD, TO_HOST
 
@@ -56,6 +57,7 @@ TO_BOARD_MSGS = ("ACQUIRE", "RELEASE", "HEARTBEAT", "SUSPEND", "ACTUATE", "END_S
 TO_HOST_MSGS = ("ACQUIRE_R", "RELEASE_R", "HEARTBEAT_R", "SUSPEND_R", "ACTUATE_R", "END_SESSION_R", "HANDOVER_R",
                 "EV_GRANT_ENDED", "EV_RESOURCE", "QUEUED", "ERROR")
 FAULTS = ("drop", "duplicate", "delay", "corrupt")
+OPERATOR = "op1"        # the person at the console (takeover.py); one is enough to contend with Fays
 
 
 # ---- generating -------------------------------------------------------------------------------
@@ -87,6 +89,10 @@ def _step(rng):
         (1, lambda: ("churn", rt, rng.choice((1, 3, 8, 18, 24)))),
         (2, lambda: ("zombie_actuate",)),
         (4, lambda: ("race", [_racer(rng) for _ in range(rng.randint(2, 4))])),
+        (3, lambda: ("take", rng.choice(("motor_left", "led", "gps")))),
+        (2, lambda: ("op_act", rng.choice(("motor_left", "led")))),
+        (2, lambda: ("hand_back", rng.choice(("motor_left", "led", "gps")), rng.choice(list(CREDENTIALS)))),
+        (2, lambda: ("op_release", rng.choice(("motor_left", "led", "gps")))),
     ]
     total = sum(w for w, _ in kinds)
     x = rng.uniform(0, total)
@@ -105,7 +111,7 @@ def _racer(rng):
     return rng.choice((("acquire", rt, cred, res, "write", rng.choice((0, 800))), ("release", rt, rng.randrange(3)),
                        ("command", rt, rng.randrange(3)), ("heartbeat", rt),
                        ("handover", rt, cred, res, "write"), ("answer_handover", rt, True), ("expire",),
-                       ("revoke", cred)))
+                       ("revoke", cred), ("take", res), ("op_release", res), ("hand_back", res, cred)))
 
 
 def _fault(rng):
@@ -129,12 +135,26 @@ def _contention(rng):
     return [("acquire", a, ca, res, "write", 0), ("acquire", b, cb, res, "write", 1500), _step(rng), end]
 
 
+def _operator(rng):
+    """A fragment: a Fay holds a resource, the operator takes it at once, a Fay asks for it
+    with a wait, something happens meanwhile, the operator hands it back to that Fay (or lets
+    go). Where the hand-back's two board answers meet every other fault."""
+    a = rng.choice(RUNTIMES)
+    ca = rng.choice([k for k, v in CREDENTIALS.items() if v[0] == a])
+    cb = rng.choice(list(CREDENTIALS))
+    res = rng.choice(("motor_left", "led"))
+    end = rng.choice((("hand_back", res, cb), ("hand_back", res, cb), ("op_release", res)))
+    return [("acquire", a, ca, res, "write", 0), ("take", res),
+            ("acquire", CREDENTIALS[cb][0], cb, res, "write", 1500), _step(rng), end]
+
+
 def generate(seed, max_steps=24):
     rng = random.Random(seed)
     n = rng.randint(4, max_steps)
     steps = []
     while len(steps) < n:
-        steps += _contention(rng) if rng.random() < 0.08 else [_step(rng)]
+        x = rng.random()
+        steps += _contention(rng) if x < 0.08 else _operator(rng) if x < 0.14 else [_step(rng)]
     return steps
 
 
@@ -623,6 +643,46 @@ class Runner:
         if not rt.connected:
             rt.connected = True
             self.engine.connected(rt.name, rt.send)
+
+    # ---- steps: the operator (a person at the console: takeover.py) --------------------------
+    async def _operator(self, call, *args):
+        """One control-room call; its refusals (CapError) are answers, anything else raised is
+        a violation, as a runtime request's would be."""
+        try:
+            return await asyncio.wait_for(call(self.engine, OPERATOR, *args), ANSWER_SLACK_S)
+        except CapError as exc:
+            self.note("  operator %s -> %s" % (call.__name__, exc.code))
+            if exc.code == "E_INTERNAL":
+                self.fail("internal_error", "operator %s answered E_INTERNAL: %s" % (call.__name__, exc))
+            return None
+        except asyncio.TimeoutError:
+            self.fail("no_answer", "operator %s had no answer in %.0f s" % (call.__name__, ANSWER_SLACK_S))
+        except Exception as exc:
+            self.fail("request_raised", "operator %s raised %r" % (call.__name__, exc))
+
+    async def do_take(self, res):
+        """The operator takes the resource at once: its holder's session ends (operator_takeover)."""
+        hold = await self._operator(takeover.take, self.creds.res(res))
+        if hold is not None:
+            self.note("  operator take -> epoch %d" % hold.epoch)
+
+    async def do_op_act(self, res):
+        op, args = OPS[res]
+        hold = takeover.hold_of(self.engine, self.creds.res(res), OPERATOR)
+        if await self._operator(takeover.act, self.creds.res(res), op, args) is not None:
+            # Accepted: the operator must hold it, live, in the engine and (checked next) on the board.
+            if hold is None or hold.state not in inv.LIVE:
+                self.fail("actuation_accepted", "an operator command on %s was accepted without a live hold" % res)
+
+    async def do_hand_back(self, res, cred):
+        """The operator gives the resource to the Fay behind `cred`: its waiting AuthRequest now,
+        or its next one within 1.5 s (in the background, as the console's hand-back is)."""
+        r = await self._operator(takeover.hand_back, self.creds.res(res), self.creds.items[cred]["fay_id"], 1.5)
+        if r is not None:
+            self.note("  operator hand_back -> %s" % r["result"])
+
+    async def do_op_release(self, res):
+        await self._operator(takeover.release, self.creds.res(res))
 
     # ---- steps: faults -------------------------------------------------------------------------
     async def do_fault(self, direction, fault, name, count, delay):

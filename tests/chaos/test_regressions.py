@@ -9,7 +9,9 @@ only on the one it was kept for.
 Steps (schedule.py): ("acquire", runtime, credential, resource, mode, wait_ms), ("heartbeat",
 runtime), ("release", runtime, k), ("command", runtime, k), ("silence", runtime, disconnect),
 ("revoke", credential), ("expire",), ("fault", direction, fault, message, count, delay),
-("kill_engine",), ("power_cycle",), ("churn", runtime, n), ("wait", seconds), ...
+("kill_engine",), ("power_cycle",), ("churn", runtime, n), ("wait", seconds), the operator's
+("take", resource), ("op_act", resource), ("hand_back", resource, credential), ("op_release",
+resource), ...
 Credentials: A and C are rtA's (C expires at `expire`), B and the ticket T are rtB's.
 """
 

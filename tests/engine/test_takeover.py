@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from capwarden.engine import audit, controlroom
+from capwarden.engine import audit, controlroom, takeover
 from capwarden.errors import CapError, DeviceError
 from enginerig import refusal, runtime, speed, wait_until
 
@@ -310,6 +310,54 @@ def test_fault_56_after_a_take_over_and_release_the_fay_does_not_regain_control(
         assert await board.grants(res) == []                 # nobody holds it: not the Fay again
         assert (await a.request("SessionQuery", {}))["sessions"] == []
         assert _resource(controlroom.snapshot(engine), "motor_left")["mode"] == "free"
+        await a.close()
+
+    run(scenario())
+
+
+def test_a_hand_back_whose_fay_is_revoked_during_the_move_leaves_the_operator_in_control(world, run, in_process):
+    """The Fay's credential is checked when the hand-back starts and again when the board
+    answers its waiting ACQUIRE with the moved grant. Revoked in between (another process
+    imported the revocation), the Fay is denied and the grant goes back to the operator in one
+    more move: the resource is never free, nor released to its safe state under the operator's
+    hand. It used to be released, and the hold then ended as `board_unreachable`."""
+    from capwarden.credentials import Terminal
+    from capwarden.credentials.b64 import b64u_encode
+    from capwarden.credentials.issue import sign_revocation
+    from capwarden.errors import CapError as SdkRefusal
+    from capwarden.engine.registry import LIVE
+
+    async def scenario():
+        app = await in_process()
+        engine = app.engine
+        await controlroom.take(engine, "alice", world.res("motor_left"))
+        hold = takeover.hold_of(engine, world.res("motor_left"))
+        a = await runtime(app, "rtA")
+        waiting = asyncio.ensure_future(world.take(a, "motor_left", "write", wait_ms=5000))
+        assert await wait_until(lambda: any(s.fay_id == world.A and s.state == "creating"
+                                            for s in engine.sessions.values()))
+        await asyncio.sleep(0.2)                     # its ACQUIRE is queued on the board
+        board = hold.board.board
+        real = board.handover
+
+        async def handover(*args):                   # the move's window: after the first check
+            board.handover = real
+            now = int(engine.wall())
+            Terminal.open(world.store).import_revocation(sign_revocation(world.key, world.dA, now), now)
+            return await real(*args)
+
+        board.handover = handover
+        out = await controlroom.hand_back(engine, "alice", world.res("motor_left"), world.A, timeout_s=5)
+        with pytest.raises(SdkRefusal) as refused:
+            await waiting
+        assert refused.value.code == "E_DESCRIPTOR_REVOKED"
+        assert out["result"] != "completed"
+        assert hold.state in LIVE, (hold.state, hold.reason)
+        held = await board.grants(hold.res)
+        assert [(t, e) for t, e, _m in held] == [(hold.token, hold.epoch)]      # the operator's, on the board
+        assert (await controlroom.act(engine, "alice", world.res("motor_left"), 1, speed(300)))["data"] == \
+            b64u_encode(speed(300))                                              # still the operator's to drive
+        assert [e["outcome"] for e in await _logged(app, "hand_back")][:2] == ["requested", "rolled_back"]
         await a.close()
 
     run(scenario())

@@ -9,6 +9,7 @@ import contextvars
 
 from capshared.limits import mode_bits
 from capwarden.engine import policy, protocol
+from capwarden.engine.registry import LIVE
 from capwarden.engine.sessions import Session
 from capwarden.errors import DeviceError, LinkError, StoreError
 
@@ -86,13 +87,17 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
     try:
         grant = await s.board.board.acquire(s.res, mode_bits([s.access_mode]), s.token, engine.lease_ms, wait_ms)
     except DeviceError as exc:
+        if s.moved_from is not None:
+            s.moved_from.moved(None)        # the board moved nothing to this request
         return await _denied_after_board(engine, s, result, protocol.api_code(exc.code), protocol.refusal_text(exc),
                                          exc.message)
     except LinkError as exc:
         # The board may have granted it with the answer lost: withdraw whatever it holds.
+        if s.moved_from is not None:
+            s.moved_from.moved("lost", "board_unreachable")   # what it moved here is withdrawn below
         return await _denied_after_board(engine, s, result, "E_DEVICE_UNREACHABLE", str(exc), withdraw=True)
     if s.state != "creating":  # withdrawn while it waited (faults.md 28): the grant is voided
-        await engine.release_on_board(s.board, s.res, s.token, grant.epoch)
+        await _void(engine, s, grant.epoch)
         engine.audit.record("acquire", "denied", "E_SESSION_NOT_FOUND", runtime=s.runtime_id, fay=s.fay_id,
                             resource=s.resource_id, mode=s.access_mode, credential=s.credential_ref["id"],
                             detail="withdrawn while it waited")
@@ -103,7 +108,7 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
     # while it was revoked or ran out. Checked again at the moment of use.
     why = recheck(engine, s, refresh=bool(wait_ms))
     if why is not None:
-        await engine.release_on_board(s.board, s.res, s.token, grant.epoch)
+        await _void(engine, s, grant.epoch)
         code = protocol.refusal_code(s.credential_ref["type"], why)
         return await _denied_after_board(engine, s, result, code, "the credential is no longer valid (%s): checked "
                                          "again when the resource was granted" % why.replace("_", " "))
@@ -111,7 +116,9 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
     # and the board answers that wait before the HANDOVER itself: the operator's hold ends
     # here, before this session is active, so the engine never has two exclusive holders.
     if s.moved_from is not None:
-        await engine.terminate(s.moved_from, "handover")
+        hold, s.moved_from = s.moved_from, None
+        hold.moved("taken")
+        await engine.terminate(hold, "handover")
     s.epoch = grant.epoch
     s.last_hb_mono = engine.clock()
     engine.move(s, "active", "granted")
@@ -125,6 +132,27 @@ async def lock(engine, s, wait_ms=0, audit_first=False):
         ANSWER_SEQ.set(early["seq"])
     result.update(result="granted", **auth_fields(s))
     return result
+
+
+async def _void(engine, s, epoch):
+    """The board granted `s` what it may not keep (withdrawn meanwhile, or its credential no
+    longer holds): released, or, when a hand-back moved an operator's grant to it
+    (takeover.py), moved back to the operator in one step, so the resource is neither freed nor
+    driven safe under the operator's hand."""
+    hold, s.moved_from = s.moved_from, None
+    if hold is None or hold.state not in LIVE:     # a hold that ended meanwhile takes nothing back
+        await engine.release_on_board(s.board, s.res, s.token, epoch)
+        if hold is not None:
+            hold.moved("lost", "handover")
+        return
+    try:
+        back = await s.board.board.handover(s.res, s.token, epoch, hold.token, hold.bits, engine.lease_ms)
+    except (DeviceError, LinkError) as exc:
+        await engine.release_on_board(s.board, s.res, s.token, epoch)
+        hold.moved("lost", "board_unreachable" if isinstance(exc, LinkError) else "handover")
+        return
+    hold.epoch = back.epoch
+    hold.moved("back")
 
 
 def _granted_entry(engine, s, epoch):

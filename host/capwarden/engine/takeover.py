@@ -77,6 +77,15 @@ class OperatorHold(Session):
         self.credential_ref = {"type": "operator", "id": operator, "not_after": 0, "ends_at": FOREVER,
                                "key_id": None, "issuer_id": None}
         self.returning = None               # (fay_id, deadline on the engine's clock) while handed back
+        self.moving = None                  # while a hand-back moves the grant: admission.lock's word on it
+
+    def moved(self, outcome, reason=None):
+        """admission.lock's word on a hand-back's move, from the board's answer to the waiting
+        request: "taken" (the request holds the grant now), "back" (the request could not keep
+        it and it came back to this hold, new epoch), "lost" (neither: the grant was ended;
+        `reason` for the hold), None (the board moved nothing to the request)."""
+        if self.moving is not None and not self.moving.done():
+            self.moving.set_result((outcome, reason))
 
     # The engine's liveness sweep re-checks credentials: an operator's hold has none, so it is
     # always "checked". Its heartbeat is the operator's presence (present()).
@@ -350,32 +359,59 @@ async def _give(engine, hold, s):
         return False
     board = hold.board.board
     # The board answers the request's own waiting ACQUIRE with the moved grant before it answers
-    # the HANDOVER; admission.lock ends this hold then, before the session is active.
+    # the HANDOVER, so admission.lock, which has that answer, decides: it ends this hold before
+    # the session is active, or, when the request may not keep the grant (its credential was
+    # revoked in the move's window, it was withdrawn), moves the grant back here. It says which
+    # through hold.moved().
+    hold.moving = asyncio.get_running_loop().create_future()
     s.moved_from = hold
     try:
-        epoch = (await board.handover(hold.res, hold.token, hold.epoch, s.token, mode_bits([s.access_mode]),
-                                      engine.lease_ms)).epoch
-    except DeviceError as exc:
-        _audit(engine, "hand_back", "denied", exc.code, hold.operator, resource=hold.resource_id, to_fay=s.fay_id,
-               detail=protocol.refusal_text(exc)[:200])
-        return False
-    except LinkError as exc:
-        log.warning("hand back of %s: the board did not answer (%s); reading who holds it", hold.resource_id, exc)
         try:
-            held = {t: e for t, e, _m in await board.grants(hold.res)}
-        except (DeviceError, LinkError):
-            return False    # unknown: the operator's session is kept; reconciliation decides
-        if s.token not in held:
+            epoch = (await board.handover(hold.res, hold.token, hold.epoch, s.token, mode_bits([s.access_mode]),
+                                          engine.lease_ms)).epoch
+        except DeviceError as exc:
+            _audit(engine, "hand_back", "denied", exc.code, hold.operator, resource=hold.resource_id,
+                   to_fay=s.fay_id, detail=protocol.refusal_text(exc)[:200])
             return False
-        epoch = held[s.token]
+        except LinkError as exc:
+            log.warning("hand back of %s: the board did not answer (%s); reading who holds it", hold.resource_id,
+                        exc)
+            try:
+                held = {t: e for t, e, _m in await board.grants(hold.res)}
+            except (DeviceError, LinkError):
+                return False    # unknown: the operator's session is kept; reconciliation decides
+            if s.token not in held:
+                return False
+            epoch = held[s.token]
+        if s.state == "creating" and engine.registry.get(s.session_id) is s:
+            # The request's answer is on its way (or lost, and retried): admission.lock's word,
+            # within the time its board request may take at most.
+            try:
+                outcome, reason = await asyncio.wait_for(asyncio.shield(hold.moving),
+                                                         board.timeout * (board.retries + 1) + 1.0)
+            except asyncio.TimeoutError:
+                outcome, reason = None, None
+        else:
+            outcome, reason = hold.moving.result() if hold.moving.done() else (None, None)
     finally:
         s.moved_from = None
+        hold.moving = None
     hold.returning = None
-    # The board answered the request's own ACQUIRE with the moved grant first, so the session may
-    # already be active; one that is gone did not wait (or was withdrawn) meanwhile.
-    if s.state not in ("creating",) + LIVE or engine.registry.get(s.session_id) is not s:
-        # The request went away (it did not wait, or was withdrawn): the grant comes back to
-        # the operator in one more move, never released in between.
+    if outcome == "back":
+        _audit(engine, "hand_back", "rolled_back", "E_SESSION_NOT_FOUND", hold.operator, resource=hold.resource_id,
+               to_fay=s.fay_id, epoch=hold.epoch, detail="the Fay's request could not keep the grant (withdrawn, or "
+               "its credential no longer valid when granted): it came back to the operator")
+        return False
+    if outcome == "lost":
+        await engine.terminate(hold, reason)
+        _audit(engine, "hand_back", "rolled_back", "E_SESSION_NOT_FOUND", hold.operator, resource=hold.resource_id,
+               to_fay=s.fay_id, detail="the Fay's request could not keep the grant and it could not be moved back: "
+               "released (%s)" % reason)
+        return False
+    if outcome is None and (s.state not in ("creating",) + LIVE or engine.registry.get(s.session_id) is not s):
+        # The board moved the grant to a request that was gone (it did not wait, or was
+        # withdrawn) before its lock saw it: it comes back to the operator in one more move,
+        # never released in between.
         try:
             back = await board.handover(hold.res, s.token, epoch, hold.token, hold.bits, engine.lease_ms)
             hold.epoch = back.epoch
