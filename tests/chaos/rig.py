@@ -67,9 +67,17 @@ def policy():
 # ---- the cable ------------------------------------------------------------------------------
 
 def frame_name(frame):
-    """The message name of one frame as it crosses the cable, or None (noise, a bare delimiter)."""
-    for f in codec.StreamDecoder().feed(frame if frame.endswith(b"\x00") else frame + b"\x00"):
-        return f.name
+    """The message name of one frame as it crosses the cable, or None (noise, a bare delimiter).
+
+    Read as a signed frame first (counter and tag after the payload: every board since protocol
+    3), then as an unsigned one. Read without the trailer, a signed frame of a fixed-size message
+    is the wrong size and has no name: until session 8 every targeted fault but those on ACTUATE
+    and ACTUATE_R (variable size) matched nothing, and the schedules ran with fewer faults than
+    they said."""
+    frame = frame if frame.endswith(b"\x00") else frame + b"\x00"
+    for trailer in (True, False):
+        for f in codec.StreamDecoder(trailer=trailer).feed(frame):
+            return f.name
     return None
 
 

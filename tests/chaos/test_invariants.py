@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from capshared import codec
+from capshared import codec, messages
 from capwarden.engine import protocol
 from capwarden.engine.audit import AuditLog
 from capwarden.sim import TO_BOARD
@@ -104,13 +104,32 @@ def test_every_deny_needs_its_own_audit_entry(tmp_path):
     assert exc.value.name == "audit_chain"
 
 
-def test_the_targeted_cable_faults_only_the_frames_it_names():
+def _signed(name, rid, fields):
+    # A frame as the signed link (protocol 3) carries it: counter and tag after the payload.
+    raw = bytes((1, messages.ID[name], rid & 0xFF, rid >> 8)) + codec.encode_payload(name, fields)
+    return codec.raw_frame_bytes(raw + (7).to_bytes(4, "little") + bytes(range(8)))
+
+
+def test_frames_are_named_on_the_signed_link_as_on_the_plain_one():
+    """A signed frame of a fixed-size message read without its trailer has no name: every
+    targeted fault but ACTUATE's matched nothing on the signed link (fails on the old rig)."""
+    for name, fields in (("HEARTBEAT_R", {"hb_seq": 3, "grants": 1, "failsafes": 0, "override": 0}),
+                         ("ACQUIRE", {"res": 1, "modes": 2, "session": 3, "lease_ms": 1000, "wait_ms": 0}),
+                         ("EV_OVERRIDE", {"mask": 4, "ended": 1}), ("ACTUATE", {"res": 1, "session": 2, "epoch": 3,
+                                                                               "op": 1, "args": b"ab"})):
+        assert frame_name(_signed(name, 9, fields)) == name
+        assert frame_name(codec.encode_frame(name, 9, fields)) == name
+
+
+@pytest.mark.parametrize("signed", (True, False))
+def test_the_targeted_cable_faults_only_the_frames_it_names(signed):
+    frame = _signed if signed else codec.encode_frame
     host, host_end = socket.socketpair()
     board, board_end = socket.socketpair()
     cable = TargetedCable(host_end.fileno(), board_end.fileno()).start()
     try:
-        hb = codec.encode_frame("HEARTBEAT", 5, {"hb_seq": 1})
-        acq = codec.encode_frame("ACQUIRE", 6, {"res": 1, "modes": 2, "session": 3, "lease_ms": 1000, "wait_ms": 0})
+        hb = frame("HEARTBEAT", 5, {"hb_seq": 1})
+        acq = frame("ACQUIRE", 6, {"res": 1, "modes": 2, "session": 3, "lease_ms": 1000, "wait_ms": 0})
         assert frame_name(hb) == "HEARTBEAT" and frame_name(acq) == "ACQUIRE"
         cable.inject_matching(TO_BOARD, "drop", ("ACQUIRE",), 1)
         host.sendall(hb + acq + hb + acq)
