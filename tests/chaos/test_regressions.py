@@ -123,3 +123,17 @@ def test_defect_2_churn_alone_shows_it():
     play([
         ("churn", "rtB", 18),
     ])
+
+
+def test_session_8_a_killed_engines_hand_back_wait_writes_nothing_after_it():
+    """audit_chain (seed 265853870556, 29 steps shrunk to 4; the first schedules with operator
+    steps): the operator hands the led back to a Fay that has not asked yet, and the engine is
+    killed. The hand-back's wait was a task of the control room's, not of the engine's, so it
+    outlived the engine and, at its timeout, appended to the log the next engine was writing.
+    It is an engine task now (Engine.spawn), ended with the engine."""
+    play([
+        ("take", "led"),
+        ("hand_back", "led", "T"),
+        ("kill_engine",),
+        ("wait", 1.5),
+    ])

@@ -79,7 +79,7 @@ class Engine:
             await self.reconcile(h)   # grants left by an engine that stopped within a lease: released
             if not h.board.up:
                 await boards.link_down(self, h, "the board did not answer at start")
-        self._tasks = [asyncio.ensure_future(liveness.board_heartbeats(self)), asyncio.ensure_future(liveness.run(self))]
+        self._tasks += [asyncio.ensure_future(liveness.board_heartbeats(self)), asyncio.ensure_future(liveness.run(self))]
 
     async def stop(self):
         for t in self._tasks:
@@ -91,6 +91,18 @@ class Engine:
                 await self.cancel(s, withdraw=True)
             else:
                 await self.terminate(s, "engine_stopped")
+
+    def spawn(self, coro):
+        """Run `coro` as one of the engine's own tasks (an operator's hand-back wait): cancelled
+        when the engine stops, so nothing of a stopped engine acts or writes its log after it."""
+        t = asyncio.ensure_future(coro)
+        self._tasks.append(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, t):
+        if t in self._tasks:
+            self._tasks.remove(t)
 
     def add_runtime(self, runtime_id):
         return self.registry.add_runtime(runtime_id)

@@ -325,9 +325,7 @@ async def hand_back(engine, operator, resource_id, fay_id, timeout_s=30.0):
             return {"result": "completed", "session_id": s.session_id}
     hold.returning = (fay_id, engine.clock() + timeout_s)
     st = _state(engine)
-    task = asyncio.ensure_future(_wait_for_request(engine, hold, fay_id))
-    st.tasks.add(task)
-    task.add_done_callback(st.tasks.discard)
+    engine.spawn(_wait_for_request(engine, hold, fay_id))
     st.notify({"type": "operator", "action": "hand_back_waiting", "operator": hold.operator,
                "resource_id": resource_id, "to_fay_id": fay_id})
     return {"result": "waiting", "until": int(engine.wall() + timeout_s)}
@@ -430,13 +428,12 @@ async def _give(engine, hold, s):
 
 # ---- per-engine state -----------------------------------------------------------------------
 class _State:
-    """What the control room keeps beside the engine: when each holder took control, the
-    subscribers to changes, and the hand-back waits."""
+    """What the control room keeps beside the engine: when each holder took control, and the
+    subscribers to changes. (The hand-back waits are the engine's own tasks: Engine.spawn.)"""
 
     def __init__(self, engine):
         self.since = {}          # session_id -> wall seconds it became the holder
         self.subscribers = []
-        self.tasks = set()
         self.engine = engine
 
     def notify(self, change):
