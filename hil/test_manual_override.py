@@ -155,3 +155,53 @@ def test_override_with_the_engine_stalled_ends_its_sessions_with_manual_override
         finally:
             await app.stop()
     run(scenario())
+
+
+def test_a_lost_ev_override_is_made_good_by_the_next_heartbeat_answer(tmp_path, run, request, monkeypatch):
+    """EV_OVERRIDE is an event, never acknowledged. Dropped on the line, the engine used to
+    believe the resource free of the override until its next host session: the control room
+    showed none, and a take was refused by the board with a bare E_RESOURCE_BUSY. Every
+    HEARTBEAT_R carries the mask (protocol 4): the engine knows it within a heartbeat period,
+    audits it as seen in a heartbeat answer, and the operator's take is refused for the override."""
+    if request.config.getoption("--port"):
+        pytest.skip("needs the virtual board's switch file and the virtual cable's targeted drop")
+    import capwarden.sim.board as board_mod
+    from capwarden.engine.app import EngineApp
+    from capwarden.errors import CapError
+    from capwarden.sim import TO_HOST, VirtualBoard
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from chaos.rig import TargetedCable
+
+    monkeypatch.setattr(board_mod, "VirtualCable", TargetedCable)      # drops aimed at one message type
+    fs = str(tmp_path / "flash")
+    os.makedirs(fs)
+    _switch(fs)
+    vb = VirtualBoard(heapsize=HEAP, fs_dir=fs)
+    vb.start()
+    world = World(str(tmp_path))
+
+    async def scenario():
+        app = await EngineApp(world.store, "127.0.0.1:0", TOKENS, ports=[vb.port], leeway=0).start()
+        try:
+            board = app.boards["sim"]
+            vb.cable.inject_matching(TO_HOST, "drop", ("EV_OVERRIDE",), 1)
+            _switch(vb.fs_dir, ["motor_right"])
+            assert await wait_until(lambda: not vb.cable.armed(), 5)       # the event is gone
+            assert await wait_until(lambda: board.override == 1 << NAMES.index("motor_right"), 5)
+            assert await wait_until(lambda: any(e["outcome"] == "override_on" and "heartbeat" in e.get("detail", "")
+                                                for e in _entries(app.audit_path, "board")), 5)
+            snap = controlroom.snapshot(app.engine)
+            mr = next(r for r in snap["boards"][0]["resources"] if r["name"] == "motor_right")
+            assert mr["override"] is True
+            with pytest.raises(CapError) as refused:
+                await controlroom.take(app.engine, "alice", world.res("motor_right"))
+            assert refused.value.code == "E_RESOURCE_BUSY" and "manual override" in str(refused.value)
+            _switch(vb.fs_dir, [])                    # back: the next event (or heartbeat) says so
+            assert await wait_until(lambda: board.override == 0, 5)
+        finally:
+            await app.stop()
+    try:
+        run(scenario())
+    finally:
+        vb.stop()

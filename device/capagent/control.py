@@ -160,6 +160,9 @@ class Control:
         e.u32(seq)
         e.u16(self.g.count())
         e.u16(self.failsafes & 0xFFFF)
+        # The override mask in every answer: EV_OVERRIDE is an event, never acknowledged, so a
+        # host that lost one learns the mask within a heartbeat period.
+        e.u32(self.g.ov)
         self.link.send()
         if self.g.ov and self.ov_sess != self.link.auth.sessions:
             self._ov_report()   # a new host session while the override is on: tell it

@@ -4,7 +4,7 @@ Sizes are chosen so that one worst-case frame fits the smallest input buffer we 
 (RP2040 USB CDC and ESP32 UART: 256 bytes), see docs/protocol.md "Frame sizes".
 """
 
-PROTOCOL_VERSION = 3   # 3: every frame authenticated (issue 12); 2: HELLO_R hb_seq and rid_hw (issue 9)
+PROTOCOL_VERSION = 4   # 4: HEARTBEAT_R override; 3: every frame authenticated (issue 12); 2: HELLO_R hb_seq and rid_hw (issue 9)
 
 # A raw frame is header + payload + auth trailer + CRC, before COBS and escaping.
 HEADER_SIZE = 4          # seq (u8), message id (u8), request id (u16, little-endian)

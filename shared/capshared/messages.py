@@ -52,7 +52,7 @@ TABLE = (
                         ("to_session", "I"), ("modes", "B"), ("lease_ms", "I"))),
     ("HANDOVER_R", 0x92, (("res", "B"), ("to_session", "I"), ("epoch", "I"))),
     ("HEARTBEAT", 0x13, (("hb_seq", "I"),)),
-    ("HEARTBEAT_R", 0x93, (("hb_seq", "I"), ("grants", "H"), ("failsafes", "H"))),
+    ("HEARTBEAT_R", 0x93, (("hb_seq", "I"), ("grants", "H"), ("failsafes", "H"), ("override", "I"))),
     ("SUSPEND", 0x14, (("session", "I"), ("suspended", "B"))),
     ("SUSPEND_R", 0x94, (("session", "I"), ("suspended", "B"), ("grants", "B"))),
     ("ACTUATE", 0x15, (("res", "B"), ("session", "I"), ("epoch", "I"), ("op", "B"),

@@ -168,3 +168,18 @@ def plug(r, res, present):
     e.u8(res)
     e.u8(1 if present else 0)
     return r.send()
+
+
+def test_every_heartbeat_answer_carries_the_override_mask():
+    # EV_OVERRIDE is an event, never acknowledged: a host that lost it learns the mask from its
+    # next HEARTBEAT_R (protocol 4), which carries it after hb_seq, grants and failsafes.
+    r = fresh()
+    ml, led = idx(r, "motor_left"), idx(r, "led")
+    assert r.heartbeat(101) == W.HEARTBEAT_R and r.line.u32(8) == 0
+    switch(r, ["motor_left", "led"])
+    tick(r, 20)
+    assert r.heartbeat(102) == W.HEARTBEAT_R and r.line.u32(8) == (1 << ml) | (1 << led)
+    assert r.heartbeat(103) == W.HEARTBEAT_R and r.line.u32(8) == (1 << ml) | (1 << led)
+    switch(r, [])
+    tick(r, 20)
+    assert r.heartbeat(104) == W.HEARTBEAT_R and r.line.u32(8) == 0

@@ -133,7 +133,7 @@ def test_defect_1_heartbeats_count_on_from_the_boards_high_water_mark():
         if f.name == "HELLO":
             return [_hello(f.rid, hb_seq=500, rid_hw=4000)]
         sent.append((f.name, f.rid, f.fields))
-        return [codec.encode_frame("HEARTBEAT_R", f.rid, {"hb_seq": f.fields["hb_seq"], "grants": 2, "failsafes": 0})]
+        return [codec.encode_frame("HEARTBEAT_R", f.rid, {"hb_seq": f.fields["hb_seq"], "grants": 2, "failsafes": 0, "override": 0})]
 
     async def go():
         b = Board(FakeBoardTransport(answer), timeout=0.2)
@@ -231,7 +231,7 @@ def test_one_lost_request_on_a_board_that_goes_on_answering_is_no_link_loss():
             return [_hello(f.rid)]
         if f.name == "HEARTBEAT":
             return [codec.encode_frame("HEARTBEAT_R", f.rid, {"hb_seq": f.fields["hb_seq"], "grants": 0,
-                                                              "failsafes": 0})]
+                                                              "failsafes": 0, "override": 0})]
         return []                                         # this board never answers a PING
 
     async def go():

@@ -59,16 +59,18 @@ async def on_event(engine, h, ev):
 
 
 async def manual_override(engine, h, ev):
-    """The board's manual override (EV_OVERRIDE): it took every exclusive grant of those
-    resources itself (each reported by EV_GRANT_ENDED, reason override). Audited; an exclusive
-    session still live on one of them (its event lost) ends with the same reason."""
+    """The board's manual override (EV_OVERRIDE, or a HEARTBEAT_R's mask when that event was
+    lost: ev.ended None): it took every exclusive grant of those resources itself (each reported
+    by EV_GRANT_ENDED, reason override). Audited; an exclusive session still live on one of them
+    (its event lost) ends with the same reason."""
     engine.audit.record("board", "override_on" if ev.mask else "override_off", "manual_override", board=h.name,
-                        resources=ev.names, ended=ev.ended)
+                        resources=ev.names, ended=ev.ended,
+                        detail=None if ev.ended is not None else "seen in a heartbeat answer: EV_OVERRIDE was lost")
     for s in engine.registry.on_board(h):
         if s.state in LIVE and ev.mask >> s.res & 1 and mode_bits([s.access_mode]) & MODES_EXCLUSIVE:
             await engine.terminate(s, "manual_override")
-    if ev.ended:
-        await read_ring(engine, h)     # what the board did, in its own record
+    if ev.ended != 0:
+        await read_ring(engine, h)     # what the board did, in its own record (unknown: read it)
 
 
 async def read_ring(engine, h):

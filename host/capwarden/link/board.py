@@ -126,9 +126,15 @@ class Board(BoardOperations, RequestLink):
         elif f.name == "EV_FAILSAFE":
             self._emit(Failsafe(reason_name(f.fields["reason"]), f.fields["resources"], f.fields["silent_ms"]))
         elif f.name == "EV_OVERRIDE":
-            self.override = mask = f.fields["mask"]
-            names = [self._res_name(i) for i in range(30) if mask >> i & 1]
-            self._emit(ManualOverride(mask, names, f.fields["ended"]))
+            self._override_is(f.fields["mask"], f.fields["ended"])
+
+    def _override_is(self, mask, ended):
+        """The board's override mask, from EV_OVERRIDE or from a HEARTBEAT_R (ended None: the
+        event was lost). Each change is told once, whichever frame brings it first."""
+        if mask == self.override:
+            return
+        self.override = mask
+        self._emit(ManualOverride(mask, [self._res_name(i) for i in range(30) if mask >> i & 1], ended))
 
     def _resource_changed(self, fields):
         i = fields["res"]

@@ -62,9 +62,11 @@ class ManualOverride:
     """The board's manual override input (EV_OVERRIDE: an RC mode switch, the virtual board's
     override file): `mask` bit k set, resource k is under a human's direct control and the board
     grants it to nobody exclusively; `names` those resources; `ended` the exclusive grants the
-    board ended for it (reason `override`) since its last report. Sent when the input changes and,
-    while it is on, at the first heartbeat of every new host session, so an engine that was away
-    learns it."""
+    board ended for it (reason `override`) since its last report, None when the change was seen in
+    a HEARTBEAT_R because its EV_OVERRIDE was lost (the board's audit ring says what it ended).
+    Sent when the input changes and, while it is on, at the first heartbeat of every new host
+    session, so an engine that was away learns it; every HEARTBEAT_R carries the mask too
+    (protocol 4), so a lost event is made good within a heartbeat period."""
     mask: int
     names: list
-    ended: int
+    ended: object

@@ -1,7 +1,8 @@
 """The board's operations: one method per request, typed arguments in, records out.
 
 BoardOperations is half of Board (capwarden.link.board): it needs only `request`, the
-resource names (`_res_name`) and the heartbeat base the board told us at HELLO (`_hb_base`).
+resource names (`_res_name`), the heartbeat base the board told us at HELLO (`_hb_base`) and
+where the override mask a heartbeat answer carries goes (`_override_is`).
 """
 
 import random
@@ -71,6 +72,7 @@ class BoardOperations:
             raise LinkError("heartbeat sequence exhausted (2**30 beats since the board booted)")
         r = dict(await self.request("HEARTBEAT", {"hb_seq": seq}))
         r["hb_seq"] -= self._hb_base
+        self._override_is(r["override"], None)      # a lost EV_OVERRIDE made good
         return r
 
     async def audit_ring(self, from_seq=1):
