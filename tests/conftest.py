@@ -58,7 +58,8 @@ def _chaos_results():
         s = sched.STATS
         out.update(schedules=s["schedules"], steps=s["steps"], violations=s["violations"],
                    violations_by_invariant=dict(sched.VIOLATIONS), shrink_runs=s["shrink_runs"],
-                   schedule_seconds=round(s["seconds"], 1))
+                   schedule_seconds=round(s["seconds"], 1), link_faults_aimed=sched.TARGETED["aimed"],
+                   link_faults_hit=sched.TARGETED["hit"])
     if CHAOS:
         out.update(fuzz_tests=_FUZZ["tests"], fuzz_inputs=_FUZZ["inputs"], fuzz_failed_inputs=_FUZZ["failed"],
                    fuzz_seconds=round(_FUZZ["seconds"], 1),
@@ -76,6 +77,8 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line("fault schedules: %d run, %d steps, %d invariant violation(s) %s; %d shrink runs; %.1f s" % (
             r["schedules"], r["steps"], r["violations"], r["violations_by_invariant"] or "", r["shrink_runs"],
             r["schedule_seconds"]))
+        tr.write_line("targeted link faults: %d aimed at a frame, %d frames hit (a fault aimed at a message the "
+                      "schedule never sends again misses)" % (r["link_faults_aimed"], r["link_faults_hit"]))
     if CHAOS:
         tr.write_line("fuzzing: %d inputs in %d hypothesis tests, %.1f s, %.1f inputs/s (%d failing)" % (
             r["fuzz_inputs"], r["fuzz_tests"], r["fuzz_seconds"], r["fuzz_inputs_per_second"],

@@ -13,6 +13,7 @@ time: its leases run out for real, so the board heartbeats the engine sends in r
 what keeps them.
 """
 
+import collections
 import os
 import shutil
 import subprocess
@@ -81,6 +82,11 @@ def frame_name(frame):
     return None
 
 
+# Targeted faults: how many were aimed and how many frames they hit (the chaos report prints
+# both, so a harness whose faults stop matching shows it).
+TARGETED = collections.Counter()
+
+
 class TargetedCable(cable_mod.VirtualCable):
     """The virtual cable, plus faults aimed at one message type ("the ACQUIRE is delayed"), so a
     schedule says which frame a fault hits instead of whichever the background heartbeats put
@@ -111,6 +117,7 @@ class TargetedCable(cable_mod.VirtualCable):
             if name is None:
                 name = frame_name(frame)
             if name in p[3]:
+                TARGETED["hit"] += 1
                 p[1] -= 1
                 if p[1] <= 0:
                     d.pending.pop(k)
