@@ -58,8 +58,9 @@ def _chaos_results():
         s = sched.STATS
         out.update(schedules=s["schedules"], steps=s["steps"], violations=s["violations"],
                    violations_by_invariant=dict(sched.VIOLATIONS), shrink_runs=s["shrink_runs"],
-                   schedule_seconds=round(s["seconds"], 1), link_faults_aimed=sched.TARGETED["aimed"],
-                   link_faults_hit=sched.TARGETED["hit"])
+                   schedule_seconds=round(s["seconds"], 1))
+        rig = sys.modules.get("chaos.rig")
+        out.update(link_faults_aimed=rig.TARGETED["aimed"], link_faults_hit=rig.TARGETED["hit"])
     if CHAOS:
         out.update(fuzz_tests=_FUZZ["tests"], fuzz_inputs=_FUZZ["inputs"], fuzz_failed_inputs=_FUZZ["failed"],
                    fuzz_seconds=round(_FUZZ["seconds"], 1),

@@ -98,6 +98,7 @@ class TargetedCable(cable_mod.VirtualCable):
         d = self._dirs[direction]
         with d.lock:
             d.pending.append([fault, count, arg, frozenset(names)])
+        TARGETED["aimed"] += count
 
     def clear_faults(self):
         for d in self._dirs.values():

@@ -34,8 +34,8 @@ from capwarden.sim import TO_BOARD, TO_HOST
 from . import invariants as inv
 from .invariants import Violation
 from .rig import (ANSWER_SLACK_S, BOARD_HB_MS, CREDENTIALS, DETECT_S, EXPIRE_STEP_S, GRACE_S, JUMP_S, LEASE_MS,
-                  LINK_RETRIES, LIVENESS, LINK_TIMEOUT, RESOURCES, RUNTIME_HB_S, RUNTIMES, SETTLE_S, TARGETED, Creds,
-                  policy, shared_board)
+                  LINK_RETRIES, LIVENESS, LINK_TIMEOUT, RESOURCES, RUNTIME_HB_S, RUNTIMES, SETTLE_S, Creds, policy,
+                  shared_board)
 
 # How long after the engine has seen a revocation (or its wall clock passed an expiry) it may
 # still act on the old verdict: not at all. A command or a grant is checked at the moment of
@@ -689,7 +689,6 @@ class Runner:
         # Lost frames may cost a request all its tries (LinkDown), and heartbeats a lease: the
         # sessions live now, and those granted while the fault may still act, are excused.
         self._risk("link_fault", 3 * LINK_TIMEOUT * (LINK_RETRIES + 1) + (delay or 0))
-        TARGETED["aimed"] += count
         self.vb.cable.inject_matching(direction, fault, (name,), count, delay)
 
     async def do_cut(self, seconds):
