@@ -69,4 +69,4 @@ class ManualOverride:
     (protocol 4), so a lost event is made good within a heartbeat period."""
     mask: int
     names: list
-    ended: object
+    ended: int | None
