@@ -83,10 +83,15 @@ async def _pair(repl, rt, sid, v):
     return e, g
 
 
-async def _actuation(world, url, count, repl, direct, echo):
-    """Alternately: the raw-REPL exec, the ResourceCommand through the engine, and the same
-    ACTUATE frame sent by the host's link API straight to a board with no engine in between."""
+async def _actuation(world, url, count, repl, direct, echo, ws):
+    """Alternately: the raw-REPL exec, the ResourceCommand through the engine, the same ACTUATE
+    frame sent by the host's link API straight to a board with no engine in between, the
+    AuthRequest's board lock the same way, and a bare WebSocket echo of each request's frame
+    (`ws`, bench.runtimes.WsEcho). Each iteration's WebSocket echo plus its link round trip is
+    the floor of that request through any engine with the runtime API's process hop: what it
+    would take if the engine did no work at all."""
     from capshared.limits import MODE_READ, MODE_WRITE
+    from capwarden import runtimeapi
 
     rt = await RawRuntime("rt").open(url, "bench-token-1")
     reply, _ = await rt.call("AuthRequest", _auth_body(world, "motor_left", "write"))
@@ -94,46 +99,52 @@ async def _actuation(world, url, count, repl, direct, echo):
     ml = direct.resource_index("motor_left")
     gps = direct.resource_index("gps")
     grant = await direct.acquire(ml, MODE_WRITE, 7, 600000)
-    guarded, raw, link, locks, lock_raw = [], [], [], [], []
+    command = runtimeapi.dumps(runtimeapi.make("ResourceCommand", {"session_id": sid, "op": 1, "args": "ZAA"}, "rt"))
+    auth = runtimeapi.dumps(runtimeapi.make("AuthRequest", _auth_body(world), "rt"))
+    f = {k: [] for k in ("guarded", "raw", "link", "locks", "lock_raw", "act_floor", "auth_floor")}
     for i in range(count + 20):
         v = 100 + i % 500
         e, g = await _pair(repl, rt, sid, v)
         t0 = time.perf_counter()
         await direct.actuate(ml, 7, grant.epoch, 1, v.to_bytes(2, "little"))
         d = time.perf_counter() - t0
+        hop_act = await ws.rtt(command)
         le = echo.rtt(ACQUIRE)
         t0 = time.perf_counter()
         g2 = await direct.acquire(gps, MODE_READ, 8, 3000)
         lk = time.perf_counter() - t0
         await direct.release(gps, 8, g2.epoch)
+        hop_auth = await ws.rtt(auth)
         if i % 50 == 0:
             await rt.call("Heartbeat", {"session_ids": [sid]})
         if i >= 20:
-            guarded.append(g)
-            raw.append(e)
-            link.append(d)
-            locks.append(lk)
-            lock_raw.append(le)
+            for k, x in (("guarded", g), ("raw", e), ("link", d), ("locks", lk), ("lock_raw", le),
+                         ("act_floor", hop_act + d), ("auth_floor", hop_auth + lk)):
+                f[k].append(x)
     await rt.call("SessionRelease", {"session_id": sid})
     await rt.close()
     await direct.release(ml, 7, grant.epoch)
-    return guarded, raw, link, locks, lock_raw
+    return f
 
 
 async def _actuation_run(world, url, count, echo):
+    """The figures of `_actuation` (a dict of sample lists), its boards and echo set up here."""
+    from bench.runtimes import WsEcho
     from capwarden.link import Board, FdTransport
     from capwarden.sim import VirtualBoard
 
     repl = ReplBoard()
+    ws = await WsEcho().open()
     try:
         with VirtualBoard() as vb:
             direct = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3, key=vb.link_key)
             await direct.open()
             try:
-                return await _actuation(world, url, count, repl, direct, echo)
+                return await _actuation(world, url, count, repl, direct, echo, ws)
             finally:
                 await direct.close()
     finally:
+        await ws.close()
         repl.close()
 
 

@@ -14,6 +14,10 @@
 - A guarded actuation (ResourceCommand through the engine: session, epoch and mode checked on
   the board) against an unguarded raw-REPL exec of the same driver call on a second virtual
   board without the agent, in one open mpremote session (what Belay and `mpremote exec` do).
+- Floors, measured in the same loop: each request's bare WebSocket echo plus its board round
+  trip through the link API (no engine work at all), against the same baselines. What a
+  target asks of the engine is the difference between its bound and the floor; a floor above
+  the bound puts the target out of reach of engine work.
 - 1,000 sessions heartbeating at 1 Hz: the engine's CPU share and the board link's bytes/s.
 """
 
@@ -28,7 +32,7 @@ import time
 from bench import median, percentile
 from bench.actuation import _actuation_paced, _actuation_run
 from bench.link import EchoLoop
-from bench.runtimes import ACQUIRE, EngineProcess, RawRuntime, _auth_body, _world
+from bench.runtimes import ACQUIRE, EngineProcess, RawRuntime, WsEcho, _auth_body, _world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,19 +55,6 @@ async def main(store, tokens):
     print(json.dumps({"cpu": (c1 - c0) / (t1 - t0), "link_bps": (b1 - b0) / (t1 - t0), "sessions": sessions}), flush=True)
     await app.stop()
 asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
-"""
-
-WS_ECHO = r"""
-import asyncio
-from websockets.asyncio.server import serve
-async def echo(ws):
-    async for m in ws:
-        await ws.send(m)
-async def main():
-    s = await serve(echo, "127.0.0.1", 0, compression=None, ping_interval=None)
-    print(s.sockets[0].getsockname()[1], flush=True)
-    await asyncio.Future()
-asyncio.run(main())
 """
 
 async def _raw_latency(world, url, count, echo):
@@ -179,26 +170,18 @@ async def _throughput(world, url, tokens, seconds):
 async def _ws_echo(count, echo, text):
     """A bare WebSocket echo between two processes (the same library, frame and loopback as the
     runtime API), beside the pty echo: the floor of the runtime-to-engine hop."""
-    from websockets.asyncio.client import connect
-
-    proc = subprocess.Popen([sys.executable, "-c", WS_ECHO], stdout=subprocess.PIPE, text=True)
+    ws = await WsEcho().open()
     try:
-        port = int(proc.stdout.readline())
-        ws = await connect("ws://127.0.0.1:%d" % port, compression=None, ping_interval=None)
         hop, raw = [], []
         for i in range(count + 20):
             e = echo.rtt(ACQUIRE)
-            t0 = time.perf_counter()
-            await ws.send(text)
-            await ws.recv()
+            h = await ws.rtt(text)
             if i >= 20:
-                hop.append(time.perf_counter() - t0)
+                hop.append(h)
                 raw.append(e)
-        await ws.close()
         return hop, raw
     finally:
-        proc.kill()
-        proc.wait()
+        await ws.close()
 
 
 def _us(s):
@@ -224,7 +207,8 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
 
         hop, hop_raw = asyncio.run(_ws_echo(count, echo, protocol.dumps(protocol.make("AuthRequest", _auth_body(world),
                                                                                       "rt"))))
-        guarded, unguarded, link, locks, lock_raw = asyncio.run(_actuation_run(world, eng.url, count, echo))
+        act = asyncio.run(_actuation_run(world, eng.url, count, echo))
+        guarded, unguarded, link, locks, lock_raw = (act[k] for k in ("guarded", "raw", "link", "locks", "lock_raw"))
     results.add("AuthRequest->AuthResult p50 (engine process, bare pty)", _us(median(auth)), "us",
                 baseline=_us(median(raw)), target="ratio <= 5",
                 note="granted, board lock and audit sync included; raw WebSocket runtime in its own process; "
@@ -240,6 +224,11 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
     results.add("WebSocket echo p50 between two processes", _us(median(hop)), "us", baseline=_us(median(hop_raw)),
                 note="an AuthRequest-sized text frame, same library and loopback: the floor of the runtime hop; "
                      "baseline: the pty echo")
+    results.add("AuthRequest floor p50: WebSocket echo + board lock, no engine work", _us(median(act["auth_floor"])),
+                "us", baseline=_us(median(lock_raw)),
+                note="per iteration, a bare WebSocket echo of an AuthRequest frame plus the board's ACQUIRE through the "
+                     "link API: what an engine doing no work at all would take; the 5x target leaves the engine's own "
+                     "work (validation, audit, session) the difference; baseline: the pty echo, alternately")
     results.add("AuthRequest->AuthResult p50 through the SDK", _us(median(sdk)), "us", baseline=_us(median(sdk_raw)),
                 note="the SDK checks each request against the schema before sending it")
     with EchoLoop() as echo:
@@ -260,6 +249,12 @@ def run(results, count=300, seconds=10, rounds=3, window=3.0):
                 baseline=_us(median(unguarded)),
                 note="the same ACTUATE checked on the board (session, epoch, mode), sent by capwarden.link.Board with "
                      "no engine in between; baseline: the raw-REPL exec")
+
+    results.add("guarded actuation floor p50: WebSocket echo + ACTUATE link round trip, no engine work",
+                _us(median(act["act_floor"])), "us", baseline=_us(median(unguarded)),
+                note="per iteration, a bare WebSocket echo of a ResourceCommand frame plus the row above's ACTUATE: the "
+                     "least any engine behind the runtime API's process hop can take; a ratio above 1 puts the bare-pty "
+                     "target out of reach of engine work; baseline: the raw-REPL exec")
 
     # ---- the same on a paced line, as a UART board's ----
     baud = 115200

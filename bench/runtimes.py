@@ -16,6 +16,52 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACQUIRE = codec.encode_frame("ACQUIRE", 1, {"res": 3, "modes": 1, "session": 7, "lease_ms": 3000, "wait_ms": 0})
 
 
+WS_ECHO = r"""
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    s = await serve(echo, "127.0.0.1", 0, compression=None, ping_interval=None)
+    print(s.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+class WsEcho:
+    """A bare WebSocket echo server in its own process (the runtime API's library, loopback and
+    options, no engine), and a connection to it: the floor of the runtime-to-engine hop."""
+
+    async def open(self):
+        from websockets.asyncio.client import connect
+
+        self.proc = subprocess.Popen([sys.executable, "-c", WS_ECHO], stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(self.proc.stdout.readline())
+            self.ws = await connect("ws://127.0.0.1:%d" % port, compression=None, ping_interval=None)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        return self
+
+    async def rtt(self, text):
+        """Seconds for the text frame `text` to come back."""
+        t0 = time.perf_counter()
+        await self.ws.send(text)
+        await self.ws.recv()
+        return time.perf_counter() - t0
+
+    async def close(self):
+        try:
+            await self.ws.close()
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def _world():
     return test_helper("engine", "enginerig").World(tempfile.mkdtemp(prefix="capwarden-bench-"))
 
