@@ -60,7 +60,9 @@ def _chaos_results():
                    violations_by_invariant=dict(sched.VIOLATIONS), shrink_runs=s["shrink_runs"],
                    schedule_seconds=round(s["seconds"], 1))
         rig = sys.modules.get("chaos.rig")
-        out.update(link_faults_aimed=rig.TARGETED["aimed"], link_faults_hit=rig.TARGETED["hit"])
+        out.update(link_faults_aimed=rig.TARGETED["aimed"], link_faults_hit=rig.TARGETED["hit"],
+                   link_faults_by_type={n: [rig.TARGETED_BY_TYPE[n, "aimed"], rig.TARGETED_BY_TYPE[n, "hit"]]
+                                        for n in sorted({n for n, _ in rig.TARGETED_BY_TYPE})})
     if CHAOS:
         out.update(fuzz_tests=_FUZZ["tests"], fuzz_inputs=_FUZZ["inputs"], fuzz_failed_inputs=_FUZZ["failed"],
                    fuzz_seconds=round(_FUZZ["seconds"], 1),

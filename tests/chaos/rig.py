@@ -83,8 +83,10 @@ def frame_name(frame):
 
 
 # Targeted faults: how many were aimed and how many frames they hit (the chaos report prints
-# both, so a harness whose faults stop matching shows it).
+# both, so a harness whose faults stop matching shows it), and the same per message type
+# ((name, "aimed") and (name, "hit"); a fault aimed at several types counts under each).
 TARGETED = collections.Counter()
+TARGETED_BY_TYPE = collections.Counter()
 
 
 class TargetedCable(cable_mod.VirtualCable):
@@ -99,6 +101,8 @@ class TargetedCable(cable_mod.VirtualCable):
         with d.lock:
             d.pending.append([fault, count, arg, frozenset(names)])
         TARGETED["aimed"] += count
+        for n in names:
+            TARGETED_BY_TYPE[n, "aimed"] += count
 
     def clear_faults(self):
         for d in self._dirs.values():
@@ -119,6 +123,7 @@ class TargetedCable(cable_mod.VirtualCable):
                 name = frame_name(frame)
             if name in p[3]:
                 TARGETED["hit"] += 1
+                TARGETED_BY_TYPE[name, "hit"] += 1
                 p[1] -= 1
                 if p[1] <= 0:
                     d.pending.pop(k)
