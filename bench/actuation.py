@@ -134,8 +134,9 @@ async def _actuation_run(world, url, count, echo):
     from capwarden.sim import VirtualBoard
 
     repl = ReplBoard()
-    ws = await WsEcho().open()
+    ws = None
     try:
+        ws = await WsEcho().open()
         with VirtualBoard() as vb:
             direct = Board(FdTransport(vb.detach_cable(), "virtual board pty"), timeout=0.5, retries=3, key=vb.link_key)
             await direct.open()
@@ -144,7 +145,8 @@ async def _actuation_run(world, url, count, echo):
             finally:
                 await direct.close()
     finally:
-        await ws.close()
+        if ws is not None:
+            await ws.close()
         repl.close()
 
 
