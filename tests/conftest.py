@@ -40,6 +40,22 @@ if CHAOS:
 
 import pytest  # noqa: E402
 
+# ---- the compiled-module cache (capwarden.sim.firmware) -------------------------------------------
+# One for the whole run, in a folder of its own (never the user's ~/.cache): every virtual board
+# the tests start, in this process, its xdist workers and the commands they run, stages from it.
+_MADE_CACHE = None
+if not os.environ.get("CAPWARDEN_CACHE"):
+    import tempfile  # noqa: E402
+
+    _MADE_CACHE = os.environ["CAPWARDEN_CACHE"] = tempfile.mkdtemp(prefix="capwarden-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if _MADE_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_MADE_CACHE, ignore_errors=True)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):

@@ -1,5 +1,5 @@
 """Where capwarden keeps its data unless told: one rule for every store (the engine's, the
-trust service's), the XDG base directory one."""
+trust service's) and for its cache, the XDG base directory one."""
 
 import os
 
@@ -11,4 +11,14 @@ def data_dir(env_var, name):
     if env:
         return env
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, name)
+
+
+def cache_dir(env_var, name):
+    """`$env_var` when it is set, else the folder `name` in the user's cache home
+    ($XDG_CACHE_HOME, or ~/.cache): what can be made again, kept to save the time."""
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, name)

