@@ -4,9 +4,12 @@ Tests never assert on speed; this is where speed and memory targets are checked.
 listed in BENCHES exposes `run(results)` and calls `results.add(...)` for every figure.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import statistics
+import tempfile
 import time
 
 BENCHES = (
@@ -76,6 +79,17 @@ def percentile(samples, p):
     s = sorted(samples)
     k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+@contextlib.contextmanager
+def scratch(prefix):
+    """A temporary folder for one benchmark's stores and logs, removed when it is done (each
+    `make bench` used to leave some 45 MB of them in the temporary folder)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def median(samples):

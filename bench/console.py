@@ -21,10 +21,9 @@ Not in bench/__init__.py BENCHES yet: python -m bench.console [ROUNDS]. Needs /u
 import asyncio
 import os
 import sys
-import tempfile
 import time
 
-from bench import median, percentile, test_helper
+from bench import median, percentile, scratch, test_helper
 
 ROUNDS = int(os.environ.get("CAPWARDEN_BENCH_CONSOLE_ROUNDS", "40"))
 TARGET_P95_MS = 250
@@ -47,10 +46,14 @@ OBSERVE = """() => {
 
 
 async def measure(rounds):
+    with scratch("cw-bench-console-") as folder:
+        return await _measure(rounds, folder)
+
+
+async def _measure(rounds, folder):
     rig = test_helper("console", "consolerig")
     if not os.access(rig.CHROMIUM, os.X_OK):
         raise RuntimeError("%s is missing (Debian package chromium)" % rig.CHROMIUM)
-    folder = tempfile.mkdtemp(prefix="cw-bench-console-")
     stack = await rig.Stack(folder, {"policies": [{"resource": "sim/motor_left", "policy": "human",
                                                     "timeout_ms": 60000}]}).start()
     engine = stack.app.engine

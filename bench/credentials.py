@@ -8,7 +8,6 @@
 
 import os
 import statistics
-import tempfile
 import time
 
 N_DESCRIPTORS = 3000
@@ -29,6 +28,13 @@ def _rate(fn, items, seconds=2.0):
 
 
 def run(results):
+    from bench import scratch
+
+    with scratch("capwarden-bench-") as folder:
+        _run(results, folder)
+
+
+def _run(results, folder):
     import jwt
     import nacl.signing
     from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
@@ -40,7 +46,7 @@ def run(results):
     helper = test_helper("credentials", "credrig")
     NOW, World = helper.NOW, helper.World
 
-    w = World(tempfile.mkdtemp(prefix="capwarden-bench-"))
+    w = World(folder)
     fresh = [w.descriptor() for _ in range(N_DESCRIPTORS)]
     payloads = []
     for data in fresh:

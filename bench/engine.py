@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from bench import median, percentile
+from bench import median, percentile, scratch
 from bench.actuation import _actuation_paced, _actuation_run
 from bench.link import EchoLoop
 from bench.runtimes import ACQUIRE, EngineProcess, RawRuntime, WsEcho, _auth_body, _world
@@ -189,7 +189,11 @@ def _us(s):
 
 
 def run(results, count=300, seconds=10, rounds=3, window=3.0):
-    world = _world()
+    with scratch("capwarden-bench-") as folder:
+        _run(results, _world(folder), count, seconds, rounds, window)
+
+
+def _run(results, world, count, seconds, rounds, window):
     tokens = {"rt": "bench-token-1"}
     tokens.update({"rt%d" % i: "bench-token-%02d" % i for i in range(16)})
 

@@ -13,10 +13,9 @@
 
 import asyncio
 import sys
-import tempfile
 import time
 
-from bench import median, percentile, test_helper
+from bench import median, percentile, scratch, test_helper
 
 # Before each timed request: the previous step's audit sync and board traffic are done, so
 # neither figure pays for the other's (a request right after a release measured 20-30% slower).
@@ -79,11 +78,16 @@ def _model_decision(n):
 
 
 async def _preemption(rounds):
+    with scratch("capwarden-bench-policy-") as folder:
+        return await _preempt(rounds, folder)
+
+
+async def _preempt(rounds, folder):
     enginerig = test_helper("engine", "enginerig")
     policyrig = test_helper("engine", "policyrig")
     from capwarden.engine.app import EngineApp
 
-    world = enginerig.World(tempfile.mkdtemp(prefix="capwarden-bench-policy-"))
+    world = enginerig.World(folder)
     handover = policyrig.settings(world, [("motor_left", "priority", {"rule": RULE})],
                                   {"A": {"role": "routine"}, "B": {"role": "emergency"}})
     app = EngineApp(world.store, "127.0.0.1:0", enginerig.TOKENS, sim=True, leeway=0, handover=handover)

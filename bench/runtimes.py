@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from bench import test_helper
@@ -62,8 +61,9 @@ class WsEcho:
             self.proc.wait()
 
 
-def _world():
-    return test_helper("engine", "enginerig").World(tempfile.mkdtemp(prefix="capwarden-bench-"))
+def _world(folder):
+    """The engine tests' World (stores, credentials, tokens) in `folder` (bench.scratch)."""
+    return test_helper("engine", "enginerig").World(folder)
 
 
 class EngineProcess:
