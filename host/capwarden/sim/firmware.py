@@ -90,6 +90,7 @@ def stage(board, compile=True, dest=None):
 
 def _stage_into(listing, dest, compile):
     written = []
+    compiler = _compiler() if compile else None
     for src, target in listing:
         out = os.path.join(dest, target)
         os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -99,7 +100,7 @@ def _stage_into(listing, dest, compile):
                 text = privatise(text)
         if compile and target != "main.py":
             out = out[:-3] + ".mpy"
-            _compile(text, target, out)
+            _compile(compiler, text, target, out)
         else:
             with open(out, "w") as f:
                 f.write(text)
@@ -107,13 +108,34 @@ def _stage_into(listing, dest, compile):
     return written
 
 
-def _compile(text, target, out):
+def _compiler():
+    """(mpy-cross's path, what identifies it for the cache). Raises SimError when it is missing."""
+    exe = mpy_cross()
+    return exe, _compiler_id(exe)
+
+
+def _compiler_id(exe):
+    """What a compiled module depends on in its compiler: where it is, its file (size and time)
+    and what it says it emits (`--version`: the installed command may be a small script in front
+    of the real binary, which pip replaces without touching the script)."""
+    try:
+        st = os.stat(exe)
+        where = "%s\0%d\0%d" % (os.path.realpath(exe), st.st_size, st.st_mtime_ns)
+    except OSError:
+        where = exe
+    try:
+        said = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        said = ""
+    return where + "\0" + said
+
+
+def _compile(compiler, text, target, out):
     """mpy-cross the module `target` (its folded `text`) into `out`, or take the .mpy an earlier
     staging made of exactly this text with this mpy-cross (the cache: staging was most of a
     virtual board's start, one mpy-cross process per module). Raises SimError."""
-    exe = mpy_cross()
-    key = _cache_key(exe, target, text)
-    path = os.path.join(paths.cache_dir("CAPWARDEN_CACHE", "capwarden"), "mpy", key + ".mpy")
+    exe, ident = compiler
+    path = os.path.join(paths.cache_dir("CAPWARDEN_CACHE", "capwarden"), "mpy", _cache_key(ident, target, text) + ".mpy")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -132,16 +154,11 @@ def _compile(text, target, out):
     _keep(path, out)
 
 
-def _cache_key(exe, target, text):
-    """What a compiled module depends on: the compiler (its path, size and time: a new mpy-cross
-    may emit another .mpy version), its flags, the module's name (in the bytecode) and its text."""
+def _cache_key(compiler_id, target, text):
+    """The cache's name for a module: its compiler (_compiler_id), the flags, the module's name
+    (it is in the bytecode) and its text."""
     h = hashlib.sha256()
-    try:
-        st = os.stat(exe)
-        h.update(("%s\0%d\0%d\0" % (os.path.realpath(exe), st.st_size, st.st_mtime_ns)).encode())
-    except OSError:
-        h.update(exe.encode() + b"\0")
-    h.update(("\0".join(MPY_FLAGS) + "\0" + target + "\0").encode())
+    h.update((compiler_id + "\0" + "\0".join(MPY_FLAGS) + "\0" + target + "\0").encode())
     h.update(text.encode())
     return h.hexdigest()
 
