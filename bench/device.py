@@ -5,6 +5,8 @@
 - The same through the virtual cable paced at 115200 baud, against the line-time limit of the
   bytes actually sent and received (bytes x 10 / baud).
 - Heap in use by the agent at rest and with 16 grants held (8 resources), 64 KB heap.
+- A virtual board's start (stage, deploy, agent up) with the compiled-module cache filled,
+  against the same with an empty cache (every module through mpy-cross), alternately.
 """
 
 import asyncio
@@ -28,6 +30,36 @@ def _frames():
     return [codec.encode_frame("ACQUIRE", 1, {"res": 1, "modes": 2, "session": 7, "lease_ms": LONG, "wait_ms": 0}),
             codec.encode_frame("ACTUATE", 2, {"res": 1, "session": 7, "epoch": 1, "op": 1, "args": b"\x10\x00"}),
             codec.encode_frame("RELEASE", 3, {"res": 1, "session": 7, "epoch": 1})]
+
+
+def _starts(rounds):
+    """Seconds to start a virtual board, from a filled cache and from an empty one, alternately."""
+    import os
+
+    from bench import scratch
+    from capwarden.sim import VirtualBoard
+
+    def start(cache):
+        os.environ["CAPWARDEN_CACHE"] = cache
+        t0 = time.perf_counter()
+        with VirtualBoard():
+            return time.perf_counter() - t0
+
+    before = os.environ.get("CAPWARDEN_CACHE")
+    warm, cold = [], []
+    try:
+        with scratch("cw-bench-cache-") as filled:
+            start(filled)
+            for _ in range(rounds):
+                warm.append(start(filled))
+                with scratch("cw-bench-cache-") as empty:
+                    cold.append(start(empty))
+    finally:
+        if before is None:
+            os.environ.pop("CAPWARDEN_CACHE", None)
+        else:
+            os.environ["CAPWARDEN_CACHE"] = before
+    return warm, cold
 
 
 def run(results, count=300):
@@ -100,3 +132,8 @@ def run(results, count=300):
     results.add("agent heap in use at rest (64 KB heap, %d resources)" % n_res, rest["mem_alloc"], "bytes")
     results.add("agent heap in use with 16 grants", held["mem_alloc"], "bytes", baseline=rest["mem_alloc"])
     results.add("agent heap free with 16 grants", held["mem_free"], "bytes")
+    warm, cold = _starts(5)
+    results.add("virtual board start p50, compiled-module cache filled", round(median(warm), 2), "s",
+                baseline=round(median(cold), 2),
+                note="stage, deploy (one mpremote run) and agent up; baseline: the same with an empty cache "
+                     "(each module through mpy-cross), alternately, 5 rounds")
